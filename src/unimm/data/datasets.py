@@ -1,0 +1,118 @@
+"""Load one split of a dataset dir (IDX or captioned folder) into tensors."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from unimm.data.captions import CaptionTemplates
+from unimm.data.formats import META_FILE, SPLITS, iter_folder_rows, read_idx_split, read_meta, read_png
+
+_LUMA = (0.299, 0.587, 0.114)  # ITU-R BT.601 weights for RGB -> grey
+
+
+@dataclass
+class ImageTextData:
+    """One split in memory.
+
+    ``images`` float32 ``[N,C,H,W]`` in [-1, 1]; ``labels`` long ``[N]`` (-1 if unlabelled);
+    ``captions`` the stored captions of a folder dataset, None for IDX sets (captions come from
+    ``templates_for``).
+    """
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    captions: list[str] | None
+    class_names: list[str] | None
+    caption_kind: str
+    name: str
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+
+def _to_nchw(arrays: np.ndarray) -> torch.Tensor:
+    """uint8 ``[N,H,W]`` or ``[N,H,W,C]`` -> float32 ``[N,C,H,W]`` in [-1, 1]."""
+    if arrays.ndim == 3:
+        arrays = arrays[..., None]
+    images = torch.from_numpy(np.ascontiguousarray(arrays)).permute(0, 3, 1, 2).float()
+    return images / 127.5 - 1.0
+
+
+def convert_channels(images: torch.Tensor, channels: int) -> torch.Tensor:
+    """Grey <-> RGB for ``[N,C,H,W]`` images (RGB -> grey by luminance)."""
+    have = images.shape[1]
+    if have == channels:
+        return images
+    if have == 1 and channels == 3:
+        return images.expand(-1, 3, -1, -1).contiguous()
+    if have == 3 and channels == 1:
+        weights = images.new_tensor(_LUMA).view(1, 3, 1, 1)
+        return (images * weights).sum(dim=1, keepdim=True)
+    raise ValueError(f"cannot convert {have} channels to {channels}")
+
+
+def resize(images: torch.Tensor, image_size: int) -> torch.Tensor:
+    """Bilinear, antialiased resize of ``[N,C,H,W]`` to ``image_size`` x ``image_size``."""
+    if images.shape[-2:] == (image_size, image_size):
+        return images
+    out = F.interpolate(
+        images, size=(image_size, image_size), mode="bilinear", antialias=True, align_corners=False
+    )
+    return out.clamp(-1.0, 1.0)
+
+
+def _load_folder(root: Path, split: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    rows = list(iter_folder_rows(root, split))
+    if not rows:
+        raise ValueError(f"{root / 'captions.jsonl'}: no rows in split {split!r}")
+    pixels = [read_png(root / row["file"]) for row in rows]
+    shapes = {p.shape for p in pixels}
+    if len(shapes) != 1:
+        raise ValueError(f"{root}: images of split {split!r} differ in size/channels {sorted(shapes)}")
+    labels = np.array([int(row.get("label", -1)) for row in rows], dtype=np.int64)
+    return np.stack(pixels), labels, [row["caption"] for row in rows]
+
+
+def load_split(
+    path: str | Path, split: str, image_size: int | None = None, channels: int | None = None
+) -> ImageTextData:
+    """Read ``split`` of the dataset at ``path`` (format from ``meta.json``), resizing/converting if asked."""
+    root = Path(path)
+    if not (root / META_FILE).is_file():
+        raise FileNotFoundError(
+            f"dataset not found at {root} (no {META_FILE}); run `make data` "
+            f"(or `python -m unimm.data.prepare --out {root.parent}`) to create it"
+        )
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    meta = read_meta(root)
+    captions: list[str] | None = None
+    if meta["format"] == "idx":
+        pixels, labels = read_idx_split(root, split)
+    else:
+        pixels, labels, captions = _load_folder(root, split)
+    images = _to_nchw(pixels)
+    if channels is not None:
+        images = convert_channels(images, channels)
+    if image_size is not None:
+        images = resize(images, image_size)
+    return ImageTextData(
+        images=images,
+        labels=torch.from_numpy(labels).long(),
+        captions=captions,
+        class_names=meta.get("class_names"),
+        caption_kind=meta.get("caption_kind", "generic"),
+        name=meta.get("name", root.name),
+    )
+
+
+def templates_for(data: ImageTextData) -> CaptionTemplates:
+    """Caption/VQA templates for a labelled dataset; ``ValueError`` if it has no class names."""
+    if not data.class_names:
+        raise ValueError(f"dataset {data.name!r} has no class_names, so it has no caption templates")
+    return CaptionTemplates(data.class_names, data.caption_kind)

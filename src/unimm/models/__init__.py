@@ -1,0 +1,3 @@
+from unimm.models.unified import UnifiedModel
+
+__all__ = ["UnifiedModel"]

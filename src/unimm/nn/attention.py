@@ -1,0 +1,49 @@
+"""Grouped-query self-attention with RoPE, SDPA and an optional KV cache."""
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+
+from unimm.nn.kv_cache import KVCache
+from unimm.nn.rope import apply_rope
+
+
+class Attention(nn.Module):
+    def __init__(self, dim: int, heads: int, kv_heads: int, layer_idx: int, qkv_bias: bool = False) -> None:
+        super().__init__()
+        assert dim % heads == 0 and heads % kv_heads == 0
+        self.heads, self.kv_heads, self.head_dim = heads, kv_heads, dim // heads
+        self.layer_idx = layer_idx
+        self.q_proj = nn.Linear(dim, heads * self.head_dim, bias=qkv_bias)
+        self.k_proj = nn.Linear(dim, kv_heads * self.head_dim, bias=qkv_bias)
+        self.v_proj = nn.Linear(dim, kv_heads * self.head_dim, bias=qkv_bias)
+        self.o_proj = nn.Linear(heads * self.head_dim, dim, bias=False)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        attn_mask: torch.Tensor | None,
+        rope: tuple[torch.Tensor, torch.Tensor],
+        cache: KVCache | None = None,
+    ) -> torch.Tensor:
+        """x: [B, L, dim]; attn_mask: bool [B, L, L_total] (True = may attend) or None for causal."""
+        q = rearrange(self.q_proj(x), "b l (h d) -> b h l d", h=self.heads)
+        k = rearrange(self.k_proj(x), "b l (h d) -> b h l d", h=self.kv_heads)
+        v = rearrange(self.v_proj(x), "b l (h d) -> b h l d", h=self.kv_heads)
+        q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+        past = 0
+        if cache is not None:
+            past = cache.length
+            k, v = cache.update(self.layer_idx, k, v)
+        if attn_mask is not None:
+            mask, causal = attn_mask.unsqueeze(1), False
+        elif past == 0 or x.shape[1] == 1:
+            mask, causal = None, past == 0 and x.shape[1] > 1
+        else:  # several new tokens after a cached prefix: causal with an offset
+            mask = torch.ones(x.shape[1], past + x.shape[1], dtype=torch.bool, device=x.device).tril(past)
+            causal = False
+        out = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, is_causal=causal, enable_gqa=self.kv_heads != self.heads
+        )
+        return self.o_proj(rearrange(out, "b h l d -> b l (h d)"))

@@ -1,0 +1,123 @@
+"""Llama-style decoder trunk shared by every strategy, with Llama/Qwen2 weight loading.
+
+Parameter names follow Hugging Face's Llama (``embed_tokens``, ``layers.N.self_attn.q_proj`` …)
+so that a local Llama or Qwen2 safetensors checkpoint loads by name.
+"""
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+from torch import nn
+
+from unimm.nn.block import DenseBlock
+from unimm.nn.kv_cache import KVCache
+from unimm.nn.norms import RMSNorm
+from unimm.nn.rope import RotaryEmbedding
+
+
+@dataclass
+class BackboneConfig:
+    vocab_size: int = 512
+    dim: int = 256
+    depth: int = 4
+    heads: int = 4
+    kv_heads: int = 4
+    hidden_dim: int = 688
+    norm_eps: float = 1e-6
+    rope_theta: float = 10000.0
+    qkv_bias: bool = False
+    tie_embeddings: bool = False
+
+
+def block_factory(cfg: BackboneConfig, layer_idx: int) -> nn.Module:
+    """The dense block; other layer kinds register their own factories by the same signature."""
+    return DenseBlock(cfg.dim, cfg.heads, cfg.kv_heads, cfg.hidden_dim, layer_idx, cfg.norm_eps, cfg.qkv_bias)
+
+
+class Backbone(nn.Module):
+    def __init__(self, cfg: BackboneConfig, make_block=block_factory) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.dim)
+        self.layers = nn.ModuleList(make_block(cfg, i) for i in range(cfg.depth))
+        self.norm = RMSNorm(cfg.dim, cfg.norm_eps)
+        self.lm_head = nn.Linear(cfg.dim, cfg.vocab_size, bias=False)
+        if cfg.tie_embeddings:
+            self.lm_head.weight = self.embed_tokens.weight
+        self.rotary = RotaryEmbedding(cfg.dim // cfg.heads, cfg.rope_theta)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        positions: torch.Tensor,
+        modality: torch.Tensor | None = None,
+        attn_mask: torch.Tensor | None = None,
+        cache: KVCache | None = None,
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """x: [B, L, dim] input embeddings; positions: [B, 3, L] -> (normed hidden [B, L, dim], aux losses)."""
+        rope = self.rotary(positions)
+        aux: dict[str, torch.Tensor] = {}
+        for layer in self.layers:
+            x, layer_aux = layer(x, modality, attn_mask, rope, cache)
+            for k, v in layer_aux.items():
+                aux[k] = aux.get(k, 0.0) + v
+        if cache is not None:
+            cache.advance(x.shape[1])
+        return self.norm(x), aux
+
+    def new_cache(self, max_len: int) -> KVCache:
+        return KVCache(len(self.layers), max_len)
+
+    def text_logits(self, ids: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+        """Plain causal LM over token ids [B, L] (the Llama forward) -> logits [B, L, vocab]."""
+        start = cache.length if cache is not None else 0
+        pos = torch.arange(start, start + ids.shape[1], device=ids.device).expand(ids.shape[0], 3, -1)
+        hidden, _ = self(self.embed_tokens(ids), pos, cache=cache)
+        return self.lm_head(hidden)
+
+    @classmethod
+    def from_hf(cls, path: str | Path) -> "Backbone":
+        """Load a local Hugging Face Llama or Qwen2 checkpoint (config.json + *.safetensors)."""
+        path = Path(path)
+        hf = json.loads((path / "config.json").read_text())
+        if hf.get("model_type") not in ("llama", "qwen2"):
+            raise ValueError(f"{path}: model_type {hf.get('model_type')!r} is not 'llama' or 'qwen2'")
+        heads = hf["num_attention_heads"]
+        head_dim = hf.get("head_dim") or hf["hidden_size"] // heads
+        if head_dim * heads != hf["hidden_size"]:
+            raise ValueError(f"{path}: head_dim * heads != hidden_size is not supported")
+        if hf.get("rope_scaling"):
+            raise ValueError(f"{path}: rope_scaling {hf['rope_scaling']} is not supported")
+        cfg = BackboneConfig(
+            vocab_size=hf["vocab_size"],
+            dim=hf["hidden_size"],
+            depth=hf["num_hidden_layers"],
+            heads=heads,
+            kv_heads=hf.get("num_key_value_heads", heads),
+            hidden_dim=hf["intermediate_size"],
+            norm_eps=hf["rms_norm_eps"],
+            rope_theta=hf.get("rope_theta", 10000.0),
+            qkv_bias=hf["model_type"] == "qwen2" or bool(hf.get("attention_bias", False)),
+            tie_embeddings=bool(hf.get("tie_word_embeddings", False)),
+        )
+        model = cls(cfg)
+        state: dict[str, torch.Tensor] = {}
+        files = sorted(path.glob("*.safetensors"))
+        if not files:
+            raise FileNotFoundError(f"{path}: no *.safetensors files")
+        for f in files:
+            state.update(load_file(f))
+        state = {k.removeprefix("model."): v for k, v in state.items()}
+        if cfg.tie_embeddings:
+            state.pop("lm_head.weight", None)
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        missing = [k for k in missing if not (cfg.tie_embeddings and k == "lm_head.weight")]
+        if missing or unexpected:
+            raise ValueError(f"{path}: missing weights {missing[:5]}, unexpected {unexpected[:5]}")
+        return model
+
+    def config_dict(self) -> dict:
+        return asdict(self.cfg)

@@ -1,0 +1,100 @@
+"""Continuous image objectives on latent patches: DDPM (epsilon / v / x0 prediction) and flow matching.
+
+Each objective draws a noise level per image, corrupts the clean patches, names the regression
+target, maps its native time to a noise level ``s`` in [0, 1] for the timestep embedding, and
+runs its paired sampler. ``s = 0`` always means a clean image (what the model reads when it
+captions).
+"""
+
+from typing import Protocol
+
+import torch
+import torch.nn.functional as F
+
+from unimm.samplers.diffusion import SAMPLER_OBJECTIVES, sample
+from unimm.samplers.schedules import DDPMSchedule, flow_interpolate, flow_velocity
+
+
+class ImageObjective(Protocol):
+    name: str
+
+    def sample_time(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor: ...
+    def time_at(self, fraction: torch.Tensor) -> torch.Tensor: ...
+    def corrupt(self, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: ...
+    def level(self, t: torch.Tensor) -> torch.Tensor: ...
+    def run_sampler(self, sampler: str, model_fn, noise: torch.Tensor, steps: int, generator=None) -> torch.Tensor: ...
+
+
+def mse(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return F.mse_loss(pred.float(), target.float())
+
+
+class DDPMObjective:
+    """DDPM with a discrete schedule; ``prediction`` picks the target (epsilon, v_prediction or sample)."""
+
+    name = "diffusion"
+
+    def __init__(self, timesteps: int = 1000, beta_schedule: str = "cosine", prediction: str = "epsilon") -> None:
+        self.schedule = DDPMSchedule(timesteps, beta_schedule)
+        self.prediction = prediction
+
+    def sample_time(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        return torch.randint(0, self.schedule.num_train_timesteps, (n,), generator=generator)
+
+    def time_at(self, fraction: torch.Tensor) -> torch.Tensor:
+        return (fraction * (self.schedule.num_train_timesteps - 1)).round().long()
+
+    def corrupt(self, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """x0, noise: [M, P]; t: [M] integer steps -> (x_t, target)."""
+        self.schedule = self.schedule.to(x0.device)
+        x_t = self.schedule.add_noise(x0, noise, t)
+        if self.prediction == "epsilon":
+            return x_t, noise
+        if self.prediction == "v_prediction":
+            return x_t, self.schedule.velocity(x0, noise, t)
+        return x_t, x0
+
+    def level(self, t: torch.Tensor) -> torch.Tensor:
+        return (t.float() + 1) / self.schedule.num_train_timesteps
+
+    def run_sampler(self, sampler: str, model_fn, noise: torch.Tensor, steps: int, generator=None) -> torch.Tensor:
+        return sample(
+            sampler,
+            model_fn,
+            noise,
+            schedule=self.schedule.to(noise.device),
+            num_steps=steps,
+            generator=generator,
+            objective=self.name,
+            prediction_type=self.prediction,
+        )
+
+
+class FlowObjective:
+    """Rectified flow: x_t = (1 - t) x0 + t noise, the model predicts v = noise - x0."""
+
+    name = "flow"
+
+    def sample_time(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        return torch.rand(n, generator=generator)
+
+    def time_at(self, fraction: torch.Tensor) -> torch.Tensor:
+        return fraction.float()
+
+    def corrupt(self, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return flow_interpolate(x0, noise, t.unsqueeze(-1)), flow_velocity(x0, noise)
+
+    def level(self, t: torch.Tensor) -> torch.Tensor:
+        return t.float()
+
+    def run_sampler(self, sampler: str, model_fn, noise: torch.Tensor, steps: int, generator=None) -> torch.Tensor:
+        return sample(sampler, model_fn, noise, num_steps=steps, objective=self.name)
+
+
+def build_image_objective(cfg) -> ImageObjective:
+    """From an ``ObjectiveSection``."""
+    if cfg.image == "diffusion":
+        return DDPMObjective(cfg.timesteps, cfg.beta_schedule, cfg.prediction)
+    if cfg.image == "flow":
+        return FlowObjective()
+    raise ValueError(f"objective.image = {cfg.image!r}; allowed: {sorted(set(SAMPLER_OBJECTIVES.values()))}")

@@ -1,0 +1,3 @@
+from unimm.train.loop import train
+
+__all__ = ["train"]

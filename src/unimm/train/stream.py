@@ -1,0 +1,65 @@
+"""Deterministic stream of training examples.
+
+Micro-batch ``k`` is a pure function of ``(seed, k)``: sample ``g = k * batch_size + j`` is
+item ``perm_epoch[g mod N]`` of a per-epoch permutation seeded by ``(seed, epoch)``, and its
+task, template and condition dropout come from an RNG seeded by ``(seed, g)``. Resuming at
+step ``s`` therefore replays exactly the data an uninterrupted run would have seen.
+"""
+
+import random
+
+import torch
+
+from unimm.config import ObjectiveSection
+from unimm.data import CaptionTemplates, ImageTextData
+from unimm.tasks import Example
+
+
+class ExampleStream:
+    def __init__(
+        self,
+        data: ImageTextData,
+        templates: CaptionTemplates | None,
+        objective: ObjectiveSection,
+        batch_size: int,
+        seed: int,
+    ) -> None:
+        if data.captions is None and templates is None:
+            raise ValueError(f"dataset {data.name!r} has neither captions nor class names to caption with")
+        self.data, self.templates, self.obj = data, templates, objective
+        self.batch_size, self.seed = batch_size, seed
+        self._perm: tuple[int, torch.Tensor] | None = None
+
+    def _item(self, g: int) -> int:
+        n = len(self.data)
+        epoch = g // n
+        if self._perm is None or self._perm[0] != epoch:
+            gen = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
+            self._perm = (epoch, torch.randperm(n, generator=gen))
+        return int(self._perm[1][g % n])
+
+    def _example(self, i: int, rng: random.Random) -> Example:
+        label = int(self.data.labels[i])
+        can_vqa = self.templates is not None and label >= 0
+
+        def caption() -> str:
+            if self.data.captions is not None:
+                return self.data.captions[i]
+            return self.templates.caption(label, rng)
+
+        if rng.random() < self.obj.understand_fraction:
+            if can_vqa and rng.random() < self.obj.vqa_fraction:
+                q, a = self.templates.vqa(label, rng)
+                return Example("vqa", q, a)
+            return Example("caption", caption())
+        return Example("t2i", caption(), drop_condition=rng.random() < self.obj.cond_drop)
+
+    def batch(self, k: int) -> tuple[torch.Tensor, list[Example]]:
+        """Micro-batch ``k`` -> (images [B, C, H, W], examples)."""
+        start = k * self.batch_size
+        idx, examples = [], []
+        for g in range(start, start + self.batch_size):
+            i = self._item(g)
+            idx.append(i)
+            examples.append(self._example(i, random.Random(self.seed * 1_000_003 + g)))
+        return self.data.images[idx], examples

@@ -1,0 +1,57 @@
+"""TextTokenizer: fixed special ids, lossless round trip, deterministic training, save/load."""
+
+import pytest
+
+from unimm.data.captions import CaptionTemplates
+from unimm.tokenizers.text import SPECIAL_TOKENS, TextTokenizer
+
+TEXTS = CaptionTemplates(["zero", "one", "two", "seven", "eight"], "digit").all_texts() + [
+    "a red circle left of a blue square",
+    "woman surfing: light skin tone",
+]
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return TextTokenizer.train(TEXTS, vocab_size=300)
+
+
+def test_special_ids_fixed(tokenizer):
+    ids = [tokenizer.pad_id, tokenizer.bos_id, tokenizer.eos_id, tokenizer.boi_id]
+    ids += [tokenizer.eoi_id, tokenizer.img_id, tokenizer.sep_id]
+    assert ids == list(range(7))
+    assert [tokenizer.tokenizer.id_to_token(i) for i in ids] == list(SPECIAL_TOKENS)
+    assert tokenizer.vocab_size <= 300
+
+
+def test_round_trip_and_no_specials(tokenizer):
+    for text in TEXTS + ["café ☕ 123", "an unseen sentence about zebras"]:
+        ids = tokenizer.encode(text)
+        assert all(i >= len(SPECIAL_TOKENS) for i in ids)
+        assert tokenizer.decode(ids) == text
+    assert (
+        tokenizer.decode([tokenizer.bos_id, *tokenizer.encode("the digit 7"), tokenizer.eos_id])
+        == "the digit 7"
+    )
+    assert len(tokenizer.encode("a handwritten seven")) < len("a handwritten seven") // 2  # merges learned
+
+
+def test_training_deterministic(tokenizer):
+    again = TextTokenizer.train(list(reversed(TEXTS)), vocab_size=300)
+    assert again.tokenizer.to_str() == tokenizer.tokenizer.to_str()
+
+
+def test_save_load_identical_ids(tokenizer, tmp_path):
+    path = tokenizer.save(tmp_path / "tok")
+    assert path.name == "tokenizer.json"
+    loaded = TextTokenizer.load(tmp_path / "tok")
+    for text in TEXTS:
+        assert loaded.encode(text) == tokenizer.encode(text)
+    assert loaded.vocab_size == tokenizer.vocab_size
+    with pytest.raises(FileNotFoundError):
+        TextTokenizer.load(tmp_path / "nope")
+
+
+def test_too_small_vocab():
+    with pytest.raises(ValueError):
+        TextTokenizer.train(TEXTS, vocab_size=100)
