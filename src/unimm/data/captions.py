@@ -100,9 +100,7 @@ class CaptionTemplates:
         aliases = [(name, label) for label, name in enumerate(self.class_names)]
         if self.kind == "digit":
             aliases += [(str(label), label) for label in range(self.num_classes)]
-        return [
-            (re.compile(rf"(?<![\w]){re.escape(alias)}(?![\w])"), label, alias) for alias, label in aliases
-        ]
+        return [(re.compile(rf"(?<![\w]){re.escape(alias)}(?![\w])"), label, alias) for alias, label in aliases]
 
     def parse(self, text: str) -> int:
         """The label named in ``text`` (class name or, for digits, the digit character).

@@ -60,9 +60,7 @@ def resize(images: torch.Tensor, image_size: int) -> torch.Tensor:
     """Bilinear, antialiased resize of ``[N,C,H,W]`` to ``image_size`` x ``image_size``."""
     if images.shape[-2:] == (image_size, image_size):
         return images
-    out = F.interpolate(
-        images, size=(image_size, image_size), mode="bilinear", antialias=True, align_corners=False
-    )
+    out = F.interpolate(images, size=(image_size, image_size), mode="bilinear", antialias=True, align_corners=False)
     return out.clamp(-1.0, 1.0)
 
 

@@ -107,9 +107,7 @@ def read_meta(root: str | Path) -> dict[str, Any]:
     return meta
 
 
-def make_meta(
-    fmt: str, name: str, class_names: list[str] | None, caption_kind: str, **extra: Any
-) -> dict[str, Any]:
+def make_meta(fmt: str, name: str, class_names: list[str] | None, caption_kind: str, **extra: Any) -> dict[str, Any]:
     """Build a meta dict with the standard keys first, then any extras (e.g. ``source``)."""
     return {"format": fmt, "name": name, "class_names": class_names, "caption_kind": caption_kind, **extra}
 
@@ -140,9 +138,7 @@ def read_idx_split(root: str | Path, split: str) -> tuple[np.ndarray, np.ndarray
     image_path, label_path = idx_paths(root, split)
     images, labels = read_idx(image_path), read_idx(label_path)
     if images.dtype != np.uint8 or images.ndim not in (3, 4):
-        raise ValueError(
-            f"{image_path}: expected uint8 images [N,H,W(,C)], got {images.dtype} {images.shape}"
-        )
+        raise ValueError(f"{image_path}: expected uint8 images [N,H,W(,C)], got {images.dtype} {images.shape}")
     if labels.ndim != 1 or len(labels) != len(images):
         raise ValueError(f"{label_path}: expected {len(images)} labels, got shape {labels.shape}")
     return images, labels.astype(np.int64)

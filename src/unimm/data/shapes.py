@@ -56,9 +56,7 @@ class ShapeObject:
 
     @classmethod
     def from_dict(cls, row: dict[str, Any]) -> ShapeObject:
-        return cls(
-            row["shape"], row["colour"], (int(row["centre"][0]), int(row["centre"][1])), int(row["size"])
-        )
+        return cls(row["shape"], row["colour"], (int(row["centre"][0]), int(row["centre"][1])), int(row["size"]))
 
 
 def relation_holds(a: ShapeObject, b: ShapeObject, relation: str, gap: int = 0) -> bool:
@@ -138,9 +136,7 @@ def _place(rng: random.Random, size: int, image_size: int) -> tuple[int, int]:
     return rng.randint(margin, image_size - 1 - margin), rng.randint(margin, image_size - 1 - margin)
 
 
-def sample_scene(
-    rng: random.Random, image_size: int = 32, p_two: float = 0.5, p_count: float = 0.2
-) -> ShapeScene:
+def sample_scene(rng: random.Random, image_size: int = 32, p_two: float = 0.5, p_count: float = 0.2) -> ShapeScene:
     """Draw a scene: one object, or (prob ``p_two``) two objects in a relation or (``p_count``) a pair."""
     names = list(COLOURS)
     if rng.random() >= p_two:

@@ -17,9 +17,7 @@ class TextTokenizer:
     def __init__(self, tokenizer: Tokenizer) -> None:
         for index, token in enumerate(SPECIAL_TOKENS):
             if tokenizer.token_to_id(token) != index:
-                raise ValueError(
-                    f"special token {token} must have id {index}, has {tokenizer.token_to_id(token)}"
-                )
+                raise ValueError(f"special token {token} must have id {index}, has {tokenizer.token_to_id(token)}")
         self.tokenizer = tokenizer
 
     @classmethod
