@@ -15,10 +15,11 @@ from unimm.checkpoint import atomic_write_text, load_weights, save_weights
 from unimm.config import Config, dump_toml, load_config
 from unimm.models.image_io import PatchEmbed, PatchHead, PixelPatches
 from unimm.nn.backbone import Backbone, BackboneConfig
+from unimm.nn.kv_cache import KVCache
 from unimm.objectives import build_image_objective, text_ar_loss
 from unimm.samplers.guidance import classifier_free_guidance
 from unimm.samplers.text import select_next
-from unimm.sequence import IGNORE, Batch, SpecialIds, collate, pack
+from unimm.sequence import IGNORE, Batch, SpecialIds, TextSpan, collate, pack
 from unimm.tasks import generation_prompt, understanding_prompt
 from unimm.tokenizers.text import TextTokenizer
 
@@ -150,23 +151,23 @@ class UnifiedModel(nn.Module):
         top_k: int | None = None,
         top_p: float | None = None,
         generator: torch.Generator | None = None,
+        use_cache: bool = True,
     ) -> list[str]:
-        """Images [B, C, H, W] in [-1, 1] -> captions (or answers to ``question``), decoded with a KV cache."""
+        """Images [B, C, H, W] in [-1, 1] -> captions (or answers to ``question``).
+
+        Decoding uses a KV cache; ``use_cache=False`` re-runs the whole sequence at every step
+        (the reference the cached path is tested against).
+        """
         s, tok = self.cfg.sample, self.tokenizer
         max_new = max_new_tokens or s.max_new_tokens
         temperature = s.temperature if temperature is None else temperature
         dev = next(self.parameters()).device
         patches = self.image_codec.encode(images.to(dev).float())
-        batch = self.pack([understanding_prompt(p, self.grid, tok, question) for p in patches.cpu()]).to(dev)
-        length = batch.tokens.shape[1]
-        self._check_length(length + max_new, "question" if question else "caption prompt")
-        img = batch.image_id >= 0
-        x = self.backbone.embed_tokens(batch.tokens)
-        level = torch.zeros(int(img.sum()), device=dev)
-        x = x.masked_scatter(img.unsqueeze(-1), self.image_in(patches.reshape(-1, patches.shape[-1]), level))
-        cache = self.backbone.new_cache(length + max_new)
-        hidden, _ = self.backbone(x, batch.positions, batch.modality, batch.attn_mask, cache)
-        logits = self.backbone.lm_head(hidden[:, -1])
+        prompts = [understanding_prompt(p, self.grid, tok, question) for p in patches.cpu()]
+        batch = self.pack(prompts).to(dev)
+        self._check_length(batch.tokens.shape[1] + max_new, "question" if question else "caption prompt")
+        cache = self.backbone.new_cache(batch.tokens.shape[1] + max_new) if use_cache else None
+        logits = self._last_logits(batch, cache)
         out = torch.empty(len(images), 0, dtype=torch.long, device=dev)
         done = torch.zeros(len(images), dtype=torch.bool, device=dev)
         pos = batch.next_position.to(dev)
@@ -177,10 +178,24 @@ class UnifiedModel(nn.Module):
             done |= nxt == tok.eos_id
             if bool(done.all()) or i == max_new - 1:
                 break
-            p = (pos + i).view(-1, 1, 1).expand(-1, 3, 1)
-            hidden, _ = self.backbone(self.backbone.embed_tokens(nxt[:, None]), p, cache=cache)
-            logits = self.backbone.lm_head(hidden[:, -1])
+            if cache is not None:
+                p = (pos + i).view(-1, 1, 1).expand(-1, 3, 1)
+                hidden, _ = self.backbone(self.backbone.embed_tokens(nxt[:, None]), p, cache=cache)
+                logits = self.backbone.lm_head(hidden[:, -1])
+            else:
+                spans = [[*sp, TextSpan(row, loss=False)] for sp, row in zip(prompts, out.tolist(), strict=True)]
+                logits = self._last_logits(self.pack(spans).to(dev), None)
         return [tok.decode(self._until_eos(row)) for row in out.tolist()]
+
+    def _last_logits(self, batch: Batch, cache: KVCache | None) -> torch.Tensor:
+        """Forward a packed prompt whose images are read clean; next-token logits at the last position [B, V]."""
+        img = batch.image_id >= 0
+        x = self.backbone.embed_tokens(batch.tokens)
+        if img.any():
+            level = torch.zeros(int(img.sum()), device=x.device)
+            x = x.masked_scatter(img.unsqueeze(-1), self.image_in(batch.patches[img], level))
+        hidden, _ = self.backbone(x, batch.positions, batch.modality, batch.attn_mask, cache)
+        return self.backbone.lm_head(hidden[:, -1])
 
     def _until_eos(self, ids: list[int]) -> list[int]:
         eos = self.tokenizer.eos_id

@@ -1,0 +1,185 @@
+"""A small CNN that judges generated images: train once on the real data, cache by content hash.
+
+The classifier is the yardstick of text-to-image quality ("does a prompt for 7 draw a 7?"), so its
+own held-out accuracy is reported next to every generated-accuracy number.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors import safe_open
+from safetensors.torch import save_file
+from torch import nn
+from tqdm.auto import tqdm
+
+from unimm.checkpoint import atomic_write
+from unimm.data import ImageTextData, load_split
+
+ARCH_VERSION = 1  # bump when the network or training recipe changes: old cache entries stop matching
+
+
+class ImageClassifier(nn.Module):
+    """Three 3x3 conv layers (two followed by 2x2 max-pool when the map is large enough) and a linear head.
+
+    Takes images ``[B, C, H, W]`` in [-1, 1] of side ``image_size`` (8 to 64) and returns logits ``[B, K]``.
+    """
+
+    def __init__(self, channels: int, image_size: int, num_classes: int, width: int = 32) -> None:
+        super().__init__()
+        self.channels, self.image_size, self.num_classes = channels, image_size, num_classes
+        pools = [image_size // 2 >= 4, image_size // 4 >= 4]  # 8x8 input pools once, 28x28 twice
+        layers: list[nn.Module] = []
+        c_in = channels
+        for i, c_out in enumerate((width // 2, width, width)):
+            layers += [nn.Conv2d(c_in, c_out, 3, padding=1), nn.ReLU()]
+            if i < 2 and pools[i]:
+                layers.append(nn.MaxPool2d(2))
+            c_in = c_out
+        self.features = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(4), nn.Flatten())
+        self.head = nn.Linear(width * 16, num_classes)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if images.shape[1:] != (self.channels, self.image_size, self.image_size):
+            raise ValueError(
+                f"classifier expects [B, {self.channels}, {self.image_size}, {self.image_size}], "
+                f"got {list(images.shape)}"
+            )
+        return self.head(self.features(images))
+
+    @torch.no_grad()
+    def predict(self, images: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
+        """Predicted labels ``[B]`` (eval mode, batched)."""
+        was_training = self.training
+        self.eval()
+        out = torch.cat([self(images[i : i + batch_size]).argmax(-1) for i in range(0, len(images), batch_size)])
+        self.train(was_training)
+        return out
+
+
+def num_classes_of(data: ImageTextData) -> int:
+    return len(data.class_names) if data.class_names else int(data.labels.max()) + 1
+
+
+def train_classifier(
+    data: ImageTextData,
+    steps: int = 600,
+    batch_size: int = 128,
+    lr: float = 3e-3,
+    seed: int = 0,
+    progress: bool = False,
+) -> ImageClassifier:
+    """Train on the labelled images of ``data`` with AdamW and a one-cycle schedule.
+
+    Deterministic given ``seed`` (initialisation and batch order use their own generators; the global
+    RNG is left untouched). Unlabelled images (label -1) are skipped.
+    """
+    keep = data.labels >= 0
+    images, labels = data.images[keep], data.labels[keep]
+    if len(images) == 0:
+        raise ValueError(f"dataset {data.name!r} has no labelled images to train a classifier on")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        clf = ImageClassifier(images.shape[1], images.shape[-1], num_classes_of(data))
+    opt = torch.optim.AdamW(clf.parameters(), lr=lr, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.15)
+    gen = torch.Generator().manual_seed(seed)
+    order, pos = torch.randperm(len(images), generator=gen), 0
+    clf.train()
+    for _ in tqdm(range(steps), disable=not progress, desc="train classifier", unit="step"):
+        if pos + batch_size > len(order):  # new epoch: reshuffle
+            order, pos = torch.randperm(len(images), generator=gen), 0
+        idx = order[pos : pos + batch_size]
+        pos += batch_size
+        loss = F.cross_entropy(clf(_jitter(images[idx], gen)), labels[idx])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+    return clf.eval()
+
+
+def _jitter(images: torch.Tensor, gen: torch.Generator, max_shift: int = 1) -> torch.Tensor:
+    """Shift each batch by up to ``max_shift`` pixels (background-padded): cheap augmentation that helps
+    the classifier accept slightly off-centre generated digits."""
+    dy, dx = (int(v) for v in torch.randint(-max_shift, max_shift + 1, (2,), generator=gen))
+    if dy == dx == 0:
+        return images
+    p = max_shift
+    padded = F.pad(images, (p, p, p, p), value=-1.0)
+    h, w = images.shape[-2:]
+    return padded[..., p + dy : p + dy + h, p + dx : p + dx + w]
+
+
+def accuracy(clf: ImageClassifier, images: torch.Tensor, labels: torch.Tensor) -> float:
+    """Fraction of ``images`` whose predicted label equals ``labels`` (entries with label -1 are skipped)."""
+    keep = labels >= 0
+    if not bool(keep.any()):
+        return float("nan")
+    return float((clf.predict(images[keep]) == labels[keep]).float().mean())
+
+
+def dataset_fingerprint(path: str | Path) -> str:
+    """SHA-256 over the relative names and bytes of every file in the dataset directory."""
+    root = Path(path)
+    h = hashlib.sha256()
+    for f in sorted(p for p in root.rglob("*") if p.is_file()):
+        h.update(f.relative_to(root).as_posix().encode() + b"\0")
+        with open(f, "rb") as fh:
+            while chunk := fh.read(1 << 20):
+                h.update(chunk)
+    return h.hexdigest()
+
+
+def load_or_train_classifier(
+    data_path: str | Path,
+    split: str = "train",
+    image_size: int | None = None,
+    channels: int | None = None,
+    cache_dir: str | Path = Path("~/.cache/unimm/classifiers"),
+    eval_split: str = "test",
+    steps: int = 600,
+    batch_size: int = 128,
+    seed: int = 0,
+    progress: bool = False,
+) -> tuple[ImageClassifier, float]:
+    """A classifier for the dataset at ``data_path`` and its accuracy on ``eval_split``.
+
+    Weights live in ``cache_dir/classifier-<key>.safetensors``; the key hashes the dataset files and
+    every setting above, so a changed dataset or recipe trains afresh and an unchanged one loads.
+    """
+    settings = dict(
+        split=split, image_size=image_size, channels=channels, eval_split=eval_split,
+        steps=steps, batch_size=batch_size, seed=seed, arch=ARCH_VERSION,
+    )  # fmt: skip
+    key = hashlib.sha256((dataset_fingerprint(data_path) + json.dumps(settings, sort_keys=True)).encode())
+    path = Path(cache_dir).expanduser() / f"classifier-{key.hexdigest()[:20]}.safetensors"
+    if path.is_file():
+        return _load(path)
+    data = load_split(data_path, split, image_size, channels)
+    clf = train_classifier(data, steps=steps, batch_size=batch_size, seed=seed, progress=progress)
+    held_out = load_split(data_path, eval_split, image_size, channels)
+    acc = accuracy(clf, held_out.images, held_out.labels)
+    meta = {
+        "channels": str(clf.channels),
+        "image_size": str(clf.image_size),
+        "num_classes": str(clf.num_classes),
+        "test_accuracy": repr(acc),
+        "settings": json.dumps(settings),
+    }
+    state = {k: v.contiguous() for k, v in clf.state_dict().items()}
+    atomic_write(path, lambda tmp: save_file(state, tmp, metadata=meta))
+    return clf, acc
+
+
+def _load(path: Path) -> tuple[ImageClassifier, float]:
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata()
+        state = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open is not a dict)
+    clf = ImageClassifier(int(meta["channels"]), int(meta["image_size"]), int(meta["num_classes"]))
+    clf.load_state_dict(state)
+    return clf.eval(), float(meta["test_accuracy"])

@@ -1,0 +1,55 @@
+"""The command line, end to end on a tiny run: train, caption, generate, and clear errors."""
+
+from pathlib import Path
+
+from PIL import Image
+from typer.testing import CliRunner
+
+from conftest import tiny_overrides
+from unimm.cli import app
+
+runner = CliRunner()
+QUICK = str(Path(__file__).parents[1] / "configs" / "quick.toml")
+
+
+def _sets(digits_dir, **extra) -> list[str]:
+    return [a for o in tiny_overrides(digits_dir, **extra) for a in ("--set", o)]
+
+
+def test_train_caption_generate(digits_dir, tmp_path):
+    run = tmp_path / "run"
+    result = runner.invoke(app, ["train", QUICK, "--out", str(run), *_sets(digits_dir)])
+    assert result.exit_code == 0, result.output
+    img = tmp_path / "x.png"
+    Image.new("L", (28, 28), 0).save(img)
+    result = runner.invoke(app, ["caption", str(run), str(img), "--question", "what digit is this?"])
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith(str(img))
+    grid = tmp_path / "grid.png"
+    result = runner.invoke(
+        app, ["generate", str(run), "a handwritten seven", "the digit 1", "--n", "3", "--out", str(grid)]
+    )
+    assert result.exit_code == 0, result.output
+    with Image.open(grid) as g:
+        assert g.width > g.height > 0  # two rows of three
+
+
+def test_bad_config_key_is_one_line_error(digits_dir, tmp_path):
+    result = runner.invoke(app, ["train", QUICK, "--out", str(tmp_path), "--set", "model.dimm=3"])
+    assert result.exit_code == 2
+    assert "unknown config key 'model.dimm'" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_corrupt_image_is_named(digits_dir, tmp_path):
+    run = tmp_path / "run"
+    assert runner.invoke(app, ["train", QUICK, "--out", str(run), *_sets(digits_dir)]).exit_code == 0
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    result = runner.invoke(app, ["caption", str(run), str(bad)])
+    assert result.exit_code == 2 and "bad.png" in result.output
+
+
+def test_missing_run_dir(tmp_path):
+    result = runner.invoke(app, ["generate", str(tmp_path / "nope"), "seven"])
+    assert result.exit_code == 2 and "not a unimm model directory" in result.output
