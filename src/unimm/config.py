@@ -39,9 +39,12 @@ class ImageSection(_Section):
     understand: Literal["shared"] = "shared"
     generate: Literal["latent"] = "latent"
     latent: Literal["pixels", "vae"] = "pixels"
-    patch_size: int = Field(4, gt=0)
+    patch_size: int = Field(4, gt=0, description="patch side in pixels, or in latent cells with the VAE")
     vae_channels: int = Field(4, gt=0, description="latent channels of the optional VAE")
-    vae_downsample: int = Field(2, gt=0, description="spatial downsampling of the optional VAE")
+    vae_downsample: int = Field(2, gt=0, description="spatial downsampling of the optional VAE (power of 2)")
+    vae_hidden: int = Field(64, gt=0)
+    vae_steps: int = Field(1500, gt=0, description="VAE training steps before the transformer trains")
+    vae_kl: float = Field(1e-4, ge=0, description="KL weight of the VAE")
 
 
 class ObjectiveSection(_Section):

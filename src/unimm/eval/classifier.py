@@ -69,7 +69,7 @@ def train_classifier(
     data: ImageTextData,
     steps: int = 600,
     batch_size: int = 128,
-    lr: float = 3e-3,
+    lr: float = 1e-2,
     seed: int = 0,
     progress: bool = False,
 ) -> ImageClassifier:

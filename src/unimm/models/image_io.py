@@ -31,6 +31,10 @@ class PixelPatches(nn.Module):
         p, (h, w) = self.patch_size, self.grid
         return rearrange(patches, "b (h w) (c p1 p2) -> b c (h p1) (w p2)", h=h, w=w, p1=p, p2=p)
 
+    def prepare(self, images: torch.Tensor, seed: int = 0, progress: bool = True) -> dict:
+        """Pixels need no fitting (a learned codec such as ``VAEPatches`` trains here)."""
+        return {}
+
 
 def timestep_embedding(level: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
     """Sinusoidal features of noise levels ``level`` in [0, 1] (scaled by 1000) -> [N, dim]."""

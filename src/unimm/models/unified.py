@@ -14,6 +14,7 @@ from torch import nn
 from unimm.checkpoint import atomic_write_text, load_weights, save_weights
 from unimm.config import Config, dump_toml, load_config
 from unimm.models.image_io import PatchEmbed, PatchHead, PixelPatches
+from unimm.models.vae import VAEPatches
 from unimm.nn.backbone import Backbone, BackboneConfig
 from unimm.nn.kv_cache import KVCache
 from unimm.objectives import build_image_objective, text_ar_loss
@@ -39,6 +40,23 @@ def backbone_config(cfg: Config, vocab_size: int) -> BackboneConfig:
     )
 
 
+def build_image_codec(cfg: Config) -> nn.Module:
+    """The continuous latent named by ``image.latent``: raw pixel patches or a small VAE's latent patches."""
+    im, d = cfg.image, cfg.data
+    if im.latent == "vae":
+        return VAEPatches(
+            d.channels,
+            d.image_size,
+            im.patch_size,
+            im.vae_channels,
+            im.vae_downsample,
+            im.vae_hidden,
+            im.vae_steps,
+            im.vae_kl,
+        )
+    return PixelPatches(d.channels, d.image_size, im.patch_size)
+
+
 class UnifiedModel(nn.Module):
     def __init__(self, cfg: Config, tokenizer: TextTokenizer) -> None:
         super().__init__()
@@ -46,7 +64,7 @@ class UnifiedModel(nn.Module):
             raise ValueError("data.image_size and data.channels must be resolved (set from the dataset) first")
         self.cfg, self.tokenizer = cfg, tokenizer
         self.backbone = Backbone(backbone_config(cfg, tokenizer.vocab_size))
-        self.image_codec = PixelPatches(cfg.data.channels, cfg.data.image_size, cfg.image.patch_size)
+        self.image_codec = build_image_codec(cfg)
         self.image_in = PatchEmbed(self.image_codec.patch_dim, cfg.model.dim)
         self.image_out = PatchHead(cfg.model.dim, self.image_codec.patch_dim)
         self.objective = build_image_objective(cfg.objective)

@@ -18,10 +18,10 @@ from unimm.checkpoint import atomic_write_text, load_state, load_weights, save_s
 from unimm.config import Config, dump_toml, load_config
 from unimm.data import load_split, templates_for
 from unimm.models import UnifiedModel
+from unimm.optim import EMA, build_optimizer, warmup_cosine
 from unimm.sequence import Batch
 from unimm.tasks import training_spans
 from unimm.tokenizers.text import TextTokenizer
-from unimm.train.optim import EMA, build_optimizer, warmup_cosine
 from unimm.train.stream import ExampleStream
 
 KEEP_CHECKPOINTS = 2
@@ -43,7 +43,8 @@ def build_tokenizer(cfg: Config, data, templates) -> TextTokenizer:
 
 
 def make_batch(model: UnifiedModel, images: torch.Tensor, examples) -> Batch:
-    patches = model.image_codec.encode(images)
+    with torch.no_grad():  # the codec is fixed while the transformer trains
+        patches = model.image_codec.encode(images)
     return model.pack(
         [training_spans(ex, p, model.grid, model.tokenizer) for ex, p in zip(examples, patches, strict=True)]
     )
@@ -98,6 +99,13 @@ def train(cfg: Config, out: str | Path, resume: bool = False, progress: bool = T
     torch.manual_seed(t_cfg.seed)
     tok = TextTokenizer.load(out / "tokenizer") if ckpt else build_tokenizer(cfg, data, templates)
     model = UnifiedModel(cfg, tok)
+    if ckpt is None:  # a learned image codec (the VAE) trains first, then stays frozen
+        codec_stats = model.image_codec.prepare(data.images, seed=t_cfg.seed, progress=progress)
+        if codec_stats:
+            out.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(out / "codec.json", json.dumps(codec_stats, indent=2))
+    else:
+        model.image_codec.requires_grad_(False)
     opt = build_optimizer(model, t_cfg.lr, t_cfg.weight_decay, t_cfg.betas)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(t_cfg.warmup, t_cfg.steps, t_cfg.min_lr_ratio))
     ema = EMA(model, t_cfg.ema) if t_cfg.ema > 0 else None

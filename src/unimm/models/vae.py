@@ -1,0 +1,120 @@
+"""A small convolutional KL-VAE and the latent-patch codec built on it.
+
+``VAEPatches`` is the optional continuous latent of the transfusion layout: images are encoded
+by a VAE (trained on the run's own images before the transformer, then frozen), the latent map is
+scaled to unit variance and cut into patches. It has the same interface as ``PixelPatches``.
+"""
+
+import math
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+from tqdm.auto import tqdm
+
+from unimm.optim import warmup_cosine
+
+
+class SmallVAE(nn.Module):
+    """Conv encoder/decoder; each downsampling step halves the side. Latent: [B, z, H/d, W/d]."""
+
+    def __init__(self, channels: int, latent_channels: int = 4, hidden: int = 64, downsample: int = 2) -> None:
+        super().__init__()
+        steps = int(math.log2(downsample))
+        if 2**steps != downsample:
+            raise ValueError(f"image.vae_downsample must be a power of two, got {downsample}")
+        enc: list[nn.Module] = [nn.Conv2d(channels, hidden, 3, padding=1), nn.SiLU()]
+        for _ in range(steps):
+            enc += [nn.Conv2d(hidden, hidden, 4, stride=2, padding=1), nn.SiLU()]
+        enc += [
+            nn.Conv2d(hidden, hidden, 3, padding=1),
+            nn.SiLU(),
+            nn.Conv2d(hidden, 2 * latent_channels, 3, padding=1),
+        ]
+        dec: list[nn.Module] = [nn.Conv2d(latent_channels, hidden, 3, padding=1), nn.SiLU()]
+        dec += [nn.Conv2d(hidden, hidden, 3, padding=1), nn.SiLU()]
+        for _ in range(steps):
+            dec += [nn.ConvTranspose2d(hidden, hidden, 4, stride=2, padding=1), nn.SiLU()]
+        dec += [nn.Conv2d(hidden, channels, 3, padding=1)]
+        self.encoder, self.decoder = nn.Sequential(*enc), nn.Sequential(*dec)
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """x: [B, C, H, W] in [-1, 1] -> (mean, logvar), each [B, z, H/d, W/d]."""
+        mean, logvar = self.encoder(x).chunk(2, dim=1)
+        return mean, logvar.clamp(-30, 20)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return self.decoder(z)
+
+    def loss(self, x: torch.Tensor, kl_weight: float, generator: torch.Generator | None = None):
+        """Reconstruction MSE + kl_weight * KL(q(z|x) || N(0, I)) per latent element."""
+        mean, logvar = self.encode(x)
+        z = mean + (0.5 * logvar).exp() * torch.randn(mean.shape, generator=generator)
+        recon = F.mse_loss(self.decode(z), x)
+        kl = 0.5 * (mean.pow(2) + logvar.exp() - 1 - logvar).mean()
+        return recon + kl_weight * kl, recon.detach(), kl.detach()
+
+
+class VAEPatches(nn.Module):
+    """Images [B, C, H, W] <-> patches of the scaled VAE latent [B, (H/dp)(W/dp), z p p]."""
+
+    def __init__(
+        self,
+        channels: int,
+        image_size: int,
+        patch_size: int,
+        latent_channels: int = 4,
+        downsample: int = 2,
+        hidden: int = 64,
+        fit_steps: int = 1500,
+        kl_weight: float = 1e-4,
+    ) -> None:
+        super().__init__()
+        side = image_size // downsample
+        if image_size % downsample or side % patch_size:
+            raise ValueError(
+                f"image size {image_size} / image.vae_downsample {downsample} "
+                f"is not divisible by image.patch_size {patch_size}"
+            )
+        self.vae = SmallVAE(channels, latent_channels, hidden, downsample)
+        self.patch_size, self.fit_steps, self.kl_weight = patch_size, fit_steps, kl_weight
+        self.grid = (side // patch_size, side // patch_size)
+        self.patch_dim = latent_channels * patch_size * patch_size
+        self.register_buffer("scale", torch.ones(()))
+        self.register_buffer("fitted", torch.zeros((), dtype=torch.bool))
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        z = self.vae.encode(images)[0] * self.scale
+        p = self.patch_size
+        return rearrange(z, "b c (h p1) (w p2) -> b (h w) (c p1 p2)", p1=p, p2=p)
+
+    def decode(self, patches: torch.Tensor) -> torch.Tensor:
+        p, (h, w) = self.patch_size, self.grid
+        z = rearrange(patches, "b (h w) (c p1 p2) -> b c (h p1) (w p2)", h=h, w=w, p1=p, p2=p)
+        return self.vae.decode(z / self.scale)
+
+    def prepare(self, images: torch.Tensor, seed: int = 0, batch_size: int = 64, progress: bool = True) -> dict:
+        """Train the VAE on ``images`` [N, C, H, W], set the latent scale to 1/std, then freeze it."""
+        gen = torch.Generator().manual_seed(seed)
+        opt = torch.optim.AdamW(self.vae.parameters(), lr=2e-3, weight_decay=0.0)
+        warmup = max(1, self.fit_steps // 20)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(warmup, self.fit_steps, 0.05))
+        self.vae.train()
+        bar = tqdm(range(self.fit_steps), disable=not progress, desc="fit VAE", unit="step")
+        recon = kl = torch.zeros(())
+        for _ in bar:
+            idx = torch.randint(0, len(images), (batch_size,), generator=gen)
+            loss, recon, kl = self.vae.loss(images[idx], self.kl_weight, gen)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            bar.set_postfix(recon=f"{float(recon):.4f}")
+        with torch.no_grad():
+            self.scale.fill_(1.0)
+            latents = torch.cat([self.vae.encode(images[i : i + 256])[0] for i in range(0, len(images), 256)])
+            self.scale.fill_(1.0 / latents.std().item())
+            self.fitted.fill_(True)
+        self.vae.requires_grad_(False)
+        return {"vae_recon_mse": float(recon), "vae_kl": float(kl), "vae_scale": float(self.scale)}

@@ -1,0 +1,51 @@
+"""The judge classifier learns, is deterministic given its seed, and is cached by content hash."""
+
+import pytest
+import torch
+
+import unimm.eval.classifier as classifier
+from unimm.data import load_split
+from unimm.eval.classifier import ImageClassifier, accuracy, load_or_train_classifier, train_classifier
+
+
+@pytest.fixture(scope="module")
+def digits_train(digits_dir):
+    return load_split(digits_dir, "train")
+
+
+def test_classifier_beats_chance_by_far(digits_train):
+    clf = train_classifier(digits_train, steps=150, batch_size=64)
+    assert accuracy(clf, digits_train.images, digits_train.labels) > 0.8  # chance is 0.1
+
+
+@pytest.mark.parametrize("size", [8, 16, 28, 64])
+def test_classifier_shapes(size):
+    clf = ImageClassifier(3, size, 7)
+    assert clf(torch.zeros(2, 3, size, size)).shape == (2, 7)
+    with pytest.raises(ValueError, match="expects"):
+        clf(torch.zeros(2, 1, size, size))
+
+
+def test_training_is_deterministic_given_seed(digits_train):
+    a, b = (train_classifier(digits_train, steps=15, batch_size=32, seed=3) for _ in range(2))
+    c = train_classifier(digits_train, steps=15, batch_size=32, seed=4)
+    for key, value in a.state_dict().items():
+        assert torch.equal(value, b.state_dict()[key]), key
+    assert not all(torch.equal(v, c.state_dict()[k]) for k, v in a.state_dict().items())
+
+
+def test_cache_hit_loads_identical_weights_without_training(digits_dir, tmp_path, monkeypatch):
+    clf, acc = load_or_train_classifier(digits_dir, cache_dir=tmp_path, steps=20)
+    assert len(list(tmp_path.glob("classifier-*.safetensors"))) == 1
+    assert 0.0 <= acc <= 1.0
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("retrained despite a cache hit")
+
+    monkeypatch.setattr(classifier, "train_classifier", no_training)
+    again, acc_again = load_or_train_classifier(digits_dir, cache_dir=tmp_path, steps=20)
+    assert acc_again == acc
+    for key, value in clf.state_dict().items():
+        assert torch.equal(value, again.state_dict()[key]), key
+    with pytest.raises(AssertionError, match="retrained"):  # other settings: a different key
+        load_or_train_classifier(digits_dir, cache_dir=tmp_path, steps=21)
