@@ -36,7 +36,7 @@ lint: setup
 	$(VENV)/bin/ruff format --check src tests bench
 
 bench: setup
-	$(VENV)/bin/pip install -q -e '.[bench]'
+	$(VENV)/bin/pip install -q torch==2.13.0 -e '.[bench]'
 	$(PY) bench/train_step.py
 
 clean:

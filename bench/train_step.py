@@ -34,8 +34,8 @@ from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, 
 from unimm.config import load_config
 from unimm.data import make_meta, write_idx_split, write_meta
 from unimm.models import UnifiedModel
+from unimm.optim import build_optimizer
 from unimm.train.loop import build_tokenizer, make_batch, resolve_data
-from unimm.train.optim import build_optimizer
 from unimm.train.stream import ExampleStream
 
 ROOT = Path(__file__).resolve().parents[1]
