@@ -136,7 +136,7 @@ def plot_samples(gen: dict[str, Any], class_names: list[str], path: Path) -> Pat
         label = f'"{prompts[0]}"' + (f" (+{len(prompts) - 1} other prompts)" if len(prompts) > 1 else "")
         label += f"\n{class_names[c]}: {gen['per_class_accuracy'][c]:.0%} judged correct"
         ax.text(-0.02, 0.5, label, transform=ax.transAxes, ha="right", va="center", fontsize=10)
-    fig.suptitle(f"generated samples (first {g} per class, seed {gen['seed']})", fontsize=11)
+    axes[0].set_title(f"generated samples (first {g} per class, seed {gen['seed']})", fontsize=11)
     return _save(fig, path)
 
 

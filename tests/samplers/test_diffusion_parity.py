@@ -100,9 +100,7 @@ def test_ddpm_step_matches_diffusers(prediction_type, num_inference_steps, dtype
 
         # Deterministic mean and the noise scale separately.
         z = torch.randn(SHAPE, generator=g, dtype=dtype)
-        mean = ddpm_step(
-            s, out, t, x, prev_t=prev_t, prediction_type=prediction_type, noise=torch.zeros_like(z)
-        )
+        mean = ddpm_step(s, out, t, x, prev_t=prev_t, prediction_type=prediction_type, noise=torch.zeros_like(z))
         noisy = ddpm_step(s, out, t, x, prev_t=prev_t, prediction_type=prediction_type, noise=z)
         if t > 0:
             std = (ref._get_variance(t) ** 0.5).item()
@@ -137,9 +135,7 @@ def test_ddpm_sample_trajectory_matches_diffusers():
 
 @pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
 def test_ddim_trajectory_matches_diffusers(prediction_type):
-    ref = DDIMScheduler(
-        T, clip_sample=False, set_alpha_to_one=True, steps_offset=0, prediction_type=prediction_type
-    )
+    ref = DDIMScheduler(T, clip_sample=False, set_alpha_to_one=True, steps_offset=0, prediction_type=prediction_type)
     ref.set_timesteps(20)
     s = DDPMSchedule(T)
     noise = torch.randn(SHAPE, generator=torch.Generator().manual_seed(4))
@@ -158,9 +154,7 @@ def test_ddim_eta_step_matches_diffusers():
     out = eps_model(x, torch.full((SHAPE[0],), 450.0))
     z = torch.randn(SHAPE, generator=torch.Generator().manual_seed(7))
     expected = ref.step(out, 450, x, eta=0.7, variance_noise=z).prev_sample
-    torch.testing.assert_close(
-        ddim_step(s, out, 450, 400, x, eta=0.7, noise=z), expected, rtol=1e-5, atol=1e-5
-    )
+    torch.testing.assert_close(ddim_step(s, out, 450, 400, x, eta=0.7, noise=z), expected, rtol=1e-5, atol=1e-5)
 
 
 A = torch.tensor([[0.3, -0.2, 0.1], [0.05, 0.4, -0.3], [0.2, 0.1, -0.5]])

@@ -95,7 +95,5 @@ def test_registry_and_errors(noise):
 
 def test_progress_bar_runs(noise, capsys):
     schedule = DDPMSchedule(100)
-    out = sample(
-        "ddim", diffusion_oracle(schedule, "epsilon"), noise, schedule=schedule, num_steps=5, progress=True
-    )
+    out = sample("ddim", diffusion_oracle(schedule, "epsilon"), noise, schedule=schedule, num_steps=5, progress=True)
     assert out.shape == noise.shape

@@ -251,9 +251,7 @@ def sample(
     paired = SAMPLER_OBJECTIVES[name]
     if objective is not None and objective != paired:
         allowed = sorted(k for k, v in SAMPLER_OBJECTIVES.items() if v == objective)
-        raise ValueError(
-            f"sampler {name!r} pairs with objective {paired!r}, not {objective!r}; use one of {allowed}"
-        )
+        raise ValueError(f"sampler {name!r} pairs with objective {paired!r}, not {objective!r}; use one of {allowed}")
     if paired == "flow":
         if schedule is not None:
             raise ValueError(f"flow sampler {name!r} takes no DDPMSchedule")

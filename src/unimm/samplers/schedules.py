@@ -56,9 +56,7 @@ class DDPMSchedule:
         elif beta_schedule == "cosine":
             betas = _cosine_betas(T)
         else:
-            raise ValueError(
-                f"beta_schedule must be one of 'linear', 'cosine', 'scaled_linear'; got {beta_schedule!r}"
-            )
+            raise ValueError(f"beta_schedule must be one of 'linear', 'cosine', 'scaled_linear'; got {beta_schedule!r}")
         self.num_train_timesteps = T
         self.beta_schedule = beta_schedule
         self.beta_start = beta_start
