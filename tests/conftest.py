@@ -34,6 +34,7 @@ def tiny_overrides(data_path: Path, **extra) -> list[str]:
         "model.dim": 32,
         "model.depth": 2,
         "model.heads": 2,
+        "image.latent": "pixels",
         "image.patch_size": 4,
         "train.batch_size": 8,
         "train.steps": 4,
