@@ -27,7 +27,7 @@ def train(
     try:
         cfg = load_config(config, set_)
         run(cfg, out, resume=resume)
-    except (ConfigError, FileNotFoundError, FileExistsError, ValueError) as err:
+    except (ConfigError, FileNotFoundError, FileExistsError, ValueError, FloatingPointError) as err:
         _fail(err)
     typer.echo(f"run saved to {out}")
 

@@ -19,7 +19,7 @@ def _save_tiny(kind: str, path) -> torch.nn.Module:
         num_key_value_heads=2,
         max_position_embeddings=128,
         rms_norm_eps=1e-6,
-        rope_theta=10000.0,
+        rope_theta=10000.0 if kind == "llama" else 1e6,  # a non-default theta must be read from the config
     )
     if kind == "llama":
         model = transformers.LlamaForCausalLM(transformers.LlamaConfig(**common, tie_word_embeddings=False))

@@ -88,3 +88,15 @@ def test_stream_is_a_pure_function_of_seed_and_index(digits_dir):
         assert torch.equal(a[0], b[0]) and a[1] == b[1]
     tasks = {ex.task for k in range(10) for ex in s1.batch(k)[1]}
     assert tasks == {"t2i", "caption", "vqa"}
+
+
+def test_resume_uses_saved_config_and_says_what_it_ignores(digits_dir, tmp_path, capsys):
+    out = tmp_path / "r"
+    _train_until(_cfg(digits_dir, 4), out, stop_after=2)
+    with open(out / "metrics.jsonl", "a") as f:
+        f.write('{"step": 3, "lo')  # a row cut short by the kill
+    train(_cfg(digits_dir, 9, **{"model.depth": 3}), out, resume=True, progress=False)
+    said = capsys.readouterr().out
+    assert "ignoring" in said and "train.steps (9 != 4)" in said and "model.depth (3 != 2)" in said
+    steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4]

@@ -89,8 +89,10 @@ class Backbone(nn.Module):
         head_dim = hf.get("head_dim") or hf["hidden_size"] // heads
         if head_dim * heads != hf["hidden_size"]:
             raise ValueError(f"{path}: head_dim * heads != hidden_size is not supported")
-        if hf.get("rope_scaling"):
-            raise ValueError(f"{path}: rope_scaling {hf['rope_scaling']} is not supported")
+        rope = hf.get("rope_parameters") or {}  # transformers >= 5 nests rope settings here
+        rope_type = rope.get("rope_type") or (hf.get("rope_scaling") or {}).get("rope_type", "default")
+        if rope_type != "default" or (hf.get("rope_scaling") and "rope_type" not in hf["rope_scaling"]):
+            raise ValueError(f"{path}: rope scaling {rope or hf.get('rope_scaling')} is not supported")
         cfg = BackboneConfig(
             vocab_size=hf["vocab_size"],
             dim=hf["hidden_size"],
@@ -99,7 +101,7 @@ class Backbone(nn.Module):
             kv_heads=hf.get("num_key_value_heads", heads),
             hidden_dim=hf["intermediate_size"],
             norm_eps=hf["rms_norm_eps"],
-            rope_theta=hf.get("rope_theta", 10000.0),
+            rope_theta=hf.get("rope_theta") or rope.get("rope_theta", 10000.0),
             qkv_bias=hf["model_type"] == "qwen2" or bool(hf.get("attention_bias", False)),
             tie_embeddings=bool(hf.get("tie_word_embeddings", False)),
         )

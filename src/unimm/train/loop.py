@@ -93,8 +93,11 @@ def train(cfg: Config, out: str | Path, resume: bool = False, progress: bool = T
     if ckpt is None and (out / "checkpoints" / "latest").exists():
         raise FileExistsError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
     if ckpt is not None:
-        cfg = load_config(out / "config.toml")  # the run's own resolved config wins
+        given, cfg = cfg, load_config(out / "config.toml")  # the run's own resolved config wins
         t_cfg = cfg.train
+        ignored = _differences(given, cfg)
+        if ignored:
+            print(f"note: --resume continues with {out / 'config.toml'}; ignoring {', '.join(ignored)}")
     data, templates = resolve_data(cfg)
     torch.manual_seed(t_cfg.seed)
     tok = TextTokenizer.load(out / "tokenizer") if ckpt else build_tokenizer(cfg, data, templates)
@@ -178,6 +181,21 @@ def train(cfg: Config, out: str | Path, resume: bool = False, progress: bool = T
     return out
 
 
+def _differences(given: Config, saved: Config) -> list[str]:
+    """Keys whose value in ``given`` differs from the run's saved config (unset data sizes excepted)."""
+    a, b = given.model_dump(), saved.model_dump()
+    out = []
+    for section, values in a.items():
+        if not isinstance(values, dict):
+            if values != b[section]:
+                out.append(f"{section} ({values!r} != {b[section]!r})")
+            continue
+        for k, v in values.items():
+            if v != b[section][k] and not (section == "data" and v is None):
+                out.append(f"{section}.{k} ({v!r} != {b[section][k]!r})")
+    return out
+
+
 def _finite(v: float) -> bool:
     return v == v and abs(v) != float("inf")
 
@@ -186,7 +204,13 @@ def _trim_metrics(path: Path, step: int) -> None:
     """Drop log rows after ``step`` (written by a run that was interrupted after its last checkpoint)."""
     if not path.exists():
         return
-    rows = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] <= step]
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            if json.loads(line)["step"] <= step:
+                rows.append(line)
+        except (json.JSONDecodeError, KeyError, TypeError):
+            continue  # a line cut short when the process was killed
     atomic_write_text(path, "".join(r + "\n" for r in rows))
 
 
