@@ -9,7 +9,6 @@ captions).
 from typing import Protocol
 
 import torch
-import torch.nn.functional as F
 
 from unimm.samplers.diffusion import SAMPLER_OBJECTIVES, sample
 from unimm.samplers.schedules import DDPMSchedule, flow_interpolate, flow_velocity
@@ -23,10 +22,6 @@ class ImageObjective(Protocol):
     def corrupt(self, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: ...
     def level(self, t: torch.Tensor) -> torch.Tensor: ...
     def run_sampler(self, sampler: str, model_fn, noise: torch.Tensor, steps: int, generator=None) -> torch.Tensor: ...
-
-
-def mse(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    return F.mse_loss(pred.float(), target.float())
 
 
 class DDPMObjective:
