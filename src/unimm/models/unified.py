@@ -112,7 +112,7 @@ class UnifiedModel(nn.Module):
         text_loss = text_ar_loss(self.backbone.lm_head(hidden[has_target]), batch.targets[has_target])
         if gen_pos.any():
             pred = self.image_out(hidden[gen_pos])
-            image_loss = torch.nn.functional.mse_loss(pred.float(), target[gen_pos[img]].float())
+            image_loss, _ = self.objective.loss(pred, target[gen_pos[img]])
         loss = obj_cfg.text_weight * text_loss + obj_cfg.image_weight * image_loss
         for v in aux.values():
             loss = loss + v

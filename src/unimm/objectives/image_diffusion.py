@@ -21,7 +21,14 @@ class ImageObjective(Protocol):
     def time_at(self, fraction: torch.Tensor) -> torch.Tensor: ...
     def corrupt(self, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: ...
     def level(self, t: torch.Tensor) -> torch.Tensor: ...
+    def loss(self, pred: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]: ...
     def run_sampler(self, sampler: str, model_fn, noise: torch.Tensor, steps: int, generator=None) -> torch.Tensor: ...
+
+
+def regression_loss(pred: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Mean squared error over every generated patch element (fp32), and its metric."""
+    loss = torch.nn.functional.mse_loss(pred.float(), target.float())
+    return loss, {"image_loss": loss.detach()}
 
 
 class DDPMObjective:
@@ -52,6 +59,8 @@ class DDPMObjective:
     def level(self, t: torch.Tensor) -> torch.Tensor:
         return (t.float() + 1) / self.schedule.num_train_timesteps
 
+    loss = staticmethod(regression_loss)
+
     def run_sampler(self, sampler: str, model_fn, noise: torch.Tensor, steps: int, generator=None) -> torch.Tensor:
         return sample(
             sampler,
@@ -81,6 +90,8 @@ class FlowObjective:
 
     def level(self, t: torch.Tensor) -> torch.Tensor:
         return t.float()
+
+    loss = staticmethod(regression_loss)
 
     def run_sampler(self, sampler: str, model_fn, noise: torch.Tensor, steps: int, generator=None) -> torch.Tensor:
         return sample(sampler, model_fn, noise, num_steps=steps, objective=self.name)
