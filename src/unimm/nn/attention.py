@@ -15,9 +15,9 @@ class Attention(nn.Module):
         assert dim % heads == 0 and heads % kv_heads == 0
         self.heads, self.kv_heads, self.head_dim = heads, kv_heads, dim // heads
         self.layer_idx = layer_idx
-        self.q_proj = nn.Linear(dim, heads * self.head_dim, bias=qkv_bias)
-        self.k_proj = nn.Linear(dim, kv_heads * self.head_dim, bias=qkv_bias)
-        self.v_proj = nn.Linear(dim, kv_heads * self.head_dim, bias=qkv_bias)
+        # q, k and v in one matmul: at decoding sizes the per-call overhead outweighs the arithmetic
+        self.split = (heads * self.head_dim, kv_heads * self.head_dim, kv_heads * self.head_dim)
+        self.qkv_proj = nn.Linear(dim, sum(self.split), bias=qkv_bias)
         self.o_proj = nn.Linear(heads * self.head_dim, dim, bias=False)
 
     def forward(
@@ -28,9 +28,10 @@ class Attention(nn.Module):
         cache: KVCache | None = None,
     ) -> torch.Tensor:
         """x: [B, L, dim]; attn_mask: bool [B, L, L_total] (True = may attend) or None for causal."""
-        q = rearrange(self.q_proj(x), "b l (h d) -> b h l d", h=self.heads)
-        k = rearrange(self.k_proj(x), "b l (h d) -> b h l d", h=self.kv_heads)
-        v = rearrange(self.v_proj(x), "b l (h d) -> b h l d", h=self.kv_heads)
+        q, k, v = self.qkv_proj(x).split(self.split, dim=-1)
+        q = rearrange(q, "b l (h d) -> b h l d", h=self.heads)
+        k = rearrange(k, "b l (h d) -> b h l d", h=self.kv_heads)
+        v = rearrange(v, "b l (h d) -> b h l d", h=self.kv_heads)
         q, k = apply_rope(q, *rope), apply_rope(k, *rope)
         past = 0
         if cache is not None:

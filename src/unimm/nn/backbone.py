@@ -37,6 +37,22 @@ def block_factory(cfg: BackboneConfig, layer_idx: int) -> nn.Module:
     return DenseBlock(cfg.dim, cfg.heads, cfg.kv_heads, cfg.hidden_dim, layer_idx, cfg.norm_eps, cfg.qkv_bias)
 
 
+def fuse_projections(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Hugging Face's separate q/k/v and gate/up weights -> unimm's fused ``qkv_proj`` / ``gate_up_proj``."""
+    groups = {
+        "self_attn.qkv_proj": ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"),
+        "mlp.gate_up_proj": ("mlp.gate_proj", "mlp.up_proj"),
+    }
+    out = dict(state)
+    for key in state:
+        for fused, parts in groups.items():
+            suffix = key.split(parts[0], 1)
+            if len(suffix) == 2:  # e.g. "layers.3." + "self_attn.q_proj" + ".weight"
+                names = [suffix[0] + p + suffix[1] for p in parts]
+                out[suffix[0] + fused + suffix[1]] = torch.cat([out.pop(n) for n in names])
+    return out
+
+
 class Backbone(nn.Module):
     def __init__(self, cfg: BackboneConfig, make_block=block_factory) -> None:
         super().__init__()
@@ -112,7 +128,7 @@ class Backbone(nn.Module):
             raise FileNotFoundError(f"{path}: no *.safetensors files")
         for f in files:
             state.update(load_file(f))
-        state = {k.removeprefix("model."): v for k, v in state.items()}
+        state = fuse_projections({k.removeprefix("model."): v for k, v in state.items()})
         if cfg.tie_embeddings:
             state.pop("lm_head.weight", None)
         missing, unexpected = model.load_state_dict(state, strict=False)
