@@ -1,7 +1,8 @@
 """Llama-style decoder trunk shared by every strategy, with Llama/Qwen2 weight loading.
 
-Parameter names follow Hugging Face's Llama (``embed_tokens``, ``layers.N.self_attn.q_proj`` …)
-so that a local Llama or Qwen2 safetensors checkpoint loads by name.
+Parameter names follow Hugging Face's Llama (``embed_tokens``, ``layers.N.self_attn.o_proj`` …),
+except that q/k/v and gate/up are fused into ``qkv_proj`` and ``gate_up_proj``; ``from_hf``
+concatenates a local Llama or Qwen2 safetensors checkpoint's weights into that layout.
 """
 
 import json
