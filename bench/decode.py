@@ -19,7 +19,6 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -33,22 +32,15 @@ import transformers
 from unimm.nn.backbone import Backbone
 from unimm.samplers.text import select_next
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/ siblings, however this file is run
+from machine import cpu_model  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 PAD_ID = 0
 
 
 # ----------------------------------------------------------------------------- machine
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def wait_for_quiet(threshold: float, max_wait_s: float, poll_s: float = 10.0) -> dict:

@@ -19,7 +19,6 @@ import importlib.metadata
 import json
 import math
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -38,6 +37,9 @@ from unimm.optim import build_optimizer
 from unimm.train.loop import build_tokenizer, make_batch, resolve_data
 from unimm.train.stream import ExampleStream
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/ siblings, however this file is run
+from machine import cpu_model  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 PEER = "transfusion-pytorch"
@@ -45,16 +47,6 @@ INSTALL_HINT = "make bench (it installs the bench extra: pip install torch==2.13
 
 
 # ----------------------------------------------------------------------------- machine
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def matmul_peak(sizes: tuple[int, ...], repeats: int) -> dict:
