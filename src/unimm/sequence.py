@@ -28,7 +28,7 @@ class TextSpan:
 
 @dataclass
 class ImageSpan:
-    patches: torch.Tensor  # [h*w, P] clean latent patches (or any placeholder when sampling)
+    patches: torch.Tensor  # [h*w, P] clean latent patches (zeros when sampling fills them in later)
     grid: tuple[int, int]
     generate: bool = False  # True: the image objective's loss applies; False: the model reads it
 
