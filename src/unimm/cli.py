@@ -96,6 +96,29 @@ def demo(
     typer.echo(f"report: {report}")
 
 
+tokenizer_app = typer.Typer(no_args_is_help=True, help="Image tokenizers (VQ-VAE, KL-VAE).")
+app.add_typer(tokenizer_app, name="tokenizer")
+
+
+@tokenizer_app.command("train")
+def tokenizer_train(
+    config: Annotated[Path, typer.Argument(help="TOML preset, e.g. configs/tok/vq.toml")],
+    out: Annotated[Path, typer.Option(help="output directory")] = Path("runs/tokenizer"),
+    set_: Annotated[list[str], typer.Option("--set", help="override, e.g. --set tokenizer.codebook_size=512")] = [],
+) -> None:
+    """Train an image tokenizer; writes tokenizer.safetensors, config.toml and metrics.json."""
+    from unimm.config import ConfigError, TokenizerConfig, load_config
+    from unimm.tokenizers.train import train_tokenizer
+
+    try:
+        result = train_tokenizer(load_config(config, set_, schema=TokenizerConfig), out)
+    except (ConfigError, FileNotFoundError, ValueError) as err:
+        _fail(err)
+    val = result["val"]
+    extra = f", code usage {val['usage']:.2f}, perplexity {val['perplexity']:.1f}" if "usage" in val else ""
+    typer.echo(f"{out}: val PSNR {val['psnr']:.2f} dB (MSE {val['mse']:.4f}){extra}")
+
+
 def main() -> None:
     app()
 

@@ -120,16 +120,45 @@ class Config(_Section):
         return self
 
 
+class TokenizerSection(_Section):
+    kind: Literal["vq", "vae"] = "vq"
+    codebook_size: int = Field(256, gt=1, description="vq: number of codes")
+    code_dim: int = Field(16, gt=0, description="vq: code vector size; vae: latent channels")
+    hidden: int = Field(64, gt=0)
+    downsample: int = Field(4, gt=0, description="spatial downsampling (power of two)")
+    beta: float = Field(0.25, ge=0, description="vq: commitment loss weight")
+    l2_normalize: bool = False
+    ema_decay: float = Field(0.99, ge=0, lt=1, description="vq: EMA codebook decay; 0 = learn codes by gradient")
+    kl_weight: float = Field(1e-4, ge=0, description="vae: KL weight")
+
+
+class TokenizerTrainSection(_Section):
+    steps: int = Field(2000, gt=0)
+    batch_size: int = Field(64, gt=0)
+    lr: float = Field(2e-3, gt=0)
+    seed: int = 0
+    log_every: int = Field(50, gt=0)
+
+
+class TokenizerConfig(_Section):
+    """``unimm tokenizer train``: an image tokenizer trained on its own (configs/tok/*.toml)."""
+
+    name: str = "tokenizer"
+    tokenizer: TokenizerSection = TokenizerSection()
+    data: DataSection = DataSection()
+    train: TokenizerTrainSection = TokenizerTrainSection()
+
+
 class ConfigError(ValueError):
     """A config that failed validation; the message is one line per problem, naming the key."""
 
 
-def _format(err: ValidationError) -> str:
+def _format(err: ValidationError, root: type[BaseModel] = Config) -> str:
     lines = []
     for e in err.errors():
         key = ".".join(str(p) for p in e["loc"]) or "config"
         if e["type"] == "extra_forbidden":
-            section = _section_at(e["loc"][:-1])
+            section = _section_at(e["loc"][:-1], root)
             allowed = ", ".join(section.model_fields) if section else ""
             lines.append(f"unknown config key '{key}' (allowed here: {allowed})")
         elif e["type"] == "literal_error":
@@ -140,8 +169,8 @@ def _format(err: ValidationError) -> str:
     return "\n".join(lines)
 
 
-def _section_at(loc: tuple) -> type[BaseModel] | None:
-    model: type[BaseModel] = Config
+def _section_at(loc: tuple, root: type[BaseModel]) -> type[BaseModel] | None:
+    model: type[BaseModel] = root
     for part in loc:
         field = model.model_fields.get(str(part))
         if field is None or not isinstance(field.annotation, type) or not issubclass(field.annotation, BaseModel):
@@ -173,15 +202,16 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
     return raw
 
 
-def validate(raw: dict) -> Config:
+def validate(raw: dict, schema: type[BaseModel] = Config):
     try:
-        return Config.model_validate(raw)
+        return schema.model_validate(raw)
     except ValidationError as err:
-        raise ConfigError(_format(err)) from None
+        raise ConfigError(_format(err, schema)) from None
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
-    """Read a TOML preset (or the defaults when ``path`` is None), apply overrides, validate."""
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None, schema: type[BaseModel] = Config):
+    """Read a TOML preset (or the defaults when ``path`` is None), apply overrides, validate against
+    ``schema`` (a training run's ``Config`` by default, or ``TokenizerConfig``)."""
     raw: dict = {}
     if path is not None:
         path = Path(path)
@@ -191,10 +221,10 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             raw = tomllib.loads(path.read_text())
         except tomllib.TOMLDecodeError as err:
             raise ConfigError(f"{path}: invalid TOML: {err}") from None
-    return validate(apply_overrides(raw, overrides or []))
+    return validate(apply_overrides(raw, overrides or []), schema)
 
 
-def dump_toml(cfg: Config) -> str:
+def dump_toml(cfg: BaseModel) -> str:
     """Serialise a resolved config to TOML (None values are omitted: they are the defaults)."""
     out = [f"name = {_toml(cfg.name)}"]
     for section, values in cfg.model_dump(exclude={"name"}).items():

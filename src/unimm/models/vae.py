@@ -5,14 +5,13 @@ by a VAE (trained on the run's own images before the transformer, then frozen), 
 scaled to unit variance and cut into patches. It has the same interface as ``PixelPatches``.
 """
 
-import math
-
 import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 from tqdm.auto import tqdm
 
+from unimm.nn.conv import conv_decoder, conv_encoder
 from unimm.optim import warmup_cosine
 
 
@@ -21,23 +20,8 @@ class SmallVAE(nn.Module):
 
     def __init__(self, channels: int, latent_channels: int = 4, hidden: int = 64, downsample: int = 2) -> None:
         super().__init__()
-        steps = int(math.log2(downsample))
-        if 2**steps != downsample:
-            raise ValueError(f"image.vae_downsample must be a power of two, got {downsample}")
-        enc: list[nn.Module] = [nn.Conv2d(channels, hidden, 3, padding=1), nn.SiLU()]
-        for _ in range(steps):
-            enc += [nn.Conv2d(hidden, hidden, 4, stride=2, padding=1), nn.SiLU()]
-        enc += [
-            nn.Conv2d(hidden, hidden, 3, padding=1),
-            nn.SiLU(),
-            nn.Conv2d(hidden, 2 * latent_channels, 3, padding=1),
-        ]
-        dec: list[nn.Module] = [nn.Conv2d(latent_channels, hidden, 3, padding=1), nn.SiLU()]
-        dec += [nn.Conv2d(hidden, hidden, 3, padding=1), nn.SiLU()]
-        for _ in range(steps):
-            dec += [nn.ConvTranspose2d(hidden, hidden, 4, stride=2, padding=1), nn.SiLU()]
-        dec += [nn.Conv2d(hidden, channels, 3, padding=1)]
-        self.encoder, self.decoder = nn.Sequential(*enc), nn.Sequential(*dec)
+        self.encoder = conv_encoder(channels, hidden, 2 * latent_channels, downsample)
+        self.decoder = conv_decoder(latent_channels, hidden, channels, downsample)
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """x: [B, C, H, W] in [-1, 1] -> (mean, logvar), each [B, z, H/d, W/d]."""

@@ -48,6 +48,12 @@ class VectorQuantizer(nn.Module):
         dist = flat.pow(2).sum(-1, keepdim=True) - 2 * flat @ codes.T + codes.pow(2).sum(-1)
         return dist.argmin(-1)
 
+    def indices(self, z: torch.Tensor) -> torch.Tensor:
+        """z: [B, dim, H, W] -> code indices [B, H, W], without touching the codebook."""
+        b, _, h, w = z.shape
+        flat = rearrange(z, "b d h w -> (b h w) d").float()
+        return self.lookup(F.normalize(flat, dim=-1) if self.l2_normalize else flat).view(b, h, w)
+
     def embed(self, indices: torch.Tensor) -> torch.Tensor:
         """indices [...] -> code vectors [..., dim]."""
         return F.embedding(indices, self.codes())

@@ -1,0 +1,108 @@
+"""``unimm tokenizer train``: train an image tokenizer (VQ-VAE or KL-VAE) on a dataset's images.
+
+Writes ``config.toml`` (resolved), ``tokenizer.safetensors`` and ``metrics.json`` (reconstruction
+MSE / PSNR on the validation split; for VQ also codebook usage and perplexity) into ``out``,
+and a ``metrics.jsonl`` training log.
+"""
+
+import json
+from pathlib import Path
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from unimm.checkpoint import atomic_write_text, load_weights, save_weights
+from unimm.config import TokenizerConfig, dump_toml, load_config
+from unimm.data import load_split
+from unimm.models.vae import SmallVAE
+from unimm.optim import warmup_cosine
+from unimm.tokenizers.vqvae import VQVAE, psnr
+
+
+def build_image_tokenizer(cfg: TokenizerConfig) -> nn.Module:
+    t, channels = cfg.tokenizer, cfg.data.channels
+    if channels is None:
+        raise ValueError("data.channels must be resolved from the dataset first")
+    if t.kind == "vq":
+        ema = t.ema_decay if t.ema_decay > 0 else None
+        return VQVAE(channels, t.codebook_size, t.code_dim, t.hidden, t.downsample, t.beta, t.l2_normalize, ema)
+    return SmallVAE(channels, t.code_dim, t.hidden, t.downsample)
+
+
+def _step(model: nn.Module, cfg: TokenizerConfig, images: torch.Tensor, gen: torch.Generator):
+    """One loss evaluation -> (loss, metrics) for either tokenizer kind."""
+    if isinstance(model, VQVAE):
+        _, loss, metrics = model(images)
+        return loss, metrics
+    loss, recon, kl = model.loss(images, cfg.tokenizer.kl_weight, gen)
+    return loss, {"mse": recon, "psnr": psnr(recon), "kl": kl}
+
+
+@torch.no_grad()
+def evaluate_tokenizer(model: nn.Module, images: torch.Tensor, batch_size: int = 256) -> dict[str, float]:
+    """Reconstruction error over ``images``; for VQ also code usage and perplexity over all of them."""
+    model.eval()
+    sq, counts = 0.0, None
+    for i in range(0, len(images), batch_size):
+        x = images[i : i + batch_size]
+        if isinstance(model, VQVAE):
+            idx = model.encode(x)
+            recon = model.decode(idx)
+            c = torch.bincount(idx.flatten(), minlength=model.quantizer.num_codes).float()
+            counts = c if counts is None else counts + c
+        else:
+            recon = model.decode(model.encode(x)[0])
+        sq += float((recon - x).pow(2).sum())
+    mse = sq / images.numel()
+    out = {"mse": mse, "psnr": float(psnr(torch.tensor(mse))), "n": len(images)}
+    if counts is not None:
+        p = counts / counts.sum()
+        out["usage"] = float((counts > 0).float().mean())
+        out["perplexity"] = float(torch.exp(-(p * (p + 1e-10).log()).sum()))
+    return out
+
+
+def train_tokenizer(cfg: TokenizerConfig, out: str | Path, progress: bool = True) -> dict:
+    """Train, evaluate on the validation split, save; returns the metrics."""
+    out = Path(out)
+    data = load_split(cfg.data.path, "train", cfg.data.image_size, cfg.data.channels)
+    cfg.data.channels, cfg.data.image_size = int(data.images.shape[1]), int(data.images.shape[-1])
+    val = load_split(cfg.data.path, "val", cfg.data.image_size, cfg.data.channels)
+    torch.manual_seed(cfg.train.seed)
+    model = build_image_tokenizer(cfg)
+    before = evaluate_tokenizer(model, val.images)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr, weight_decay=0.0)
+    warmup = max(1, cfg.train.steps // 20)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(warmup, cfg.train.steps, 0.05))
+    gen = torch.Generator().manual_seed(cfg.train.seed)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "config.toml", dump_toml(cfg))
+    bar = tqdm(range(cfg.train.steps), disable=not progress, desc=f"train {cfg.tokenizer.kind} tokenizer", unit="step")
+    with open(out / "metrics.jsonl", "w") as log:
+        for step in bar:
+            model.train()
+            idx = torch.randint(0, len(data), (cfg.train.batch_size,), generator=gen)
+            loss, metrics = _step(model, cfg, data.images[idx], gen)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            if (step + 1) % cfg.train.log_every == 0 or step + 1 == cfg.train.steps:
+                row = {"step": step + 1, "loss": float(loss.detach())}
+                row.update({k: round(float(v), 5) for k, v in metrics.items()})
+                log.write(json.dumps(row) + "\n")
+                bar.set_postfix(psnr=f"{row['psnr']:.1f}")
+    result = {"val": evaluate_tokenizer(model, val.images), "val_untrained": before, "steps": cfg.train.steps}
+    save_weights(model.state_dict(), out / "tokenizer.safetensors")
+    atomic_write_text(out / "metrics.json", json.dumps(result, indent=2))
+    return result
+
+
+def load_image_tokenizer(directory: str | Path) -> nn.Module:
+    """A tokenizer saved by ``train_tokenizer``, in eval mode."""
+    directory = Path(directory)
+    cfg = load_config(directory / "config.toml", schema=TokenizerConfig)
+    model = build_image_tokenizer(cfg)
+    model.load_state_dict(load_weights(directory / "tokenizer.safetensors"))
+    return model.eval()
