@@ -18,8 +18,11 @@ from unimm.optim import warmup_cosine
 class SmallVAE(nn.Module):
     """Conv encoder/decoder; each downsampling step halves the side. Latent: [B, z, H/d, W/d]."""
 
-    def __init__(self, channels: int, latent_channels: int = 4, hidden: int = 64, downsample: int = 2) -> None:
+    def __init__(
+        self, channels: int, latent_channels: int = 4, hidden: int = 64, downsample: int = 2, kl_weight: float = 1e-4
+    ) -> None:
         super().__init__()
+        self.kl_weight = kl_weight
         self.encoder = conv_encoder(channels, hidden, 2 * latent_channels, downsample)
         self.decoder = conv_decoder(latent_channels, hidden, channels, downsample)
 
@@ -38,6 +41,16 @@ class SmallVAE(nn.Module):
         recon = F.mse_loss(self.decode(z), x)
         kl = 0.5 * (mean.pow(2) + logvar.exp() - 1 - logvar).mean()
         return recon + kl_weight * kl, recon.detach(), kl.detach()
+
+    def training_loss(self, x: torch.Tensor, generator: torch.Generator | None = None):
+        """The tokenizer-trainer interface shared with ``VQVAE``: (loss, metrics)."""
+        loss, recon, kl = self.loss(x, self.kl_weight, generator)
+        return loss, {"mse": recon, "kl": kl}
+
+    @torch.no_grad()
+    def reconstruct(self, x: torch.Tensor) -> tuple[torch.Tensor, None]:
+        """Deterministic round trip through the posterior mean; no discrete codes (None)."""
+        return self.decode(self.encode(x)[0]), None
 
 
 class VAEPatches(nn.Module):

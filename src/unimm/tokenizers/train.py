@@ -27,32 +27,20 @@ def build_image_tokenizer(cfg: TokenizerConfig) -> nn.Module:
     if t.kind == "vq":
         ema = t.ema_decay if t.ema_decay > 0 else None
         return VQVAE(channels, t.codebook_size, t.code_dim, t.hidden, t.downsample, t.beta, t.l2_normalize, ema)
-    return SmallVAE(channels, t.code_dim, t.hidden, t.downsample)
-
-
-def _step(model: nn.Module, cfg: TokenizerConfig, images: torch.Tensor, gen: torch.Generator):
-    """One loss evaluation -> (loss, metrics) for either tokenizer kind."""
-    if isinstance(model, VQVAE):
-        _, loss, metrics = model(images)
-        return loss, metrics
-    loss, recon, kl = model.loss(images, cfg.tokenizer.kl_weight, gen)
-    return loss, {"mse": recon, "psnr": psnr(recon), "kl": kl}
+    return SmallVAE(channels, t.code_dim, t.hidden, t.downsample, t.kl_weight)
 
 
 @torch.no_grad()
 def evaluate_tokenizer(model: nn.Module, images: torch.Tensor, batch_size: int = 256) -> dict[str, float]:
-    """Reconstruction error over ``images``; for VQ also code usage and perplexity over all of them."""
+    """Reconstruction error over ``images``; with discrete codes also their usage and perplexity."""
     model.eval()
     sq, counts = 0.0, None
     for i in range(0, len(images), batch_size):
         x = images[i : i + batch_size]
-        if isinstance(model, VQVAE):
-            idx = model.encode(x)
-            recon = model.decode(idx)
+        recon, idx = model.reconstruct(x)
+        if idx is not None:
             c = torch.bincount(idx.flatten(), minlength=model.quantizer.num_codes).float()
             counts = c if counts is None else counts + c
-        else:
-            recon = model.decode(model.encode(x)[0])
         sq += float((recon - x).pow(2).sum())
     mse = sq / images.numel()
     out = {"mse": mse, "psnr": float(psnr(torch.tensor(mse))), "n": len(images)}
@@ -83,7 +71,7 @@ def train_tokenizer(cfg: TokenizerConfig, out: str | Path, progress: bool = True
         for step in bar:
             model.train()
             idx = torch.randint(0, len(data), (cfg.train.batch_size,), generator=gen)
-            loss, metrics = _step(model, cfg, data.images[idx], gen)
+            loss, metrics = model.training_loss(data.images[idx], gen)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -91,6 +79,7 @@ def train_tokenizer(cfg: TokenizerConfig, out: str | Path, progress: bool = True
             if (step + 1) % cfg.train.log_every == 0 or step + 1 == cfg.train.steps:
                 row = {"step": step + 1, "loss": float(loss.detach())}
                 row.update({k: round(float(v), 5) for k, v in metrics.items()})
+                row["psnr"] = round(float(psnr(metrics["mse"])), 3)
                 log.write(json.dumps(row) + "\n")
                 bar.set_postfix(psnr=f"{row['psnr']:.1f}")
     result = {"val": evaluate_tokenizer(model, val.images), "val_untrained": before, "steps": cfg.train.steps}

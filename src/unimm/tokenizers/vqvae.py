@@ -38,6 +38,17 @@ class VQVAE(nn.Module):
         metrics = {"mse": mse.detach(), "psnr": psnr(mse.detach()), "usage": q["usage"], "perplexity": q["perplexity"]}
         return recon, loss, metrics
 
+    def training_loss(self, images: torch.Tensor, generator: torch.Generator | None = None):
+        """The tokenizer-trainer interface shared with ``SmallVAE``: (loss, metrics)."""
+        _, loss, metrics = self(images)
+        return loss, metrics
+
+    @torch.no_grad()
+    def reconstruct(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Round trip through the codes -> (reconstruction, code indices)."""
+        idx = self.encode(images)
+        return self.decode(idx), idx
+
     @torch.no_grad()
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         """images [B, C, H, W] -> code indices [B, H/d, W/d] (never updates the codebook)."""
