@@ -38,6 +38,7 @@ lint: setup
 bench: setup
 	$(VENV)/bin/pip install -q torch==2.13.0 -e '.[bench]'
 	$(PY) bench/train_step.py
+	$(PY) bench/moe.py
 
 clean:
 	rm -rf runs data/.prepared

@@ -223,10 +223,10 @@ def peer_samples(model: UnifiedModel, drawn) -> list[list]:
     Its forward adds ``<sos>``/``<eos>`` (our ``<bos>``/``<eos>``) and ``[meta] 7 , 7 [som] … [eom]`` around
     each image (our ``<boi> … <eoi>``), so we pass only the content.
     """
-    tok, (h, w) = model.tokenizer, model.grid
+    tok, (h, w) = model.tokenizer, model.writer.grid
     out = []
     for images, examples in drawn:
-        patches = model.image_codec.encode(images)  # [B, h*w, P]
+        patches = model.writer.codec.encode(images)  # [B, h*w, P]
         batch = []
         for ex, p in zip(examples, patches, strict=True):
             image = p.reshape(h, w, -1).float()
@@ -250,9 +250,9 @@ def bench_peer(args, cfg, model: UnifiedModel, drawn) -> dict:
     hidden = model.backbone.cfg.hidden_dim
     peer = Transfusion(
         num_text_tokens=model.tokenizer.vocab_size,
-        dim_latent=model.image_codec.patch_dim,
+        dim_latent=model.writer.codec.patch_dim,
         channel_first_latent=False,
-        modality_default_shape=model.grid,
+        modality_default_shape=model.writer.grid,
         add_pos_emb=False,
         flow_loss_weight=cfg.objective.image_weight,
         text_loss_weight=cfg.objective.text_weight,
@@ -310,8 +310,8 @@ def bench_peer(args, cfg, model: UnifiedModel, drawn) -> dict:
         "config": {
             "num_text_tokens": model.tokenizer.vocab_size,
             "embedding_rows": peer.text_embed.num_embeddings,
-            "dim_latent": model.image_codec.patch_dim,
-            "image_shape": list(model.grid),
+            "dim_latent": model.writer.codec.patch_dim,
+            "image_shape": list(model.writer.grid),
             "ff_hidden": peer.transformer.layers[0][2].fn.net[-1].in_features,
             "unet_skips": True,
             "qk_rmsnorm": False,

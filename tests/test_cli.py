@@ -34,6 +34,23 @@ def test_train_caption_generate(digits_dir, tmp_path):
         assert g.width > g.height > 0  # two rows of three
 
 
+def test_discrete_preset_through_the_cli(digits_dir, tmp_path):
+    """A VQ strategy trains, captions and generates through the same commands."""
+    preset = str(Path(__file__).parents[1] / "configs" / "show-o.toml")
+    tiny_vq = {"image.vq_hidden": 8, "image.vq_dim": 8, "image.vq_codebook": 16, "image.vq_steps": 3}
+    run = tmp_path / "run"
+    result = runner.invoke(app, ["train", preset, "--out", str(run), *_sets(digits_dir, **tiny_vq)])
+    assert result.exit_code == 0, result.output
+    img = tmp_path / "x.png"
+    Image.new("L", (8, 8), 0).save(img)
+    result = runner.invoke(app, ["caption", str(run), str(img)])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(
+        app, ["generate", str(run), "a handwritten seven", "--n", "2", "--out", str(tmp_path / "g.png")]
+    )
+    assert result.exit_code == 0 and (tmp_path / "g.png").is_file(), result.output
+
+
 def test_bad_config_key_is_one_line_error(digits_dir, tmp_path):
     result = runner.invoke(app, ["train", QUICK, "--out", str(tmp_path), "--set", "model.dimm=3"])
     assert result.exit_code == 2

@@ -21,7 +21,18 @@ class ModelSection(_Section):
     heads: int = Field(4, gt=0)
     kv_heads: int | None = Field(None, gt=0, description="None = heads (no grouped-query attention)")
     hidden_dim: int | None = Field(None, gt=0, description="SwiGLU width; None = 8/3 * dim rounded to 16")
-    layers: Literal["dense"] = "dense"
+    layers: Literal["dense", "moe", "modality-moe", "mot"] = Field(
+        "dense", description="dense | moe (top-k routed) | modality-moe (MoMa) | mot (Mixture-of-Transformers)"
+    )
+    experts: int = Field(8, gt=0, description="moe / modality-moe: routed experts per layer")
+    top_k: int = Field(2, gt=0, description="moe / modality-moe: experts per token (inside its group for modality-moe)")
+    shared_experts: int = Field(0, ge=0, description="moe: always-on shared experts (DeepSeekMoE)")
+    expert_hidden_dim: int | None = Field(
+        None, gt=0, description="SwiGLU width of one expert; None = hidden_dim // top_k (dense-equal active params)"
+    )
+    capacity_factor: float | None = Field(None, gt=0, description="moe: expert capacity in training; None = no limit")
+    moe_aux_weight: float = Field(0.01, ge=0, description="weight of the load-balancing loss (Switch)")
+    moe_z_weight: float = Field(1e-3, ge=0, description="weight of the router z-loss (ST-MoE)")
     norm_eps: float = 1e-6
     rope_theta: float = 10000.0
     max_seq_len: int = Field(256, gt=0)
@@ -32,12 +43,19 @@ class ModelSection(_Section):
             raise ValueError(f"model.dim ({self.dim}) must be divisible by model.heads ({self.heads})")
         if self.heads % (self.kv_heads or self.heads):
             raise ValueError(f"model.heads ({self.heads}) must be divisible by model.kv_heads")
+        group = self.experts // 2 if self.layers == "modality-moe" else self.experts
+        if self.layers in ("moe", "modality-moe") and self.top_k > group:
+            raise ValueError(f"model.top_k ({self.top_k}) exceeds the {group} experts a token can route to")
+        if self.layers == "modality-moe" and self.experts % 2:
+            raise ValueError(f"model.experts ({self.experts}) must be even for modality-moe (text / image halves)")
         return self
 
 
 class ImageSection(_Section):
-    understand: Literal["shared"] = "shared"
-    generate: Literal["latent"] = "latent"
+    understand: Literal["shared", "vit"] = Field(
+        "shared", description="shared: read the generation tokens/latents; vit: a ViT + connector (decoupled)"
+    )
+    generate: Literal["latent", "vq"] = Field("latent", description="continuous latent patches or VQ codes")
     latent: Literal["pixels", "vae"] = "pixels"
     patch_size: int = Field(4, gt=0, description="patch side in pixels, or in latent cells with the VAE")
     vae_channels: int = Field(4, gt=0, description="latent channels of the optional VAE")
@@ -45,11 +63,37 @@ class ImageSection(_Section):
     vae_hidden: int = Field(64, gt=0)
     vae_steps: int = Field(1500, gt=0, description="VAE training steps before the transformer trains")
     vae_kl: float = Field(1e-4, ge=0, description="KL weight of the VAE")
+    tokenizer: str | None = Field(
+        None, description="directory of a 'unimm tokenizer train' output to use (frozen) instead of fitting one"
+    )
+    vq_codebook: int = Field(256, gt=1, description="codes of the VQ tokenizer fitted in-run")
+    vq_dim: int = Field(16, gt=0)
+    vq_hidden: int = Field(64, gt=0)
+    vq_downsample: int = Field(4, gt=0)
+    vq_steps: int = Field(2000, gt=0, description="VQ tokenizer training steps before the transformer trains")
+    vq_l2_normalize: bool = False
+    code_features: bool = Field(
+        True, description="vq: add a learned projection of each code's codebook vector to its token embedding"
+    )
+    vocab: Literal["shared", "separate"] = Field(
+        "shared", description="vq: codes share the text vocabulary/head (Chameleon) or get their own (Janus)"
+    )
+    vit_patch: int = Field(4, gt=0, description="vit: patch side in pixels")
+    vit_dim: int = Field(128, gt=0)
+    vit_depth: int = Field(2, gt=0)
+    vit_heads: int = Field(4, gt=0)
+    vit_pretrain_steps: int = Field(
+        0, ge=0, description="vit: classification pre-training steps on the dataset's labels before the LLM trains"
+    )
+    connector: Literal["linear", "mlp", "resampler", "qformer"] = "mlp"
+    connector_queries: int = Field(16, gt=0, description="resampler / qformer: image tokens the LLM reads")
 
 
 class ObjectiveSection(_Section):
-    image: Literal["diffusion", "flow"] = "flow"
-    text: Literal["ar"] = "ar"
+    image: Literal["diffusion", "flow", "ar", "masked"] = Field(
+        "flow", description="diffusion / flow on latents; ar (next code) / masked (MaskGIT) on VQ codes"
+    )
+    text: Literal["ar", "masked"] = Field("ar", description="next-token, or masked diffusion (UniDisc)")
     image_weight: float = Field(5.0, ge=0, description="lambda in L = L_text + lambda * L_image")
     text_weight: float = Field(1.0, ge=0)
     prediction: Literal["epsilon", "v_prediction", "sample"] = "epsilon"
@@ -66,6 +110,9 @@ class DataSection(_Section):
     image_size: int | None = Field(None, gt=0, description="resize to this side; None = native")
     channels: int | None = Field(None, gt=0)
     vocab_size: int = Field(512, gt=0)
+    shift: int = Field(
+        0, ge=0, description="augmentation: random translation of the images read (not generated), up to this many px"
+    )
 
 
 class TrainSection(_Section):
@@ -87,10 +134,14 @@ class TrainSection(_Section):
 
 
 class SampleSection(_Section):
-    sampler: Literal["ddpm", "ddim", "flow_euler", "flow_heun"] | None = Field(
-        None, description="None = the objective's default (ddim for diffusion, flow_euler for flow)"
+    sampler: Literal["ddpm", "ddim", "flow_euler", "flow_heun", "ar", "maskgit"] | None = Field(
+        None, description="None = the image objective's default (ddim, flow_euler, ar, maskgit)"
     )
-    steps: int = Field(25, gt=0)
+    steps: int = Field(25, gt=0, description="denoising / unmasking steps of the image sampler")
+    image_temperature: float = Field(1.0, ge=0, description="vq codes: sampling temperature (0 = greedy)")
+    image_top_k: int | None = Field(None, gt=0, description="ar codes: keep the k most likely codes")
+    choice_temperature: float = Field(4.5, ge=0, description="maskgit: Gumbel noise on confidences, annealed")
+    text_steps: int | None = Field(None, gt=0, description="masked text: unmasking steps; None = one per token")
     cfg: float = Field(3.0, ge=0)
     temperature: float = Field(0.0, ge=0, description="0 = greedy text decoding")
     top_k: int | None = Field(None, gt=0)
@@ -109,7 +160,18 @@ class Config(_Section):
 
     @model_validator(mode="after")
     def _sampler_matches_objective(self) -> "Config":
-        pairs = {"diffusion": ("ddim", "ddpm"), "flow": ("flow_euler", "flow_heun")}
+        pairs = {
+            "diffusion": ("ddim", "ddpm"),
+            "flow": ("flow_euler", "flow_heun"),
+            "ar": ("ar",),
+            "masked": ("maskgit",),
+        }
+        wants = {"diffusion": "latent", "flow": "latent", "ar": "vq", "masked": "vq"}[self.objective.image]
+        if self.image.generate != wants:
+            raise ValueError(
+                f"objective.image = {self.objective.image!r} needs image.generate = {wants!r} "
+                f"(got {self.image.generate!r})"
+            )
         if self.sample.sampler is None:
             self.sample.sampler = pairs[self.objective.image][0]
         if self.sample.sampler not in pairs[self.objective.image]:
@@ -130,6 +192,9 @@ class TokenizerSection(_Section):
     l2_normalize: bool = False
     ema_decay: float = Field(0.99, ge=0, lt=1, description="vq: EMA codebook decay; 0 = learn codes by gradient")
     kl_weight: float = Field(1e-4, ge=0, description="vae: KL weight")
+    adversarial_weight: float = Field(0.0, ge=0, description="hinge-GAN term of a patch discriminator; 0 = off")
+    adversarial_start: int = Field(0, ge=0, description="steps before the discriminator term starts")
+    perceptual_weight: float = Field(0.0, ge=0, description="random-conv-feature perceptual loss; 0 = off")
 
 
 class TokenizerTrainSection(_Section):

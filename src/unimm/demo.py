@@ -122,6 +122,40 @@ def plot_loss(rows: list[dict[str, Any]], path: Path) -> Path:
     return _save(fig, path)
 
 
+def expert_load(rows: list[dict[str, Any]], last: int = 10) -> dict[str, Any] | None:
+    """Tokens per expert summed over the last ``last`` logged steps (routed layers only), per layer and per
+    modality, with the max/min load ratio inside each layer; None when the run has no routed layers."""
+    logged = [r for r in rows if r.get("expert_tokens")][-last:]
+    if not logged:
+        return None
+    per_layer = np.sum([r["expert_tokens"] for r in logged], axis=0)
+    out: dict[str, Any] = {"steps": [r["step"] for r in logged], "per_layer": per_layer.tolist()}
+    out["group_ratio_last_step"] = logged[-1].get("expert_load_ratio")  # worst layer, inside routing groups
+    if all("expert_tokens_by_modality" in r for r in logged):
+        out["by_modality"] = np.sum([r["expert_tokens_by_modality"] for r in logged], axis=0).tolist()
+    return out
+
+
+def plot_expert_load(load: dict[str, Any], path: Path) -> Path:
+    """One bar group per layer: tokens routed to each expert (text and image stacked when known)."""
+    per_layer = np.asarray(load["per_layer"], dtype=float)
+    n_layers, n_exp = per_layer.shape
+    fig = Figure(figsize=(max(6, 1.6 * n_layers), 3.5), dpi=120)
+    axes = fig.subplots(1, n_layers, sharey=True, squeeze=False)[0]
+    for i, ax in enumerate(axes):
+        ax.bar(range(n_exp), per_layer[i] / per_layer[i].sum(), color="tab:blue")
+        ax.axhline(1 / n_exp, color="gray", lw=0.8, ls="--")
+        ax.set(title=f"layer {i}", xlabel="expert", xticks=range(n_exp))
+    axes[0].set_ylabel("share of routed tokens")
+    if "by_modality" in load:
+        text, image = (np.asarray(v, dtype=float) for v in load["by_modality"][:2])
+        total = text + image
+        shares = " ".join(f"{t:.0%}" for t in text / np.maximum(total, 1))
+        fig.text(0.5, -0.06, f"text share of each expert's tokens (all layers): {shares}", ha="center", fontsize=8)
+    fig.suptitle(f"expert load, steps {load['steps'][0]}-{load['steps'][-1]} (dashed: uniform)", y=1.08)
+    return _save(fig, path)
+
+
 def plot_samples(gen: dict[str, Any], class_names: list[str], path: Path) -> Path:
     """One row per class of generated samples, labelled with the prompt(s) that drew them."""
     grid = gen["grid_images"]  # [K, g, C, H, W]
@@ -183,6 +217,8 @@ def write_markdown(r: dict[str, Any], path: Path) -> Path:
         "",
         "tokens/s is the throughput logged in the last row of `metrics.jsonl` (packed tokens incl. padding).",
         "",
+        *_tokenizer_lines(r.get("image_tokenizer")),
+        *_expert_lines(r.get("experts")),
         "![training loss](loss.png)",
         "",
         "## Understanding (test split, greedy decoding)",
@@ -220,6 +256,31 @@ def write_markdown(r: dict[str, Any], path: Path) -> Path:
     lines += ["|---|---|"] + [f"| {p} | {s:.1f} |" for p, s in r["timing_s"].items()]
     atomic_write_text(path, "\n".join(lines) + "\n")
     return path
+
+
+def _tokenizer_lines(stats: dict[str, float] | None) -> list[str]:
+    """The image tokenizer's reconstruction (from ``codec.json``), when the run has a learned one."""
+    if not stats:
+        return []
+    cells = ", ".join(f"{k} {v:.4g}" for k, v in stats.items())
+    return [f"Image tokenizer (frozen while the transformer trains), on training images: {cells}.", ""]
+
+
+def _expert_lines(load: dict[str, Any] | None) -> list[str]:
+    if not load:
+        return []
+    ratios = [max(layer) / max(1, min(layer)) for layer in load["per_layer"]]
+    group = load.get("group_ratio_last_step")
+    worst = "an expert got no token" if group is None else f"{group:.2f}"
+    return [
+        f"Expert load over the last {len(load['steps'])} logged steps, max/min tokens per expert: "
+        + ", ".join(f"layer {i} {r:.2f}" for i, r in enumerate(ratios))
+        + " (1.0 = perfectly even; modality-grouped experts see different token counts per group). "
+        f"Inside routing groups, worst layer, last logged step: {worst}.",
+        "",
+        "![expert load](experts.png)",
+        "",
+    ]
 
 
 def _fmt(x: float | None, spec: str = ".4f") -> str:
@@ -296,19 +357,23 @@ def run_demo(
             "final_image_loss": last.get("image_loss"),
             **training,
         },
+        "image_tokenizer": json.loads((out / "codec.json").read_text()) if (out / "codec.json").is_file() else None,
+        "experts": expert_load(rows),
         "classifier": {"test_accuracy": clf_acc, "n_test": len(test)},
         "caption": cap,
         "vqa": vqa,
         "generation": {
             **{k: v for k, v in gen.items() if not k.startswith("grid_")},
             "sampler": mcfg.sample.sampler,
-            "steps": mcfg.sample.steps,
+            "steps": model.writer.grid[0] * model.writer.grid[1] if mcfg.sample.sampler == "ar" else mcfg.sample.steps,
             "cfg_scale": mcfg.sample.cfg,
         },
     }
     with timer("report"):
         report_dir.mkdir(parents=True, exist_ok=True)
         plot_loss(rows, report_dir / "loss.png")
+        if report["experts"] is not None:
+            plot_expert_load(report["experts"], report_dir / "experts.png")
         plot_samples(gen, templates.class_names, report_dir / "samples.png")
         plot_captions(test, cap, vqa, report_dir / "captions.png")
     report["timing_s"] = timer.seconds

@@ -1,10 +1,14 @@
 """Packing of text and image spans into one sequence, shared by training and sampling.
 
-A sequence is a list of spans. Text spans carry token ids; image spans carry patch vectors
-(continuous latents) on an ``h × w`` grid and are bracketed by ``<boi>``/``<eoi>`` tokens.
+A sequence is a list of spans. Text spans carry token ids; image spans stand for one image and
+occupy ``h × w`` placeholder positions bracketed by ``<boi>``/``<eoi>`` tokens. What fills those
+positions (latent patches, VQ code embeddings, ViT features) is the model's business: the batch
+carries the images themselves, and ``image_id`` says which image each position belongs to.
 Packing yields, per position: token id, modality (0 text / 1 image), a 3-axis position
-``(t, row, col)`` for RoPE, the next-token target, and the span it belongs to. The attention
-mask is causal across the sequence and bidirectional inside each image span.
+``(t, row, col)`` for RoPE, the next-token target and the attention block it belongs to. The
+attention mask is causal across the sequence and bidirectional inside each image span unless
+the span is ``causal`` (autoregressive image tokens); ``collate(..., full_attention=True)`` makes
+every real position see every other (masked diffusion over the whole sequence).
 
 Text positions advance by one per token with all three axes equal; an image span placed at
 running position ``p`` gets ``(p, p + row, p + col)`` and the next span starts at
@@ -28,9 +32,10 @@ class TextSpan:
 
 @dataclass
 class ImageSpan:
-    patches: torch.Tensor  # [h*w, P] clean latent patches (zeros when sampling fills them in later)
-    grid: tuple[int, int]
+    image: torch.Tensor | None  # [C, H, W] pixels in [-1, 1]; None when a sampler fills the span in
+    grid: tuple[int, int]  # the span's token layout in the sequence
     generate: bool = False  # True: the image objective's loss applies; False: the model reads it
+    causal: bool = False  # attention inside the span: bidirectional, or causal (autoregressive codes)
 
 
 @dataclass
@@ -49,48 +54,45 @@ class Packed:
     modality: torch.Tensor  # [L] long
     positions: torch.Tensor  # [3, L] long
     targets: torch.Tensor  # [L] long, next-token ids or IGNORE
-    span: torch.Tensor  # [L] long, span index (boi/eoi belong to the text around the image)
-    patches: torch.Tensor  # [L, P] float, zeros at text positions
+    block: torch.Tensor  # [L] long, bidirectional block (the image span's index) or -1 (causal only)
     image_index: torch.Tensor  # [L] long, index of the image in this sequence, -1 at text
+    images: list[torch.Tensor | None] = field(default_factory=list)
     image_generate: list[bool] = field(default_factory=list)
     next_position: int = 0
 
 
-def pack(spans: list[TextSpan | ImageSpan], special: SpecialIds, patch_dim: int) -> Packed:
+def pack(spans: list[TextSpan | ImageSpan], special: SpecialIds) -> Packed:
     tokens: list[int] = []
     modality: list[int] = []
     pos: list[tuple[int, int, int]] = []
-    span_of: list[int] = []
+    block: list[int] = []
     image_index: list[int] = []
     predict: list[bool] = []  # does this position's token get a loss as a target?
-    patch_rows: list[torch.Tensor] = []
+    images: list[torch.Tensor | None] = []
     generate: list[bool] = []
     p = 0
 
-    def add_text(tok: int, s: int, loss: bool) -> None:
+    def add_text(tok: int, loss: bool) -> None:
         nonlocal p
         tokens.append(tok), modality.append(TEXT), pos.append((p, p, p))
-        span_of.append(s), image_index.append(-1), predict.append(loss)
-        patch_rows.append(torch.zeros(1, patch_dim))
+        block.append(-1), image_index.append(-1), predict.append(loss)
         p += 1
 
     for s, sp in enumerate(spans):
         if isinstance(sp, TextSpan):
             for tok in sp.ids:
-                add_text(tok, s, sp.loss)
+                add_text(tok, sp.loss)
             continue
         h, w = sp.grid
-        if sp.patches.shape != (h * w, patch_dim):
-            raise ValueError(f"image span patches {tuple(sp.patches.shape)} != ({h * w}, {patch_dim})")
-        add_text(special.boi, s, False)
+        add_text(special.boi, False)
         rows, cols = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
         for r, c in zip(rows.flatten().tolist(), cols.flatten().tolist(), strict=True):
             tokens.append(special.img), modality.append(IMAGE), pos.append((p, p + r, p + c))
-            span_of.append(s), image_index.append(len(generate)), predict.append(False)
-        patch_rows.append(sp.patches.float())
+            block.append(-1 if sp.causal else s), image_index.append(len(generate)), predict.append(False)
+        images.append(sp.image)
         generate.append(sp.generate)
         p += max(h, w)
-        add_text(special.eoi, s, False)
+        add_text(special.eoi, False)
 
     tok = torch.tensor(tokens)
     targets = torch.full_like(tok, IGNORE)
@@ -101,9 +103,9 @@ def pack(spans: list[TextSpan | ImageSpan], special: SpecialIds, patch_dim: int)
         modality=torch.tensor(modality),
         positions=torch.tensor(pos).T.contiguous(),
         targets=targets,
-        span=torch.tensor(span_of),
-        patches=torch.cat(patch_rows),
+        block=torch.tensor(block),
         image_index=torch.tensor(image_index),
+        images=images,
         image_generate=generate,
         next_position=p,
     )
@@ -111,14 +113,15 @@ def pack(spans: list[TextSpan | ImageSpan], special: SpecialIds, patch_dim: int)
 
 @dataclass
 class Batch:
-    """Padded batch of packed sequences; image tensors are flattened across the batch."""
+    """Padded batch of packed sequences; the images of all sequences are stacked in order."""
 
     tokens: torch.Tensor  # [B, L]
     modality: torch.Tensor  # [B, L]
     positions: torch.Tensor  # [B, 3, L]
     targets: torch.Tensor  # [B, L]
     attn_mask: torch.Tensor  # [B, L, L] bool, True = may attend
-    patches: torch.Tensor  # [B, L, P]
+    valid: torch.Tensor  # [B, L] bool, False at padding
+    images: torch.Tensor  # [num_images, C, H, W] (zeros for spans a sampler fills in; [N, 0] if none given)
     image_id: torch.Tensor  # [B, L] index into the batch's images, -1 at text/padding
     image_generate: torch.Tensor  # [num_images] bool
     next_position: torch.Tensor  # [B]
@@ -127,41 +130,61 @@ class Batch:
         return Batch(**{k: v.to(device) for k, v in self.__dict__.items()})
 
 
-def attention_mask(span: torch.Tensor, modality: torch.Tensor) -> torch.Tensor:
-    """span, modality: [B, L] -> bool [B, L, L]: causal, plus full attention within an image span."""
-    length = span.shape[-1]
-    causal = torch.ones(length, length, dtype=torch.bool, device=span.device).tril()
-    is_img = modality == IMAGE
-    same = (span.unsqueeze(-1) == span.unsqueeze(-2)) & is_img.unsqueeze(-1) & is_img.unsqueeze(-2)
-    return causal | same
+def attention_mask(block: torch.Tensor, valid: torch.Tensor, full_attention: bool = False) -> torch.Tensor:
+    """block, valid: [B, L] -> bool [B, L, L] (True = may attend).
+
+    Causal, plus full attention within each block >= 0, or among all valid positions when
+    ``full_attention``. No position attends to padding (``valid`` False) other than itself.
+    """
+    length = block.shape[-1]
+    eye = torch.eye(length, dtype=torch.bool, device=block.device)
+    causal = torch.ones(length, length, dtype=torch.bool, device=block.device).tril()
+    mask = causal | ((block.unsqueeze(-1) == block.unsqueeze(-2)) & (block >= 0).unsqueeze(-1))
+    if full_attention:
+        mask = mask | (valid.unsqueeze(-1) & valid.unsqueeze(-2))
+    return mask & (valid.unsqueeze(-2) | eye)
 
 
-def collate(seqs: list[Packed], pad_id: int) -> Batch:
-    """Right-pad to the longest sequence. Padding is text, ignored by the loss and never attended
-    to by real positions (it comes after them and attention is causal)."""
+def _stack_images(images: list[torch.Tensor | None]) -> torch.Tensor:
+    given = [im for im in images if im is not None]
+    if not given:
+        return torch.zeros(len(images), 0)
+    blank = torch.zeros_like(given[0])
+    return torch.stack([blank if im is None else im.float() for im in images])
+
+
+def collate(seqs: list[Packed], pad_id: int, full_attention: bool = False, left_pad: bool = False) -> Batch:
+    """Pad to the longest sequence, on the right (training) or on the left (so that every row of a
+    prompt batch ends at its last real token, as incremental decoding needs). Padding is text,
+    ignored by the loss and masked out of attention; positions count from each row's first real token."""
     length = max(len(s.tokens) for s in seqs)
-    bsz, patch_dim = len(seqs), seqs[0].patches.shape[1]
+    bsz = len(seqs)
     tokens = torch.full((bsz, length), pad_id, dtype=torch.long)
     modality = torch.zeros(bsz, length, dtype=torch.long)
     positions = torch.zeros(bsz, 3, length, dtype=torch.long)
     targets = torch.full((bsz, length), IGNORE, dtype=torch.long)
-    span = torch.full((bsz, length), -1, dtype=torch.long)
-    patches = torch.zeros(bsz, length, patch_dim)
+    block = torch.full((bsz, length), -1, dtype=torch.long)
+    valid = torch.zeros(bsz, length, dtype=torch.bool)
     image_id = torch.full((bsz, length), -1, dtype=torch.long)
+    images: list[torch.Tensor | None] = []
     generate: list[bool] = []
     for b, s in enumerate(seqs):
         n = len(s.tokens)
-        tokens[b, :n], modality[b, :n], positions[b, :, :n] = s.tokens, s.modality, s.positions
-        targets[b, :n], span[b, :n], patches[b, :n] = s.targets, s.span, s.patches
-        image_id[b, :n] = torch.where(s.image_index >= 0, s.image_index + len(generate), -1)
+        sl = slice(length - n, length) if left_pad else slice(0, n)
+        tokens[b, sl], modality[b, sl], positions[b, :, sl] = s.tokens, s.modality, s.positions
+        targets[b, sl], valid[b, sl] = s.targets, True
+        block[b, sl] = s.block
+        image_id[b, sl] = torch.where(s.image_index >= 0, s.image_index + len(generate), -1)
+        images += s.images
         generate += s.image_generate
     return Batch(
         tokens=tokens,
         modality=modality,
         positions=positions,
         targets=targets,
-        attn_mask=attention_mask(span, modality),
-        patches=patches,
+        attn_mask=attention_mask(block, valid, full_attention),
+        valid=valid,
+        images=_stack_images(images),
         image_id=image_id,
         image_generate=torch.tensor(generate, dtype=torch.bool),
         next_position=torch.tensor([s.next_position for s in seqs]),

@@ -5,6 +5,11 @@
 - caption: ``<bos> <boi> image <eoi> caption <eos>``; loss on the caption.
 - vqa: ``<bos> <boi> image <eoi> question <sep> answer <eos>``; loss on the answer.
 The same layouts, cut before the part to produce, are the prompts used by sampling.
+
+A ``Layout`` holds what the model's parts decide about these layouts: the token grid of an image
+that is read (the understanding encoder's) and of one that is generated (the generation
+tokenizer's), whether generated image tokens are causal (autoregressive codes), and for masked
+text a fixed answer length (the answer is padded with ``<eos>``, as in masked diffusion LMs).
 """
 
 from dataclasses import dataclass
@@ -26,33 +31,46 @@ class Example:
     drop_condition: bool = False  # t2i only: train the unconditional branch for CFG
 
 
-def training_spans(
-    ex: Example, patches: torch.Tensor, grid: tuple[int, int], tok: TextTokenizer
-) -> list[TextSpan | ImageSpan]:
+@dataclass
+class Layout:
+    read_grid: tuple[int, int]
+    gen_grid: tuple[int, int]
+    gen_causal: bool = False
+    answer_len: int | None = None  # None: answers end at <eos>; an int: padded with <eos> to this length
+    prompt_loss: bool = True  # next-token loss on the t2i prompt too (free language modelling)
+
+
+def answer_ids(text: str, tok: TextTokenizer, layout: Layout) -> list[int]:
+    ids = [*tok.encode(text), tok.eos_id]
+    if layout.answer_len is None:
+        return ids
+    if len(ids) > layout.answer_len:
+        raise ValueError(f"answer {text!r} needs {len(ids)} tokens, more than the fixed {layout.answer_len}")
+    return ids + [tok.eos_id] * (layout.answer_len - len(ids))
+
+
+def training_spans(ex: Example, image: torch.Tensor, layout: Layout, tok: TextTokenizer) -> list[TextSpan | ImageSpan]:
     if ex.task == "t2i":
         prompt = [] if ex.drop_condition else tok.encode(ex.text)
         return [
-            TextSpan([tok.bos_id, *prompt]),
-            ImageSpan(patches, grid, generate=True),
-            TextSpan([tok.eos_id]),
+            TextSpan([tok.bos_id, *prompt], loss=layout.prompt_loss),
+            ImageSpan(image, layout.gen_grid, generate=True, causal=layout.gen_causal),
+            TextSpan([tok.eos_id], loss=layout.prompt_loss),
         ]
-    spans = understanding_prompt(patches, grid, tok, ex.text if ex.task == "vqa" else None)
-    target = ex.answer if ex.task == "vqa" else ex.text
-    return [*spans, TextSpan([*tok.encode(target), tok.eos_id])]
+    spans = understanding_prompt(image, layout, tok, ex.text if ex.task == "vqa" else None)
+    return [*spans, TextSpan(answer_ids(ex.answer if ex.task == "vqa" else ex.text, tok, layout))]
 
 
-def generation_prompt(
-    prompt: str | None, patches: torch.Tensor, grid: tuple[int, int], tok: TextTokenizer
-) -> list[TextSpan | ImageSpan]:
+def generation_prompt(prompt: str | None, layout: Layout, tok: TextTokenizer) -> list[TextSpan | ImageSpan]:
     """``prompt=None`` is the unconditional branch of classifier-free guidance."""
     ids = [] if prompt is None else tok.encode(prompt)
-    return [TextSpan([tok.bos_id, *ids]), ImageSpan(patches, grid, generate=True)]
+    return [TextSpan([tok.bos_id, *ids]), ImageSpan(None, layout.gen_grid, generate=True, causal=layout.gen_causal)]
 
 
 def understanding_prompt(
-    patches: torch.Tensor, grid: tuple[int, int], tok: TextTokenizer, question: str | None = None
+    image: torch.Tensor | None, layout: Layout, tok: TextTokenizer, question: str | None = None
 ) -> list[TextSpan | ImageSpan]:
-    spans: list[TextSpan | ImageSpan] = [TextSpan([tok.bos_id], loss=False), ImageSpan(patches, grid)]
+    spans: list[TextSpan | ImageSpan] = [TextSpan([tok.bos_id], loss=False), ImageSpan(image, layout.read_grid)]
     if question:
         spans.append(TextSpan([*tok.encode(question), tok.sep_id], loss=False))
     return spans

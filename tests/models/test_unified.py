@@ -33,9 +33,9 @@ def test_loss_has_text_and_image_parts_and_backprops(digits_dir, objective):
     loss, metrics = model(batch, torch.Generator().manual_seed(0))
     assert metrics["text_loss"] > 0 and metrics["image_loss"] > 0
     loss.backward()
-    assert model.image_in.proj.weight.grad.abs().sum() > 0
+    assert model.writer.embed.proj.weight.grad.abs().sum() > 0
     assert model.backbone.lm_head.weight.grad.abs().sum() > 0
-    assert model.image_out.proj.weight.grad.abs().sum() > 0
+    assert model.writer.head.proj.weight.grad.abs().sum() > 0
 
 
 def test_read_images_are_clean_and_only_generated_images_get_image_loss(digits_dir):

@@ -50,10 +50,10 @@ def test_transfusion_trains_on_vae_latents_and_keeps_them_frozen(digits_dir, tmp
     out = train(load_config(None, over), tmp_path / "r", progress=False)
     assert (out / "codec.json").exists()
     model = UnifiedModel.from_pretrained(out)
-    assert bool(model.image_codec.fitted) and model.grid == (2, 2)
-    fitted = {k: v.clone() for k, v in model.image_codec.state_dict().items()}
+    assert bool(model.writer.codec.fitted) and model.writer.grid == (2, 2)
+    fitted = {k: v.clone() for k, v in model.writer.codec.state_dict().items()}
     train(load_config(None, [*over, "train.steps=6"]), out, resume=True, progress=False)
     resumed = UnifiedModel.from_pretrained(out)
     for k, v in fitted.items():
-        assert torch.equal(resumed.image_codec.state_dict()[k], v), k
+        assert torch.equal(resumed.writer.codec.state_dict()[k], v), k
     assert resumed.generate(["seven"], steps=2).shape == (1, 1, 8, 8)

@@ -1,28 +1,51 @@
 """UnifiedModel: one transformer that reads and writes text and images.
 
-Assembled from parts picked by the config (design: docs/architecture.md):
-``backbone`` (nn/), image in/out (``models/image_io.py``), the image objective and its
-sampler (``objectives/``, ``samplers/``). ``forward`` is the training loss on a packed batch;
-``caption`` and ``generate`` are the two directions of use.
+Assembled from parts picked by the config (design: docs/architecture.md), never by strategy name:
+- ``backbone`` (nn/): the Llama-style trunk, shared by every strategy;
+- ``writer``: the generation path named by ``image.generate`` + ``objective.image``: continuous
+  latent patches with diffusion / flow (``LatentWriter``), or VQ codes predicted autoregressively
+  (``ARCodeWriter``) or by masked-token prediction (``MaskedCodeWriter``);
+- ``reader``: the understanding path, ``image.understand``: None (``shared``: the writer embeds the
+  images it reads) or a ViT + connector (``vit``, decoupled encoders);
+- ``text``: the text objective with its caption decoder, ``objective.text``: next-token or masked.
+``forward`` is the training loss on a packed batch; ``caption`` and ``generate`` are the two
+directions of use, each delegated to the part that owns the algorithm.
 """
 
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from unimm.checkpoint import atomic_write_text, load_weights, save_weights
 from unimm.config import Config, dump_toml, load_config
-from unimm.models.image_io import PatchEmbed, PatchHead, PixelPatches
-from unimm.models.vae import VAEPatches
+from unimm.models.code_writer import ARCodeWriter, MaskedCodeWriter
+from unimm.models.latent_writer import LatentWriter
+from unimm.models.readers import build_reader
 from unimm.nn.backbone import Backbone, BackboneConfig
-from unimm.nn.kv_cache import KVCache
-from unimm.objectives import build_image_objective, text_ar_loss
-from unimm.samplers.guidance import classifier_free_guidance
-from unimm.samplers.text import select_next
-from unimm.sequence import IGNORE, Batch, SpecialIds, TextSpan, collate, pack
-from unimm.tasks import generation_prompt, understanding_prompt
+from unimm.nn.layers import ExpertSpec, make_block_factory
+from unimm.objectives.text import build_text_objective
+from unimm.sequence import Batch, SpecialIds, collate, pack
+from unimm.tasks import Layout, generation_prompt
 from unimm.tokenizers.text import TextTokenizer
+
+# parameter-name prefixes of runs saved before the writer/reader split (2026-11) -> today's names
+_RENAMED = {"image_codec.": "writer.codec.", "image_in.": "writer.embed.", "image_out.": "writer.head."}
+
+
+def upgrade_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Rename the parameters of older runs so that they load into today's model."""
+    out = {}
+    for k, v in state.items():
+        for old, new in _RENAMED.items():
+            if k.startswith(old):
+                k = new + k[len(old) :]
+        out[k] = v
+    return out
+
+
+WRITERS = {"diffusion": LatentWriter, "flow": LatentWriter, "ar": ARCodeWriter, "masked": MaskedCodeWriter}
 
 
 def backbone_config(cfg: Config, vocab_size: int) -> BackboneConfig:
@@ -40,21 +63,13 @@ def backbone_config(cfg: Config, vocab_size: int) -> BackboneConfig:
     )
 
 
-def build_image_codec(cfg: Config) -> nn.Module:
-    """The continuous latent named by ``image.latent``: raw pixel patches or a small VAE's latent patches."""
-    im, d = cfg.image, cfg.data
-    if im.latent == "vae":
-        return VAEPatches(
-            d.channels,
-            d.image_size,
-            im.patch_size,
-            im.vae_channels,
-            im.vae_downsample,
-            im.vae_hidden,
-            im.vae_steps,
-            im.vae_kl,
-        )
-    return PixelPatches(d.channels, d.image_size, im.patch_size)
+def layer_factory(cfg: Config):
+    """The block factory of ``model.layers`` (dense, moe, modality-moe, mot)."""
+    m = cfg.model
+    spec = ExpertSpec(
+        m.experts, m.top_k, m.shared_experts, m.expert_hidden_dim, m.capacity_factor, m.moe_aux_weight, m.moe_z_weight
+    )
+    return make_block_factory(m.layers, spec)
 
 
 class UnifiedModel(nn.Module):
@@ -63,57 +78,109 @@ class UnifiedModel(nn.Module):
         if cfg.data.image_size is None or cfg.data.channels is None:
             raise ValueError("data.image_size and data.channels must be resolved (set from the dataset) first")
         self.cfg, self.tokenizer = cfg, tokenizer
-        self.backbone = Backbone(backbone_config(cfg, tokenizer.vocab_size))
-        self.image_codec = build_image_codec(cfg)
-        self.image_in = PatchEmbed(self.image_codec.patch_dim, cfg.model.dim)
-        self.image_out = PatchHead(cfg.model.dim, self.image_codec.patch_dim)
-        self.objective = build_image_objective(cfg.objective)
+        self.writer = WRITERS[cfg.objective.image](cfg)
+        self.reader = build_reader(cfg)
+        self.text = build_text_objective(cfg)
+        # vocabulary: text tokens, then the writer's image codes (shared vocabulary), then [MASK] for text
+        self.text_vocab = tokenizer.vocab_size
+        self.writer.bind(self.text_vocab)
+        self.text.bind(self.text_vocab + self.writer.extra_vocab)
+        vocab = self.text_vocab + self.writer.extra_vocab + self.text.extra_vocab
+        self.backbone = Backbone(backbone_config(cfg, vocab), make_block=layer_factory(cfg))
+        self.writer.init_weights(self.backbone)
         self.special = SpecialIds(tokenizer.pad_id, tokenizer.boi_id, tokenizer.eoi_id, tokenizer.img_id)
+        read_grid = self.reader.grid if self.reader is not None else self.writer.grid
+        self.layout = Layout(
+            read_grid, self.writer.grid, self.writer.causal, self.text.answer_len, self.text.prompt_loss
+        )
 
     @classmethod
     def from_config(cls, cfg: Config, tokenizer: TextTokenizer) -> "UnifiedModel":
         return cls(cfg, tokenizer)
 
-    # ----------------------------------------------------------------------------- training
-    @property
-    def grid(self) -> tuple[int, int]:
-        return self.image_codec.grid
+    # ----------------------------------------------------------------------------- parts
+    def prepare(
+        self, images: torch.Tensor, labels: torch.Tensor | None = None, seed: int = 0, progress: bool = True
+    ) -> dict:
+        """Before the transformer trains: fit the writer's image tokenizer (VAE / VQ) on the training
+        images and freeze it; pre-train the reader's encoder when configured."""
+        stats = self.writer.prepare(images, seed=seed, progress=progress)
+        self.writer.codec.requires_grad_(False)
+        if self.reader is not None:
+            stats.update(self.reader.prepare(images, labels, seed=seed, progress=progress))
+        return stats
 
-    def pack(self, spans) -> "Batch":
-        return collate([pack(s, self.special, self.image_codec.patch_dim) for s in spans], self.special.pad)
+    def pack(self, spans: list[list], left_pad: bool = False) -> Batch:
+        seqs = [pack(s, self.special) for s in spans]
+        return collate(seqs, self.special.pad, self.text.full_attention, left_pad)
+
+    def text_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Logits over the text vocabulary only (image codes and [MASK] are never text)."""
+        return F.linear(hidden, self.backbone.lm_head.weight[: self.text_vocab])
+
+    def embed_inputs(self, batch: Batch) -> torch.Tensor:
+        """Token embeddings with every image of ``batch`` read (clean) into its positions."""
+        x = self.backbone.embed_tokens(batch.tokens)
+        img = batch.image_id >= 0
+        if img.any():
+            images = batch.images.to(x.device)
+            emb = self.reader(images) if self.reader is not None else self.writer.read_inputs(self.backbone, images)
+            x = x.masked_scatter(img.unsqueeze(-1), emb.to(x.dtype))
+        return x
+
+    # ----------------------------------------------------------------------------- training
+    def routing_stats(self) -> dict:
+        """Routing of the last forward, for the training log (empty for layers without a router):
+        ``expert_tokens`` [layer][expert], ``expert_tokens_by_modality`` [modality][expert] summed over layers,
+        ``router_entropy`` (mean over layers, nats), ``dropped_tokens`` and ``expert_load_ratio`` (the largest
+        max/min ratio of tokens per expert inside a routing group, over layers; inf when an expert got none)."""
+        layers = [b.mlp for b in self.backbone.layers if hasattr(getattr(b, "mlp", None), "last_stats")]
+        layers = [m for m in layers if getattr(m, "last_stats", None) is not None]
+        if not layers:
+            return {}
+        loads = [m.last_stats["tokens_per_expert"].float() for m in layers]
+        ratio = 0.0
+        for m, load in zip(layers, loads, strict=True):
+            for group in m.groups or [list(range(load.numel()))]:
+                g = load[group]
+                ratio = max(ratio, float(g.max() / g.min()) if g.min() > 0 else float("inf"))
+        out = {
+            "expert_tokens": [load.long().tolist() for load in loads],
+            "router_entropy": round(sum(float(m.last_stats["router_entropy"]) for m in layers) / len(layers), 5),
+            "dropped_tokens": int(sum(int(m.last_stats["dropped"]) for m in layers)),
+            "expert_load_ratio": round(ratio, 4) if ratio != float("inf") else None,
+        }
+        by_mod = [m.last_stats.get("tokens_per_expert_by_modality") for m in layers]
+        if all(b is not None for b in by_mod):
+            out["expert_tokens_by_modality"] = sum(by_mod).tolist()
+        return out
 
     def forward(self, batch: Batch, generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict]:
         """Training loss L = w_text * L_text + w_image * L_image + aux, and named metrics."""
-        obj_cfg, dev = self.cfg.objective, batch.tokens.device
-        x = self.backbone.embed_tokens(batch.tokens)
+        obj = self.cfg.objective
+        tokens, text_state = self.text.corrupt(batch, generator)
+        x = self.backbone.embed_tokens(tokens)
         img = batch.image_id >= 0
-        image_loss = x.new_zeros(())
-        gen_pos = torch.zeros_like(img)
+        gen = batch.image_generate.to(x.device)
+        gen_pos = img & gen[batch.image_id.clamp_min(0)] if gen.numel() else img
+        state = None
         if img.any():
-            ids = batch.image_id[img]
-            x0 = batch.patches[img]
-            gen = batch.image_generate.to(dev)
-            n = gen.numel()
-            t = self.objective.sample_time(n, generator).to(dev)
-            # images the model reads are clean, or noised up to a cap (Transfusion's noise capping)
-            t_read = self.objective.time_at(torch.rand(n, generator=generator).to(dev) * obj_cfg.understand_max_noise)
-            t = torch.where(gen, t, t_read)
-            noise = torch.randn(x0.shape, generator=generator).to(dev)
-            x_t, target = self.objective.corrupt(x0, noise, t[ids])
-            level = self.objective.level(t)
-            if obj_cfg.understand_max_noise == 0:
-                level = torch.where(gen, level, torch.zeros_like(level))
-                x_t = torch.where(gen[ids, None], x_t, x0)
-            x = x.masked_scatter(img.unsqueeze(-1), self.image_in(x_t, level[ids]).to(x.dtype))
-            gen_pos = img.clone()
-            gen_pos[img] = gen[ids]
+            images = batch.images.to(x.device)
+            if self.reader is None:  # shared: the writer embeds read and generated images alike
+                emb, state = self.writer.train_inputs(self.backbone, images, gen, generator)
+                x = x.masked_scatter(img.unsqueeze(-1), emb.to(x.dtype))
+            else:
+                if gen.any():
+                    emb, state = self.writer.train_inputs(self.backbone, images[gen], gen[gen], generator)
+                    x = x.masked_scatter(gen_pos.unsqueeze(-1), emb.to(x.dtype))
+                if not gen.all():
+                    x = x.masked_scatter((img & ~gen_pos).unsqueeze(-1), self.reader(images[~gen]).to(x.dtype))
         hidden, aux = self.backbone(x, batch.positions, batch.modality, batch.attn_mask)
-        has_target = batch.targets != IGNORE
-        text_loss = text_ar_loss(self.backbone.lm_head(hidden[has_target]), batch.targets[has_target])
+        text_loss = self.text.loss(self, hidden, batch, text_state)
+        image_loss = x.new_zeros(())
         if gen_pos.any():
-            pred = self.image_out(hidden[gen_pos])
-            image_loss, _ = self.objective.loss(pred, target[gen_pos[img]])
-        loss = obj_cfg.text_weight * text_loss + obj_cfg.image_weight * image_loss
+            image_loss, _ = self.writer.loss(self.backbone, hidden, gen_pos, state)
+        loss = obj.text_weight * text_loss + obj.image_weight * image_loss
         for v in aux.values():
             loss = loss + v
         metrics = {"loss": loss.detach(), "text_loss": text_loss.detach(), "image_loss": image_loss.detach()}
@@ -129,34 +196,24 @@ class UnifiedModel(nn.Module):
         steps: int | None = None,
         sampler: str | None = None,
         generator: torch.Generator | None = None,
+        use_cache: bool = True,
     ) -> torch.Tensor:
-        """Text -> images [B, C, H, W] in [-1, 1]."""
+        """Text -> images [B, C, H, W] in [-1, 1], by the writer's sampler (with guidance when cfg != 1).
+        ``use_cache=False`` makes autoregressive codes re-run the whole sequence at every step (reference)."""
         s = self.cfg.sample
         scale = s.cfg if cfg_scale is None else cfg_scale
-        n_patch, patch_dim = self.grid[0] * self.grid[1], self.image_codec.patch_dim
-        dev = next(self.parameters()).device
-        blank = torch.zeros(n_patch, patch_dim)
+        return self.writer.generate(self, prompts, scale, steps or s.steps, sampler or s.sampler, generator, use_cache)
+
+    def generation_batch(self, prompts: list[str], guided: bool) -> tuple[Batch, torch.Tensor]:
+        """The packed t2i prompts (then their unconditional twins when ``guided``) and their token embeddings."""
+        n = self.writer.grid[0] * self.writer.grid[1]
         for p in prompts:
-            self._check_length(len(self.tokenizer.encode(p)) + n_patch + 3, f"prompt {p!r}")
-        seqs = [generation_prompt(p, blank, self.grid, self.tokenizer) for p in prompts]
-        if scale != 1.0:
-            seqs += [generation_prompt(None, blank, self.grid, self.tokenizer) for _ in prompts]
-        batch = self.pack(seqs).to(dev)
-        img = batch.image_id >= 0
-        base = self.backbone.embed_tokens(batch.tokens)
-
-        def model_fn(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-            level = self.objective.level(t).repeat_interleave(n_patch)
-            emb = self.image_in(x_t.reshape(-1, patch_dim), level)
-            hidden, _ = self.backbone(
-                base.masked_scatter(img.unsqueeze(-1), emb), batch.positions, batch.modality, batch.attn_mask
-            )
-            return self.image_out(hidden[img]).view(x_t.shape)
-
-        fn = classifier_free_guidance(model_fn, scale) if scale != 1.0 else model_fn
-        noise = torch.randn(len(prompts), n_patch, patch_dim, generator=generator).to(dev)
-        x0 = self.objective.run_sampler(sampler or s.sampler, fn, noise, steps or s.steps, generator)
-        return self.image_codec.decode(x0).clamp(-1, 1)
+            self.check_length(len(self.tokenizer.encode(p)) + n + 3, f"prompt {p!r}")
+        seqs = [generation_prompt(p, self.layout, self.tokenizer) for p in prompts]
+        if guided:
+            seqs += [generation_prompt(None, self.layout, self.tokenizer) for _ in prompts]
+        batch = self.pack(seqs).to(next(self.parameters()).device)
+        return batch, self.backbone.embed_tokens(batch.tokens)
 
     # ----------------------------------------------------------------------------- understanding
     @torch.no_grad()
@@ -171,55 +228,18 @@ class UnifiedModel(nn.Module):
         generator: torch.Generator | None = None,
         use_cache: bool = True,
     ) -> list[str]:
-        """Images [B, C, H, W] in [-1, 1] -> captions (or answers to ``question``).
-
-        Decoding uses a KV cache; ``use_cache=False`` re-runs the whole sequence at every step
-        (the reference the cached path is tested against).
-        """
-        s, tok = self.cfg.sample, self.tokenizer
-        max_new = max_new_tokens or s.max_new_tokens
+        """Images [B, C, H, W] in [-1, 1] -> captions (or answers to ``question``), by the text objective's
+        decoder. Next-token decoding uses a KV cache; ``use_cache=False`` re-runs the whole sequence at
+        every step (the reference the cached path is tested against)."""
+        s = self.cfg.sample
+        images = images.to(next(self.parameters()).device).float()
         temperature = s.temperature if temperature is None else temperature
-        dev = next(self.parameters()).device
-        patches = self.image_codec.encode(images.to(dev).float())
-        prompts = [understanding_prompt(p, self.grid, tok, question) for p in patches.cpu()]
-        batch = self.pack(prompts).to(dev)
-        self._check_length(batch.tokens.shape[1] + max_new, "question" if question else "caption prompt")
-        cache = self.backbone.new_cache(batch.tokens.shape[1] + max_new) if use_cache else None
-        logits = self._last_logits(batch, cache)
-        out = torch.empty(len(images), 0, dtype=torch.long, device=dev)
-        done = torch.zeros(len(images), dtype=torch.bool, device=dev)
-        pos = batch.next_position.to(dev)
-        for i in range(max_new):
-            nxt = select_next(logits, temperature, top_k or s.top_k, top_p or s.top_p, generator)
-            nxt = torch.where(done, torch.full_like(nxt, tok.pad_id), nxt)
-            out = torch.cat([out, nxt[:, None]], 1)
-            done |= nxt == tok.eos_id
-            if bool(done.all()) or i == max_new - 1:
-                break
-            if cache is not None:
-                p = (pos + i).view(-1, 1, 1).expand(-1, 3, 1)
-                hidden, _ = self.backbone(self.backbone.embed_tokens(nxt[:, None]), p, cache=cache)
-                logits = self.backbone.lm_head(hidden[:, -1])
-            else:
-                spans = [[*sp, TextSpan(row, loss=False)] for sp, row in zip(prompts, out.tolist(), strict=True)]
-                logits = self._last_logits(self.pack(spans).to(dev), None)
-        return [tok.decode(self._until_eos(row)) for row in out.tolist()]
+        max_new = max_new_tokens or s.max_new_tokens
+        return self.text.caption(
+            self, images, question, max_new, temperature, top_k or s.top_k, top_p or s.top_p, generator, use_cache
+        )
 
-    def _last_logits(self, batch: Batch, cache: KVCache | None) -> torch.Tensor:
-        """Forward a packed prompt whose images are read clean; next-token logits at the last position [B, V]."""
-        img = batch.image_id >= 0
-        x = self.backbone.embed_tokens(batch.tokens)
-        if img.any():
-            level = torch.zeros(int(img.sum()), device=x.device)
-            x = x.masked_scatter(img.unsqueeze(-1), self.image_in(batch.patches[img], level))
-        hidden, _ = self.backbone(x, batch.positions, batch.modality, batch.attn_mask, cache)
-        return self.backbone.lm_head(hidden[:, -1])
-
-    def _until_eos(self, ids: list[int]) -> list[int]:
-        eos = self.tokenizer.eos_id
-        return ids[: ids.index(eos)] if eos in ids else ids
-
-    def _check_length(self, length: int, what: str) -> None:
+    def check_length(self, length: int, what: str) -> None:
         if length > self.cfg.model.max_seq_len:
             raise ValueError(
                 f"{what} needs {length} positions, more than model.max_seq_len = {self.cfg.model.max_seq_len}"
@@ -241,7 +261,7 @@ class UnifiedModel(nn.Module):
         if not (directory / "config.toml").is_file():
             raise FileNotFoundError(f"{directory} is not a unimm model directory (no config.toml)")
         model = cls(load_config(directory / "config.toml"), TextTokenizer.load(directory / "tokenizer"))
-        state = load_weights(directory / weights)
+        state = upgrade_state_dict(load_weights(directory / weights))
         missing, unexpected = model.load_state_dict(state, strict=False)
         if missing or unexpected:
             raise ValueError(f"{directory / weights}: missing {missing[:5]}, unexpected {unexpected[:5]}")

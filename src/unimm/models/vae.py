@@ -9,10 +9,9 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
-from tqdm.auto import tqdm
 
 from unimm.nn.conv import conv_decoder, conv_encoder
-from unimm.optim import warmup_cosine
+from unimm.tokenizers.fit import fit_image_tokenizer
 
 
 class SmallVAE(nn.Module):
@@ -36,16 +35,24 @@ class SmallVAE(nn.Module):
 
     def loss(self, x: torch.Tensor, kl_weight: float, generator: torch.Generator | None = None):
         """Reconstruction MSE + kl_weight * KL(q(z|x) || N(0, I)) per latent element."""
+        loss, mse, kl, _ = self._loss(x, kl_weight, generator)
+        return loss, mse, kl
+
+    def _loss(self, x: torch.Tensor, kl_weight: float, generator: torch.Generator | None = None):
+        """(loss, mse, kl, reconstruction); the reconstruction keeps its gradient."""
         mean, logvar = self.encode(x)
         z = mean + (0.5 * logvar).exp() * torch.randn(mean.shape, generator=generator)
-        recon = F.mse_loss(self.decode(z), x)
+        x_hat = self.decode(z)
+        mse = F.mse_loss(x_hat, x)
         kl = 0.5 * (mean.pow(2) + logvar.exp() - 1 - logvar).mean()
-        return recon + kl_weight * kl, recon.detach(), kl.detach()
+        return mse + kl_weight * kl, mse.detach(), kl.detach(), x_hat
 
-    def training_loss(self, x: torch.Tensor, generator: torch.Generator | None = None):
-        """The tokenizer-trainer interface shared with ``VQVAE``: (loss, metrics)."""
-        loss, recon, kl = self.loss(x, self.kl_weight, generator)
-        return loss, {"mse": recon, "kl": kl}
+    def training_loss(self, x: torch.Tensor, generator: torch.Generator | None = None, return_recon: bool = False):
+        """The tokenizer-trainer interface shared with ``VQVAE``: (loss, metrics), plus the
+        reconstruction (with gradient) when ``return_recon``."""
+        loss, mse, kl, x_hat = self._loss(x, self.kl_weight, generator)
+        metrics = {"mse": mse, "kl": kl}
+        return (loss, metrics, x_hat) if return_recon else (loss, metrics)
 
     @torch.no_grad()
     def reconstruct(self, x: torch.Tensor) -> tuple[torch.Tensor, None]:
@@ -74,7 +81,7 @@ class VAEPatches(nn.Module):
                 f"image size {image_size} / image.vae_downsample {downsample} "
                 f"is not divisible by image.patch_size {patch_size}"
             )
-        self.vae = SmallVAE(channels, latent_channels, hidden, downsample)
+        self.vae = SmallVAE(channels, latent_channels, hidden, downsample, kl_weight)
         self.patch_size, self.fit_steps, self.kl_weight = patch_size, fit_steps, kl_weight
         self.grid = (side // patch_size, side // patch_size)
         self.patch_dim = latent_channels * patch_size * patch_size
@@ -93,25 +100,13 @@ class VAEPatches(nn.Module):
 
     def prepare(self, images: torch.Tensor, seed: int = 0, batch_size: int = 64, progress: bool = True) -> dict:
         """Train the VAE on ``images`` [N, C, H, W], set the latent scale to 1/std, then freeze it."""
-        gen = torch.Generator().manual_seed(seed)
-        opt = torch.optim.AdamW(self.vae.parameters(), lr=2e-3, weight_decay=0.0)
-        warmup = max(1, self.fit_steps // 20)
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(warmup, self.fit_steps, 0.05))
-        self.vae.train()
-        bar = tqdm(range(self.fit_steps), disable=not progress, desc="fit VAE", unit="step")
-        recon = kl = torch.zeros(())
-        for _ in bar:
-            idx = torch.randint(0, len(images), (batch_size,), generator=gen)
-            loss, recon, kl = self.vae.loss(images[idx], self.kl_weight, gen)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            bar.set_postfix(recon=f"{float(recon):.4f}")
+        m = fit_image_tokenizer(
+            self.vae, images, self.fit_steps, batch_size, seed=seed, progress=progress, desc="fit VAE"
+        )
         with torch.no_grad():
             self.scale.fill_(1.0)
             latents = torch.cat([self.vae.encode(images[i : i + 256])[0] for i in range(0, len(images), 256)])
             self.scale.fill_(1.0 / latents.std().item())
             self.fitted.fill_(True)
         self.vae.requires_grad_(False)
-        return {"vae_recon_mse": float(recon), "vae_kl": float(kl), "vae_scale": float(self.scale)}
+        return {"vae_recon_mse": m["mse"], "vae_kl": m["kl"], "vae_scale": float(self.scale)}

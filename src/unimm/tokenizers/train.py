@@ -10,13 +10,13 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from unimm.checkpoint import atomic_write_text, load_weights, save_weights
 from unimm.config import TokenizerConfig, dump_toml, load_config
 from unimm.data import load_split
 from unimm.models.vae import SmallVAE
-from unimm.optim import warmup_cosine
+from unimm.tokenizers.fit import fit_image_tokenizer
+from unimm.tokenizers.losses import PatchDiscriminator, PerceptualLoss, random_conv_features
 from unimm.tokenizers.vqvae import VQVAE, psnr
 
 
@@ -28,6 +28,25 @@ def build_image_tokenizer(cfg: TokenizerConfig) -> nn.Module:
         ema = t.ema_decay if t.ema_decay > 0 else None
         return VQVAE(channels, t.codebook_size, t.code_dim, t.hidden, t.downsample, t.beta, t.l2_normalize, ema)
     return SmallVAE(channels, t.code_dim, t.hidden, t.downsample, t.kl_weight)
+
+
+def build_tokenizer_losses(cfg: TokenizerConfig) -> dict:
+    """Keyword arguments of ``fit_image_tokenizer`` for the optional adversarial / perceptual terms.
+
+    Their modules are created only when their weight is > 0 and live outside the tokenizer, so they
+    are never saved with it (a default config yields ``{}``).
+    """
+    t, kw = cfg.tokenizer, {}
+    if t.adversarial_weight > 0:
+        kw.update(
+            discriminator=PatchDiscriminator(cfg.data.channels),
+            adversarial_weight=t.adversarial_weight,
+            adversarial_start=t.adversarial_start,
+        )
+    if t.perceptual_weight > 0:
+        perceptual = PerceptualLoss(random_conv_features(cfg.data.channels, seed=cfg.train.seed))
+        kw.update(perceptual=perceptual, perceptual_weight=t.perceptual_weight)
+    return kw
 
 
 @torch.no_grad()
@@ -60,28 +79,21 @@ def train_tokenizer(cfg: TokenizerConfig, out: str | Path, progress: bool = True
     torch.manual_seed(cfg.train.seed)
     model = build_image_tokenizer(cfg)
     before = evaluate_tokenizer(model, val.images)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr, weight_decay=0.0)
-    warmup = max(1, cfg.train.steps // 20)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(warmup, cfg.train.steps, 0.05))
-    gen = torch.Generator().manual_seed(cfg.train.seed)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "config.toml", dump_toml(cfg))
-    bar = tqdm(range(cfg.train.steps), disable=not progress, desc=f"train {cfg.tokenizer.kind} tokenizer", unit="step")
     with open(out / "metrics.jsonl", "w") as log:
-        for step in bar:
-            model.train()
-            idx = torch.randint(0, len(data), (cfg.train.batch_size,), generator=gen)
-            loss, metrics = model.training_loss(data.images[idx], gen)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
+
+        def on_step(step: int, loss: torch.Tensor, metrics: dict) -> None:
             if (step + 1) % cfg.train.log_every == 0 or step + 1 == cfg.train.steps:
-                row = {"step": step + 1, "loss": float(loss.detach())}
+                row = {"step": step + 1, "loss": float(loss)}
                 row.update({k: round(float(v), 5) for k, v in metrics.items()})
                 row["psnr"] = round(float(psnr(metrics["mse"])), 3)
                 log.write(json.dumps(row) + "\n")
-                bar.set_postfix(psnr=f"{row['psnr']:.1f}")
+
+        t = cfg.train
+        desc = f"train {cfg.tokenizer.kind} tokenizer"
+        extra = build_tokenizer_losses(cfg)
+        fit_image_tokenizer(model, data.images, t.steps, t.batch_size, t.lr, t.seed, progress, desc, on_step, **extra)
     result = {"val": evaluate_tokenizer(model, val.images), "val_untrained": before, "steps": cfg.train.steps}
     save_weights(model.state_dict(), out / "tokenizer.safetensors")
     atomic_write_text(out / "metrics.json", json.dumps(result, indent=2))

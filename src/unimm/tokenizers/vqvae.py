@@ -38,10 +38,11 @@ class VQVAE(nn.Module):
         metrics = {"mse": mse.detach(), "psnr": psnr(mse.detach()), "usage": q["usage"], "perplexity": q["perplexity"]}
         return recon, loss, metrics
 
-    def training_loss(self, images: torch.Tensor, generator: torch.Generator | None = None):
-        """The tokenizer-trainer interface shared with ``SmallVAE``: (loss, metrics)."""
-        _, loss, metrics = self(images)
-        return loss, metrics
+    def training_loss(self, images: torch.Tensor, generator: torch.Generator | None = None, return_recon: bool = False):
+        """The tokenizer-trainer interface shared with ``SmallVAE``: (loss, metrics), plus the
+        reconstruction (with gradient) when ``return_recon``."""
+        recon, loss, metrics = self(images)
+        return (loss, metrics, recon) if return_recon else (loss, metrics)
 
     @torch.no_grad()
     def reconstruct(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -15,7 +15,7 @@ import torch
 from tqdm.auto import tqdm
 
 from unimm.checkpoint import atomic_write_text, load_state, load_weights, save_state, save_weights
-from unimm.config import Config, dump_toml, load_config
+from unimm.config import Config, TokenizerConfig, dump_toml, load_config
 from unimm.data import load_split, templates_for
 from unimm.models import UnifiedModel
 from unimm.optim import EMA, build_optimizer, warmup_cosine
@@ -42,11 +42,40 @@ def build_tokenizer(cfg: Config, data, templates) -> TextTokenizer:
     return TextTokenizer.train(texts, vocab_size=cfg.data.vocab_size)
 
 
+def check_answer_length(model: UnifiedModel, data, templates) -> None:
+    """Fixed-length answers (masked text) must hold the longest caption or answer plus ``<eos>``."""
+    n = model.layout.answer_len
+    if n is None:
+        return
+    texts = list(templates.all_texts()) if templates is not None else []
+    longest = max((len(model.tokenizer.encode(t)) + 1 for t in texts + (data.captions or [])), default=0)
+    if longest > n:
+        raise ValueError(
+            f"sample.max_new_tokens = {n} is the fixed answer length of masked text, but the longest "
+            f"caption or answer needs {longest} tokens with <eos>; set sample.max_new_tokens >= {longest}"
+        )
+
+
+def resolve_image_tokenizer(cfg: Config) -> None:
+    """``image.tokenizer`` names a trained tokenizer: take its geometry into ``image.vq_*``."""
+    if cfg.image.tokenizer is None:
+        return
+    path = Path(cfg.image.tokenizer)
+    if not (path / "config.toml").is_file() or not (path / "tokenizer.safetensors").is_file():
+        raise ValueError(f"image.tokenizer = {str(path)!r} is not a 'unimm tokenizer train' output directory")
+    t = load_config(path / "config.toml", schema=TokenizerConfig).tokenizer
+    if cfg.image.generate != "vq" or t.kind != "vq":
+        raise ValueError(
+            f"image.tokenizer: a {t.kind!r} tokenizer cannot serve image.generate = {cfg.image.generate!r}"
+        )
+    im = cfg.image
+    im.vq_codebook, im.vq_dim, im.vq_hidden, im.vq_downsample = t.codebook_size, t.code_dim, t.hidden, t.downsample
+    im.vq_l2_normalize = t.l2_normalize
+
+
 def make_batch(model: UnifiedModel, images: torch.Tensor, examples) -> Batch:
-    with torch.no_grad():  # the codec is fixed while the transformer trains
-        patches = model.image_codec.encode(images)
     return model.pack(
-        [training_spans(ex, p, model.grid, model.tokenizer) for ex, p in zip(examples, patches, strict=True)]
+        [training_spans(ex, im, model.layout, model.tokenizer) for ex, im in zip(examples, images, strict=True)]
     )
 
 
@@ -99,16 +128,19 @@ def train(cfg: Config, out: str | Path, resume: bool = False, progress: bool = T
         if ignored:
             print(f"note: --resume continues with {out / 'config.toml'}; ignoring {', '.join(ignored)}")
     data, templates = resolve_data(cfg)
+    if ckpt is None:
+        resolve_image_tokenizer(cfg)
     torch.manual_seed(t_cfg.seed)
     tok = TextTokenizer.load(out / "tokenizer") if ckpt else build_tokenizer(cfg, data, templates)
     model = UnifiedModel(cfg, tok)
-    if ckpt is None:  # a learned image codec (the VAE) trains first, then stays frozen
-        codec_stats = model.image_codec.prepare(data.images, seed=t_cfg.seed, progress=progress)
+    check_answer_length(model, data, templates)
+    if ckpt is None:  # a learned image tokenizer (VAE / VQ) trains first, then stays frozen
+        codec_stats = model.prepare(data.images, data.labels, seed=t_cfg.seed, progress=progress)
         if codec_stats:
             out.mkdir(parents=True, exist_ok=True)
             atomic_write_text(out / "codec.json", json.dumps(codec_stats, indent=2))
     else:
-        model.image_codec.requires_grad_(False)
+        model.writer.codec.requires_grad_(False)
     opt = build_optimizer(model, t_cfg.lr, t_cfg.weight_decay, t_cfg.betas)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(t_cfg.warmup, t_cfg.steps, t_cfg.min_lr_ratio))
     ema = EMA(model, t_cfg.ema) if t_cfg.ema > 0 else None
@@ -127,7 +159,7 @@ def train(cfg: Config, out: str | Path, resume: bool = False, progress: bool = T
         tok.save(out / "tokenizer")
     _trim_metrics(out / "metrics.jsonl", start)
 
-    stream = ExampleStream(data, templates, cfg.objective, t_cfg.batch_size, t_cfg.seed)
+    stream = ExampleStream(data, templates, cfg.objective, t_cfg.batch_size, t_cfg.seed, cfg.data.shift)
     writer = _tensorboard(out) if t_cfg.tensorboard else None
     n_params = sum(p.numel() for p in model.parameters())
     bar = tqdm(total=t_cfg.steps, initial=start, disable=not progress, desc=f"train {cfg.name}", unit="step")
@@ -165,13 +197,14 @@ def train(cfg: Config, out: str | Path, resume: bool = False, progress: bool = T
                     "lr": sched.get_last_lr()[0],
                     "tokens_per_s": round(tokens_seen / elapsed, 1),
                     "params": n_params,
+                    **model.routing_stats(),
                 }
                 log.write(json.dumps(row) + "\n")
                 log.flush()
                 bar.set_postfix(loss=f"{sums['loss']:.3f}", tok_s=f"{row['tokens_per_s']:.0f}")
                 if writer is not None:
                     for k_, v in row.items():
-                        if k_ not in ("step", "params"):
+                        if k_ not in ("step", "params") and isinstance(v, (int, float)):
                             writer.add_scalar(f"train/{k_}", v, done)
             if done % t_cfg.save_every == 0 or done == t_cfg.steps:
                 save_checkpoint(out, model, ema, opt, sched, done)

@@ -2,7 +2,7 @@
 
 Micro-batch ``k`` is a pure function of ``(seed, k)``: sample ``g = k * batch_size + j`` is
 item ``perm_epoch[g mod N]`` of a per-epoch permutation seeded by ``(seed, epoch)``, and its
-task, template and condition dropout come from an RNG seeded by ``(seed, g)``. Resuming at
+task, template, condition dropout and augmentation shift come from an RNG seeded by ``(seed, g)``. Resuming at
 step ``s`` therefore replays exactly the data an uninterrupted run would have seen.
 """
 
@@ -23,11 +23,12 @@ class ExampleStream:
         objective: ObjectiveSection,
         batch_size: int,
         seed: int,
+        shift: int = 0,
     ) -> None:
         if data.captions is None and templates is None:
             raise ValueError(f"dataset {data.name!r} has neither captions nor class names to caption with")
         self.data, self.templates, self.obj = data, templates, objective
-        self.batch_size, self.seed = batch_size, seed
+        self.batch_size, self.seed, self.shift = batch_size, seed, shift
         self._perm: tuple[int, torch.Tensor] | None = None
 
     def _item(self, g: int) -> int:
@@ -57,9 +58,27 @@ class ExampleStream:
     def batch(self, k: int) -> tuple[torch.Tensor, list[Example]]:
         """Micro-batch ``k`` -> (images [B, C, H, W], examples)."""
         start = k * self.batch_size
-        idx, examples = [], []
+        idx, examples, shifts = [], [], []
         for g in range(start, start + self.batch_size):
             i = self._item(g)
+            rng = random.Random(self.seed * 1_000_003 + g)
             idx.append(i)
-            examples.append(self._example(i, random.Random(self.seed * 1_000_003 + g)))
-        return self.data.images[idx], examples
+            examples.append(self._example(i, rng))
+            if self.shift and examples[-1].task != "t2i":  # augment only what is read, not what is generated
+                shifts.append((rng.randint(-self.shift, self.shift), rng.randint(-self.shift, self.shift)))
+            else:
+                shifts.append((0, 0))
+        images = self.data.images[idx]
+        if self.shift:
+            images = torch.stack([translate(im, dy, dx) for im, (dy, dx) in zip(images, shifts, strict=True)])
+        return images, examples
+
+
+def translate(image: torch.Tensor, dy: int, dx: int, fill: float = -1.0) -> torch.Tensor:
+    """Shift an image [C, H, W] by (dy, dx) pixels; uncovered pixels get ``fill`` (the background at -1)."""
+    out = torch.full_like(image, fill)
+    h, w = image.shape[-2:]
+    src_y, dst_y = slice(max(0, -dy), min(h, h - dy)), slice(max(0, dy), min(h, h + dy))
+    src_x, dst_x = slice(max(0, -dx), min(w, w - dx)), slice(max(0, dx), min(w, w + dx))
+    out[..., dst_y, dst_x] = image[..., src_y, src_x]
+    return out

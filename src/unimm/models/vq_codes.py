@@ -1,0 +1,68 @@
+"""The discrete image codec of the VQ strategies: images <-> grids of VQ-VAE code indices.
+
+Fitted on the run's own images before the transformer trains (``prepare``), or loaded from a
+``unimm tokenizer train`` output named by ``image.tokenizer``; frozen afterwards. Its weights are
+saved inside the model, so a trained run never needs the tokenizer directory again.
+"""
+
+from pathlib import Path
+
+import torch
+from einops import rearrange
+from torch import nn
+
+from unimm.checkpoint import load_weights
+from unimm.tokenizers.fit import fit_image_tokenizer
+from unimm.tokenizers.vqvae import VQVAE, psnr
+
+
+class VQCodes(nn.Module):
+    def __init__(
+        self,
+        channels: int,
+        image_size: int,
+        codebook: int = 256,
+        code_dim: int = 16,
+        hidden: int = 64,
+        downsample: int = 4,
+        fit_steps: int = 2000,
+        l2_normalize: bool = False,
+        pretrained: str | None = None,
+    ) -> None:
+        super().__init__()
+        if image_size % downsample:
+            raise ValueError(f"image size {image_size} is not divisible by image.vq_downsample {downsample}")
+        self.vq = VQVAE(channels, codebook, code_dim, hidden, downsample, l2_normalize=l2_normalize)
+        self.num_codes, self.fit_steps, self.pretrained = codebook, fit_steps, pretrained
+        side = image_size // downsample
+        self.grid = (side, side)
+        self.register_buffer("fitted", torch.zeros((), dtype=torch.bool))
+
+    @torch.no_grad()
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        """images [B, C, H, W] in [-1, 1] -> codes [B, h*w] (raster order)."""
+        return rearrange(self.vq.encode(images), "b h w -> b (h w)")
+
+    @torch.no_grad()
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        h, w = self.grid
+        return self.vq.decode(rearrange(codes, "b (h w) -> b h w", h=h, w=w))
+
+    def prepare(self, images: torch.Tensor, seed: int = 0, batch_size: int = 64, progress: bool = True) -> dict:
+        """Fit (or load) the tokenizer, freeze it, report its reconstruction on ``images`` [:1000]."""
+        if self.pretrained:
+            state = load_weights(Path(self.pretrained) / "tokenizer.safetensors")
+            missing, unexpected = self.vq.load_state_dict(state, strict=False)
+            if missing or unexpected:
+                raise ValueError(f"{self.pretrained}: tokenizer weights do not match image.vq_* ({missing[:3]})")
+        else:
+            fit_image_tokenizer(
+                self.vq, images, self.fit_steps, batch_size, seed=seed, progress=progress, desc="fit VQ"
+            )
+        self.vq.eval().requires_grad_(False)
+        self.fitted.fill_(True)
+        probe = images[:1000]
+        codes = self.encode(probe)
+        mse = float((self.decode(codes) - probe).pow(2).mean())
+        usage = torch.bincount(codes.flatten(), minlength=self.num_codes).gt(0).float().mean()
+        return {"vq_recon_mse": mse, "vq_psnr": float(psnr(torch.tensor(mse))), "vq_usage": float(usage)}

@@ -1,0 +1,33 @@
+"""bench/moe.py runs at a tiny size and reports every layer kind against its dense baseline."""
+
+import importlib.util
+from pathlib import Path
+
+import torch
+
+SCRIPT = Path(__file__).resolve().parents[2] / "bench" / "moe.py"
+
+
+def _load_bench():
+    spec = importlib.util.spec_from_file_location("bench_moe", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_quick_run_reports_every_layer_kind(tmp_path):
+    bench = _load_bench()
+    bench.main(["--quick", "--out", str(tmp_path)])
+    md = (tmp_path / "moe.md").read_text()
+    for name in ("dense", "moe", "modality-moe", "naive-moe", "dense-block", "moe-block", "mot-block"):
+        assert f"| {name} |" in md
+
+
+def test_naive_reference_equals_the_sorted_dispatch():
+    bench = _load_bench()
+    from unimm.nn.moe import MoEFeedForward
+
+    torch.manual_seed(0)
+    layer = MoEFeedForward(16, 8, 4, 2)
+    x, modality = torch.randn(10, 16), torch.zeros(10, dtype=torch.long)
+    torch.testing.assert_close(bench.naive_moe(layer, x, modality), layer(x[None], modality[None])[0][0])

@@ -1,0 +1,203 @@
+"""The discrete-token strategies as presets: chameleon, janus, show-o, unidisc (one tiny run each),
+plus the properties their samplers promise: cached == uncached, batched == one-by-one."""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import tiny_overrides
+from unimm.config import load_config
+from unimm.models import UnifiedModel
+from unimm.models.code_writer import ARCodeWriter, MaskedCodeWriter
+from unimm.models.readers import ViTReader
+from unimm.objectives.text import ARText, MaskedText
+from unimm.tasks import Example
+from unimm.tokenizers.text import TextTokenizer
+from unimm.train.loop import make_batch, train
+
+CONFIGS = Path(__file__).parents[2] / "configs"
+TINY_VQ = {
+    "image.vq_hidden": 8,
+    "image.vq_dim": 8,
+    "image.vq_codebook": 16,
+    "image.vq_downsample": 2,
+    "image.vq_steps": 5,
+    "image.vit_dim": 32,
+    "image.vit_depth": 1,
+    "image.vit_heads": 2,
+    "sample.max_new_tokens": 16,
+    "sample.steps": 4,
+}
+PARTS = {  # preset -> (writer, reader, text objective, codes in the text vocabulary?)
+    "chameleon": (ARCodeWriter, type(None), ARText, True),
+    "janus": (ARCodeWriter, ViTReader, ARText, False),
+    "show-o": (MaskedCodeWriter, type(None), ARText, True),
+    "unidisc": (MaskedCodeWriter, type(None), MaskedText, True),
+}
+EXAMPLES = [
+    Example("t2i", "a handwritten seven"),
+    Example("t2i", "the digit 7", drop_condition=True),
+    Example("caption", "a handwritten seven"),
+    Example("vqa", "what digit is this?", "seven"),
+]
+
+
+def _cfg(digits_dir, preset: str, **extra):
+    return load_config(CONFIGS / f"{preset}.toml", tiny_overrides(digits_dir, **{**TINY_VQ, **extra}))
+
+
+def _model(digits_dir, preset: str, **extra) -> UnifiedModel:
+    cfg = _cfg(digits_dir, preset, **{"data.image_size": 8, "data.channels": 1, **extra})
+    tok = TextTokenizer.train(["a handwritten seven", "what digit is this?", "seven", "the digit 7"], 300)
+    torch.manual_seed(0)
+    model = UnifiedModel(cfg, tok)
+    model.prepare(torch.rand(32, 1, 8, 8) * 2 - 1, progress=False)
+    return model
+
+
+@pytest.mark.parametrize("preset", sorted(PARTS))
+def test_preset_trains_captions_and_generates(digits_dir, tmp_path, preset):
+    """End to end: ``unimm train configs/<preset>.toml`` at tiny size, reload, caption, answer, generate."""
+    out = train(_cfg(digits_dir, preset), tmp_path / preset, progress=False)
+    model = UnifiedModel.from_pretrained(out)
+    writer, reader, text, shared = PARTS[preset]
+    assert isinstance(model.writer, writer) and isinstance(model.reader, reader) and isinstance(model.text, text)
+    codes = model.writer.num_codes
+    extra = (codes + 1 if shared else 0) + (1 if text is MaskedText else 0)
+    assert model.backbone.cfg.vocab_size == model.text_vocab + extra
+    images = torch.rand(3, 1, 8, 8) * 2 - 1
+    captions = model.caption(images)
+    answers = model.caption(images, question="what digit is this?")
+    assert len(captions) == len(answers) == 3 and all(isinstance(c, str) for c in captions + answers)
+    out_images = model.generate(["a handwritten seven", "the digit 1"], generator=torch.Generator().manual_seed(0))
+    assert out_images.shape == (2, 1, 8, 8) and out_images.min() >= -1 and out_images.max() <= 1
+
+
+@pytest.mark.parametrize("preset", sorted(PARTS))
+def test_loss_backprops_into_every_trained_part(digits_dir, preset):
+    model = _model(digits_dir, preset)
+    loss, metrics = model(make_batch(model, torch.rand(4, 1, 8, 8) * 2 - 1, EXAMPLES), torch.Generator().manual_seed(0))
+    assert metrics["text_loss"] > 0 and metrics["image_loss"] > 0 and torch.isfinite(loss)
+    loss.backward()
+    assert model.backbone.embed_tokens.weight.grad.abs().sum() > 0
+    head = model.backbone.lm_head.weight.grad
+    assert head[: model.text_vocab].abs().sum() > 0
+    if PARTS[preset][3]:  # the image codes' rows of the shared head learn from the image loss
+        assert head[model.text_vocab : model.text_vocab + model.writer.num_codes].abs().sum() > 0
+    else:
+        assert model.writer.head.weight.grad.abs().sum() > 0 and model.writer.embed.weight.grad.abs().sum() > 0
+        assert model.reader.vit.patch.weight.grad.abs().sum() > 0
+    assert model.writer.code_proj.weight.grad.abs().sum() > 0  # codebook vectors feed the code embeddings
+    assert all(p.grad is None and not p.requires_grad for p in model.writer.codec.parameters())  # frozen VQ
+
+
+@pytest.mark.parametrize("preset", ["chameleon", "janus", "show-o"])
+def test_caption_cached_equals_uncached(digits_dir, preset):
+    model = _model(digits_dir, preset).eval()
+    images = torch.rand(3, 1, 8, 8) * 2 - 1
+    for question in (None, "what digit is this?"):
+        assert model.caption(images, question, max_new_tokens=6) == model.caption(
+            images, question, max_new_tokens=6, use_cache=False
+        )
+
+
+@pytest.mark.parametrize("preset", ["chameleon", "janus"])
+def test_ar_image_generation_cached_equals_uncached(digits_dir, preset):
+    model = _model(digits_dir, preset).eval()
+    prompts = ["a handwritten seven", "seven"]
+    a = model.generate(prompts, generator=torch.Generator().manual_seed(0))
+    b = model.generate(prompts, generator=torch.Generator().manual_seed(0), use_cache=False)
+    torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("preset", sorted(PARTS))
+def test_batched_sampling_equals_one_by_one(digits_dir, preset):
+    """Deterministic samplers (greedy codes, no Gumbel noise): a batch of mixed-length prompts and
+    questions gives what each gives alone."""
+    model = _model(digits_dir, preset, **{"sample.image_temperature": 0, "sample.choice_temperature": 0}).eval()
+    prompts = ["a handwritten seven", "seven", "the digit 7"]
+    batched = model.generate(prompts)
+    torch.testing.assert_close(batched, torch.cat([model.generate([p]) for p in prompts]))
+    images = torch.rand(3, 1, 8, 8) * 2 - 1
+    for question in (None, "what digit is this?"):
+        alone = [model.caption(images[i : i + 1], question)[0] for i in range(3)]
+        assert model.caption(images, question) == alone
+
+
+def test_ar_codes_sampling_stays_inside_the_image_vocabulary(digits_dir):
+    """The shared-vocabulary head is sliced to the codes: even when a text token dominates the full head,
+    the sampled image has exactly h*w valid codes."""
+    model = _model(digits_dir, "chameleon").eval()
+    with torch.no_grad():
+        model.backbone.lm_head.weight[model.tokenizer.eos_id] += 50.0  # text would always win unconstrained
+    seen = []
+    decode = model.writer.decode
+    model.writer.decode = lambda codes: seen.append(codes) or decode(codes)
+    model.generate(["seven"], generator=torch.Generator().manual_seed(0))
+    (codes,) = seen
+    assert codes.shape == (1, model.writer.grid[0] * model.writer.grid[1])
+    assert codes.min() >= 0 and codes.max() < model.writer.num_codes
+
+
+def test_masked_text_corrupts_only_answer_tokens(digits_dir):
+    model = _model(digits_dir, "unidisc")
+    batch = make_batch(model, torch.rand(4, 1, 8, 8) * 2 - 1, EXAMPLES)
+    tokens, state = model.text.corrupt(batch, torch.Generator().manual_seed(0))
+    changed = tokens != batch.tokens
+    assert torch.equal(changed, state.masked) and (tokens[changed] == model.text.mask_id).all()
+    answer_len = model.layout.answer_len
+    assert changed[:2].sum() == 0  # t2i rows: the prompt is a condition, never masked
+    assert changed[2:].sum() > 0 and (changed[2:].sum(1) <= answer_len).all()
+    v = batch.valid[0]
+    assert batch.attn_mask[0][v][:, v].all()  # masked text: the whole sequence attends bidirectionally
+
+
+def test_pretrained_vq_tokenizer_is_loaded_frozen_and_its_geometry_adopted(digits_dir, tmp_path):
+    from unimm.config import TokenizerConfig
+    from unimm.tokenizers.train import load_image_tokenizer, train_tokenizer
+
+    sets = [f"data.path={str(digits_dir)!r}", "tokenizer.codebook_size=12", "tokenizer.code_dim=4",
+            "tokenizer.hidden=8", "tokenizer.downsample=2", "train.steps=3"]  # fmt: skip
+    train_tokenizer(load_config(None, sets, schema=TokenizerConfig), tmp_path / "tok", progress=False)
+    out = train(
+        _cfg(digits_dir, "chameleon", **{"image.tokenizer": f'"{tmp_path / "tok"}"'}), tmp_path / "run", progress=False
+    )
+    model = UnifiedModel.from_pretrained(out)
+    assert model.cfg.image.vq_codebook == 12 and model.cfg.image.vq_dim == 4 and model.writer.grid == (4, 4)
+    reference = load_image_tokenizer(tmp_path / "tok").state_dict()
+    for k, v in model.writer.codec.vq.state_dict().items():
+        assert torch.equal(v, reference[k]), k
+
+
+def test_too_short_fixed_answer_is_a_clear_error(digits_dir, tmp_path):
+    with pytest.raises(ValueError, match="sample.max_new_tokens = 2 is the fixed answer length"):
+        train(_cfg(digits_dir, "unidisc", **{"sample.max_new_tokens": 2}), tmp_path / "run", progress=False)
+
+
+def test_vit_pretraining_learns_the_labels_before_the_llm_trains(digits_dir):
+    from unimm.data import load_split
+
+    data = load_split(digits_dir, "train", None, None)
+    cfg = _cfg(digits_dir, "janus", **{"data.image_size": 8, "data.channels": 1, "image.vit_pretrain_steps": 150})
+    cfg.image.vit_patch = 2
+    tok = TextTokenizer.train(["a handwritten seven", "seven"], 300)
+    torch.manual_seed(0)
+    model = UnifiedModel(cfg, tok)
+    before = {k: v.clone() for k, v in model.reader.state_dict().items()}
+    stats = model.prepare(data.images, data.labels, progress=False)
+    assert stats["vit_pretrain_train_accuracy"] > 0.5  # 10 classes: chance is 0.1
+    assert any(not torch.equal(v, model.reader.state_dict()[k]) for k, v in before.items())
+    assert set(model.reader.state_dict()) == set(before)  # the classification head is not kept
+    assert model.reader.prepare(data.images, None, progress=False) == {}  # no labels: nothing to pre-train on
+
+
+@pytest.mark.parametrize("preset", ["chameleon", "janus"])
+def test_codes_start_as_projections_of_their_codebook_vectors(digits_dir, preset):
+    model = _model(digits_dir, preset)
+    w = model.writer
+    codes = torch.arange(w.num_codes)
+    expected = w.code_proj(w.codec.vq.quantizer.embed(codes))
+    torch.testing.assert_close(w.embed_codes(model.backbone, codes), expected)
+    mask = w.embed_codes(model.backbone, torch.tensor([w.mask_code]))
+    assert not torch.allclose(mask, w.code_proj.bias)  # [MASK] keeps an embedding of its own
