@@ -62,9 +62,15 @@ def training_spans(ex: Example, image: torch.Tensor, layout: Layout, tok: TextTo
 
 
 def generation_prompt(prompt: str | None, layout: Layout, tok: TextTokenizer) -> list[TextSpan | ImageSpan]:
-    """``prompt=None`` is the unconditional branch of classifier-free guidance."""
+    """The whole t2i layout with the image left to fill in (``prompt=None``: the unconditional branch of
+    classifier-free guidance). It ends with ``<eos>`` exactly as in training: under full attention
+    (masked text) the image positions see it, and leaving it out shifts what they condition on."""
     ids = [] if prompt is None else tok.encode(prompt)
-    return [TextSpan([tok.bos_id, *ids]), ImageSpan(None, layout.gen_grid, generate=True, causal=layout.gen_causal)]
+    return [
+        TextSpan([tok.bos_id, *ids]),
+        ImageSpan(None, layout.gen_grid, generate=True, causal=layout.gen_causal),
+        TextSpan([tok.eos_id], loss=False),
+    ]
 
 
 def understanding_prompt(

@@ -208,7 +208,7 @@ class UnifiedModel(nn.Module):
         """The packed t2i prompts (then their unconditional twins when ``guided``) and their token embeddings."""
         n = self.writer.grid[0] * self.writer.grid[1]
         for p in prompts:
-            self.check_length(len(self.tokenizer.encode(p)) + n + 3, f"prompt {p!r}")
+            self.check_length(len(self.tokenizer.encode(p)) + n + 4, f"prompt {p!r}")  # bos boi eoi eos
         seqs = [generation_prompt(p, self.layout, self.tokenizer) for p in prompts]
         if guided:
             seqs += [generation_prompt(None, self.layout, self.tokenizer) for _ in prompts]
