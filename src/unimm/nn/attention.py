@@ -9,6 +9,42 @@ from unimm.nn.kv_cache import KVCache
 from unimm.nn.rope import apply_rope
 
 
+def attend(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    heads: int,
+    kv_heads: int,
+    layer_idx: int,
+    attn_mask: torch.Tensor | None,
+    rope: tuple[torch.Tensor, torch.Tensor],
+    cache: KVCache | None = None,
+) -> torch.Tensor:
+    """Multi-head attention core shared by every block kind: q [B, L, H*D], k/v [B, L, Hkv*D] -> [B, L, H*D].
+
+    RoPE on q and k, new keys/values appended to ``cache``; ``attn_mask`` bool [B, L, L_total] (True = may
+    attend) or None for causal (with an offset after a cached prefix).
+    """
+    length = q.shape[1]
+    q = rearrange(q, "b l (h d) -> b h l d", h=heads)
+    k = rearrange(k, "b l (h d) -> b h l d", h=kv_heads)
+    v = rearrange(v, "b l (h d) -> b h l d", h=kv_heads)
+    q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+    past = 0
+    if cache is not None:
+        past = cache.length
+        k, v = cache.update(layer_idx, k, v)
+    if attn_mask is not None:
+        mask, causal = attn_mask.unsqueeze(1), False
+    elif past == 0 or length == 1:
+        mask, causal = None, past == 0 and length > 1
+    else:  # several new tokens after a cached prefix: causal with an offset
+        mask = torch.ones(length, past + length, dtype=torch.bool, device=q.device).tril(past)
+        causal = False
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal, enable_gqa=kv_heads != heads)
+    return rearrange(out, "b h l d -> b l (h d)")
+
+
 class Attention(nn.Module):
     def __init__(self, dim: int, heads: int, kv_heads: int, layer_idx: int, qkv_bias: bool = False) -> None:
         super().__init__()
@@ -29,22 +65,4 @@ class Attention(nn.Module):
     ) -> torch.Tensor:
         """x: [B, L, dim]; attn_mask: bool [B, L, L_total] (True = may attend) or None for causal."""
         q, k, v = self.qkv_proj(x).split(self.split, dim=-1)
-        q = rearrange(q, "b l (h d) -> b h l d", h=self.heads)
-        k = rearrange(k, "b l (h d) -> b h l d", h=self.kv_heads)
-        v = rearrange(v, "b l (h d) -> b h l d", h=self.kv_heads)
-        q, k = apply_rope(q, *rope), apply_rope(k, *rope)
-        past = 0
-        if cache is not None:
-            past = cache.length
-            k, v = cache.update(self.layer_idx, k, v)
-        if attn_mask is not None:
-            mask, causal = attn_mask.unsqueeze(1), False
-        elif past == 0 or x.shape[1] == 1:
-            mask, causal = None, past == 0 and x.shape[1] > 1
-        else:  # several new tokens after a cached prefix: causal with an offset
-            mask = torch.ones(x.shape[1], past + x.shape[1], dtype=torch.bool, device=x.device).tril(past)
-            causal = False
-        out = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, is_causal=causal, enable_gqa=self.kv_heads != self.heads
-        )
-        return self.o_proj(rearrange(out, "b h l d -> b l (h d)"))
+        return self.o_proj(attend(q, k, v, self.heads, self.kv_heads, self.layer_idx, attn_mask, rope, cache))

@@ -12,13 +12,11 @@ so the modalities interact only through attention, and the compute per token is 
 """
 
 import torch
-import torch.nn.functional as F
-from einops import rearrange
 from torch import nn
 
+from unimm.nn.attention import attend
 from unimm.nn.block import DenseBlock
 from unimm.nn.kv_cache import KVCache
-from unimm.nn.rope import apply_rope
 
 
 class _Dispatch:
@@ -112,27 +110,8 @@ class MoTBlock(nn.Module):
         cache: KVCache | None,
     ) -> torch.Tensor:
         """Global attention over all tokens: q [B, L, H*D], k/v [B, L, Hkv*D] -> [B, L, H*D].
-        Same RoPE, cache and mask semantics as ``Attention.forward``."""
-        length = q.shape[1]
-        q = rearrange(q, "b l (h d) -> b h l d", h=self.heads)
-        k = rearrange(k, "b l (h d) -> b h l d", h=self.kv_heads)
-        v = rearrange(v, "b l (h d) -> b h l d", h=self.kv_heads)
-        q, k = apply_rope(q, *rope), apply_rope(k, *rope)
-        past = 0
-        if cache is not None:
-            past = cache.length
-            k, v = cache.update(self.layer_idx, k, v)
-        if attn_mask is not None:
-            mask, causal = attn_mask.unsqueeze(1), False
-        elif past == 0 or length == 1:
-            mask, causal = None, past == 0 and length > 1
-        else:  # several new tokens after a cached prefix: causal with an offset
-            mask = torch.ones(length, past + length, dtype=torch.bool, device=q.device).tril(past)
-            causal = False
-        out = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, is_causal=causal, enable_gqa=self.kv_heads != self.heads
-        )
-        return rearrange(out, "b h l d -> b l (h d)")
+        The same core as ``Attention.forward`` (``nn.attention.attend``)."""
+        return attend(q, k, v, self.heads, self.kv_heads, self.layer_idx, attn_mask, rope, cache)
 
     def forward(
         self,
