@@ -39,6 +39,7 @@ bench: setup
 	$(VENV)/bin/pip install -q torch==2.13.0 -e '.[bench]'
 	$(PY) bench/train_step.py
 	$(PY) bench/moe.py
+	$(PY) bench/memory.py
 
 clean:
 	rm -rf runs data/.prepared

@@ -31,7 +31,8 @@ def test_unknown_key_names_key_and_allowed():
 
 
 def test_bad_literal_lists_allowed_values():
-    with pytest.raises(ConfigError, match=r"objective.image.*'gan'.*'diffusion', 'flow', 'ar' or 'masked'"):
+    allowed = "'diffusion', 'flow', 'ar', 'masked', 'mar' or 'connector'"
+    with pytest.raises(ConfigError, match=rf"objective.image.*'gan'.*{allowed}"):
         load_config(None, ["objective.image=gan"])
 
 

@@ -5,6 +5,8 @@ over the target with ``os.replace``: a reader sees the old file or the new one, 
 """
 
 import os
+import pickle
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -59,5 +61,14 @@ def load_state(path: str | Path) -> dict[str, Any]:
         return torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise
+    except pickle.UnpicklingError as err:
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
+        if found or "Weights only load failed" in str(err):
+            what = f" (it names {found.group(1)})" if found else ""
+            raise ValueError(
+                f"refusing to load {path}: it holds pickled Python objects other than tensors and plain values"
+                f"{what}, which could run code; a unimm training state never does"
+            ) from None
+        raise ValueError(f"{path} is corrupt, truncated or not a unimm training state ({err})") from None
     except Exception as err:  # torch raises several types for truncated or foreign files
         raise ValueError(f"{path} is corrupt, truncated or not a unimm training state ({err})") from None

@@ -1,11 +1,15 @@
 """Command line: parse, validate, call the API. No modelling code lives here."""
 
+import os
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from unimm.data.cli import data_app
+
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="unimm: unified multimodal models.")
+app.add_typer(data_app, name="data")
 
 
 def _fail(err: Exception) -> None:
@@ -20,7 +24,7 @@ def train(
     set_: Annotated[list[str], typer.Option("--set", help="override, e.g. --set model.depth=8")] = [],
     resume: Annotated[bool, typer.Option(help="continue the run in --out from its last checkpoint")] = False,
 ) -> None:
-    """Train a strategy preset into a run directory."""
+    """Train a strategy preset into a run directory (data-parallel under torchrun with train.parallel=ddp or fsdp)."""
     from unimm.config import ConfigError, load_config
     from unimm.train import train as run
 
@@ -29,7 +33,8 @@ def train(
         run(cfg, out, resume=resume)
     except (ConfigError, FileNotFoundError, FileExistsError, ValueError, FloatingPointError) as err:
         _fail(err)
-    typer.echo(f"run saved to {out}")
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, once
+        typer.echo(f"run saved to {out}")
 
 
 @app.command()
@@ -94,6 +99,32 @@ def demo(
     except (ConfigError, FileNotFoundError, FileExistsError, ValueError) as err:
         _fail(err)
     typer.echo(f"report: {report}")
+
+
+@app.command("eval")
+def eval_(
+    run: Annotated[Path, typer.Argument(help="run directory (or save_pretrained directory)")],
+    suite: Annotated[str, typer.Option(help="quick | full")] = "quick",
+    seed: Annotated[int, typer.Option()] = 0,
+    out: Annotated[Path | None, typer.Option(help="output directory (default: RUN/eval)")] = None,
+    data: Annotated[Path | None, typer.Option(help="dataset to evaluate on (default: the run's data.path)")] = None,
+) -> None:
+    """Evaluate a run: understanding, generation and cost metrics -> eval.json, eval.md, sample grids."""
+    from unimm.eval.harness import evaluate
+    from unimm.eval.report import write_eval
+    from unimm.models import UnifiedModel
+
+    try:
+        model = UnifiedModel.from_pretrained(run)
+        result = evaluate(model, suite, seed=seed, data_path=data, run_dir=run, progress=True)
+    except (FileNotFoundError, ValueError) as err:
+        _fail(err)
+    paths = write_eval(result, out or run / "eval", title=f"{model.cfg.name} ({run})")
+    u, g = result["understanding"], result["generation"]
+    head = {k: u[k] for k in ("caption_accuracy", "exact_match", "vqa_accuracy") if k in u}
+    head.update({k: g[k] for k in ("prompt_accuracy", "fid", "clip_score") if k in g})
+    typer.echo(" ".join(f"{k}={v:.4g}" for k, v in head.items()))
+    typer.echo(f"wrote {paths['json']} and {paths['md']}")
 
 
 tokenizer_app = typer.Typer(no_args_is_help=True, help="Image tokenizers (VQ-VAE, KL-VAE).")

@@ -87,12 +87,34 @@ class ImageSection(_Section):
     )
     connector: Literal["linear", "mlp", "resampler", "qformer"] = "mlp"
     connector_queries: int = Field(16, gt=0, description="resampler / qformer: image tokens the LLM reads")
+    gen_queries: int = Field(16, gt=0, description="connector: query tokens whose states condition the decoder")
+    decoder_dim: int = Field(128, gt=0, description="connector: width of the separate DiT decoder")
+    decoder_depth: int = Field(4, gt=0)
+    decoder_heads: int = Field(4, gt=0)
+    decoder_conditioning: Literal["cross", "in-context"] = Field(
+        "cross", description="connector: the decoder reads its condition by cross-attention or in context"
+    )
+    decoder_train: Literal["joint", "frozen"] = Field(
+        "joint", description="connector: decoder trained with the LLM, or pre-trained alone then frozen"
+    )
+    decoder_pretrain_steps: int = Field(
+        0, ge=0, description="connector: the decoder's own caption->image pre-training steps (frozen needs > 0)"
+    )
+    mar_order: Literal["raster", "random"] = Field("random", description="mar: order in which patches are generated")
+    head_dim: int = Field(256, gt=0, description="mar: width of the per-patch MLP diffusion head")
+    head_depth: int = Field(3, gt=0, description="mar: residual AdaLN blocks of the diffusion head")
 
 
 class ObjectiveSection(_Section):
-    image: Literal["diffusion", "flow", "ar", "masked"] = Field(
-        "flow", description="diffusion / flow on latents; ar (next code) / masked (MaskGIT) on VQ codes"
+    image: Literal["diffusion", "flow", "ar", "masked", "mar", "connector"] = Field(
+        "flow",
+        description="diffusion / flow on latents; ar (next code) / masked (MaskGIT) on VQ codes; mar (masked "
+        "autoregression + per-patch diffusion head); connector (query tokens -> a separate diffusion decoder)",
     )
+    denoiser: Literal["diffusion", "flow"] = Field(
+        "diffusion", description="mar head / connector decoder: DDPM (timesteps, beta_schedule, prediction) or flow"
+    )
+    denoise_batch: int = Field(4, gt=0, description="mar / connector: noise draws per target (MAR's batch multiplier)")
     text: Literal["ar", "masked"] = Field("ar", description="next-token, or masked diffusion (UniDisc)")
     image_weight: float = Field(5.0, ge=0, description="lambda in L = L_text + lambda * L_image")
     text_weight: float = Field(1.0, ge=0)
@@ -129,8 +151,40 @@ class TrainSection(_Section):
     seed: int = 0
     save_every: int = Field(500, gt=0)
     log_every: int = Field(10, gt=0)
+    flops_every: int = Field(
+        10, ge=0, description="count FLOPs (torch FlopCounterMode) on every n-th step, scaled by tokens; 0 = off"
+    )
     threads: int | None = Field(None, gt=0)
     tensorboard: bool = True
+    parallel: Literal["none", "ddp", "fsdp"] = Field(
+        "none",
+        description="none (one process) | ddp (DistributedDataParallel) | fsdp (FSDP2 fully_shard); ddp / fsdp "
+        "need torchrun, e.g. torchrun --nproc-per-node 2 -m unimm train CONFIG --set train.parallel=ddp",
+    )
+    batch_shards: int | None = Field(
+        None,
+        gt=0,
+        description="pieces each micro-batch is cut into, each a loss mean of its own (the processes share them); "
+        "None = the number of processes at the start; fixed for the run so a resume on another number continues "
+        "the same computation",
+    )
+    precision: Literal["fp32", "bf16"] = Field(
+        "fp32", description="bf16: forward under bf16 autocast (on fsdp also a bf16 MixedPrecisionPolicy)"
+    )
+    activation_checkpointing: bool = Field(
+        False, description="recompute each backbone block in backward instead of keeping its activations"
+    )
+    max_bad_steps: int = Field(
+        3, gt=0, description="stop after this many consecutive steps with a non-finite loss (each is skipped)"
+    )
+
+    @model_validator(mode="after")
+    def _shards_divide_batch(self) -> "TrainSection":
+        if self.batch_shards is not None and self.batch_size % self.batch_shards:
+            raise ValueError(
+                f"train.batch_size ({self.batch_size}) must be divisible by train.batch_shards ({self.batch_shards})"
+            )
+        return self
 
 
 class SampleSection(_Section):
@@ -142,6 +196,7 @@ class SampleSection(_Section):
     image_top_k: int | None = Field(None, gt=0, description="ar codes: keep the k most likely codes")
     choice_temperature: float = Field(4.5, ge=0, description="maskgit: Gumbel noise on confidences, annealed")
     text_steps: int | None = Field(None, gt=0, description="masked text: unmasking steps; None = one per token")
+    head_steps: int = Field(50, gt=0, description="mar: denoising steps of the per-patch head (sample.steps = groups)")
     cfg: float = Field(3.0, ge=0)
     temperature: float = Field(0.0, ge=0, description="0 = greedy text decoding")
     top_k: int | None = Field(None, gt=0)
@@ -160,13 +215,20 @@ class Config(_Section):
 
     @model_validator(mode="after")
     def _sampler_matches_objective(self) -> "Config":
+        denoiser = ("ddim", "ddpm") if self.objective.denoiser == "diffusion" else ("flow_euler", "flow_heun")
         pairs = {
             "diffusion": ("ddim", "ddpm"),
             "flow": ("flow_euler", "flow_heun"),
             "ar": ("ar",),
             "masked": ("maskgit",),
+            "mar": denoiser,
+            "connector": denoiser,
         }
-        wants = {"diffusion": "latent", "flow": "latent", "ar": "vq", "masked": "vq"}[self.objective.image]
+        wants = {"ar": "vq", "masked": "vq"}.get(self.objective.image, "latent")
+        if self.objective.image == "connector" and self.image.understand != "vit":
+            raise ValueError("objective.image = 'connector' reads images through a ViT: set image.understand = 'vit'")
+        if self.image.decoder_train == "frozen" and self.image.decoder_pretrain_steps == 0:
+            raise ValueError("image.decoder_train = 'frozen' needs image.decoder_pretrain_steps > 0")
         if self.image.generate != wants:
             raise ValueError(
                 f"objective.image = {self.objective.image!r} needs image.generate = {wants!r} "

@@ -8,7 +8,10 @@ import torch
 from conftest import tiny_overrides
 from unimm.checkpoint import load_weights
 from unimm.config import load_config
+from unimm.flops import count_flops
+from unimm.models import UnifiedModel
 from unimm.train import train
+from unimm.train.loop import make_batch, resolve_data
 from unimm.train.stream import ExampleStream
 
 
@@ -33,6 +36,10 @@ def test_resume_is_exact(digits_dir, tmp_path):
     assert all(torch.equal(ema_a[k], ema_b[k]) for k in ema_a)
     steps = [json.loads(line)["step"] for line in (interrupted_out / "metrics.jsonl").read_text().splitlines()]
     assert steps == list(range(1, 21))
+    full_row, resumed_row = (
+        json.loads((d / "metrics.jsonl").read_text().splitlines()[-1]) for d in (tmp_path / "full", interrupted_out)
+    )
+    assert full_row["train_flops"] == resumed_row["train_flops"] > 0  # the FLOP tally resumes too
 
 
 def _train_until(cfg, out, stop_after: int) -> None:
@@ -41,8 +48,8 @@ def _train_until(cfg, out, stop_after: int) -> None:
 
     real = loop.save_checkpoint
 
-    def save_then_die(out_, model, ema, opt, sched, step):
-        path = real(out_, model, ema, opt, sched, step)
+    def save_then_die(out_, model, ema, opt, sched, step, extra=None):
+        path = real(out_, model, ema, opt, sched, step, extra)
         if step == stop_after:
             raise KeyboardInterrupt
         return path
@@ -100,3 +107,24 @@ def test_resume_uses_saved_config_and_says_what_it_ignores(digits_dir, tmp_path,
     assert "ignoring" in said and "train.steps (9 != 4)" in said and "model.depth (3 != 2)" in said
     steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert steps == [1, 2, 3, 4]
+
+
+def test_training_flops_are_counted_and_match_an_exact_count(digits_dir, tmp_path):
+    """With ``flops_every = 1`` every step is counted by FlopCounterMode (CPU attention included): the
+    logged total equals counting the same steps again by hand."""
+    cfg = _cfg(digits_dir, 3, **{"train.flops_every": 1, "train.ema": 0})
+    out = train(cfg, tmp_path / "run", progress=False)
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    model = UnifiedModel.from_pretrained(out)
+    data, templates = resolve_data(model.cfg)
+    stream = ExampleStream(data, templates, model.cfg.objective, model.cfg.train.batch_size, model.cfg.train.seed)
+    total = 0
+    for k in range(3):
+        batch = make_batch(model, *stream.batch(k))
+        with count_flops() as counter:
+            loss, _ = model(batch, torch.Generator().manual_seed(k))
+            loss.backward()
+        total += counter.get_total_flops()
+    attention = [v for k, v in counter.get_flop_counts()["Global"].items() if "attention" in str(k)]
+    assert attention and attention[0] > 0  # the CPU attention kernel is counted
+    assert rows[-1]["train_flops"] == total

@@ -88,6 +88,10 @@ def load_split(
         )
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    from unimm.data.shards import is_shard_dataset, load_shard_split  # here: shards imports this module
+
+    if is_shard_dataset(root):
+        return load_shard_split(root, split, image_size, channels)
     meta = read_meta(root)
     captions: list[str] | None = None
     if meta["format"] == "idx":

@@ -77,8 +77,11 @@ class CodeWriter(nn.Module):
             rows = backbone.embed_tokens.weight[self.offset :] if self.shared else self.embed.weight
             rows[: self.num_codes].zero_()
 
-    def prepare(self, images: torch.Tensor, seed: int = 0, progress: bool = True) -> dict:
+    def prepare(self, images: torch.Tensor, seed: int = 0, progress: bool = True, captions=None) -> dict:
         return self.codec.prepare(images, seed=seed, progress=progress)
+
+    def fixed_modules(self) -> list[nn.Module]:
+        return [self.codec]
 
     def embed_codes(self, backbone, codes: torch.Tensor) -> torch.Tensor:
         """codes [...] (``mask_code`` allowed) -> input embeddings [..., dim]."""

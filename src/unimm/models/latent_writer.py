@@ -53,8 +53,11 @@ class LatentWriter(nn.Module):
     def init_weights(self, backbone) -> None:
         """Nothing of the backbone's to initialise."""
 
-    def prepare(self, images: torch.Tensor, seed: int = 0, progress: bool = True) -> dict:
+    def prepare(self, images: torch.Tensor, seed: int = 0, progress: bool = True, captions=None) -> dict:
         return self.codec.prepare(images, seed=seed, progress=progress)
+
+    def fixed_modules(self) -> list[nn.Module]:
+        return [self.codec]
 
     def read_inputs(self, backbone, images: torch.Tensor) -> torch.Tensor:
         """Clean images [N, C, H, W] -> input embeddings [N, n, dim] (noise level 0)."""

@@ -3,8 +3,10 @@
 Assembled from parts picked by the config (design: docs/architecture.md), never by strategy name:
 - ``backbone`` (nn/): the Llama-style trunk, shared by every strategy;
 - ``writer``: the generation path named by ``image.generate`` + ``objective.image``: continuous
-  latent patches with diffusion / flow (``LatentWriter``), or VQ codes predicted autoregressively
-  (``ARCodeWriter``) or by masked-token prediction (``MaskedCodeWriter``);
+  latent patches with diffusion / flow (``LatentWriter``), VQ codes predicted autoregressively
+  (``ARCodeWriter``) or by masked-token prediction (``MaskedCodeWriter``), continuous patches
+  produced group by group through a per-patch diffusion head (``MARWriter``), or query tokens that
+  condition a separate diffusion decoder (``ConnectorWriter``);
 - ``reader``: the understanding path, ``image.understand``: None (``shared``: the writer embeds the
   images it reads) or a ViT + connector (``vit``, decoupled encoders);
 - ``text``: the text objective with its caption decoder, ``objective.text``: next-token or masked.
@@ -21,7 +23,9 @@ from torch import nn
 from unimm.checkpoint import atomic_write_text, load_weights, save_weights
 from unimm.config import Config, dump_toml, load_config
 from unimm.models.code_writer import ARCodeWriter, MaskedCodeWriter
+from unimm.models.connector_writer import ConnectorWriter
 from unimm.models.latent_writer import LatentWriter
+from unimm.models.mar_writer import MARWriter
 from unimm.models.readers import build_reader
 from unimm.nn.backbone import Backbone, BackboneConfig
 from unimm.nn.layers import ExpertSpec, make_block_factory
@@ -45,7 +49,14 @@ def upgrade_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor
     return out
 
 
-WRITERS = {"diffusion": LatentWriter, "flow": LatentWriter, "ar": ARCodeWriter, "masked": MaskedCodeWriter}
+WRITERS = {
+    "diffusion": LatentWriter,
+    "flow": LatentWriter,
+    "ar": ARCodeWriter,
+    "masked": MaskedCodeWriter,
+    "mar": MARWriter,
+    "connector": ConnectorWriter,
+}
 
 
 def backbone_config(cfg: Config, vocab_size: int) -> BackboneConfig:
@@ -100,15 +111,28 @@ class UnifiedModel(nn.Module):
 
     # ----------------------------------------------------------------------------- parts
     def prepare(
-        self, images: torch.Tensor, labels: torch.Tensor | None = None, seed: int = 0, progress: bool = True
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        seed: int = 0,
+        progress: bool = True,
+        captions: list[str] | None = None,
     ) -> dict:
         """Before the transformer trains: fit the writer's image tokenizer (VAE / VQ) on the training
-        images and freeze it; pre-train the reader's encoder when configured."""
-        stats = self.writer.prepare(images, seed=seed, progress=progress)
-        self.writer.codec.requires_grad_(False)
+        images (and pre-train a separate decoder on ``captions``, one per image, when configured),
+        then freeze what stays fixed; pre-train the reader's encoder when configured."""
+        ids = [self.tokenizer.encode(c) for c in captions] if captions is not None else None
+        stats = self.writer.prepare(images, seed=seed, progress=progress, captions=ids)
+        self.freeze_fixed()
         if self.reader is not None:
             stats.update(self.reader.prepare(images, labels, seed=seed, progress=progress))
         return stats
+
+    def freeze_fixed(self) -> None:
+        """Stop gradients into the parts that stay fixed while the transformer trains (image tokenizer,
+        a frozen decoder)."""
+        for module in self.writer.fixed_modules():
+            module.requires_grad_(False)
 
     def pack(self, spans: list[list], left_pad: bool = False) -> Batch:
         seqs = [pack(s, self.special) for s in spans]
@@ -265,4 +289,5 @@ class UnifiedModel(nn.Module):
         missing, unexpected = model.load_state_dict(state, strict=False)
         if missing or unexpected:
             raise ValueError(f"{directory / weights}: missing {missing[:5]}, unexpected {unexpected[:5]}")
+        model.freeze_fixed()
         return model.eval()

@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from unimm.nn.block import DenseBlock
 from unimm.nn.kv_cache import KVCache
@@ -65,6 +66,8 @@ class Backbone(nn.Module):
         if cfg.tie_embeddings:
             self.lm_head.weight = self.embed_tokens.weight
         self.rotary = RotaryEmbedding(cfg.dim // cfg.heads, cfg.rope_theta)
+        # recompute each block in backward instead of storing its activations (training without a cache only)
+        self.activation_checkpointing = False
 
     def forward(
         self,
@@ -77,8 +80,12 @@ class Backbone(nn.Module):
         """x: [B, L, dim] input embeddings; positions: [B, 3, L] -> (normed hidden [B, L, dim], aux losses)."""
         rope = self.rotary(positions)
         aux: dict[str, torch.Tensor] = {}
+        recompute = self.activation_checkpointing and cache is None and self.training and torch.is_grad_enabled()
         for layer in self.layers:
-            x, layer_aux = layer(x, modality, attn_mask, rope, cache)
+            if recompute:
+                x, layer_aux = checkpoint(layer, x, modality, attn_mask, rope, None, use_reentrant=False)
+            else:
+                x, layer_aux = layer(x, modality, attn_mask, rope, cache)
             for k, v in layer_aux.items():
                 aux[k] = aux.get(k, 0.0) + v
         if cache is not None:

@@ -22,7 +22,7 @@ class ImageObjective(Protocol):
     def corrupt(self, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: ...
     def level(self, t: torch.Tensor) -> torch.Tensor: ...
     def loss(self, pred: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]: ...
-    def run_sampler(self, sampler: str, model_fn, noise: torch.Tensor, steps: int, generator=None) -> torch.Tensor: ...
+    def run_sampler(self, sampler: str, model_fn, noise: torch.Tensor, steps: int, generator=None, **kw): ...
 
 
 def regression_loss(pred: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -61,7 +61,9 @@ class DDPMObjective:
 
     loss = staticmethod(regression_loss)
 
-    def run_sampler(self, sampler: str, model_fn, noise: torch.Tensor, steps: int, generator=None) -> torch.Tensor:
+    def run_sampler(
+        self, sampler: str, model_fn, noise: torch.Tensor, steps: int, generator=None, **kw
+    ) -> torch.Tensor:
         return sample(
             sampler,
             model_fn,
@@ -71,6 +73,7 @@ class DDPMObjective:
             generator=generator,
             objective=self.name,
             prediction_type=self.prediction,
+            **kw,
         )
 
 
@@ -93,8 +96,17 @@ class FlowObjective:
 
     loss = staticmethod(regression_loss)
 
-    def run_sampler(self, sampler: str, model_fn, noise: torch.Tensor, steps: int, generator=None) -> torch.Tensor:
-        return sample(sampler, model_fn, noise, num_steps=steps, objective=self.name)
+    def run_sampler(
+        self, sampler: str, model_fn, noise: torch.Tensor, steps: int, generator=None, **kw
+    ) -> torch.Tensor:
+        return sample(sampler, model_fn, noise, num_steps=steps, objective=self.name, **kw)
+
+
+def build_denoiser(cfg) -> ImageObjective:
+    """The diffusion objective inside ``mar``'s per-patch head or ``connector``'s decoder: ``objective.denoiser``."""
+    if cfg.denoiser == "diffusion":
+        return DDPMObjective(cfg.timesteps, cfg.beta_schedule, cfg.prediction)
+    return FlowObjective()
 
 
 def build_image_objective(cfg) -> ImageObjective:

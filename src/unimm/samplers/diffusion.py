@@ -136,13 +136,16 @@ def ddpm_sample(
     generator: torch.Generator | None = None,
     clip_sample: float | None = None,
     progress: bool = False,
+    temperature: float = 1.0,
 ) -> Tensor:
-    """Ancestral DDPM from ``noise: [B, ...]`` (``num_steps=None``: all T steps). Returns x0 ``[B, ...]``."""
+    """Ancestral DDPM from ``noise: [B, ...]`` (``num_steps=None``: all T steps). Returns x0 ``[B, ...]``.
+    ``temperature`` scales the noise added at each step (MAR's sampling temperature; 1 = plain DDPM)."""
     timesteps = ddpm_timesteps(schedule.num_train_timesteps, num_steps or schedule.num_train_timesteps)
     x = noise
     for i, t in enumerate(tqdm(timesteps, desc="ddpm", disable=not progress)):
         prev_t = timesteps[i + 1] if i + 1 < len(timesteps) else -1
         model_out = model_fn(x, _times(t, x))
+        step_noise = _randn_like(x, generator) * temperature if temperature != 1.0 and t > 0 else None
         x = ddpm_step(
             schedule,
             model_out,
@@ -151,6 +154,7 @@ def ddpm_sample(
             prev_t=prev_t,
             prediction_type=prediction_type,
             generator=generator,
+            noise=step_noise,
             clip_sample=clip_sample,
         )
     return x

@@ -2,29 +2,42 @@
 
 Run directory layout: ``config.toml`` (resolved), ``tokenizer/``, ``model.safetensors`` (latest
 weights, EMA weights when EMA is on), ``checkpoints/step_NNNNNNN/`` (``model.safetensors``,
-``ema.safetensors``, ``train_state.pt``), ``checkpoints/latest`` (name of the newest complete
-checkpoint), ``metrics.jsonl``, tensorboard events under ``tb/``.
+``ema.safetensors``, ``train_state.pt``; or a sharded ``dcp/`` under FSDP2), ``checkpoints/latest`` (name of
+the newest complete checkpoint), ``metrics.jsonl``, tensorboard events under ``tb/``. Data parallelism
+(``train.parallel``), the shard layout and checkpoint formats are in ``distributed.py`` and ``checkpoints.py``.
 """
 
 import json
-import shutil
+import sys
 import time
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
-from unimm.checkpoint import atomic_write_text, load_state, load_weights, save_state, save_weights
+from unimm.checkpoint import atomic_write_text
 from unimm.config import Config, TokenizerConfig, dump_toml, load_config
 from unimm.data import load_split, templates_for
+from unimm.flops import count_flops
 from unimm.models import UnifiedModel
 from unimm.optim import EMA, build_optimizer, warmup_cosine
 from unimm.sequence import Batch
 from unimm.tasks import training_spans
 from unimm.tokenizers.text import TextTokenizer
-from unimm.train.stream import ExampleStream
-
-KEEP_CHECKPOINTS = 2
+from unimm.train.bad_steps import BadSteps, describe_batch
+from unimm.train.checkpoints import latest_checkpoint, load_checkpoint, remove_leftovers, save_checkpoint
+from unimm.train.distributed import (
+    DistEnv,
+    grad_norm_and_clip,
+    grad_sync,
+    local_shards,
+    resolve_shards,
+    setup_distributed,
+    wrap_model,
+)
+from unimm.train.stream import ExampleStream, one_caption_each
 
 
 def resolve_data(cfg: Config):
@@ -79,40 +92,42 @@ def make_batch(model: UnifiedModel, images: torch.Tensor, examples) -> Batch:
     )
 
 
-def latest_checkpoint(out: Path) -> Path | None:
-    pointer = out / "checkpoints" / "latest"
-    if not pointer.is_file():
-        return None
-    ckpt = out / "checkpoints" / pointer.read_text().strip()
-    if not (ckpt / "train_state.pt").is_file():
-        raise ValueError(f"{pointer} names {ckpt.name}, which is incomplete; remove it to start over")
-    return ckpt
+@dataclass
+class FlopTally:
+    """Training FLOPs: counted exactly on every ``train.flops_every``-th step, and extended to the steps in
+    between by their token counts (a step's FLOPs are close to proportional to its packed tokens). Each process
+    counts its own shards and the step's counts are summed over the processes, so the tally is the run's."""
+
+    counted_flops: int = 0
+    counted_tokens: int = 0
+    tokens: int = 0
+
+    def add(self, tokens: int, flops: int | None) -> None:
+        self.tokens += tokens
+        if flops is not None:
+            self.counted_flops += flops
+            self.counted_tokens += tokens
+
+    def row(self) -> dict:
+        if not self.counted_tokens:
+            return {}
+        return {"train_flops": round(self.counted_flops / self.counted_tokens * self.tokens), "tokens": self.tokens}
 
 
-def save_checkpoint(out: Path, model: UnifiedModel, ema: EMA | None, opt, sched, step: int) -> Path:
-    """Write a complete checkpoint directory, then point ``latest`` at it (atomic rename + write)."""
-    root = out / "checkpoints"
-    name = f"step_{step:07d}"
-    tmp = root / f".{name}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    save_weights(model.state_dict(), tmp / "model.safetensors")
-    if ema is not None:
-        save_weights(ema.state_dict(model), tmp / "ema.safetensors")
-    save_state({"step": step, "optimizer": opt.state_dict(), "scheduler": sched.state_dict()}, tmp / "train_state.pt")
-    shutil.rmtree(root / name, ignore_errors=True)
-    tmp.rename(root / name)
-    atomic_write_text(root / "latest", name)
-    save_weights(ema.state_dict(model) if ema is not None else model.state_dict(), out / "model.safetensors")
-    old = sorted(p for p in root.glob("step_*") if p.name != name)
-    for p in old[: max(0, len(old) - (KEEP_CHECKPOINTS - 1))]:
-        shutil.rmtree(p, ignore_errors=True)
-    return root / name
+LAUNCH_SETTINGS = ("parallel", "activation_checkpointing", "threads", "max_bad_steps")  # --resume takes these anew
 
 
 def train(cfg: Config, out: str | Path, resume: bool = False, progress: bool = True) -> Path:
-    """Train ``cfg`` into run directory ``out``; with ``resume`` continue from its latest checkpoint."""
-    out = Path(out)
+    """Train ``cfg`` into run directory ``out``; with ``resume`` continue from its latest checkpoint.
+    Under torchrun (``train.parallel`` = ddp / fsdp) every process calls this; rank 0 alone writes the logs."""
+    env = setup_distributed(cfg.train.parallel)
+    try:
+        return _train(cfg, Path(out), resume, progress and env.main, env)
+    finally:
+        env.close()
+
+
+def _train(cfg: Config, out: Path, resume: bool, progress: bool, env: DistEnv) -> Path:
     t_cfg = cfg.train
     if t_cfg.threads:
         torch.set_num_threads(t_cfg.threads)
@@ -123,95 +138,138 @@ def train(cfg: Config, out: str | Path, resume: bool = False, progress: bool = T
         raise FileExistsError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
     if ckpt is not None:
         given, cfg = cfg, load_config(out / "config.toml")  # the run's own resolved config wins
-        t_cfg = cfg.train
+        for key in LAUNCH_SETTINGS:  # except how this launch runs it
+            setattr(cfg.train, key, getattr(given.train, key))
         ignored = _differences(given, cfg)
-        if ignored:
+        if ignored and env.main:
             print(f"note: --resume continues with {out / 'config.toml'}; ignoring {', '.join(ignored)}")
+    if env.main and out.is_dir():
+        remove_leftovers(out)  # half-written files of a killed run: never read, only cleared
+    t_cfg = cfg.train
+    t_cfg.batch_shards = resolve_shards(t_cfg.batch_size, t_cfg.batch_shards, env.world)
     data, templates = resolve_data(cfg)
     if ckpt is None:
         resolve_image_tokenizer(cfg)
     torch.manual_seed(t_cfg.seed)
     tok = TextTokenizer.load(out / "tokenizer") if ckpt else build_tokenizer(cfg, data, templates)
-    model = UnifiedModel(cfg, tok)
-    check_answer_length(model, data, templates)
-    if ckpt is None:  # a learned image tokenizer (VAE / VQ) trains first, then stays frozen
-        codec_stats = model.prepare(data.images, data.labels, seed=t_cfg.seed, progress=progress)
+    core = UnifiedModel(cfg, tok)
+    check_answer_length(core, data, templates)
+    if ckpt is None and env.main:  # a learned image tokenizer (VAE / VQ) trains first, then stays frozen
+        captions = one_caption_each(data, templates, t_cfg.seed)
+        codec_stats = core.prepare(data.images, data.labels, t_cfg.seed, progress, captions)
         if codec_stats:
             out.mkdir(parents=True, exist_ok=True)
             atomic_write_text(out / "codec.json", json.dumps(codec_stats, indent=2))
-    else:
-        model.writer.codec.requires_grad_(False)
-    opt = build_optimizer(model, t_cfg.lr, t_cfg.weight_decay, t_cfg.betas)
+    else:  # resumed, or another rank: the weights come from the checkpoint or from rank 0
+        core.freeze_fixed()
+    core.backbone.activation_checkpointing = t_cfg.activation_checkpointing
+    model = wrap_model(core, env, t_cfg.precision)
+    opt = build_optimizer(core, t_cfg.lr, t_cfg.weight_decay, t_cfg.betas)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(t_cfg.warmup, t_cfg.steps, t_cfg.min_lr_ratio))
-    ema = EMA(model, t_cfg.ema) if t_cfg.ema > 0 else None
-    start = 0
+    ema = EMA(core, t_cfg.ema) if t_cfg.ema > 0 else None
+    start, flops = 0, FlopTally()
     if ckpt is not None:
-        model.load_state_dict(load_weights(ckpt / "model.safetensors"))
-        state = load_state(ckpt / "train_state.pt")
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        start = state["step"]
-        if ema is not None:
-            ema.shadow = {k: v for k, v in load_weights(ckpt / "ema.safetensors").items() if k in ema.shadow}
-    else:
+        state = load_checkpoint(ckpt, core, ema, opt, sched)
+        start, flops = state["step"], FlopTally(**state.get("flops", {}))
+    elif env.main:
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out / "config.toml", dump_toml(cfg))
         tok.save(out / "tokenizer")
-    _trim_metrics(out / "metrics.jsonl", start)
+    if env.main:
+        _trim_metrics(out / "metrics.jsonl", start)
+    env.barrier()
 
-    stream = ExampleStream(data, templates, cfg.objective, t_cfg.batch_size, t_cfg.seed, cfg.data.shift)
-    writer = _tensorboard(out) if t_cfg.tensorboard else None
-    n_params = sum(p.numel() for p in model.parameters())
+    shards = t_cfg.batch_shards
+    stream = ExampleStream(data, templates, cfg.objective, t_cfg.batch_size // shards, t_cfg.seed, cfg.data.shift)
+    writer = _tensorboard(out) if t_cfg.tensorboard and env.main else None
+    n_params = sum(p.numel() for p in core.parameters())
     bar = tqdm(total=t_cfg.steps, initial=start, disable=not progress, desc=f"train {cfg.name}", unit="step")
+    bad_steps = BadSteps(core, t_cfg.max_bad_steps)
     model.train()
     tokens_seen, t0 = 0, time.perf_counter()
-    with open(out / "metrics.jsonl", "a") as log:
+    with open(out / "metrics.jsonl", "a") if env.main else nullcontext() as log:
         for step in range(start, t_cfg.steps):
-            sums: dict[str, float] = {}
-            for micro in range(t_cfg.grad_accum):
-                k = step * t_cfg.grad_accum + micro
-                images, examples = stream.batch(k)
-                batch = make_batch(model, images, examples)
-                gen = torch.Generator().manual_seed(t_cfg.seed * 7_919 + k)
-                loss, metrics = model(batch, gen)
-                (loss / t_cfg.grad_accum).backward()
-                tokens_seen += batch.tokens.numel()
-                for name, v in metrics.items():
-                    sums[name] = sums.get(name, 0.0) + float(v) / t_cfg.grad_accum
-            if not all(map(_finite, sums.values())):
-                raise FloatingPointError(f"non-finite loss at step {step + 1}: {sums}; last checkpoint is intact")
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), t_cfg.grad_clip or float("inf"))
-            opt.step()
-            sched.step()
-            opt.zero_grad(set_to_none=True)
-            if ema is not None:
-                ema.update(model)
             done = step + 1
+            counting = bool(t_cfg.flops_every) and step % t_cfg.flops_every == 0
+            mine = local_shards(step, t_cfg.grad_accum, shards, env)
+            sums: dict[str, float] = {}
+            tokens, counted, bad_here = 0, 0, []
+            for i, k in enumerate(mine):
+                images, examples = stream.batch(k)
+                batch = make_batch(core, images, examples)
+                if env.device.type != "cpu":
+                    batch = batch.to(env.device)
+                gen = torch.Generator().manual_seed(t_cfg.seed * 7_919 + k)
+                with grad_sync(model, sync=i == len(mine) - 1), count_flops() if counting else nullcontext() as counter:
+                    with torch.autocast(env.device.type, torch.bfloat16, enabled=t_cfg.precision == "bf16"):
+                        loss, metrics = model(batch, gen)
+                    (loss / len(mine)).backward()
+                tokens += batch.tokens.numel()
+                counted += counter.get_total_flops() if counting else 0
+                values = {name: float(v) for name, v in metrics.items()}
+                if not all(map(_finite, values.values())):
+                    bad_here.append(describe_batch(k, examples))
+                for name, v in values.items():
+                    sums[name] = sums.get(name, 0.0) + v / len(mine)
+            sums, tokens, counted, n_bad = _reduce(env, sums, tokens, counted, len(bad_here))
+            flops.add(tokens, counted if counting else None)
+            tokens_seen += tokens
+            grad_norm = grad_norm_and_clip(model, t_cfg.grad_clip)
+            bad_loss = n_bad > 0 or not all(map(_finite, sums.values()))  # the same verdict on every rank
+            if bad_loss or not _finite(grad_norm):
+                opt.zero_grad(set_to_none=True)
+                sched.step()  # the step counts as taken; its batch is skipped
+                reason = "non-finite loss" if bad_loss else "non-finite gradient"
+                batches = [b for rank in env.gather(bad_here) for b in rank]
+                msg = bad_steps.bad(done, reason, batches)
+                if env.main:
+                    print(f"warning: {msg}", file=sys.stderr)
+                    log.write(json.dumps({"step": done, "skipped": reason, "bad_batches": batches, "message": msg}))
+                    log.write("\n")
+                    log.flush()
+            else:
+                opt.step()
+                sched.step()
+                opt.zero_grad(set_to_none=True)
+                if ema is not None:
+                    ema.update(core)
+                bad_steps.good()
+                if env.main and (done % t_cfg.log_every == 0 or done == t_cfg.steps):
+                    elapsed = time.perf_counter() - t0
+                    row = {
+                        "step": done,
+                        **{k: round(v, 5) for k, v in sums.items()},
+                        "grad_norm": round(grad_norm, 4),
+                        "lr": sched.get_last_lr()[0],
+                        "tokens_per_s": round(tokens_seen / elapsed, 1),
+                        "params": n_params,
+                        **flops.row(),
+                        **core.routing_stats(),
+                    }
+                    log.write(json.dumps(row) + "\n")
+                    log.flush()
+                    bar.set_postfix(loss=f"{sums['loss']:.3f}", tok_s=f"{row['tokens_per_s']:.0f}")
+                    if writer is not None:
+                        for k_, v in row.items():
+                            if k_ not in ("step", "params") and isinstance(v, (int, float)):
+                                writer.add_scalar(f"train/{k_}", v, done)
             bar.update(1)
-            if done % t_cfg.log_every == 0 or done == t_cfg.steps:
-                elapsed = time.perf_counter() - t0
-                row = {
-                    "step": done,
-                    **{k: round(v, 5) for k, v in sums.items()},
-                    "grad_norm": round(float(grad_norm), 4),
-                    "lr": sched.get_last_lr()[0],
-                    "tokens_per_s": round(tokens_seen / elapsed, 1),
-                    "params": n_params,
-                    **model.routing_stats(),
-                }
-                log.write(json.dumps(row) + "\n")
-                log.flush()
-                bar.set_postfix(loss=f"{sums['loss']:.3f}", tok_s=f"{row['tokens_per_s']:.0f}")
-                if writer is not None:
-                    for k_, v in row.items():
-                        if k_ not in ("step", "params") and isinstance(v, (int, float)):
-                            writer.add_scalar(f"train/{k_}", v, done)
             if done % t_cfg.save_every == 0 or done == t_cfg.steps:
-                save_checkpoint(out, model, ema, opt, sched, done)
+                save_checkpoint(out, core, ema, opt, sched, done, {"flops": asdict(flops)})
     bar.close()
     if writer is not None:
         writer.close()
     return out
+
+
+def _reduce(env: DistEnv, sums: dict[str, float], *counts: int) -> tuple:
+    """Metric means and counts summed over the processes (metrics divided by the number of processes)."""
+    if env.world == 1:
+        return (sums, *counts)
+    names = sorted(sums)
+    total = env.sum(torch.tensor([sums[n] for n in names] + list(counts), dtype=torch.float64))
+    means = {n: float(v) / env.world for n, v in zip(names, total[: len(names)].tolist(), strict=True)}
+    return (means, *(int(c) for c in total[len(names) :].tolist()))
 
 
 def _differences(given: Config, saved: Config) -> list[str]:
@@ -224,7 +282,8 @@ def _differences(given: Config, saved: Config) -> list[str]:
                 out.append(f"{section} ({values!r} != {b[section]!r})")
             continue
         for k, v in values.items():
-            if v != b[section][k] and not (section == "data" and v is None):
+            resolved = v is None and (section == "data" or k == "batch_shards")  # filled in at the start
+            if v != b[section][k] and not resolved:
                 out.append(f"{section}.{k} ({v!r} != {b[section][k]!r})")
     return out
 

@@ -15,6 +15,16 @@ from unimm.data import CaptionTemplates, ImageTextData
 from unimm.tasks import Example
 
 
+def one_caption_each(data: ImageTextData, templates: CaptionTemplates | None, seed: int = 0) -> list[str] | None:
+    """A caption per image: the stored one, or one drawn from the class templates (None if neither exists)."""
+    if data.captions is not None:
+        return list(data.captions)
+    if templates is None:
+        return None
+    rng = random.Random(seed)
+    return [templates.caption(int(y), rng) if y >= 0 else "" for y in data.labels.tolist()]
+
+
 class ExampleStream:
     def __init__(
         self,

@@ -1,0 +1,211 @@
+"""One evaluation harness for every strategy: ``evaluate(model, suite)``.
+
+Everything is judged on the run's own dataset (its test split) by evaluator networks trained
+in-project and cached by the content hash of their data and recipe: a CNN classifier (prompt
+following, and its penultimate features for FID / KID / precision-recall) and a small CLIP (text-image
+alignment). Their own held-out accuracy is part of the result. Given a seed the numbers are
+deterministic (greedy captions, seeded sampling, seeded KID subsets); only the timings vary.
+
+- understanding: captions of held-out images (class accuracy when the captions name a class; BLEU,
+  CIDEr-D, ROUGE-L against the reference captions; exact match for stored free captions) and VQA;
+- generation: images for prompts drawn from the test split (classifier agreement with the prompted
+  class, FID / KID / precision / recall against real test images, CLIP score, and GenEval-style checks
+  on the shapes data);
+- cost: parameters total / active / trainable, latency and samples/s of both directions, peak memory,
+  and the training FLOPs / tokens / wall time the run recorded.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from unimm.data import load_split, templates_for
+from unimm.data.datasets import ImageTextData
+from unimm.eval.classifier import load_or_train_classifier
+from unimm.eval.clip import clip_score, load_or_train_clip
+from unimm.eval.cost import parameter_counts, peak_memory_mib, timed, training_cost
+from unimm.eval.distribution import FeatureExtractor, extract_features, fid_kid, precision_recall
+from unimm.eval.generation import class_prompts
+from unimm.eval.geneval import geneval_scores
+from unimm.eval.text_metrics import caption_metrics
+
+
+def default_cache() -> Path:
+    """``$UNIMM_CACHE`` (default ``~/.cache/unimm``): evaluator networks shared across runs."""
+    return Path(os.environ.get("UNIMM_CACHE", "~/.cache/unimm")).expanduser()
+
+
+@dataclass(frozen=True)
+class Suite:
+    name: str
+    understand_n: int | None  # held-out images captioned and questioned (None: the whole test split)
+    per_class: int  # generated images per class (class-template datasets)
+    prompts_n: int  # generated images for datasets with free captions (one per test caption)
+    batch_size: int = 100
+    classifier_steps: int = 600  # training steps of the evaluator networks (cached once trained)
+    clip_steps: int = 300
+
+
+SUITES = {
+    "quick": Suite("quick", understand_n=500, per_class=30, prompts_n=300),
+    "full": Suite("full", understand_n=None, per_class=100, prompts_n=1000),
+}
+
+
+def _suite(suite: str | Suite) -> Suite:
+    if isinstance(suite, Suite):
+        return suite
+    if suite not in SUITES:
+        raise ValueError(f"unknown suite {suite!r}; use one of {sorted(SUITES)}")
+    return SUITES[suite]
+
+
+def _batched(fn, items: list, batch_size: int, desc: str, progress: bool) -> tuple[list, float]:
+    """Apply ``fn`` to consecutive batches of ``items``; (per-batch outputs, seconds spent in ``fn``)."""
+    out, seconds = [], 0.0
+    for i in tqdm(range(0, len(items), batch_size), disable=not progress, desc=desc, unit="batch"):
+        t0 = time.perf_counter()
+        out.append(fn(items[i : i + batch_size]))
+        seconds += time.perf_counter() - t0
+    return out, seconds
+
+
+def understanding(model, test: ImageTextData, suite: Suite, progress: bool = False) -> dict[str, Any]:
+    """Captions (and VQA answers when the dataset has class templates) of the first held-out images."""
+    n = len(test) if suite.understand_n is None else min(suite.understand_n, len(test))
+    idx = list(range(n))
+    images = test.images[:n]
+    captions, seconds = _batched(lambda b: model.caption(images[b]), idx, suite.batch_size, "caption", progress)
+    captions = [c for batch in captions for c in batch]
+    _, latency = timed(lambda: model.caption(images[:1]))
+    out: dict[str, Any] = {
+        "n": n,
+        "samples_per_s": n / seconds,
+        "latency_s": latency,
+        "examples": [{"index": i, "caption": captions[i]} for i in range(min(8, n))],
+    }
+    labels = test.labels[:n].tolist()
+    templates = templates_for(test) if test.class_names and any(y >= 0 for y in labels) else None
+    if test.captions is not None:  # free captions: compare with the stored ones
+        refs = [[test.captions[i]] for i in idx]
+        same = [c.strip().lower() == r[0].strip().lower() for c, r in zip(captions, refs, strict=True)]
+        out["exact_match"] = sum(same) / n
+    else:
+        refs = [templates.all_captions(y) for y in labels]
+        parsed = [templates.parse(c) for c in captions]
+        out["caption_accuracy"] = sum(p == y for p, y in zip(parsed, labels, strict=True)) / n
+        out["unparsed"] = parsed.count(-1)
+    out.update({f"caption_{k}": v for k, v in caption_metrics(captions, refs).items() if k != "n"})
+    if templates is not None:
+        question, _ = templates.vqa(0, random.Random(0))
+        keep = [i for i in idx if labels[i] >= 0]
+        answers, _ = _batched(lambda b: model.caption(images[b], question=question), keep, suite.batch_size, "vqa",
+                              progress)  # fmt: skip
+        answers = [a for batch in answers for a in batch]
+        out["vqa_question"] = question
+        hits = sum(templates.parse(a) == labels[i] for a, i in zip(answers, keep, strict=True))
+        out["vqa_accuracy"] = hits / max(1, len(keep))
+        out["vqa_n"] = len(keep)
+        for e in out["examples"]:
+            e["answer"] = answers[keep.index(e["index"])] if e["index"] in keep else None
+    return out
+
+
+def generation_jobs(test: ImageTextData, suite: Suite) -> list[tuple[str, int]]:
+    """(prompt, expected class or -1): class-balanced template prompts, or the test split's own captions."""
+    if test.captions is not None:
+        n = min(suite.prompts_n, len(test))
+        return [(test.captions[i], int(test.labels[i])) for i in range(n)]
+    templates = templates_for(test)
+    return [(p, k) for k in range(templates.num_classes) for p in class_prompts(templates, k, suite.per_class)]
+
+
+def generation(
+    model, test: ImageTextData, suite: Suite, seed: int, clf, clip, extractor, progress: bool = False
+) -> tuple[dict[str, Any], torch.Tensor, list[str]]:
+    """Generate for every job with one seeded generator; score against the real test images."""
+    jobs = generation_jobs(test, suite)
+    prompts = [p for p, _ in jobs]
+    gen = torch.Generator().manual_seed(seed)
+    chunks, seconds = _batched(lambda b: model.generate(b, generator=gen).cpu(), prompts, suite.batch_size,
+                               "generate", progress)  # fmt: skip
+    images = torch.cat(chunks)
+    _, latency = timed(lambda: model.generate(prompts[:1], generator=torch.Generator().manual_seed(seed)))
+    labels = torch.tensor([y for _, y in jobs])
+    out: dict[str, Any] = {"n": len(jobs), "seed": seed, "samples_per_s": len(jobs) / seconds, "latency_s": latency}
+    if clf is not None and bool((labels >= 0).any()):
+        keep = labels >= 0
+        preds = clf.predict(images[keep])
+        out["prompt_accuracy"] = float((preds == labels[keep]).float().mean())
+        out["prompt_accuracy_n"] = int(keep.sum())
+    real = test.images[: max(len(images), min(len(test), 1000))]
+    out.update(fid_kid(real, images, extractor, seed=seed))
+    feats = extract_features(extractor, real), extract_features(extractor, images)
+    out.update(precision_recall(*feats))
+    out["clip_score"] = clip_score(clip, images, prompts)
+    n_ref = min(len(test), len(images))
+    ref_texts = test.captions[:n_ref] if test.captions is not None else [
+        templates_for(test).all_captions(int(y))[0] for y in test.labels[:n_ref]
+    ]  # fmt: skip
+    out["clip_score_real"] = clip_score(clip, test.images[:n_ref], ref_texts)
+    if test.name == "shapes" and images.shape[1] == 3:
+        out["geneval"] = geneval_scores(images, prompts)
+    return out, images, prompts
+
+
+def evaluate(
+    model,
+    suite: str | Suite = "quick",
+    seed: int = 0,
+    data_path: str | Path | None = None,
+    cache_dir: str | Path | None = None,
+    run_dir: str | Path | None = None,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Evaluate a ``UnifiedModel`` on its dataset's test split. Returns a JSON-ready dict (with
+    ``"_images"``/``"_prompts"``: the generated samples, for the report; drop them before saving)."""
+    s = _suite(suite)
+    cfg = model.cfg
+    path = data_path or cfg.data.path
+    size, ch = cfg.data.image_size, cfg.data.channels
+    test = load_split(path, "test", size, ch)
+    cache = Path(cache_dir).expanduser() if cache_dir is not None else default_cache()
+    model.eval()
+    labelled = bool(test.class_names) and bool((test.labels >= 0).any())
+    clf, clf_acc = (None, None)
+    if labelled:
+        clf, clf_acc = load_or_train_classifier(
+            path, "train", size, ch, cache / "classifiers", steps=s.classifier_steps, progress=progress
+        )
+    clip, clip_acc = load_or_train_clip(path, "train", size, ch, cache / "clip", steps=s.clip_steps, progress=progress)
+    extractor = FeatureExtractor(clf if clf is not None else clip.image_encoder)
+    torch.manual_seed(seed)
+    result: dict[str, Any] = {
+        "suite": asdict(s),
+        "seed": seed,
+        "dataset": {"path": str(path), "name": test.name, "test_images": len(test)},
+        "evaluators": {
+            "classifier_test_accuracy": clf_acc,
+            "clip_test_retrieval_accuracy": clip_acc,
+            "fid_features": "classifier penultimate layer" if clf is not None else "CLIP image encoder",
+        },
+        "understanding": understanding(model, test, s, progress),
+    }
+    gen, images, prompts = generation(model, test, s, seed, clf, clip, extractor, progress)
+    device = next(model.parameters()).device
+    result["generation"] = gen
+    result["cost"] = {
+        "params": parameter_counts(model),
+        "peak_memory_mib": peak_memory_mib(device),
+        "training": training_cost(run_dir),
+    }
+    result["_images"], result["_prompts"] = images, prompts
+    return result

@@ -1,0 +1,103 @@
+"""The evaluation harness: deterministic given a seed, right on known cases, CLI writes its files."""
+
+import json
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from conftest import tiny_overrides
+from unimm.cli import app
+from unimm.config import load_config
+from unimm.data import load_split, templates_for
+from unimm.eval.classifier import load_or_train_classifier
+from unimm.eval.cost import parameter_counts
+from unimm.eval.harness import Suite, evaluate, generation_jobs
+from unimm.models import UnifiedModel
+from unimm.train import train
+
+TINY = Suite("tiny", understand_n=12, per_class=2, prompts_n=12, batch_size=8, classifier_steps=60, clip_steps=40)
+
+
+@pytest.fixture(scope="module")
+def run_dir(digits_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("run") / "quick"
+    return train(load_config(None, tiny_overrides(digits_dir, **{"train.steps": 6})), out, progress=False)
+
+
+def _numbers(result: dict) -> dict:
+    """Everything but the timings and the memory peak (which vary between identical calls)."""
+    drop = {"samples_per_s", "latency_s", "peak_memory_mib"}
+
+    def walk(x):
+        if isinstance(x, dict):
+            return {k: walk(v) for k, v in x.items() if k not in drop and not k.startswith("_")}
+        return x
+
+    return walk(result)
+
+
+def test_same_seed_gives_the_same_numbers_twice(run_dir, tmp_path):
+    model = UnifiedModel.from_pretrained(run_dir)
+    a = evaluate(model, TINY, seed=3, cache_dir=tmp_path, run_dir=run_dir)
+    b = evaluate(model, TINY, seed=3, cache_dir=tmp_path, run_dir=run_dir)
+    assert _numbers(a) == _numbers(b)
+    torch.testing.assert_close(a["_images"], b["_images"])
+    u, g = a["understanding"], a["generation"]
+    assert u["n"] == 12 and u["vqa_n"] == 12 and 0 <= u["caption_accuracy"] <= 1 and "caption_bleu_4" in u
+    assert g["n"] == 20 and g["seed"] == 3 and {"fid", "kid_mean", "precision", "recall", "clip_score"} <= set(g)
+    assert a["cost"]["training"]["train_flops"] > 0 and a["cost"]["params"]["total"] > 0
+    assert 0 < a["evaluators"]["classifier_test_accuracy"] <= 1
+
+
+class _PerfectGenerator(torch.nn.Module):
+    """Answers every prompt with a real image of the prompted class that the judge classifies right."""
+
+    def __init__(self, model, data, clf):
+        super().__init__()
+        self.cfg, self.inner = model.cfg, model
+        right = clf.predict(data.images) == data.labels
+        self.pool = {int(k): data.images[(data.labels == k) & right] for k in data.labels.unique()}
+        self.templates = templates_for(data)
+
+    def caption(self, images, question=None):
+        return self.inner.caption(images, question=question)
+
+    def generate(self, prompts, generator=None, **kw):
+        return torch.stack([self.pool[self.templates.parse(p)][i % 2] for i, p in enumerate(prompts)])
+
+
+def test_a_perfect_generator_scores_100_percent(run_dir, digits_dir, tmp_path):
+    model = UnifiedModel.from_pretrained(run_dir)
+    suite = Suite(**{**TINY.__dict__, "classifier_steps": 300})
+    train_split = load_split(digits_dir, "train", 8, 1)
+    clf, _ = load_or_train_classifier(digits_dir, "train", 8, 1, tmp_path / "classifiers", steps=300)
+    result = evaluate(_PerfectGenerator(model, train_split, clf), suite, cache_dir=tmp_path)
+    assert result["generation"]["prompt_accuracy"] == 1.0
+    assert len(generation_jobs(load_split(digits_dir, "test", 8, 1), TINY)) == 20
+
+
+def test_active_parameters_count_top_k_experts(digits_dir):
+    from unimm.tokenizers.text import TextTokenizer
+
+    sets = {"model.layers": '"moe"', "model.experts": 4, "model.top_k": 1, "data.image_size": 8, "data.channels": 1}
+    model = UnifiedModel(load_config(None, tiny_overrides(digits_dir, **sets)), TextTokenizer.train(["a b"], 300))
+    counts = parameter_counts(model)
+    experts = sum(b.mlp.w_gate_up.numel() + b.mlp.w_down.numel() for b in model.backbone.layers)
+    assert counts["total"] - counts["active"] == experts * 3 // 4
+
+
+def test_cli_writes_json_markdown_and_sample_grids(run_dir, tmp_path, monkeypatch):
+    import unimm.eval.harness as harness
+
+    monkeypatch.setitem(harness.SUITES, "quick", TINY)
+    monkeypatch.setenv("UNIMM_CACHE", str(tmp_path / "cache"))
+    res = CliRunner().invoke(app, ["eval", str(run_dir), "--out", str(tmp_path / "eval")])
+    assert res.exit_code == 0, res.output
+    data = json.loads((tmp_path / "eval" / "eval.json").read_text())
+    assert data["suite"]["name"] == "tiny" and "_images" not in data
+    assert "## Generation" in (tmp_path / "eval" / "eval.md").read_text()
+    assert (tmp_path / "eval" / "samples.png").is_file()
+    assert len(list((tmp_path / "eval" / "samples").glob("*.png"))) == 20  # one grid per distinct prompt
+    bad = CliRunner().invoke(app, ["eval", str(run_dir), "--suite", "huge"])
+    assert bad.exit_code == 2 and "unknown suite 'huge'" in bad.output
