@@ -108,6 +108,7 @@ def eval_(
     seed: Annotated[int, typer.Option()] = 0,
     out: Annotated[Path | None, typer.Option(help="output directory (default: RUN/eval)")] = None,
     data: Annotated[Path | None, typer.Option(help="dataset to evaluate on (default: the run's data.path)")] = None,
+    inception: Annotated[Path | None, typer.Option(help="local InceptionV3 FID weights (needs torch-fidelity)")] = None,
 ) -> None:
     """Evaluate a run: understanding, generation and cost metrics -> eval.json, eval.md, sample grids."""
     from unimm.eval.harness import evaluate
@@ -116,8 +117,10 @@ def eval_(
 
     try:
         model = UnifiedModel.from_pretrained(run)
-        result = evaluate(model, suite, seed=seed, data_path=data, run_dir=run, progress=True)
-    except (FileNotFoundError, ValueError) as err:
+        result = evaluate(
+            model, suite, seed=seed, data_path=data, run_dir=run, progress=True, inception_weights=inception
+        )
+    except (FileNotFoundError, ModuleNotFoundError, ValueError) as err:
         _fail(err)
     paths = write_eval(result, out or run / "eval", title=f"{model.cfg.name} ({run})")
     u, g = result["understanding"], result["generation"]
@@ -125,6 +128,30 @@ def eval_(
     head.update({k: g[k] for k in ("prompt_accuracy", "fid", "clip_score") if k in g})
     typer.echo(" ".join(f"{k}={v:.4g}" for k, v in head.items()))
     typer.echo(f"wrote {paths['json']} and {paths['md']}")
+
+
+@app.command()
+def atlas(
+    config: Annotated[Path, typer.Argument(help="atlas TOML, e.g. configs/atlas/quick.toml")],
+    out: Annotated[Path, typer.Option(help="atlas directory (runs/, figures/, report.md, report.html)")] = Path(
+        "runs/atlas"
+    ),
+    jobs: Annotated[int | None, typer.Option(help="runs in parallel (default: the config's jobs)", min=1)] = None,
+    report_only: Annotated[bool, typer.Option(help="write the report from the runs on disk; train nothing")] = False,
+) -> None:
+    """Decision atlas: train every strategy to the same budget, evaluate, and report what the numbers show."""
+    from unimm.atlas import load_atlas, run_atlas
+    from unimm.config import ConfigError
+
+    try:
+        outcomes, report = run_atlas(load_atlas(config), out, jobs=jobs, report_only=report_only)
+    except (ConfigError, FileNotFoundError, ValueError) as err:
+        _fail(err)
+    typer.echo(f"report: {report} and {report.with_suffix('.html')}")
+    failed = [o.name for o in outcomes if o.status == "failed"]
+    if failed:
+        typer.secho(f"{len(failed)} run(s) failed: {', '.join(failed)}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(1)
 
 
 tokenizer_app = typer.Typer(no_args_is_help=True, help="Image tokenizers (VQ-VAE, KL-VAE).")

@@ -101,3 +101,26 @@ def test_cli_writes_json_markdown_and_sample_grids(run_dir, tmp_path, monkeypatc
     assert len(list((tmp_path / "eval" / "samples").glob("*.png"))) == 20  # one grid per distinct prompt
     bad = CliRunner().invoke(app, ["eval", str(run_dir), "--suite", "huge"])
     assert bad.exit_code == 2 and "unknown suite 'huge'" in bad.output
+
+
+def test_free_captions_get_text_metrics_and_shapes_get_geneval(tmp_path):
+    """The shapes data: stored free captions (exact match, BLEU / CIDEr / ROUGE against them, prompts taken
+    from them) and GenEval-style checks of the generated RGB images."""
+    from unimm.data.prepare import prepare_shapes
+
+    prepare_shapes(tmp_path / "shapes", count=120, image_size=16)
+    sets = {"data.channels": 3, "train.steps": 4, "sample.max_new_tokens": 12}
+    out = train(load_config(None, tiny_overrides(tmp_path / "shapes", **sets)), tmp_path / "run", progress=False)
+    model = UnifiedModel.from_pretrained(out)
+    result = evaluate(model, TINY, cache_dir=tmp_path / "cache", run_dir=out)
+    u, g = result["understanding"], result["generation"]
+    assert 0 <= u["exact_match"] <= 1 and {"caption_bleu_4", "caption_cider", "caption_rouge_l"} <= set(u)
+    assert "caption_accuracy" not in u  # free captions name no single class
+    test = load_split(tmp_path / "shapes", "test", 16, 3)
+    assert result["_prompts"] == test.captions[: g["n"]]
+    assert set(g["geneval"]) >= {"object", "count", "colour", "position", "overall"}
+
+
+def test_inception_features_need_local_weights_and_say_so(run_dir, tmp_path):
+    res = CliRunner().invoke(app, ["eval", str(run_dir), "--inception", str(tmp_path / "missing.pth")])
+    assert res.exit_code == 2 and ("torch-fidelity" in res.output or "not found" in res.output)

@@ -32,11 +32,15 @@ def _torchrun(nproc: int, out: Path, overrides: list[str]) -> None:
     """``torchrun --nproc-per-node nproc -m unimm train`` on CPU, one thread per process."""
     config = out.parent / "empty.toml"
     config.write_text("")
-    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={nproc}", "--master-addr=127.0.0.1"]
-    cmd += [f"--master-port={_free_port()}", "-m", "unimm", "train", str(config), "--out", str(out)]
-    cmd += [a for o in overrides for a in ("--set", o)]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180, env=env)
+    for _attempt in range(2):  # the free port can be taken between probing and binding: one retry on that
+        cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={nproc}", "--master-addr=127.0.0.1"]
+        cmd += [f"--master-port={_free_port()}", "-m", "unimm", "train", str(config), "--out", str(out)]
+        cmd += [a for o in overrides for a in ("--set", o)]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+        if proc.returncode == 0 or "address already in use" not in proc.stderr.lower():
+            break
+        shutil.rmtree(out, ignore_errors=True)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
     assert proc.stdout.count("run saved to") == 1  # rank 0 alone reports
 

@@ -32,7 +32,13 @@ from unimm.data.datasets import ImageTextData
 from unimm.eval.classifier import load_or_train_classifier
 from unimm.eval.clip import clip_score, load_or_train_clip
 from unimm.eval.cost import parameter_counts, peak_memory_mib, timed, training_cost
-from unimm.eval.distribution import FeatureExtractor, extract_features, fid_kid, precision_recall
+from unimm.eval.distribution import (
+    FeatureExtractor,
+    extract_features,
+    fid_kid,
+    inception_extractor,
+    precision_recall,
+)
 from unimm.eval.generation import class_prompts
 from unimm.eval.geneval import geneval_scores
 from unimm.eval.text_metrics import caption_metrics
@@ -57,6 +63,7 @@ class Suite:
 SUITES = {
     "quick": Suite("quick", understand_n=500, per_class=30, prompts_n=300),
     "full": Suite("full", understand_n=None, per_class=100, prompts_n=1000),
+    "atlas": Suite("atlas", understand_n=200, per_class=10, prompts_n=100),  # many runs: under a minute each
 }
 
 
@@ -169,9 +176,12 @@ def evaluate(
     cache_dir: str | Path | None = None,
     run_dir: str | Path | None = None,
     progress: bool = False,
+    inception_weights: str | Path | None = None,
 ) -> dict[str, Any]:
     """Evaluate a ``UnifiedModel`` on its dataset's test split. Returns a JSON-ready dict (with
-    ``"_images"``/``"_prompts"``: the generated samples, for the report; drop them before saving)."""
+    ``"_images"``/``"_prompts"``: the generated samples, for the report; drop them before saving).
+    ``inception_weights``: a local InceptionV3 FID weights file to use for FID / KID / precision-recall
+    instead of the in-project evaluator (needs torch-fidelity; nothing is downloaded)."""
     s = _suite(suite)
     cfg = model.cfg
     path = data_path or cfg.data.path
@@ -179,6 +189,7 @@ def evaluate(
     test = load_split(path, "test", size, ch)
     cache = Path(cache_dir).expanduser() if cache_dir is not None else default_cache()
     model.eval()
+    inception = inception_extractor(inception_weights) if inception_weights is not None else None  # fail early
     labelled = bool(test.class_names) and bool((test.labels >= 0).any())
     clf, clf_acc = (None, None)
     if labelled:
@@ -186,7 +197,12 @@ def evaluate(
             path, "train", size, ch, cache / "classifiers", steps=s.classifier_steps, progress=progress
         )
     clip, clip_acc = load_or_train_clip(path, "train", size, ch, cache / "clip", steps=s.clip_steps, progress=progress)
-    extractor = FeatureExtractor(clf if clf is not None else clip.image_encoder)
+    if inception is not None:  # the standard FID features, from weights the user has locally
+        extractor, features = inception, f"InceptionV3 ({inception_weights})"
+    elif clf is not None:
+        extractor, features = FeatureExtractor(clf), "classifier penultimate layer"
+    else:
+        extractor, features = FeatureExtractor(clip.image_encoder), "CLIP image encoder"
     torch.manual_seed(seed)
     result: dict[str, Any] = {
         "suite": asdict(s),
@@ -195,7 +211,7 @@ def evaluate(
         "evaluators": {
             "classifier_test_accuracy": clf_acc,
             "clip_test_retrieval_accuracy": clip_acc,
-            "fid_features": "classifier penultimate layer" if clf is not None else "CLIP image encoder",
+            "fid_features": features,
         },
         "understanding": understanding(model, test, s, progress),
     }

@@ -1,0 +1,130 @@
+"""The atlas TOML: which strategies, layer kinds, sizes, seeds and budgets to sweep, and how to evaluate them.
+
+Paths (presets, tokenizer config, data) are relative to the working directory, as for ``unimm train``.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import get_args
+
+import tomllib
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from unimm.config import ConfigError, ModelSection, _format
+
+LAYER_KINDS = get_args(ModelSection.model_fields["layers"].annotation)
+_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class BudgetSection(_Strict):
+    """Exactly one of ``flops`` (counted training FLOPs) or ``wall_s`` (seconds of transformer training);
+    a list gives several budgets, each a run of its own."""
+
+    flops: list[float] | None = Field(None, description="training FLOPs per run (FlopCounterMode's count)")
+    wall_s: list[float] | None = Field(None, description="seconds of transformer training per run")
+    measure_steps: int = Field(3, gt=0, description="real training steps measured to price one step")
+    checkpoints: int = Field(4, gt=0, description="checkpoints per run (an interrupted run resumes from the last)")
+
+    @field_validator("flops", "wall_s", mode="before")
+    @classmethod
+    def _listify(cls, v):
+        return v if v is None or isinstance(v, list) else [v]
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> BudgetSection:
+        if (self.flops is None) == (self.wall_s is None):
+            raise ValueError("[budget] needs exactly one of flops or wall_s")
+        if any(v <= 0 for v in self.values):
+            raise ValueError("[budget] values must be positive")
+        return self
+
+    @property
+    def kind(self) -> str:
+        return "flops" if self.flops is not None else "wall_s"
+
+    @property
+    def values(self) -> list[float]:
+        return list(self.flops if self.flops is not None else self.wall_s)
+
+
+class EvalSection(_Strict):
+    """``unimm eval``'s harness on every run: a suite of ``eval/harness.py`` with optional overrides."""
+
+    suite: str = "atlas"
+    seed: int = Field(0, description="one seed for every run, so every run gets the same prompts and noise")
+    understand_n: int | None = Field(None, gt=0)
+    per_class: int | None = Field(None, gt=0)
+    prompts_n: int | None = Field(None, gt=0)
+    batch_size: int | None = Field(None, gt=0)
+    classifier_steps: int | None = Field(None, gt=0)
+    clip_steps: int | None = Field(None, gt=0)
+
+    def overrides(self) -> dict[str, int]:
+        return {k: v for k, v in self.model_dump(exclude={"suite", "seed"}).items() if v is not None}
+
+
+class TokenizerSection(_Strict):
+    """One VQ tokenizer (``unimm tokenizer train``) shared by every VQ run of the same data, trained first."""
+
+    config: str = "configs/tok/vq.toml"
+    steps: int = Field(1000, gt=0)
+    set: list[str] = []
+
+
+class StrategyEntry(_Strict):
+    name: str = Field(description="label in run names and the report")
+    preset: str = Field(description="TOML preset, e.g. configs/chameleon.toml")
+    set: list[str] = Field([], description="--set overrides for this strategy")
+    layers: list[str] | None = Field(None, description="layer kinds for this strategy; None = the atlas's")
+    seeds: list[int] | None = Field(None, description="seeds for this strategy; None = the atlas's")
+
+
+class AtlasConfig(_Strict):
+    name: str = "atlas"
+    description: str = ""
+    seeds: list[int] = Field([0], min_length=1)
+    jobs: int = Field(1, gt=0, description="runs in parallel (the CLI's --jobs wins)")
+    device: str = Field("auto", pattern="^(auto|cpu|cuda)$", description="auto = cuda when available")
+    data: str | None = Field(None, description="data.path for every run, its tokenizer and its evaluators")
+    set: list[str] = Field([], description="--set overrides for every run (before the strategy's own)")
+    layers: list[str] = Field(["preset"], min_length=1, description="layer kinds; preset = the preset's own")
+    sizes: dict[str, list[str]] = Field({"preset": []}, min_length=1, description="size name -> overrides")
+    budget: BudgetSection
+    eval: EvalSection = EvalSection()
+    tokenizer: TokenizerSection | None = None
+    strategies: list[StrategyEntry] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _names_and_kinds(self) -> AtlasConfig:
+        names = [s.name for s in self.strategies] + list(self.sizes)
+        bad = [n for n in names if not _NAME.match(n)]
+        if bad:
+            raise ValueError(f"names must be lower-case letters, digits, '-' or '_': {bad}")
+        if len({s.name for s in self.strategies}) != len(self.strategies):
+            raise ValueError("strategy names must be unique")
+        for kinds in [self.layers] + [s.layers for s in self.strategies if s.layers]:
+            unknown = [k for k in kinds if k != "preset" and k not in LAYER_KINDS]
+            if unknown:
+                raise ValueError(f"unknown layer kind(s) {unknown}; use preset or one of {list(LAYER_KINDS)}")
+        return self
+
+
+def load_atlas(path: str | Path) -> AtlasConfig:
+    """Read and validate an atlas TOML; errors name the key (``ConfigError``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"atlas config not found: {path}")
+    try:
+        raw = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"{path}: invalid TOML: {err}") from None
+    try:
+        return AtlasConfig.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(f"{path}: " + _format(err, AtlasConfig)) from None

@@ -1,0 +1,93 @@
+"""The atlas's run list: strategies x layer kinds x sizes x budgets x seeds, each with a stable directory name."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from unimm.atlas.config import AtlasConfig
+from unimm.config import ConfigError, load_config
+
+
+def budget_label(kind: str, value: float) -> str:
+    """``3e13flops`` / ``120s``: the budget as it appears in run names."""
+    if kind == "flops":
+        return f"{value:.3g}".replace("e+", "e") + "flops"
+    return f"{value:g}s"
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    """One training run of the atlas; ``overrides`` are the ``--set`` strings applied to ``preset``."""
+
+    strategy: str
+    layers: str  # the layer kind the run trains with (the preset's own when the atlas says "preset")
+    size: str
+    budget_kind: str  # "flops" | "wall_s"
+    budget: float
+    seed: int
+    preset: str
+    overrides: tuple[str, ...]
+    config: dict[str, Any] = field(compare=False, hash=False, repr=False)  # resolved, before training
+
+    @property
+    def cell(self) -> str:
+        """Strategy / layer kind / size: the runs of one cell differ only by budget and seed."""
+        return f"{self.strategy}/{self.layers}/{self.size}"
+
+    @property
+    def budget_name(self) -> str:
+        return budget_label(self.budget_kind, self.budget)
+
+    @property
+    def name(self) -> str:
+        return f"{self.strategy}.{self.layers}.{self.size}.{self.budget_name}.s{self.seed}"
+
+    def spec(self) -> dict[str, Any]:
+        """What defines the run (JSON): a run directory made from another spec is never resumed as this one."""
+        return {
+            "name": self.name,
+            "strategy": self.strategy,
+            "layers": self.layers,
+            "size": self.size,
+            "budget": {"kind": self.budget_kind, "value": self.budget},
+            "seed": self.seed,
+            "preset": self.preset,
+            "overrides": list(self.overrides),
+        }
+
+    def digest(self) -> str:
+        return hashlib.sha256(json.dumps(self.spec(), sort_keys=True).encode()).hexdigest()[:16]
+
+    def uses_shared_tokenizer(self) -> bool:
+        """A VQ run that names no tokenizer of its own (it gets the atlas's shared one when configured)."""
+        return self.config["image"]["generate"] == "vq" and self.config["image"]["tokenizer"] is None
+
+    def data_key(self) -> tuple[str, int | None, int | None]:
+        d = self.config["data"]
+        return d["path"], d["image_size"], d["channels"]
+
+
+def plan_runs(atlas: AtlasConfig) -> list[PlannedRun]:
+    """Every run of the atlas in a fixed order; each run's training config is validated here."""
+    common = list(atlas.set) + ([f"data.path={json.dumps(atlas.data)}"] if atlas.data else [])
+    runs: dict[str, PlannedRun] = {}
+    for s in atlas.strategies:
+        for size, size_set in atlas.sizes.items():
+            for kind in s.layers or atlas.layers:
+                base = common + list(s.set) + list(size_set) + ([] if kind == "preset" else [f"model.layers={kind}"])
+                for value in atlas.budget.values:
+                    for seed in s.seeds or atlas.seeds:
+                        overrides = (*base, f"train.seed={seed}")
+                        try:
+                            cfg = load_config(s.preset, list(overrides))
+                        except ConfigError as err:
+                            raise ConfigError(f"strategy {s.name!r} ({s.preset}), size {size!r}: {err}") from None
+                        run = PlannedRun(
+                            s.name, cfg.model.layers, size, atlas.budget.kind, value, seed, s.preset, overrides,
+                            cfg.model_dump(),
+                        )  # fmt: skip
+                        runs.setdefault(run.name, run)
+    return list(runs.values())

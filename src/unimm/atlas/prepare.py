@@ -1,0 +1,71 @@
+"""What the runs share, made once before they start: the VQ tokenizer of the VQ runs and the evaluators.
+
+Both are outside every run's budget. The evaluators (classifier, CLIP) are trained here, with the suite's
+recipe, into the harness's cache, so parallel runs find them instead of each training them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from rich.console import Console
+
+from unimm.atlas.config import AtlasConfig, EvalSection
+from unimm.atlas.plan import PlannedRun
+from unimm.config import TokenizerConfig, load_config
+
+
+def eval_suite(ev: EvalSection | dict):
+    """The harness ``Suite`` named in ``[eval]`` with its overrides applied."""
+    from unimm.eval.harness import SUITES, Suite
+
+    ev = ev if isinstance(ev, dict) else {"suite": ev.suite, "overrides": ev.overrides()}
+    if ev["suite"] not in SUITES:
+        raise ValueError(f"[eval] suite = {ev['suite']!r} is not one of {sorted(SUITES)}")
+    return Suite(**{**SUITES[ev["suite"]].__dict__, **ev["overrides"]})
+
+
+def _slug(path: str, size: int | None) -> str:
+    digest = hashlib.sha256(str(Path(path).resolve()).encode()).hexdigest()[:8]
+    return f"vq-{Path(path).name}-{size or 'native'}-{digest}"
+
+
+def shared_tokenizers(atlas: AtlasConfig, runs: list[PlannedRun], out: Path, console: Console) -> dict[tuple, str]:
+    """Train (or reuse) one VQ tokenizer per dataset of the VQ runs without their own; data key -> directory."""
+    from unimm.tokenizers.train import train_tokenizer
+
+    if atlas.tokenizer is None:
+        return {}
+    found = {}
+    for path, size, channels in sorted({r.data_key() for r in runs if r.uses_shared_tokenizer()}, key=str):
+        folder = out / "tokenizers" / _slug(path, size)
+        if not (folder / "tokenizer.safetensors").is_file():
+            t = atlas.tokenizer
+            overrides = [f"data.path={json.dumps(path)}", f"train.steps={t.steps}", *t.set]
+            overrides += [f"data.image_size={size}"] if size else []
+            overrides += [f"data.channels={channels}"] if channels else []
+            console.print(f"shared VQ tokenizer for {path}: {t.steps} steps -> {folder}")
+            result = train_tokenizer(load_config(t.config, overrides, schema=TokenizerConfig), folder, progress=False)
+            console.print(f"  validation PSNR {result['val']['psnr']:.2f} dB")
+        found[(path, size, channels)] = str(folder.resolve())
+    return found
+
+
+def prepare_evaluators(suite, runs: list[PlannedRun], console: Console) -> None:
+    """Train the harness's classifier and CLIP for every dataset the runs use (cached: a no-op when done)."""
+    from unimm.data import load_split
+    from unimm.eval.classifier import load_or_train_classifier
+    from unimm.eval.clip import load_or_train_clip
+    from unimm.eval.harness import default_cache
+
+    cache = default_cache()
+    for path, size, channels in sorted({r.data_key() for r in runs}, key=str):
+        train = load_split(path, "train", size, channels)
+        size, channels = int(train.images.shape[-1]), int(train.images.shape[1])  # as the run resolves them
+        test = load_split(path, "test", size, channels)
+        console.print(f"evaluators for {path} ({size}x{size}, {channels} channel(s)) in {cache}")
+        if bool(test.class_names) and bool((test.labels >= 0).any()):
+            load_or_train_classifier(path, "train", size, channels, cache / "classifiers", steps=suite.classifier_steps)
+        load_or_train_clip(path, "train", size, channels, cache / "clip", steps=suite.clip_steps)

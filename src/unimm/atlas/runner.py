@@ -1,0 +1,183 @@
+"""Run the atlas: shared preparation, then every run as its own processes (train, then eval), ``jobs`` at a time.
+
+A run directory ``OUT/runs/<name>/`` with ``atlas_done.json`` is finished and never redone; any other is
+(re)started, and its training resumes from its last checkpoint. A run that fails is recorded in
+``atlas_failed.json`` (with the tail of its log) and retried by the next invocation; the others go on.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from unimm.atlas.config import AtlasConfig
+from unimm.atlas.plan import PlannedRun, plan_runs
+from unimm.atlas.prepare import eval_suite, prepare_evaluators, shared_tokenizers
+from unimm.checkpoint import atomic_write_text
+
+
+@dataclass
+class RunOutcome:
+    name: str
+    status: str  # done | skipped | failed
+    seconds: float = 0.0
+    message: str = ""
+
+
+def run_dir(out: Path, run: PlannedRun) -> Path:
+    return out / "runs" / run.name
+
+
+def is_finished(out: Path, run: PlannedRun) -> bool:
+    return (run_dir(out, run) / "atlas_done.json").is_file()
+
+
+class _Processes:
+    """The worker processes alive now, so that an interrupt can stop them (and nothing else)."""
+
+    def __init__(self) -> None:
+        self.lock, self.live = threading.Lock(), set()
+        self.stopping = False
+
+    def run(self, cmd: list[str], log: Path, env: dict[str, str]) -> int:
+        with open(log, "a") as fh:
+            with self.lock:
+                if self.stopping:
+                    return -1
+                proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env)
+                self.live.add(proc)
+            try:
+                return proc.wait()
+            finally:
+                with self.lock:
+                    self.live.discard(proc)
+
+    def stop(self) -> None:
+        with self.lock:
+            self.stopping = True
+            for proc in self.live:
+                proc.terminate()
+        for proc in list(self.live):
+            proc.wait()
+
+
+def _run_one(run: PlannedRun, folder: Path, launch: dict[str, Any], procs: _Processes, phase: dict) -> RunOutcome:
+    """Train then evaluate one run in worker processes; ``phase[run.name]`` says where it is."""
+    t0 = time.perf_counter()
+    job_file = folder / "atlas_run.json"
+    if job_file.is_file() and json.loads(job_file.read_text())["digest"] != run.digest():
+        return RunOutcome(run.name, "failed", 0.0, f"{folder} holds a run made from another spec; move it away")
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(job_file, json.dumps({"spec": run.spec(), "digest": run.digest(), "launch": launch}, indent=2))
+    (folder / "atlas_failed.json").unlink(missing_ok=True)
+    env = dict(os.environ)
+    if launch.get("threads"):
+        env.update(OMP_NUM_THREADS=str(launch["threads"]), MKL_NUM_THREADS=str(launch["threads"]))
+    for step in ("train", "eval"):
+        train_log = folder / "atlas_train.json"
+        if step == "train" and train_log.is_file() and json.loads(train_log.read_text()).get("finished"):
+            continue
+        phase[run.name] = step
+        log = folder / f"atlas_{step}.log"
+        rc = procs.run([sys.executable, "-m", "unimm.atlas.worker", step, str(folder)], log, env)
+        if rc != 0:
+            tail = log.read_text().splitlines()[-15:] if log.is_file() else []
+            info = {"phase": step, "returncode": rc, "log": str(log), "tail": tail}
+            atomic_write_text(folder / "atlas_failed.json", json.dumps(info, indent=2))
+            last = next((line for line in reversed(tail) if line.strip()), "")
+            return RunOutcome(run.name, "failed", time.perf_counter() - t0, f"{step} exited with {rc}: {last}")
+    seconds = time.perf_counter() - t0
+    atomic_write_text(folder / "atlas_done.json", json.dumps({"seconds": round(seconds, 1), "at": time.time()}))
+    return RunOutcome(run.name, "done", seconds)
+
+
+def _steps(folder: Path) -> tuple[int, int | None]:
+    """(last logged step, planned steps) of a run in progress."""
+    total = json.loads((folder / "budget.json").read_text())["steps"] if (folder / "budget.json").is_file() else None
+    metrics = folder / "metrics.jsonl"
+    lines = metrics.read_text().splitlines() if metrics.is_file() else []
+    try:
+        return (json.loads(lines[-1]).get("step", 0) if lines else 0), total
+    except json.JSONDecodeError:
+        return 0, total
+
+
+def execute(atlas: AtlasConfig, runs: list[PlannedRun], out: Path, jobs: int, console: Console) -> list[RunOutcome]:
+    """Run every unfinished run of ``runs``; finished ones are reported as skipped."""
+    outcomes = [RunOutcome(r.name, "skipped") for r in runs if is_finished(out, r)]
+    todo = [r for r in runs if not is_finished(out, r)]
+    console.print(f"atlas {atlas.name}: {len(runs)} runs, {len(outcomes)} finished, {len(todo)} to run, jobs {jobs}")
+    if not todo:
+        return outcomes
+    suite = eval_suite(atlas.eval)
+    tokenizers = shared_tokenizers(atlas, todo, out, console)
+    prepare_evaluators(suite, todo, console)
+    threads = max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else None
+    base = {
+        "threads": threads,
+        "device": atlas.device,
+        "measure_steps": atlas.budget.measure_steps,
+        "checkpoints": atlas.budget.checkpoints,
+        "eval": {"suite": atlas.eval.suite, "seed": atlas.eval.seed, "overrides": atlas.eval.overrides()},
+    }
+    procs, phase = _Processes(), {}
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console, disable=not console.is_terminal) as bar, ThreadPoolExecutor(jobs) as pool:
+        overall = bar.add_task("runs", total=len(todo))
+        pending: dict[Future, PlannedRun] = {}
+        for r in todo:
+            launch = {**base, "tokenizer": tokenizers.get(r.data_key()) if r.uses_shared_tokenizer() else None}
+            pending[pool.submit(_run_one, r, run_dir(out, r), launch, procs, phase)] = r
+        tasks: dict[str, Any] = {}
+        try:
+            while pending:
+                done, _ = wait(pending, timeout=1.0, return_when=FIRST_COMPLETED)
+                for f in done:
+                    r = pending.pop(f)
+                    outcome = f.result()
+                    outcomes.append(outcome)
+                    bar.advance(overall)
+                    if r.name in tasks:
+                        bar.remove_task(tasks.pop(r.name))
+                    note = f" ({outcome.message})" if outcome.message else ""
+                    console.print(f"{outcome.status}: {r.name} in {outcome.seconds:.0f} s{note}")
+                for name, where in list(phase.items()):
+                    if name not in {r.name for r in pending.values()}:
+                        continue
+                    step, total = _steps(out / "runs" / name)
+                    task = tasks.setdefault(name, bar.add_task(name, total=None))
+                    bar.update(task, description=f"{name} [{where}]", completed=step, total=total)
+        except KeyboardInterrupt:
+            console.print("interrupted: stopping the workers; run the same command again to resume")
+            procs.stop()
+            for f in pending:
+                f.cancel()
+            raise
+    return outcomes
+
+
+def run_atlas(
+    atlas: AtlasConfig, out: str | Path, jobs: int | None = None, report_only: bool = False, console=None
+) -> tuple[list[RunOutcome], Path]:
+    """Plan, run what is unfinished (unless ``report_only``), and write the report; returns the outcomes of
+    this invocation and the path of ``report.md``."""
+    from unimm.atlas.report import write_report
+
+    console = console or Console(soft_wrap=True)
+    out = Path(out)
+    runs = plan_runs(atlas)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "plan.json", json.dumps([r.spec() for r in runs], indent=2))
+    outcomes = [] if report_only else execute(atlas, runs, out, jobs or atlas.jobs, console)
+    return outcomes, write_report(atlas, runs, out)

@@ -1,0 +1,154 @@
+"""One atlas run in its own process: ``python -m unimm.atlas.worker train|eval RUN_DIR``.
+
+``RUN_DIR/atlas_run.json`` (written by the runner) holds the run's spec and its launch settings. ``train``
+prices a step and fixes the steps once (``budget.json``), then trains, resuming an interrupted run and
+skipping a finished one; its wall time (preparation included) and peak memory go to ``atlas_train.json``
+and ``report/training_time.json`` (read by the eval harness). ``eval`` runs ``unimm eval``'s harness and
+writes ``eval/``, plus ``eval/strip.png`` + ``strip.json``: the first generated image of each class, the
+same prompts for every run, for the report's side-by-side grid.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import socket
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from unimm.checkpoint import atomic_write, atomic_write_text, load_state
+from unimm.config import load_config
+from unimm.train.checkpoints import latest_checkpoint
+
+
+def read_json(path: Path) -> dict[str, Any] | None:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def trained_steps(run_dir: Path) -> int | None:
+    """Step of the newest complete checkpoint, or None."""
+    ckpt = latest_checkpoint(run_dir)
+    return None if ckpt is None else int(load_state(ckpt / "train_state.pt")["step"])
+
+
+def peak_rss_mib() -> float:
+    """Peak resident memory of this process image. ``ru_maxrss`` would do, but Linux carries it over from the
+    parent through fork + exec, so a worker started by a large runner would report the runner's peak."""
+    status = Path("/proc/self/status")
+    if status.is_file():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024  # kB
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (2**20 if sys.platform == "darwin" else 1024)
+
+
+def _device(launch: dict[str, Any]) -> str:
+    want = launch.get("device", "auto")
+    return ("cuda" if torch.cuda.is_available() else "cpu") if want == "auto" else want
+
+
+def _join_one_process_group() -> None:
+    """``train.parallel = "none"`` trains on the CPU; on a GPU the run is a one-process DDP group instead."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+
+
+def train_run(run_dir: Path) -> None:
+    from unimm.atlas.budget import budget_plan
+    from unimm.train import train
+
+    job = json.loads((run_dir / "atlas_run.json").read_text())
+    spec, launch = job["spec"], job["launch"]
+    device = _device(launch)
+    extra = [f"train.threads={launch['threads']}"] if launch.get("threads") else []
+    extra += [f"image.tokenizer={json.dumps(launch['tokenizer'])}"] if launch.get("tokenizer") else []
+    extra += ["train.parallel=ddp"] if device == "cuda" else []
+    overrides = [*spec["overrides"], *extra]
+    plan = read_json(run_dir / "budget.json")
+    if plan is None:  # fixed once: a resumed run keeps the steps it started with
+        cfg = load_config(spec["preset"], overrides)
+        b = spec["budget"]
+        plan = budget_plan(cfg, b["kind"], b["value"], launch["measure_steps"], launch["checkpoints"], device)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(run_dir / "budget.json", json.dumps(plan, indent=2))
+    schedule = [f"train.{k}={plan[k]}" for k in ("warmup", "save_every", "log_every")]
+    cfg = load_config(spec["preset"], [*overrides, f"train.steps={plan['steps']}", *schedule])
+    log = read_json(run_dir / "atlas_train.json") or {"sessions": [], "wall_s": 0.0, "peak_rss_mib": 0.0}
+    done = trained_steps(run_dir)
+    if done is not None and done >= plan["steps"] and (run_dir / "model.safetensors").is_file():
+        print(f"{run_dir.name}: already trained ({done} steps)")
+        log["finished"] = True
+        atomic_write_text(run_dir / "atlas_train.json", json.dumps(log, indent=2))
+        return
+    if device == "cuda":
+        _join_one_process_group()
+    print(f"{run_dir.name}: training {plan['steps']} steps" + (f", resuming from {done}" if done else ""), flush=True)
+    t0 = time.perf_counter()
+    train(cfg, run_dir, resume=done is not None, progress=False)
+    wall = time.perf_counter() - t0
+    log["sessions"].append({"resumed_from": done, "wall_s": round(wall, 2)})
+    log["wall_s"] = round(log["wall_s"] + wall, 2)
+    log["peak_rss_mib"] = round(max(log["peak_rss_mib"], peak_rss_mib()), 1)
+    if device == "cuda":
+        log["peak_cuda_mib"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    log["finished"] = True
+    atomic_write_text(run_dir / "report" / "training_time.json", json.dumps({"wall_s": log["wall_s"]}))
+    atomic_write_text(run_dir / "atlas_train.json", json.dumps(log, indent=2))
+    print(f"{run_dir.name}: trained in {wall:.1f} s", flush=True)
+
+
+def eval_run(run_dir: Path) -> None:
+    from unimm.atlas.prepare import eval_suite
+    from unimm.data import load_split
+    from unimm.eval.harness import evaluate, generation_jobs
+    from unimm.eval.report import write_eval
+    from unimm.models import UnifiedModel
+
+    launch = json.loads((run_dir / "atlas_run.json").read_text())["launch"]
+    ev = launch["eval"]
+    suite = eval_suite(ev)
+    model = UnifiedModel.from_pretrained(run_dir).to(_device(launch))
+    print(f"{run_dir.name}: evaluating (suite {suite.name}, seed {ev['seed']})", flush=True)
+    result = evaluate(model, suite, seed=ev["seed"], run_dir=run_dir)
+    write_eval(result, run_dir / "eval", title=f"{model.cfg.name} ({run_dir.name})")
+    cfg = model.cfg
+    test = load_split(cfg.data.path, "test", cfg.data.image_size, cfg.data.channels)
+    labels = [label for _, label in generation_jobs(test, suite)]  # the harness's prompt order
+    write_strip(result["_images"], result["_prompts"], labels, run_dir)
+    on_gpu = next(model.parameters()).is_cuda  # the harness reads the CUDA allocator there
+    peak = {"peak_mib": round(result["cost"]["peak_memory_mib"] if on_gpu else peak_rss_mib(), 1)}
+    atomic_write_text(run_dir / "eval" / "atlas_eval.json", json.dumps(peak))
+    print(f"{run_dir.name}: evaluated", flush=True)
+
+
+def write_strip(images: torch.Tensor, prompts: list[str], labels: list[int], run_dir: Path, limit: int = 10) -> None:
+    """The first image of each prompted class (else of the first prompts) side by side, without padding."""
+    from unimm.io import grid_image
+
+    first: dict[int, int] = {}
+    for i, label in enumerate(labels):
+        first.setdefault(label if label >= 0 else -1 - i, i)
+    picks = list(first.values())[:limit]
+    strip = grid_image(images[picks], len(picks), pad=0)
+    atomic_write(run_dir / "eval" / "strip.png", lambda tmp: strip.save(tmp, format="png"))
+    atomic_write_text(run_dir / "eval" / "strip.json", json.dumps({"prompts": [prompts[i] for i in picks]}))
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) != 2 or argv[0] not in ("train", "eval"):
+        sys.exit("usage: python -m unimm.atlas.worker train|eval RUN_DIR")
+    threads = json.loads((Path(argv[1]) / "atlas_run.json").read_text())["launch"].get("threads")
+    if threads:
+        torch.set_num_threads(threads)
+    (train_run if argv[0] == "train" else eval_run)(Path(argv[1]))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,198 @@
+"""The decision atlas: budget -> steps, the verdict rule, resuming, and a two-strategy micro atlas end to end."""
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from conftest import tiny_overrides
+from unimm.atlas import load_atlas, plan_runs, run_atlas
+from unimm.atlas.budget import StepCost, measure_step_cost, steps_for_budget
+from unimm.atlas.comparison import Comparison
+from unimm.atlas.config import AtlasConfig
+from unimm.atlas.findings import CLAIMS, check_claim
+from unimm.atlas.plots import plot_quality_vs_flops
+from unimm.atlas.results import Cell, RunResult, Stat
+from unimm.atlas.runner import _Processes, _run_one
+from unimm.atlas.worker import train_run, trained_steps
+from unimm.cli import app
+from unimm.config import load_config
+from unimm.train import train
+
+CONFIGS = Path(__file__).parents[2] / "configs"
+TINY = {"sample.max_new_tokens": 16, "train.ema": 0, "train.flops_every": 10}
+TINY_VQ = ["tokenizer.hidden=8", "tokenizer.code_dim=8", "tokenizer.codebook_size=16", "tokenizer.downsample=2"]
+
+
+def _atlas_toml(digits_dir: Path, flops: float | str = 2e9, seeds: str = "[0]") -> str:
+    common = [o for o in tiny_overrides(digits_dir, **TINY) if not o.startswith(("data.path", "train.steps"))]
+    return f"""
+name = "micro"
+seeds = {seeds}
+data = "{digits_dir}"
+set = {json.dumps(common)}
+[budget]
+flops = {flops}
+[eval]
+suite = "atlas"
+understand_n = 12
+per_class = 2
+classifier_steps = 60
+clip_steps = 40
+[tokenizer]
+steps = 20
+set = {json.dumps(TINY_VQ)}
+[[strategies]]
+name = "transfusion"
+preset = "{CONFIGS / "quick.toml"}"
+set = ["image.vae_steps=5", "image.vae_hidden=8", "image.vae_downsample=2"]
+[[strategies]]
+name = "chameleon"
+preset = "{CONFIGS / "chameleon.toml"}"
+"""
+
+
+def _load(tmp_path: Path, text: str) -> AtlasConfig:
+    path = tmp_path / "atlas.toml"
+    path.write_text(text)
+    return load_atlas(path)
+
+
+def test_steps_spend_the_budget_and_the_price_is_what_training_counts(digits_dir, tmp_path):
+    cost = StepCost(flops=3e9, tokens=100, seconds=0.5, measured_steps=3)
+    assert steps_for_budget("flops", 3e10, cost) == 10 and steps_for_budget("flops", 3.1e10, cost) == 11
+    assert steps_for_budget("wall_s", 60, cost) == 120 and steps_for_budget("flops", 1, cost) == 1
+    # one measured step = the FLOPs training logs for the same step (same batch, same counter)
+    cfg = load_config(None, tiny_overrides(digits_dir, **{"train.steps": 1, "train.flops_every": 1}))
+    measured = measure_step_cost(cfg, steps=1, timed=True)
+    out = train(cfg, tmp_path / "run", progress=False)
+    logged = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
+    assert measured.flops == logged["train_flops"] > 0 and measured.seconds > 0
+
+
+def _cell(run, values: dict[str, list[float]]) -> Cell:
+    results = []
+    for i in range(max(len(v) for v in values.values())):
+        results.append(RunResult(run, Path("."), "done", {k: v[i] for k, v in values.items() if i < len(v)}))
+    return Cell(run.cell, run.budget_name, results)
+
+
+def test_verdicts_follow_the_seed_spread_rule(digits_dir, tmp_path):
+    assert Comparison("prompt_accuracy", Stat([0.5]), Stat([0.9])).outcome == "one-seed"
+    assert Comparison("prompt_accuracy", Stat([0.5, 0.7]), Stat([0.6, 0.8])).outcome == "within"  # overlap
+    assert Comparison("prompt_accuracy", Stat([0.50, 0.52]), Stat([0.80, 0.83])).outcome == "b"
+    assert Comparison("fid", Stat([10.0, 11.0]), Stat([30.0, 31.0])).outcome == "a"  # lower FID is better
+    # the same seeds pair up: +0.10 and +0.11 in each seed is beyond a spread the unpaired rule cannot see past
+    paired = Comparison("prompt_accuracy", Stat([0.5, 0.7], [0, 1]), Stat([0.6, 0.81], [0, 1]))
+    assert (
+        paired.paired == pytest.approx([0.1, 0.11])
+        and paired.outcome == "b"
+        and "paired by seed" in (paired.sentence("A", "B"))
+    )
+    assert Comparison("prompt_accuracy", Stat([0.5, 0.7], [0, 1]), Stat([0.6, 0.65], [0, 1])).outcome == "within"
+    atlas = _load(tmp_path, _atlas_toml(digits_dir))
+    ar, diffusion = {r.strategy: r for r in plan_runs(atlas)}["chameleon"], plan_runs(atlas)[0]
+    transfusion = CLAIMS[0]
+    agree = check_claim(transfusion, [_cell(ar, {"prompt_accuracy": [0.3, 0.32]}),
+                                      _cell(diffusion, {"prompt_accuracy": [0.6, 0.62]})])  # fmt: skip
+    assert agree.verdict == "agrees" and "beyond the seed spread" in agree.evidence[0]
+    against = check_claim(transfusion, [_cell(ar, {"prompt_accuracy": [0.6, 0.62]}),
+                                        _cell(diffusion, {"prompt_accuracy": [0.3, 0.32]})])  # fmt: skip
+    assert against.verdict == "disagrees"
+    one = check_claim(
+        transfusion, [_cell(ar, {"prompt_accuracy": [0.3]}), _cell(diffusion, {"prompt_accuracy": [0.9]})]
+    )
+    assert one.verdict == "inconclusive" and "single seed" in one.reason
+    assert check_claim(CLAIMS[2], [_cell(ar, {"caption_accuracy": [0.5]})]).verdict == "not tested"
+
+
+def test_quality_vs_flops_is_drawn_when_there_are_several_budgets(digits_dir, tmp_path):
+    runs = plan_runs(_load(tmp_path, _atlas_toml(digits_dir, flops="[1e9, 2e9]")))
+    assert [r.budget_name for r in runs] == ["1e09flops", "2e09flops"] * 2
+    cells = []
+    for i, run in enumerate(runs):
+        cell = _cell(run, {"caption_accuracy": [0.1 * i], "prompt_accuracy": [0.2 * i]})
+        cell.first.info["train_flops"] = run.budget
+        cells.append(cell)
+    assert plot_quality_vs_flops(cells[::2], ["caption_accuracy"], tmp_path / "one.png") is None  # one budget each
+    path = plot_quality_vs_flops(cells, ["caption_accuracy", "prompt_accuracy"], tmp_path / "curves.png")
+    assert path.stat().st_size > 1000
+
+
+def test_an_interrupted_run_resumes_and_another_spec_is_refused(digits_dir, tmp_path):
+    atlas = _load(tmp_path, _atlas_toml(digits_dir, flops=4e8))
+    run = plan_runs(atlas)[0]  # transfusion: no tokenizer to share
+    folder = tmp_path / "runs" / run.name
+    folder.mkdir(parents=True)
+    launch = {"threads": 1, "device": "cpu", "measure_steps": 2, "checkpoints": 4, "eval": {}}
+    (folder / "atlas_run.json").write_text(json.dumps({"spec": run.spec(), "digest": run.digest(), "launch": launch}))
+    train_run(folder)
+    steps = json.loads((folder / "budget.json").read_text())["steps"]
+    assert trained_steps(folder) == steps >= 4
+    # as if killed after the second checkpoint: the worker resumes from it and keeps the planned steps
+    ckpts = sorted((folder / "checkpoints").glob("step_*"))
+    (folder / "checkpoints" / "latest").write_text(ckpts[0].name)
+    log = json.loads((folder / "atlas_train.json").read_text())
+    (folder / "atlas_train.json").write_text(json.dumps({**log, "finished": False}))
+    train_run(folder)
+    log = json.loads((folder / "atlas_train.json").read_text())
+    assert log["sessions"][-1]["resumed_from"] == int(ckpts[0].name.split("_")[1]) and trained_steps(folder) == steps
+    other = plan_runs(atlas)[1]
+    outcome = _run_one(other, folder, launch, _Processes(), {})
+    assert outcome.status == "failed" and "another spec" in outcome.message
+
+
+def test_micro_atlas_end_to_end_then_nothing_is_redone(digits_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("UNIMM_CACHE", str(tmp_path / "cache"))
+    atlas, out = _load(tmp_path, _atlas_toml(digits_dir)), tmp_path / "atlas"
+    outcomes, md = run_atlas(atlas, out, jobs=2)
+    assert sorted(o.status for o in outcomes) == ["done", "done"], outcomes
+    names = [r.name for r in plan_runs(atlas)]
+    assert names == ["transfusion.dense.preset.2e09flops.s0", "chameleon.dense.preset.2e09flops.s0"]
+    for name in names:
+        flops = json.loads((out / "runs" / name / "metrics.jsonl").read_text().splitlines()[-1])["train_flops"]
+        assert abs(flops / 2e9 - 1) < 0.1, (name, flops)  # the counted FLOPs land on the budget
+    text = md.read_text()
+    for name in names:  # a table row per run with its metrics filled in
+        row = next(line for line in text.splitlines() if line.startswith(f"| `{name}` | done |"))
+        assert len(re.findall(r"\d\.\d{3}", row)) >= 5, row
+    assert "**chameleon/dense/preset vs transfusion/dense/preset** at 2e09flops" in text
+    assert "`prompt_accuracy` (higher is better)" in text and "no difference is claimed" in text
+    assert "Other settings that differ: objective.image_weight (0.5 vs 5.0)" in text
+    assert "| Transfusion (Zhou et al. 2024, arXiv 2408.11039) |" in text and "**inconclusive**" in text
+    assert "Mixture-of-Transformers" in text and "**not tested**" in text and "Janus" in text
+    assert "does not answer this question" in text  # no dense / MoE pair in this atlas
+    for fig in ("pareto.png", "loss_vs_flops.png", "samples.png"):
+        assert (out / "figures" / fig).stat().st_size > 1000 and f"figures/{fig}" in text
+    html = (out / "report.html").read_text()
+    assert html.count("data:image/png;base64,") == 3 and "http" not in html and 'src="figures' not in html
+    assert "chameleon.dense.preset.2e09flops.s0" in html and "inconclusive" in html
+    report = json.loads((out / "report.json").read_text())
+    assert [c["verdict"] for c in report["claims"]] == ["inconclusive", "not tested", "not tested"]
+
+    stamps = {n: (out / "runs" / n / "eval" / "eval.json").stat().st_mtime_ns for n in names}
+    result = CliRunner().invoke(app, ["atlas", str(tmp_path / "atlas.toml"), "--out", str(out), "--jobs", "2"])
+    assert result.exit_code == 0, result.output
+    assert "2 finished, 0 to run" in result.output and "report.html" in result.output
+    assert stamps == {n: (out / "runs" / n / "eval" / "eval.json").stat().st_mtime_ns for n in names}
+
+
+def test_atlas_presets_plan_every_strategy(monkeypatch):
+    monkeypatch.chdir(CONFIGS.parent)  # presets are named relative to the repository root
+    quick, full = load_atlas(CONFIGS / "atlas" / "quick.toml"), load_atlas(CONFIGS / "atlas" / "full.toml")
+    presets = {p.stem for p in CONFIGS.glob("*.toml")} - {"transfusion"}  # quick.toml is the transfusion layout
+    assert {Path(s.preset).stem for s in quick.strategies} == presets == {Path(s.preset).stem for s in full.strategies}
+    runs = plan_runs(quick)
+    assert len(runs) == 15 and {r.config["model"]["dim"] for r in runs} == {96}
+    assert len(plan_runs(full)) == 198 and full.seeds == [0, 1, 2] and len(full.budget.values) == 3
+
+
+@pytest.mark.parametrize("bad", ['[budget]\nflops = 1e9\nwall_s = 10', "[budget]\nflops = 1e9\n[[strategies]]\n"
+                                 'name = "x"\npreset = "configs/quick.toml"\nlayers = ["sparse"]'])  # fmt: skip
+def test_bad_atlas_configs_are_one_line_errors(tmp_path, bad):
+    from unimm.config import ConfigError
+
+    with pytest.raises(ConfigError, match="budget|layer kind"):
+        _load(tmp_path, bad)
