@@ -135,6 +135,7 @@ def dataset_path(scratch: Path) -> tuple[Path, str]:
     images = np.round(d.images / 16 * 255).astype(np.uint8)
     names = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
     root = scratch / "digits"
+    root.mkdir(parents=True, exist_ok=True)
     for split, sl in {"train": slice(0, 1500), "val": slice(1500, 1650), "test": slice(1650, None)}.items():
         write_idx_split(root, split, images[sl], d.target[sl])
     write_meta(root, make_meta("idx", "digits", names, "digit"))
