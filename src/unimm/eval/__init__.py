@@ -1,9 +1,9 @@
-"""Evaluation: a judge classifier, caption/VQA accuracy and generated-image accuracy."""
+"""Evaluation: judge networks trained in-project, understanding / generation / cost metrics, ``evaluate``."""
 
+from unimm.eval.cache import dataset_fingerprint
 from unimm.eval.classifier import (
     ImageClassifier,
     accuracy,
-    dataset_fingerprint,
     load_or_train_classifier,
     train_classifier,
 )

@@ -6,19 +6,16 @@ own held-out accuracy is reported next to every generated-accuracy number.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors import safe_open
-from safetensors.torch import save_file
 from torch import nn
 from tqdm.auto import tqdm
 
-from unimm.checkpoint import atomic_write
 from unimm.data import ImageTextData, load_split
+from unimm.eval.cache import cache_path, read_evaluator, save_evaluator
 
 ARCH_VERSION = 1  # bump when the network or training recipe changes: old cache entries stop matching
 
@@ -123,18 +120,6 @@ def accuracy(clf: ImageClassifier, images: torch.Tensor, labels: torch.Tensor) -
     return float((clf.predict(images[keep]) == labels[keep]).float().mean())
 
 
-def dataset_fingerprint(path: str | Path) -> str:
-    """SHA-256 over the relative names and bytes of every file in the dataset directory."""
-    root = Path(path)
-    h = hashlib.sha256()
-    for f in sorted(p for p in root.rglob("*") if p.is_file()):
-        h.update(f.relative_to(root).as_posix().encode() + b"\0")
-        with open(f, "rb") as fh:
-            while chunk := fh.read(1 << 20):
-                h.update(chunk)
-    return h.hexdigest()
-
-
 def load_or_train_classifier(
     data_path: str | Path,
     split: str = "train",
@@ -156,8 +141,7 @@ def load_or_train_classifier(
         split=split, image_size=image_size, channels=channels, eval_split=eval_split,
         steps=steps, batch_size=batch_size, seed=seed, arch=ARCH_VERSION,
     )  # fmt: skip
-    key = hashlib.sha256((dataset_fingerprint(data_path) + json.dumps(settings, sort_keys=True)).encode())
-    path = Path(cache_dir).expanduser() / f"classifier-{key.hexdigest()[:20]}.safetensors"
+    path = cache_path("classifier", data_path, settings, cache_dir)
     if path.is_file():
         return _load(path)
     data = load_split(data_path, split, image_size, channels)
@@ -171,15 +155,12 @@ def load_or_train_classifier(
         "test_accuracy": repr(acc),
         "settings": json.dumps(settings),
     }
-    state = {k: v.contiguous() for k, v in clf.state_dict().items()}
-    atomic_write(path, lambda tmp: save_file(state, tmp, metadata=meta))
+    save_evaluator(path, clf, meta)
     return clf, acc
 
 
 def _load(path: Path) -> tuple[ImageClassifier, float]:
-    with safe_open(str(path), framework="pt") as f:
-        meta = f.metadata()
-        state = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open is not a dict)
+    state, meta = read_evaluator(path)
     clf = ImageClassifier(int(meta["channels"]), int(meta["image_size"]), int(meta["num_classes"]))
     clf.load_state_dict(state)
     return clf.eval(), float(meta["test_accuracy"])

@@ -7,7 +7,6 @@ is reported next to every CLIPScore, as the classifier's accuracy is next to gen
 
 from __future__ import annotations
 
-import hashlib
 import json
 import random
 from collections.abc import Callable
@@ -15,13 +14,10 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors import safe_open
-from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
-from unimm.checkpoint import atomic_write
 from unimm.data import ImageTextData, load_split, templates_for
-from unimm.eval.classifier import dataset_fingerprint
+from unimm.eval.cache import cache_path, read_evaluator, save_evaluator
 from unimm.eval.clip_model import ClipModel, WordVocab
 
 ARCH_VERSION = 1  # bump when the network or training recipe changes: old cache entries stop matching
@@ -154,8 +150,7 @@ def load_or_train_clip(
         split=split, image_size=image_size, channels=channels, eval_split=eval_split,
         steps=steps, batch_size=batch_size, dim=dim, seed=seed, arch=ARCH_VERSION,
     )  # fmt: skip
-    key = hashlib.sha256((dataset_fingerprint(data_path) + json.dumps(settings, sort_keys=True)).encode())
-    path = Path(cache_dir).expanduser() / f"clip-{key.hexdigest()[:20]}.safetensors"
+    path = cache_path("clip", data_path, settings, cache_dir)
     if path.is_file():
         return _load(path)
     data = load_split(data_path, split, image_size, channels)
@@ -168,15 +163,12 @@ def load_or_train_clip(
         "test_accuracy": repr(acc),
         "settings": json.dumps(settings),
     }
-    state = {k: v.contiguous() for k, v in model.state_dict().items()}
-    atomic_write(path, lambda tmp: save_file(state, tmp, metadata=meta))
+    save_evaluator(path, model, meta)
     return model, acc
 
 
 def _load(path: Path) -> tuple[ClipModel, float]:
-    with safe_open(str(path), framework="pt") as f:
-        meta = f.metadata()
-        state = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open is not a dict)
+    state, meta = read_evaluator(path)
     model = ClipModel(WordVocab(json.loads(meta["vocab"]), int(meta["max_len"])), **json.loads(meta["config"]))
     model.load_state_dict(state)
     return model.eval(), float(meta["test_accuracy"])
