@@ -23,6 +23,7 @@ from torch import nn
 
 from unimm.config import Config
 from unimm.models.vq_codes import VQCodes
+from unimm.models.writer import Writer
 from unimm.nn.decoding import IncrementalDecoder
 from unimm.samplers.masked import maskgit_sample, sample_mask
 from unimm.samplers.text import select_next
@@ -43,7 +44,7 @@ def guide(logits: torch.Tensor, scale: float) -> torch.Tensor:
     return uncond + scale * (cond - uncond)
 
 
-class CodeWriter(nn.Module):
+class CodeWriter(Writer):
     def __init__(self, cfg: Config) -> None:
         super().__init__()
         im, d = cfg.image, cfg.data
@@ -76,12 +77,6 @@ class CodeWriter(nn.Module):
         with torch.no_grad():
             rows = backbone.embed_tokens.weight[self.offset :] if self.shared else self.embed.weight
             rows[: self.num_codes].zero_()
-
-    def prepare(self, images: torch.Tensor, seed: int = 0, progress: bool = True, captions=None) -> dict:
-        return self.codec.prepare(images, seed=seed, progress=progress)
-
-    def fixed_modules(self) -> list[nn.Module]:
-        return [self.codec]
 
     def embed_codes(self, backbone, codes: torch.Tensor) -> torch.Tensor:
         """codes [...] (``mask_code`` allowed) -> input embeddings [..., dim]."""

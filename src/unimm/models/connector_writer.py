@@ -27,6 +27,7 @@ from unimm.config import Config
 from unimm.models.connectors import build_connector
 from unimm.models.dit import DiT
 from unimm.models.latent_writer import build_image_codec
+from unimm.models.writer import Writer
 from unimm.objectives.image_diffusion import build_denoiser
 from unimm.optim import warmup_cosine
 from unimm.samplers.guidance import classifier_free_guidance
@@ -63,10 +64,7 @@ class DecoderTargets:
     x0: torch.Tensor  # [G, n, P] clean latent patches of the images to generate
 
 
-class ConnectorWriter(nn.Module):
-    causal = False  # the queries see each other
-    extra_vocab = 0
-
+class ConnectorWriter(Writer):
     def __init__(self, cfg: Config) -> None:
         super().__init__()
         im = cfg.image
@@ -89,9 +87,6 @@ class ConnectorWriter(nn.Module):
         """The text vocabulary is known now: the decoder's own caption embedding (frozen mode) needs it."""
         if self.frozen:
             self.captions = CaptionConditioner(vocab_offset, self.dim, self.max_len)
-
-    def init_weights(self, backbone) -> None:
-        """Nothing of the backbone's to initialise."""
 
     def fixed_modules(self) -> list[nn.Module]:
         return [self.codec, self.decoder, self.captions] if self.frozen else [self.codec]

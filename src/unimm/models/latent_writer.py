@@ -14,6 +14,7 @@ from torch import nn
 from unimm.config import Config
 from unimm.models.image_io import PatchEmbed, PatchHead, PixelPatches
 from unimm.models.vae import VAEPatches
+from unimm.models.writer import Writer
 from unimm.objectives import build_image_objective
 from unimm.samplers.guidance import classifier_free_guidance
 
@@ -34,10 +35,7 @@ class LatentTargets:
     target: torch.Tensor  # [G, n, P] regression targets of the generated images
 
 
-class LatentWriter(nn.Module):
-    causal = False  # patches of one image see each other
-    extra_vocab = 0
-
+class LatentWriter(Writer):
     def __init__(self, cfg: Config) -> None:
         super().__init__()
         self.codec = build_image_codec(cfg)
@@ -46,18 +44,6 @@ class LatentWriter(nn.Module):
         self.head = PatchHead(cfg.model.dim, self.codec.patch_dim)
         self.objective = build_image_objective(cfg.objective)
         self.max_noise = cfg.objective.understand_max_noise
-
-    def bind(self, vocab_offset: int) -> None:
-        """No token ids of its own."""
-
-    def init_weights(self, backbone) -> None:
-        """Nothing of the backbone's to initialise."""
-
-    def prepare(self, images: torch.Tensor, seed: int = 0, progress: bool = True, captions=None) -> dict:
-        return self.codec.prepare(images, seed=seed, progress=progress)
-
-    def fixed_modules(self) -> list[nn.Module]:
-        return [self.codec]
 
     def read_inputs(self, backbone, images: torch.Tensor) -> torch.Tensor:
         """Clean images [N, C, H, W] -> input embeddings [N, n, dim] (noise level 0)."""

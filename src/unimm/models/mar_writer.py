@@ -20,6 +20,7 @@ from torch import nn
 from unimm.config import Config
 from unimm.models.diffusion_head import DiffusionHead
 from unimm.models.latent_writer import build_image_codec
+from unimm.models.writer import Writer
 from unimm.objectives.image_diffusion import build_denoiser
 from unimm.samplers.mar import generation_order, group_sizes, training_mask
 
@@ -30,10 +31,7 @@ class MARTargets:
     masked: torch.Tensor  # [G, n] bool: positions whose patch is predicted (and carries the loss)
 
 
-class MARWriter(nn.Module):
-    causal = False
-    extra_vocab = 0
-
+class MARWriter(Writer):
     def __init__(self, cfg: Config) -> None:
         super().__init__()
         im, dim = cfg.image, cfg.model.dim
@@ -46,18 +44,6 @@ class MARWriter(nn.Module):
         self.objective = build_denoiser(cfg.objective)
         self.repeat, self.order = cfg.objective.denoise_batch, im.mar_order
         self.head_steps, self.temperature = cfg.sample.head_steps, cfg.sample.image_temperature
-
-    def bind(self, vocab_offset: int) -> None:
-        """No token ids of its own."""
-
-    def init_weights(self, backbone) -> None:
-        """Nothing of the backbone's to initialise."""
-
-    def prepare(self, images: torch.Tensor, seed: int = 0, progress: bool = True, captions=None) -> dict:
-        return self.codec.prepare(images, seed=seed, progress=progress)
-
-    def fixed_modules(self) -> list[nn.Module]:
-        return [self.codec]
 
     def embed_patches(self, x0: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
         """x0 [N, n, P], known [N, n] bool -> input embeddings [N, n, dim] ([MASK] where unknown)."""
