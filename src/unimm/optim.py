@@ -1,9 +1,12 @@
-"""AdamW with explicit weight-decay groups, warmup + cosine schedule, and an EMA of weights."""
+"""AdamW with explicit weight-decay groups, warmup + cosine schedule, an EMA of weights, and the small
+fitting loop that parts pre-trained on their own (ViT reader, connector decoder) share."""
 
 import math
+from collections.abc import Callable
 
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 
 def build_optimizer(model: nn.Module, lr: float, weight_decay: float, betas: tuple[float, float]):
@@ -42,3 +45,30 @@ class EMA:
     def state_dict(self, model: nn.Module) -> dict[str, torch.Tensor]:
         """Full state dict of ``model`` with the averaged tensors in place of the live ones."""
         return {k: self.shadow.get(k, v) for k, v in model.state_dict().items()}
+
+
+def pretrain(
+    params: list[nn.Parameter],
+    step_loss: Callable[[], torch.Tensor],
+    steps: int,
+    lr: float,
+    schedule: Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LRScheduler],
+    weight_decay: float = 0.0,
+    desc: str = "pre-train",
+    progress: bool = True,
+) -> float:
+    """``steps`` AdamW updates of ``params`` on ``step_loss()`` (a fresh batch each call) under the LR
+    ``schedule`` built on the optimizer; gradients are cleared at the end. Returns the last loss."""
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    sched = schedule(opt)
+    bar = tqdm(range(steps), disable=not progress, desc=desc, unit="step")
+    loss = torch.zeros(())
+    for _ in bar:
+        loss = step_loss()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        bar.set_postfix(loss=f"{float(loss.detach()):.4f}")
+    opt.zero_grad(set_to_none=True)
+    return float(loss.detach())

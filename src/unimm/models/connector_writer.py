@@ -21,7 +21,6 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from unimm.config import Config
 from unimm.models.connectors import build_connector
@@ -29,7 +28,7 @@ from unimm.models.dit import DiT
 from unimm.models.latent_writer import build_image_codec
 from unimm.models.writer import Writer
 from unimm.objectives.image_diffusion import build_denoiser
-from unimm.optim import warmup_cosine
+from unimm.optim import pretrain, warmup_cosine
 from unimm.samplers.guidance import classifier_free_guidance
 
 
@@ -112,25 +111,22 @@ class ConnectorWriter(Writer):
         gen = torch.Generator().manual_seed(seed)
         with torch.no_grad():
             latents = torch.cat([self.codec.encode(images[i : i + 512]) for i in range(0, len(images), 512)])
-        params = [*self.decoder.parameters(), *self.captions.parameters()]
-        opt = torch.optim.AdamW(params, lr=self.lr, weight_decay=0.0)
-        warmup = min(100, self.pretrain_steps // 10)
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(warmup, self.pretrain_steps, 0.1))
-        bar = tqdm(range(self.pretrain_steps), disable=not progress, desc="pre-train decoder", unit="step")
-        for _ in bar:
+
+        def step_loss() -> torch.Tensor:
             idx = torch.randint(0, len(images), (64,), generator=gen).tolist()
             drop = (torch.rand(len(idx), generator=gen) < self.cond_drop).tolist()
             cond, mask = self.captions([[] if d else captions[i] for i, d in zip(idx, drop, strict=True)])
-            loss, _ = self.denoise_loss(latents[idx], cond, mask)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            bar.set_postfix(loss=f"{float(loss.detach()):.4f}")
-        opt.zero_grad(set_to_none=True)
+            return self.denoise_loss(latents[idx], cond, mask)[0]
+
+        steps = self.pretrain_steps
+        loss = pretrain(
+            [*self.decoder.parameters(), *self.captions.parameters()], step_loss, steps, self.lr,
+            lambda opt: torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(min(100, steps // 10), steps, 0.1)),
+            desc="pre-train decoder", progress=progress,
+        )  # fmt: skip
         for module in self.fixed_modules():
             module.requires_grad_(False)
-        return {**stats, "decoder_pretrain_loss": float(loss.detach())}
+        return {**stats, "decoder_pretrain_loss": loss}
 
     def read_inputs(self, backbone, images: torch.Tensor) -> torch.Tensor:
         raise ValueError("the connector writer cannot embed images it reads; use image.understand = 'vit'")

@@ -13,10 +13,10 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 from unimm.config import Config
 from unimm.models.connectors import build_connector
+from unimm.optim import pretrain
 from unimm.tokenizers.vit import ViTEncoder
 
 
@@ -43,23 +43,21 @@ class ViTReader(nn.Module):
         images, labels = images[keep], labels[keep]
         gen = torch.Generator().manual_seed(seed)
         head = nn.Linear(self.vit.norm.weight.shape[0], int(labels.max()) + 1)
-        params = [*self.vit.parameters(), *head.parameters()]
-        opt = torch.optim.AdamW(params, lr=self.lr, weight_decay=0.05)
-        sched = torch.optim.lr_scheduler.OneCycleLR(opt, self.lr, total_steps=self.pretrain_steps, pct_start=0.1)
-        bar = tqdm(range(self.pretrain_steps), disable=not progress, desc="pre-train ViT", unit="step")
-        for _ in bar:
+
+        def step_loss() -> torch.Tensor:
             idx = torch.randint(0, len(images), (64,), generator=gen)
-            loss = F.cross_entropy(head(self.vit(images[idx]).mean(1)), labels[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
-        opt.zero_grad(set_to_none=True)
+            return F.cross_entropy(head(self.vit(images[idx]).mean(1)), labels[idx])
+
+        steps = self.pretrain_steps
+        loss = pretrain(
+            [*self.vit.parameters(), *head.parameters()], step_loss, steps, self.lr,
+            lambda opt: torch.optim.lr_scheduler.OneCycleLR(opt, self.lr, total_steps=steps, pct_start=0.1),
+            weight_decay=0.05, desc="pre-train ViT", progress=progress,
+        )  # fmt: skip
         with torch.no_grad():
             probe = slice(0, min(len(images), 1000))
             acc = (head(self.vit(images[probe]).mean(1)).argmax(-1) == labels[probe]).float().mean()
-        return {"vit_pretrain_loss": float(loss.detach()), "vit_pretrain_train_accuracy": float(acc)}
+        return {"vit_pretrain_loss": loss, "vit_pretrain_train_accuracy": float(acc)}
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """images [N, C, H, W] -> input embeddings [N, h*w, dim]."""
