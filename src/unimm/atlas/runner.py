@@ -116,13 +116,13 @@ def _steps(folder: Path) -> tuple[int, int | None]:
 def execute(atlas: AtlasConfig, runs: list[PlannedRun], out: Path, jobs: int, console: Console) -> list[RunOutcome]:
     """Run every unfinished run of ``runs``; finished ones are reported as skipped."""
     outcomes = [RunOutcome(r.name, "skipped") for r in runs if is_finished(out, r)]
-    todo = [r for r in runs if not is_finished(out, r)]
-    console.print(f"atlas {atlas.name}: {len(runs)} runs, {len(outcomes)} finished, {len(todo)} to run, jobs {jobs}")
-    if not todo:
+    pending = [r for r in runs if not is_finished(out, r)]
+    console.print(f"atlas {atlas.name}: {len(runs)} runs, {len(outcomes)} finished, {len(pending)} to run, jobs {jobs}")
+    if not pending:
         return outcomes
     suite = eval_suite(atlas.eval)
-    tokenizers = shared_tokenizers(atlas, todo, out, console)
-    prepare_evaluators(suite, todo, console)
+    tokenizers = shared_tokenizers(atlas, pending, out, console)
+    prepare_evaluators(suite, pending, console)
     threads = max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else None
     base = {
         "threads": threads,
@@ -134,9 +134,9 @@ def execute(atlas: AtlasConfig, runs: list[PlannedRun], out: Path, jobs: int, co
     procs, phase = _Processes(), {}
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console, disable=not console.is_terminal) as bar, ThreadPoolExecutor(jobs) as pool:
-        overall = bar.add_task("runs", total=len(todo))
+        overall = bar.add_task("runs", total=len(pending))
         pending: dict[Future, PlannedRun] = {}
-        for r in todo:
+        for r in pending:
             launch = {**base, "tokenizer": tokenizers.get(r.data_key()) if r.uses_shared_tokenizer() else None}
             pending[pool.submit(_run_one, r, run_dir(out, r), launch, procs, phase)] = r
         tasks: dict[str, Any] = {}
