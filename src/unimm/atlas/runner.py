@@ -116,13 +116,14 @@ def _steps(folder: Path) -> tuple[int, int | None]:
 def execute(atlas: AtlasConfig, runs: list[PlannedRun], out: Path, jobs: int, console: Console) -> list[RunOutcome]:
     """Run every unfinished run of ``runs``; finished ones are reported as skipped."""
     outcomes = [RunOutcome(r.name, "skipped") for r in runs if is_finished(out, r)]
-    pending = [r for r in runs if not is_finished(out, r)]
-    console.print(f"atlas {atlas.name}: {len(runs)} runs, {len(outcomes)} finished, {len(pending)} to run, jobs {jobs}")
-    if not pending:
+    remaining = [r for r in runs if not is_finished(out, r)]
+    n_left = len(remaining)
+    console.print(f"atlas {atlas.name}: {len(runs)} runs, {len(outcomes)} finished, {n_left} to run, jobs {jobs}")
+    if not remaining:
         return outcomes
     suite = eval_suite(atlas.eval)
-    tokenizers = shared_tokenizers(atlas, pending, out, console)
-    prepare_evaluators(suite, pending, console)
+    tokenizers = shared_tokenizers(atlas, remaining, out, console)
+    prepare_evaluators(suite, remaining, console)
     threads = max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else None
     base = {
         "threads": threads,
@@ -134,9 +135,9 @@ def execute(atlas: AtlasConfig, runs: list[PlannedRun], out: Path, jobs: int, co
     procs, phase = _Processes(), {}
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console, disable=not console.is_terminal) as bar, ThreadPoolExecutor(jobs) as pool:
-        overall = bar.add_task("runs", total=len(pending))
+        overall = bar.add_task("runs", total=len(remaining))
         pending: dict[Future, PlannedRun] = {}
-        for r in pending:
+        for r in remaining:
             launch = {**base, "tokenizer": tokenizers.get(r.data_key()) if r.uses_shared_tokenizer() else None}
             pending[pool.submit(_run_one, r, run_dir(out, r), launch, procs, phase)] = r
         tasks: dict[str, Any] = {}
