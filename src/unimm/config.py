@@ -116,6 +116,12 @@ class ObjectiveSection(_Section):
     )
     denoise_batch: int = Field(4, gt=0, description="mar / connector: noise draws per target (MAR's batch multiplier)")
     text: Literal["ar", "masked"] = Field("ar", description="next-token, or masked diffusion (UniDisc)")
+    text_mask_alpha: float = Field(
+        1.0,
+        gt=0,
+        description="masked text: answer mask ratio t ~ Beta(alpha, 1); 1 = uniform (MDLM, LLaDA), "
+        "> 1 masks more of the answer more often (more steps predict the answer from the image alone)",
+    )
     image_weight: float = Field(5.0, ge=0, description="lambda in L = L_text + lambda * L_image")
     text_weight: float = Field(1.0, ge=0)
     prediction: Literal["epsilon", "v_prediction", "sample"] = "epsilon"

@@ -12,6 +12,7 @@ from unimm.models import UnifiedModel
 from unimm.models.code_writer import ARCodeWriter, MaskedCodeWriter
 from unimm.models.readers import ViTReader
 from unimm.objectives.text import ARText, MaskedText
+from unimm.sequence import IGNORE
 from unimm.tasks import Example
 from unimm.tokenizers.text import TextTokenizer
 from unimm.train.loop import make_batch, train
@@ -151,6 +152,29 @@ def test_masked_text_corrupts_only_answer_tokens(digits_dir):
     assert changed[2:].sum() > 0 and (changed[2:].sum(1) <= answer_len).all()
     v = batch.valid[0]
     assert batch.attn_mask[0][v][:, v].all()  # masked text: the whole sequence attends bidirectionally
+
+
+@pytest.mark.parametrize("alpha", [1.0, 3.0])
+def test_masked_text_mask_ratio_is_beta_alpha_1(alpha):
+    """objective.text_mask_alpha: answer mask ratios t ~ Beta(alpha, 1), CDF t**alpha (1 = uniform)."""
+    t = MaskedText(8, mask_alpha=alpha).mask_ratio(200_000, torch.Generator().manual_seed(0)).flatten()
+    assert t.min() >= 0 and t.max() <= 1
+    assert abs(float(t.mean()) - alpha / (alpha + 1)) < 0.005
+    for q in (0.25, 0.5, 0.75):
+        assert abs(float((t <= q).float().mean()) - q**alpha) < 0.005
+
+
+def test_masked_text_mask_alpha_reaches_corruption(digits_dir):
+    """The configured alpha is what ``corrupt`` uses: a high alpha masks nearly the whole answer."""
+    shares = {}
+    for alpha in (1.0, 50.0):
+        model = _model(digits_dir, "unidisc", **{"objective.text_mask_alpha": alpha})
+        assert model.text.mask_alpha == alpha
+        batch = make_batch(model, torch.rand(200, 1, 8, 8) * 2 - 1, EXAMPLES * 50)
+        answer = torch.nn.functional.pad(batch.targets[:, :-1] != IGNORE, (1, 0))
+        _, state = model.text.corrupt(batch, torch.Generator().manual_seed(0))
+        shares[alpha] = float(state.masked.sum() / answer.sum())
+    assert 0.35 < shares[1.0] < 0.65 and shares[50.0] > 0.9
 
 
 def test_pretrained_vq_tokenizer_is_loaded_frozen_and_its_geometry_adopted(digits_dir, tmp_path):

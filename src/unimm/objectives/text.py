@@ -3,9 +3,10 @@
 - ``ARText``: next-token cross-entropy; captions decoded left to right with a KV cache
   (greedy / temperature / top-k / top-p), every row stopping at ``<eos>``.
 - ``MaskedText`` (UniDisc, masked diffusion LMs): answers have a fixed length (padded with
-  ``<eos>``); in training a share ``t ~ U(0, 1)`` of the answer tokens is replaced by ``[MASK]`` and
-  predicted from the whole, bidirectionally attended sequence; captions are produced by unmasking
-  all answer positions in parallel over ``sample.text_steps`` rounds (MaskGIT's confidence rule).
+  ``<eos>``); in training a share ``t ~ Beta(alpha, 1)`` of the answer tokens (``alpha = 1``:
+  uniform, as in MDLM / LLaDA) is replaced by ``[MASK]`` and predicted from the whole,
+  bidirectionally attended sequence; captions are produced by unmasking all answer positions in
+  parallel over ``sample.text_steps`` rounds (MaskGIT's confidence rule).
 """
 
 from dataclasses import dataclass
@@ -74,15 +75,20 @@ class MaskedText:
     prompt_loss = False  # the t2i prompt is a condition, not something to denoise
     extra_vocab = 1
 
-    def __init__(self, answer_len: int, steps: int | None = None) -> None:
+    def __init__(self, answer_len: int, steps: int | None = None, mask_alpha: float = 1.0) -> None:
         self.answer_len, self.steps, self.mask_id = answer_len, steps or answer_len, -1
+        self.mask_alpha = mask_alpha
+
+    def mask_ratio(self, n: int, generator=None) -> torch.Tensor:
+        """[n, 1] answer mask ratios t ~ Beta(alpha, 1), drawn by inverting its CDF t**alpha."""
+        return torch.rand(n, 1, generator=generator) ** (1.0 / self.mask_alpha)
 
     def bind(self, mask_id: int) -> None:
         self.mask_id = mask_id
 
     def corrupt(self, batch: Batch, generator=None) -> tuple[torch.Tensor, MaskedTextState]:
         answer = F.pad(batch.targets[:, :-1] != IGNORE, (1, 0))  # positions whose own token is a target
-        t = torch.rand(batch.tokens.shape[0], 1, generator=generator).to(answer.device)
+        t = self.mask_ratio(batch.tokens.shape[0], generator).to(answer.device)
         masked = answer & (torch.rand(answer.shape, generator=generator).to(answer.device) < t)
         return batch.tokens.masked_fill(masked, self.mask_id), MaskedTextState(masked)
 
@@ -117,5 +123,5 @@ class MaskedText:
 def build_text_objective(cfg):
     """From a ``Config``: ``objective.text``."""
     if cfg.objective.text == "masked":
-        return MaskedText(cfg.sample.max_new_tokens, cfg.sample.text_steps)
+        return MaskedText(cfg.sample.max_new_tokens, cfg.sample.text_steps, cfg.objective.text_mask_alpha)
     return ARText()
