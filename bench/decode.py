@@ -84,10 +84,10 @@ def build_models(args, scratch: Path) -> tuple[torch.nn.Module, Backbone]:
 def unimm_decode(model: Backbone, prompt: torch.Tensor, new_tokens: int) -> torch.Tensor:
     """Greedy decoding with the KV cache: prompt [B, P] -> new token ids [B, new_tokens]."""
     cache = model.new_cache(prompt.shape[1] + new_tokens)
-    logits = model.text_logits(prompt, cache)[:, -1]
+    logits = model.lm_logits(prompt, cache)[:, -1]
     out = [select_next(logits)]
     for _ in range(new_tokens - 1):
-        logits = model.text_logits(out[-1][:, None], cache)[:, -1]
+        logits = model.lm_logits(out[-1][:, None], cache)[:, -1]
         out.append(select_next(logits))
     return torch.stack(out, 1)
 

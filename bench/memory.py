@@ -125,7 +125,7 @@ def measure(args: argparse.Namespace, variant: str, data_path: Path) -> dict:
         "model.depth": args.depth,
         "model.heads": args.heads,
         "model.max_seq_len": 128,
-        "image.patch_size": args.patch,
+        "codec.patch_size": args.patch,
         "train.batch_size": args.batch,
     }
     cfg = load_config(None, [f"{k}={v}" for k, v in overrides.items()])
@@ -134,7 +134,7 @@ def measure(args: argparse.Namespace, variant: str, data_path: Path) -> dict:
     model = UnifiedModel(cfg, build_tokenizer(cfg, data, templates)).to(args.device).train()
     model.backbone.activation_checkpointing = recompute
     opt = build_optimizer(model, cfg.train.lr, cfg.train.weight_decay, cfg.train.betas)
-    batch = make_batch(model, *ExampleStream(data, templates, cfg.objective, args.batch, 0).batch(0)).to(args.device)
+    batch = make_batch(model, *ExampleStream(data, templates, cfg.data, args.batch, 0).batch(0)).to(args.device)
     cuda = args.device.startswith("cuda")
     mode = LiveTensorBytes()
     after_forward = 0

@@ -8,7 +8,8 @@ One process times, on the same random tokens (half text, half image modality):
 - ``modality-moe``: the same experts in a text half and an image half (MoMa routing);
 - ``naive-moe``: the same routed layer computed the slow way, a Python loop over tokens and their experts
   (the reference the MoE tests compare against; timed on a subset of tokens and scaled);
-- ``dense-block`` / ``moe-block`` / ``mot-block``: whole pre-norm blocks (attention + FFN) for context.
+- ``dense-block`` / ``moe-block`` / ``mot-block``: whole pre-norm blocks (attention + FFN) for context, built
+  by the layer kinds' factories (``unimm.settings.LAYERS``).
 
 Each row reports tokens/s of forward + backward and its ratio to the dense row of its group.
 Results go to ``bench/results/moe.json`` and ``bench/results/moe.md``.
@@ -27,11 +28,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from unimm.nn.block import DenseBlock
+from unimm.nn.backbone import BackboneConfig
 from unimm.nn.mlp import SwiGLU
-from unimm.nn.moe import MoEBlock, MoEFeedForward
-from unimm.nn.mot import MoTBlock
+from unimm.nn.moe import MoEFeedForward
 from unimm.nn.rope import RotaryEmbedding
+from unimm.settings import LAYERS
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import cpu_model  # noqa: E402
@@ -103,7 +104,7 @@ def run(args: argparse.Namespace) -> dict:
     }
     rows = []
     for name, layer in ffns.items():
-        fn = (lambda layer=layer: layer(x)) if name == "dense" else (lambda layer=layer: layer(x, modality)[0])
+        fn = lambda layer=layer: layer(x, modality)[0]  # noqa: E731
         rows.append(
             {"group": "ffn", "layer": name, "s": time_fwd_bwd(fn, [*layer.parameters(), x], args.warmup, args.repeats)}
         )
@@ -123,11 +124,13 @@ def run(args: argparse.Namespace) -> dict:
     )
 
     rope = RotaryEmbedding(d // args.heads)(torch.arange(args.seq).expand(args.batch, 3, -1))
-    blocks: dict[str, nn.Module] = {
-        "dense-block": DenseBlock(d, args.heads, args.heads, h, 0),
-        "moe-block": MoEBlock(d, args.heads, args.heads, h // k, 0, e, k),
-        "mot-block": MoTBlock(d, args.heads, args.heads, h, 0),
+    cfg = BackboneConfig(dim=d, heads=args.heads, kv_heads=args.heads, hidden_dim=h)
+    sections = {
+        "dense-block": {"kind": "dense"},
+        "moe-block": {"kind": "moe", "experts": e, "top_k": k},  # experts of width h // k, as above
+        "mot-block": {"kind": "mot"},
     }
+    blocks = {name: LAYERS.build(LAYERS.validate(sec, "layers"))(cfg, 0) for name, sec in sections.items()}
     for name, block in blocks.items():
         fn = lambda block=block: block(x, modality, None, rope)[0]  # noqa: E731
         rows.append(

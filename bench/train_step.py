@@ -153,7 +153,7 @@ def unimm_setup(args, data_path: Path):
         "model.dim": args.dim,
         "model.depth": args.depth,
         "model.heads": args.heads,
-        "image.patch_size": args.patch,
+        "codec.patch_size": args.patch,
         "train.batch_size": args.batch,
         "train.tensorboard": "false",
     }
@@ -162,7 +162,7 @@ def unimm_setup(args, data_path: Path):
     torch.manual_seed(cfg.train.seed)
     tok = build_tokenizer(cfg, data, templates)
     model = UnifiedModel(cfg, tok)
-    stream = ExampleStream(data, templates, cfg.objective, cfg.train.batch_size, cfg.train.seed)
+    stream = ExampleStream(data, templates, cfg.data, cfg.train.batch_size, cfg.train.seed)
     drawn = [stream.batch(k) for k in range(args.distinct_batches)]
     return cfg, tok, model, drawn
 
@@ -255,8 +255,8 @@ def bench_peer(args, cfg, model: UnifiedModel, drawn) -> dict:
         channel_first_latent=False,
         modality_default_shape=model.writer.grid,
         add_pos_emb=False,
-        flow_loss_weight=cfg.objective.image_weight,
-        text_loss_weight=cfg.objective.text_weight,
+        flow_loss_weight=cfg.writer.weight,
+        text_loss_weight=cfg.text.weight,
         prob_uncond=0.0,  # our stream already drops captions for CFG
         transformer=dict(
             dim=m.dim,

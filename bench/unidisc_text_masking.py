@@ -40,6 +40,7 @@ from unimm.data import load_split, templates_for
 from unimm.models import UnifiedModel
 from unimm.objectives.text import MaskedText, MaskedTextState
 from unimm.sequence import IGNORE, Batch, TextSpan
+from unimm.settings import TEXT
 from unimm.tasks import answer_ids, understanding_prompt
 from unimm.train.loop import train
 
@@ -71,11 +72,11 @@ class ElboText(MaskedText):
         state.rows = max(1, int(answer.any(1).sum()))
         return batch.tokens.masked_fill(masked, self.mask_id), state
 
-    def loss(self, model, hidden, batch, state):
+    def loss(self, ctx, hidden, batch, state):
         m = state.masked
         if not bool(m.any()):
             return hidden.sum() * 0.0
-        ce = F.cross_entropy(model.text_logits(hidden[m]).float(), batch.tokens[m], reduction="none")
+        ce = F.cross_entropy(ctx.text_logits(hidden[m]).float(), batch.tokens[m], reduction="none")
         return (ce * state.weight).sum() / state.rows
 
 
@@ -99,12 +100,12 @@ class AllMaskedText(MaskedText):
 # name -> (preset, overrides, text objective class or None for the preset's own)
 VARIANTS: dict[str, tuple[str, list[str], type[MaskedText] | None]] = {
     "show-o": ("show-o", [], None),
-    "uniform": ("unidisc", ["objective.text_mask_alpha=1", "objective.text_weight=1"], MaskedText),
-    "elbo": ("unidisc", ["objective.text_mask_alpha=1", "objective.text_weight=1"], ElboText),
-    "prefix": ("unidisc", ["objective.text_mask_alpha=1", "objective.text_weight=1"], PrefixText),
-    "joint": ("unidisc", ["objective.text_mask_alpha=1", "objective.text_weight=1"], JointText),
-    "all": ("unidisc", ["objective.text_weight=1"], AllMaskedText),
-    "beta2": ("unidisc", ["objective.text_mask_alpha=2", "objective.text_weight=1"], MaskedText),
+    "uniform": ("unidisc", ["text.mask_alpha=1", "text.weight=1"], MaskedText),
+    "elbo": ("unidisc", ["text.mask_alpha=1", "text.weight=1"], ElboText),
+    "prefix": ("unidisc", ["text.mask_alpha=1", "text.weight=1"], PrefixText),
+    "joint": ("unidisc", ["text.mask_alpha=1", "text.weight=1"], JointText),
+    "all": ("unidisc", ["text.weight=1"], AllMaskedText),
+    "beta2": ("unidisc", ["text.mask_alpha=2", "text.weight=1"], MaskedText),
 }
 
 
@@ -113,10 +114,7 @@ def objective_swap(cls: type[MaskedText] | None):
     if cls is None:
         return contextlib.nullcontext()
 
-    def build(cfg):
-        return cls(cfg.sample.max_new_tokens, cfg.sample.text_steps, cfg.objective.text_mask_alpha)
-
-    return mock.patch("unimm.models.unified.build_text_objective", build)
+    return mock.patch.object(TEXT, "build", lambda settings: cls(settings))
 
 
 @torch.no_grad()
@@ -142,9 +140,9 @@ def class_word_accuracy(model: UnifiedModel, images: torch.Tensor, labels: torch
             tail = torch.zeros_like(batch.valid)
             tail[:, -len(ids[0]) :] = True
             batch.attn_mask = prefix_mask(batch.attn_mask, tail)
-        hidden, _ = model.backbone(model.embed_inputs(batch), batch.positions, batch.modality, batch.attn_mask)
+        hidden, _ = model.ctx.run(model.ctx.embed_inputs(batch), batch)
         at = batch.tokens.shape[1] - len(ids[0]) + slot - (0 if masked else 1)
-        pred = model.text_logits(hidden[:, at]).argmax(-1)
+        pred = model.ctx.text_logits(hidden[:, at]).argmax(-1)
         hits += int((pred == candidates[labels[s : s + batch_size]]).sum())
     return hits / len(images)
 
@@ -152,7 +150,7 @@ def class_word_accuracy(model: UnifiedModel, images: torch.Tensor, labels: torch
 def run_variant(name: str, args: argparse.Namespace) -> dict:
     preset, sets, cls = VARIANTS[name]
     overrides = [
-        f"image.tokenizer={str(args.tokenizer)!r}", f"data.path={str(args.data)!r}", f"train.threads={args.threads}",
+        f"codec.tokenizer={str(args.tokenizer)!r}", f"data.path={str(args.data)!r}", f"train.threads={args.threads}",
         f"train.steps={args.steps}", f"train.save_every={args.steps}", *sets,
     ]  # fmt: skip
     cfg = load_config(ROOT / "configs" / f"{preset}.toml", overrides)

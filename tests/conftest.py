@@ -34,8 +34,7 @@ def tiny_overrides(data_path: Path, **extra) -> list[str]:
         "model.dim": 32,
         "model.depth": 2,
         "model.heads": 2,
-        "image.latent": "pixels",
-        "image.patch_size": 4,
+        "codec.patch_size": 4,
         "train.batch_size": 8,
         "train.steps": 4,
         "train.warmup": 1,
@@ -52,3 +51,42 @@ def tiny_overrides(data_path: Path, **extra) -> list[str]:
 @pytest.fixture
 def tiny_cfg(digits_dir):
     return load_config(None, tiny_overrides(digits_dir))
+
+
+ROOT = Path(__file__).resolve().parents[1]
+PRESETS = sorted(p.stem for p in (ROOT / "configs").glob("*.toml"))
+# what makes each part kind tiny (applied only to the kind a preset picks)
+TINY_PARTS = {
+    "codec": {
+        "vq": {"hidden": 8, "dim": 8, "codebook": 16, "downsample": 2, "steps": 5},
+        "vae": {"hidden": 8, "channels": 2, "downsample": 2, "steps": 5},
+    },
+    "reader": {"vit": {"dim": 32, "depth": 1, "heads": 2, "pretrain_steps": 0}},
+    "writer": {
+        "mar": {"head_dim": 16, "head_depth": 1},
+        "connector": {"queries": 4, "dim": 16, "depth": 1, "heads": 2, "pretrain_steps": 3},
+    },
+    "layers": {"moe": {"experts": 4, "top_k": 1}, "modality-moe": {"experts": 4, "top_k": 1}},
+}
+
+
+def tiny_preset_overrides(data_path: Path, preset: str, **extra) -> list[str]:
+    """``tiny_overrides`` for ``configs/<preset>.toml``: the backbone, data and training made tiny, and each part
+    of the kind the preset picks shrunk by ``TINY_PARTS``; ``extra`` (dotted keys) wins."""
+    import tomllib
+
+    raw = tomllib.loads((ROOT / "configs" / f"{preset}.toml").read_text())
+    parts = {}
+    for section, kinds in TINY_PARTS.items():
+        for key, value in kinds.get(raw.get(section, {}).get("kind"), {}).items():
+            parts[f"{section}.{key}"] = value
+    base = {"data.image_size": 8, "data.channels": 1, "model.max_seq_len": 96, **parts}
+    if raw.get("text", {}).get("kind") == "masked":
+        base["text.answer_len"] = 16
+    overrides = tiny_overrides(data_path, **{**base, **extra})
+    return [o for o in overrides if not o.startswith("codec.patch_size=") or "codec.patch_size" in extra]
+
+
+def tiny_preset(data_path: Path, preset: str, **extra):
+    """The resolved config of ``configs/<preset>.toml`` at tiny size (see ``tiny_preset_overrides``)."""
+    return load_config(ROOT / "configs" / f"{preset}.toml", tiny_preset_overrides(data_path, preset, **extra))

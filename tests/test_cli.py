@@ -5,15 +5,15 @@ from pathlib import Path
 from PIL import Image
 from typer.testing import CliRunner
 
-from conftest import tiny_overrides
+from conftest import tiny_preset_overrides
 from unimm.cli import app
 
 runner = CliRunner()
 QUICK = str(Path(__file__).parents[1] / "configs" / "quick.toml")
 
 
-def _sets(digits_dir, **extra) -> list[str]:
-    return [a for o in tiny_overrides(digits_dir, **extra) for a in ("--set", o)]
+def _sets(digits_dir, preset: str = "quick", **extra) -> list[str]:
+    return [a for o in tiny_preset_overrides(digits_dir, preset, **extra) for a in ("--set", o)]
 
 
 def test_train_caption_generate(digits_dir, tmp_path):
@@ -37,9 +37,10 @@ def test_train_caption_generate(digits_dir, tmp_path):
 def test_discrete_preset_through_the_cli(digits_dir, tmp_path):
     """A VQ strategy trains, captions and generates through the same commands."""
     preset = str(Path(__file__).parents[1] / "configs" / "show-o.toml")
-    tiny_vq = {"image.vq_hidden": 8, "image.vq_dim": 8, "image.vq_codebook": 16, "image.vq_steps": 3}
     run = tmp_path / "run"
-    result = runner.invoke(app, ["train", preset, "--out", str(run), *_sets(digits_dir, **tiny_vq)])
+    sets = _sets(digits_dir, "show-o", **{"codec.steps": 3})
+    assert "codec.codebook=16" in sets  # the VQ tokenizer made tiny
+    result = runner.invoke(app, ["train", preset, "--out", str(run), *sets])
     assert result.exit_code == 0, result.output
     img = tmp_path / "x.png"
     Image.new("L", (8, 8), 0).save(img)
@@ -70,3 +71,16 @@ def test_corrupt_image_is_named(digits_dir, tmp_path):
 def test_missing_run_dir(tmp_path):
     result = runner.invoke(app, ["generate", str(tmp_path / "nope"), "seven"])
     assert result.exit_code == 2 and "not a unimm model directory" in result.output
+
+
+def test_config_upgrade_writes_the_new_form(tmp_path):
+    from unimm.config import load_config
+
+    old = Path(__file__).parent / "data_old_presets" / "quick.toml"
+    new = tmp_path / "quick.toml"
+    result = runner.invoke(app, ["config", "upgrade", str(old), "--out", str(new)])
+    assert result.exit_code == 0, result.output
+    assert new.read_text().startswith("# The demo preset")  # the leading comment block is kept
+    assert load_config(new) == load_config(QUICK)
+    result = runner.invoke(app, ["config", "upgrade", QUICK])
+    assert result.exit_code == 2 and "already in today's form" in result.output

@@ -2,8 +2,8 @@
 
 import torch
 
-from unimm.config import ObjectiveSection
-from unimm.objectives import DDPMObjective, FlowObjective, build_image_objective
+from unimm.objectives import DDPMObjective, FlowObjective
+from unimm.settings import DENOISERS
 
 
 def test_flow_corrupt_and_target():
@@ -36,6 +36,8 @@ def test_levels_are_in_unit_interval_and_zero_means_clean():
 
 
 def test_build_from_config():
-    assert isinstance(build_image_objective(ObjectiveSection(image="flow")), FlowObjective)
-    obj = build_image_objective(ObjectiveSection(image="diffusion", timesteps=50, prediction="v_prediction"))
+    assert isinstance(DENOISERS.build(DENOISERS.validate({"kind": "flow"}, "denoiser")), FlowObjective)
+    settings = DENOISERS.validate({"kind": "ddpm", "timesteps": 50, "prediction": "v_prediction"}, "denoiser")
+    obj = DENOISERS.build(settings)
     assert isinstance(obj, DDPMObjective) and obj.schedule.num_train_timesteps == 50
+    assert obj.prediction == "v_prediction"

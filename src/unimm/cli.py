@@ -154,6 +154,58 @@ def atlas(
         raise typer.Exit(1)
 
 
+config_app = typer.Typer(no_args_is_help=True, help="Configs: convert old ones, list the part kinds.")
+app.add_typer(config_app, name="config")
+
+
+@config_app.command("upgrade")
+def config_upgrade(
+    old: Annotated[Path, typer.Argument(help="an old-style config ([image] / [objective] sections)")],
+    out: Annotated[Path | None, typer.Option(help="file to write (default: print it)")] = None,
+) -> None:
+    """Convert an old-style config to sections by part ([writer], [codec], [reader], [text], [layers], [denoiser])."""
+    import tomllib
+
+    from unimm.checkpoint import atomic_write_text
+    from unimm.config import ConfigError, toml_text, validate
+    from unimm.config_upgrade import is_old_style, upgrade
+
+    try:
+        text = old.read_text()
+        raw = tomllib.loads(text)
+        if not is_old_style(raw):
+            raise ValueError(f"{old} is already in today's form; nothing to upgrade")
+        new = upgrade(raw)
+        validate(new)  # the result must load
+    except (OSError, tomllib.TOMLDecodeError, ConfigError, ValueError) as err:
+        _fail(err)
+    header = []
+    for line in text.splitlines():  # keep the file's leading comment block
+        if not line.startswith("#"):
+            break
+        header.append(line)
+    result = "\n".join(header) + ("\n" if header else "") + toml_text(new)
+    if out is None:
+        typer.echo(result, nl=False)
+    else:
+        atomic_write_text(out, result)
+        typer.echo(f"wrote {out}")
+
+
+@config_app.command("kinds")
+def config_kinds() -> None:
+    """Every part, its kinds and each kind's settings with their defaults."""
+    from unimm.settings import registry
+
+    for part in ("layers", "codec", "writer", "denoiser", "reader", "connector", "text"):
+        reg = registry(part)
+        typer.echo(f"[{part if part != 'connector' else 'reader.connector'}]")
+        for kind in reg.kinds():
+            fields = reg.validate({"kind": kind}, part).model_dump(exclude={"kind"})
+            shown = ", ".join(f"{k} = {v!r}" for k, v in fields.items() if not isinstance(v, dict))
+            typer.echo(f"  kind = {kind!r}" + (f": {shown}" if shown else ""))
+
+
 tokenizer_app = typer.Typer(no_args_is_help=True, help="Image tokenizers (VQ-VAE, KL-VAE).")
 app.add_typer(tokenizer_app, name="tokenizer")
 

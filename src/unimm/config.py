@@ -1,38 +1,32 @@
 """Run configuration: TOML presets validated by pydantic, with ``--set a.b=c`` overrides.
 
-Every section forbids unknown keys, so a typo is an error that names the key instead of a
-silently ignored setting. The four strategy axes of ../docs/architecture.md are plain fields.
+A preset picks one kind per *part* (docs/architecture.md): ``[writer]``, ``[codec]``, ``[reader]``,
+``[text]``, ``[layers]`` and, for writers that denoise, ``[denoiser]``; each section holds ``kind = ...``
+and only that kind's fields, whose settings model sits beside the class that uses them (``settings.py``).
+The sections here are the ones that belong to no part: the backbone (``model``), data and task mix,
+training and sampling. Every section forbids unknown keys, so a typo is an error that names the key.
 """
 
 from pathlib import Path
 from typing import Any, Literal
 
 import tomllib
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, Field, SerializeAsAny, ValidationError, field_validator, model_validator
 
+from unimm.settings import Section, Settings, format_errors
+from unimm.settings import registry as _registry
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+_Section = Section
 
 
 class ModelSection(_Section):
+    """The backbone: a Llama-style transformer (the layer kind is its own part, ``[layers]``)."""
+
     dim: int = Field(128, gt=0)
     depth: int = Field(4, gt=0)
     heads: int = Field(4, gt=0)
     kv_heads: int | None = Field(None, gt=0, description="None = heads (no grouped-query attention)")
     hidden_dim: int | None = Field(None, gt=0, description="SwiGLU width; None = 8/3 * dim rounded to 16")
-    layers: Literal["dense", "moe", "modality-moe", "mot"] = Field(
-        "dense", description="dense | moe (top-k routed) | modality-moe (MoMa) | mot (Mixture-of-Transformers)"
-    )
-    experts: int = Field(8, gt=0, description="moe / modality-moe: routed experts per layer")
-    top_k: int = Field(2, gt=0, description="moe / modality-moe: experts per token (inside its group for modality-moe)")
-    shared_experts: int = Field(0, ge=0, description="moe: always-on shared experts (DeepSeekMoE)")
-    expert_hidden_dim: int | None = Field(
-        None, gt=0, description="SwiGLU width of one expert; None = hidden_dim // top_k (dense-equal active params)"
-    )
-    capacity_factor: float | None = Field(None, gt=0, description="moe: expert capacity in training; None = no limit")
-    moe_aux_weight: float = Field(0.01, ge=0, description="weight of the load-balancing loss (Switch)")
-    moe_z_weight: float = Field(1e-3, ge=0, description="weight of the router z-loss (ST-MoE)")
     norm_eps: float = 1e-6
     rope_theta: float = 10000.0
     max_seq_len: int = Field(256, gt=0)
@@ -43,97 +37,12 @@ class ModelSection(_Section):
             raise ValueError(f"model.dim ({self.dim}) must be divisible by model.heads ({self.heads})")
         if self.heads % (self.kv_heads or self.heads):
             raise ValueError(f"model.heads ({self.heads}) must be divisible by model.kv_heads")
-        group = self.experts // 2 if self.layers == "modality-moe" else self.experts
-        if self.layers in ("moe", "modality-moe") and self.top_k > group:
-            raise ValueError(f"model.top_k ({self.top_k}) exceeds the {group} experts a token can route to")
-        if self.layers == "modality-moe" and self.experts % 2:
-            raise ValueError(f"model.experts ({self.experts}) must be even for modality-moe (text / image halves)")
         return self
 
 
-class ImageSection(_Section):
-    understand: Literal["shared", "vit"] = Field(
-        "shared", description="shared: read the generation tokens/latents; vit: a ViT + connector (decoupled)"
-    )
-    generate: Literal["latent", "vq"] = Field("latent", description="continuous latent patches or VQ codes")
-    latent: Literal["pixels", "vae"] = "pixels"
-    patch_size: int = Field(4, gt=0, description="patch side in pixels, or in latent cells with the VAE")
-    vae_channels: int = Field(4, gt=0, description="latent channels of the optional VAE")
-    vae_downsample: int = Field(2, gt=0, description="spatial downsampling of the optional VAE (power of 2)")
-    vae_hidden: int = Field(64, gt=0)
-    vae_steps: int = Field(1500, gt=0, description="VAE training steps before the transformer trains")
-    vae_kl: float = Field(1e-4, ge=0, description="KL weight of the VAE")
-    tokenizer: str | None = Field(
-        None, description="directory of a 'unimm tokenizer train' output to use (frozen) instead of fitting one"
-    )
-    vq_codebook: int = Field(256, gt=1, description="codes of the VQ tokenizer fitted in-run")
-    vq_dim: int = Field(16, gt=0)
-    vq_hidden: int = Field(64, gt=0)
-    vq_downsample: int = Field(4, gt=0)
-    vq_steps: int = Field(2000, gt=0, description="VQ tokenizer training steps before the transformer trains")
-    vq_l2_normalize: bool = False
-    code_features: bool = Field(
-        True, description="vq: add a learned projection of each code's codebook vector to its token embedding"
-    )
-    vocab: Literal["shared", "separate"] = Field(
-        "shared", description="vq: codes share the text vocabulary/head (Chameleon) or get their own (Janus)"
-    )
-    vit_patch: int = Field(4, gt=0, description="vit: patch side in pixels")
-    vit_dim: int = Field(128, gt=0)
-    vit_depth: int = Field(2, gt=0)
-    vit_heads: int = Field(4, gt=0)
-    vit_pretrain_steps: int = Field(
-        0, ge=0, description="vit: classification pre-training steps on the dataset's labels before the LLM trains"
-    )
-    connector: Literal["linear", "mlp", "resampler", "qformer"] = "mlp"
-    connector_queries: int = Field(16, gt=0, description="resampler / qformer: image tokens the LLM reads")
-    gen_queries: int = Field(16, gt=0, description="connector: query tokens whose states condition the decoder")
-    decoder_dim: int = Field(128, gt=0, description="connector: width of the separate DiT decoder")
-    decoder_depth: int = Field(4, gt=0)
-    decoder_heads: int = Field(4, gt=0)
-    decoder_conditioning: Literal["cross", "in-context"] = Field(
-        "cross", description="connector: the decoder reads its condition by cross-attention or in context"
-    )
-    decoder_train: Literal["joint", "frozen"] = Field(
-        "joint", description="connector: decoder trained with the LLM, or pre-trained alone then frozen"
-    )
-    decoder_pretrain_steps: int = Field(
-        0, ge=0, description="connector: the decoder's own caption->image pre-training steps (frozen needs > 0)"
-    )
-    mar_order: Literal["raster", "random"] = Field("random", description="mar: order in which patches are generated")
-    head_dim: int = Field(256, gt=0, description="mar: width of the per-patch MLP diffusion head")
-    head_depth: int = Field(3, gt=0, description="mar: residual AdaLN blocks of the diffusion head")
-
-
-class ObjectiveSection(_Section):
-    image: Literal["diffusion", "flow", "ar", "masked", "mar", "connector"] = Field(
-        "flow",
-        description="diffusion / flow on latents; ar (next code) / masked (MaskGIT) on VQ codes; mar (masked "
-        "autoregression + per-patch diffusion head); connector (query tokens -> a separate diffusion decoder)",
-    )
-    denoiser: Literal["diffusion", "flow"] = Field(
-        "diffusion", description="mar head / connector decoder: DDPM (timesteps, beta_schedule, prediction) or flow"
-    )
-    denoise_batch: int = Field(4, gt=0, description="mar / connector: noise draws per target (MAR's batch multiplier)")
-    text: Literal["ar", "masked"] = Field("ar", description="next-token, or masked diffusion (UniDisc)")
-    text_mask_alpha: float = Field(
-        1.0,
-        gt=0,
-        description="masked text: answer mask ratio t ~ Beta(alpha, 1); 1 = uniform (MDLM, LLaDA), "
-        "> 1 masks more of the answer more often (more steps predict the answer from the image alone)",
-    )
-    image_weight: float = Field(5.0, ge=0, description="lambda in L = L_text + lambda * L_image")
-    text_weight: float = Field(1.0, ge=0)
-    prediction: Literal["epsilon", "v_prediction", "sample"] = "epsilon"
-    timesteps: int = Field(1000, gt=0)
-    beta_schedule: Literal["linear", "cosine", "scaled_linear"] = "cosine"
-    cond_drop: float = Field(0.1, ge=0, le=1, description="caption dropout for classifier-free guidance")
-    understand_fraction: float = Field(0.5, ge=0, le=1, description="share of image->text examples")
-    understand_max_noise: float = Field(0.0, ge=0, le=1, description="noise cap (fraction of t) when reading")
-    vqa_fraction: float = Field(0.3, ge=0, le=1, description="share of understanding examples posed as VQA")
-
-
 class DataSection(_Section):
+    """The dataset and the task mix drawn from it."""
+
     path: str = "data/mnist"
     image_size: int | None = Field(None, gt=0, description="resize to this side; None = native")
     channels: int | None = Field(None, gt=0)
@@ -141,6 +50,9 @@ class DataSection(_Section):
     shift: int = Field(
         0, ge=0, description="augmentation: random translation of the images read (not generated), up to this many px"
     )
+    understand_fraction: float = Field(0.5, ge=0, le=1, description="share of image->text examples")
+    vqa_fraction: float = Field(0.3, ge=0, le=1, description="share of understanding examples posed as VQA")
+    cond_drop: float = Field(0.1, ge=0, le=1, description="caption dropout of text-to-image examples (for CFG)")
 
 
 class TrainSection(_Section):
@@ -195,7 +107,7 @@ class TrainSection(_Section):
 
 class SampleSection(_Section):
     sampler: Literal["ddpm", "ddim", "flow_euler", "flow_heun", "ar", "maskgit"] | None = Field(
-        None, description="None = the image objective's default (ddim, flow_euler, ar, maskgit)"
+        None, description="None = the writer's first (ddim / flow_euler by denoiser, ar, maskgit)"
     )
     steps: int = Field(25, gt=0, description="denoising / unmasking steps of the image sampler")
     image_temperature: float = Field(1.0, ge=0, description="vq codes: sampling temperature (0 = greedy)")
@@ -210,42 +122,79 @@ class SampleSection(_Section):
     max_new_tokens: int = Field(16, gt=0)
 
 
+PARTS = ("layers", "codec", "writer", "denoiser", "reader", "text")  # one section each, ``kind = ...``
+PART_SECTIONS = (*PARTS, "reader.connector")
+
+
+def _part(name: str):
+    """A field holding the settings of one part, validated by that part's registry."""
+    return Field(default_factory=lambda: _registry(name).validate({}, name))
+
+
 class Config(_Section):
     name: str = "unimm"
     model: ModelSection = ModelSection()
-    image: ImageSection = ImageSection()
-    objective: ObjectiveSection = ObjectiveSection()
+    layers: SerializeAsAny[Settings] = _part("layers")
+    codec: SerializeAsAny[Settings] = _part("codec")
+    writer: SerializeAsAny[Settings] = _part("writer")
+    denoiser: SerializeAsAny[Settings] | None = Field(
+        None, description="for writers that denoise (None = flow); 'none' removes it"
+    )
+    reader: SerializeAsAny[Settings] = _part("reader")
+    text: SerializeAsAny[Settings] = _part("text")
     data: DataSection = DataSection()
     train: TrainSection = TrainSection()
     sample: SampleSection = SampleSection()
 
-    @model_validator(mode="after")
-    def _sampler_matches_objective(self) -> "Config":
-        denoiser = ("ddim", "ddpm") if self.objective.denoiser == "diffusion" else ("flow_euler", "flow_heun")
-        pairs = {
-            "diffusion": ("ddim", "ddpm"),
-            "flow": ("flow_euler", "flow_heun"),
-            "ar": ("ar",),
-            "masked": ("maskgit",),
-            "mar": denoiser,
-            "connector": denoiser,
-        }
-        wants = {"ar": "vq", "masked": "vq"}.get(self.objective.image, "latent")
-        if self.objective.image == "connector" and self.image.understand != "vit":
-            raise ValueError("objective.image = 'connector' reads images through a ViT: set image.understand = 'vit'")
-        if self.image.decoder_train == "frozen" and self.image.decoder_pretrain_steps == 0:
-            raise ValueError("image.decoder_train = 'frozen' needs image.decoder_pretrain_steps > 0")
-        if self.image.generate != wants:
+    @model_validator(mode="before")
+    @classmethod
+    def _not_old_style(cls, raw: Any) -> Any:
+        from unimm.config_upgrade import is_old_style
+
+        if isinstance(raw, dict) and is_old_style(raw):
             raise ValueError(
-                f"objective.image = {self.objective.image!r} needs image.generate = {wants!r} "
-                f"(got {self.image.generate!r})"
+                "this is an old-style config ([image] / [objective] sections, layer settings under [model]): parts "
+                "now have sections of their "
+                "own; convert it with `unimm config upgrade OLD.toml --out NEW.toml`"
             )
+        return raw
+
+    @field_validator(*PARTS, mode="before")
+    @classmethod
+    def _kind(cls, value: Any, info) -> Settings | None:
+        if info.field_name == "denoiser" and value in (None, "none"):
+            return None
+        return _registry(info.field_name).validate(value, info.field_name)
+
+    @model_validator(mode="after")
+    def _parts_fit(self) -> "Config":
+        """Each part checks what it needs of the others (the writer: its codec, denoiser, reader, sampler);
+        every problem is one line of the error."""
+        writer = _registry("writer").cls(self.writer.kind)
+        problems = []
+        if writer.denoises and self.denoiser is None:
+            self.denoiser = _registry("denoiser").validate({}, "denoiser")
+        if not writer.denoises and self.denoiser is not None:
+            remove = "remove the [denoiser] section (--set denoiser=none)"
+            problems.append(f"writer kind {self.writer.kind!r} does not denoise: {remove}")
+        for name in PARTS:
+            settings = getattr(self, name)
+            check = getattr(_registry(name).cls(settings.kind), "check_config", None) if settings else None
+            try:
+                if check is not None:
+                    check(self)
+            except ValueError as err:
+                problems.append(str(err))
+        if problems:
+            raise ValueError("\n".join(problems))
+        samplers = writer.samplers(self)
         if self.sample.sampler is None:
-            self.sample.sampler = pairs[self.objective.image][0]
-        if self.sample.sampler not in pairs[self.objective.image]:
+            self.sample.sampler = samplers[0]
+        if self.sample.sampler not in samplers:
             raise ValueError(
-                f"sample.sampler = {self.sample.sampler!r} does not pair with objective.image = "
-                f"{self.objective.image!r}; use one of {pairs[self.objective.image]}"
+                f"sample.sampler = {self.sample.sampler!r} does not pair with writer kind {self.writer.kind!r}"
+                + (f" and denoiser kind {self.denoiser.kind!r}" if self.denoiser is not None else "")
+                + f"; use one of {samplers}"
             )
         return self
 
@@ -287,29 +236,7 @@ class ConfigError(ValueError):
 
 
 def _format(err: ValidationError, root: type[BaseModel] = Config) -> str:
-    lines = []
-    for e in err.errors():
-        key = ".".join(str(p) for p in e["loc"]) or "config"
-        if e["type"] == "extra_forbidden":
-            section = _section_at(e["loc"][:-1], root)
-            allowed = ", ".join(section.model_fields) if section else ""
-            lines.append(f"unknown config key '{key}' (allowed here: {allowed})")
-        elif e["type"] == "literal_error":
-            lines.append(f"bad value for '{key}': {e['input']!r} — allowed: {e['ctx']['expected']}")
-        else:
-            msg = e["msg"].removeprefix("Value error, ")
-            lines.append(f"bad value for '{key}': {msg}" if key != "config" else msg)
-    return "\n".join(lines)
-
-
-def _section_at(loc: tuple, root: type[BaseModel]) -> type[BaseModel] | None:
-    model: type[BaseModel] = root
-    for part in loc:
-        field = model.model_fields.get(str(part))
-        if field is None or not isinstance(field.annotation, type) or not issubclass(field.annotation, BaseModel):
-            return None
-        model = field.annotation
-    return model
+    return format_errors(err, root)
 
 
 def _parse_value(text: str) -> Any:
@@ -320,7 +247,11 @@ def _parse_value(text: str) -> Any:
 
 
 def apply_overrides(raw: dict, overrides: list[str]) -> dict:
-    """Apply ``a.b=c`` strings (values parsed as TOML, else taken as strings) to a nested dict."""
+    """Apply ``a.b=c`` strings (values parsed as TOML, else taken as strings) to a nested dict.
+
+    Setting a part's ``kind`` to another kind starts that section afresh (the new kind's defaults), since the
+    old kind's fields mean nothing to it; later overrides of the section apply on top: ``--set layers.kind=moe
+    --set layers.experts=4``. A whole section can also be given inline: ``--set 'layers={kind = "moe"}'``."""
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"override {item!r} is not of the form key.path=value")
@@ -331,7 +262,10 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
             node = node.setdefault(p, {})
             if not isinstance(node, dict):
                 raise ConfigError(f"override {item!r}: '{p}' is not a section")
-        node[leaf] = _parse_value(value.strip())
+        parsed = _parse_value(value.strip())
+        if leaf == "kind" and ".".join(parents) in PART_SECTIONS and node.get("kind", parsed) != parsed:
+            node.clear()
+        node[leaf] = parsed
     return raw
 
 
@@ -358,12 +292,27 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
 
 
 def dump_toml(cfg: BaseModel) -> str:
-    """Serialise a resolved config to TOML (None values are omitted: they are the defaults)."""
-    out = [f"name = {_toml(cfg.name)}"]
-    for section, values in cfg.model_dump(exclude={"name"}).items():
-        out.append(f"\n[{section}]")
-        out += [f"{k} = {_toml(v)}" for k, v in values.items() if v is not None]
-    return "\n".join(out) + "\n"
+    """Serialise a resolved config to TOML (see ``toml_text``)."""
+    return toml_text(cfg.model_dump())
+
+
+def toml_text(raw: dict) -> str:
+    """A config dict as TOML: top-level values first, then one table per section; None values are omitted
+    (they are the defaults) and a nested section (``reader.connector``) becomes its own table."""
+    out = [f"{k} = {_toml(v)}" for k, v in raw.items() if v is not None and not isinstance(v, dict)]
+    for section, values in raw.items():
+        if isinstance(values, dict):
+            out += _table(section, values)
+    return "\n".join(out).lstrip("\n") + "\n"
+
+
+def _table(name: str, values: dict) -> list[str]:
+    lines = [f"\n[{name}]"]
+    lines += [f"{k} = {_toml(v)}" for k, v in values.items() if v is not None and not isinstance(v, dict)]
+    for k, v in values.items():
+        if isinstance(v, dict):
+            lines += _table(f"{name}.{k}", v)
+    return lines
 
 
 def _toml(v: Any) -> str:

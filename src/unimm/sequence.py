@@ -16,12 +16,19 @@ running position ``p`` gets ``(p, p + row, p + col)`` and the next span starts a
 axis to the same scheme.
 """
 
+import math
 from dataclasses import dataclass, field
 
 import torch
 
 TEXT, IMAGE = 0, 1
 IGNORE = -100
+
+
+def squarest_grid(count: int) -> tuple[int, int]:
+    """The (rows, cols) grid closest to square that holds exactly ``count`` tokens (e.g. 16 query tokens)."""
+    rows = max(r for r in range(1, math.isqrt(count) + 1) if count % r == 0)
+    return rows, count // rows
 
 
 @dataclass

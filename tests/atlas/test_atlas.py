@@ -27,7 +27,8 @@ TINY_VQ = ["tokenizer.hidden=8", "tokenizer.code_dim=8", "tokenizer.codebook_siz
 
 
 def _atlas_toml(digits_dir: Path, flops: float | str = 2e9, seeds: str = "[0]") -> str:
-    common = [o for o in tiny_overrides(digits_dir, **TINY) if not o.startswith(("data.path", "train.steps"))]
+    skip = ("data.path", "train.steps", "codec.")  # the codec is each preset's own kind (shrunk below)
+    common = [o for o in tiny_overrides(digits_dir, **TINY) if not o.startswith(skip)]
     return f"""
 name = "micro"
 seeds = {seeds}
@@ -47,7 +48,7 @@ set = {json.dumps(TINY_VQ)}
 [[strategies]]
 name = "transfusion"
 preset = "{CONFIGS / "quick.toml"}"
-set = ["image.vae_steps=5", "image.vae_hidden=8", "image.vae_downsample=2"]
+set = ["codec.steps=5", "codec.hidden=8", "codec.downsample=2"]
 [[strategies]]
 name = "chameleon"
 preset = "{CONFIGS / "chameleon.toml"}"
@@ -160,7 +161,8 @@ def test_micro_atlas_end_to_end_then_nothing_is_redone(digits_dir, tmp_path, mon
         assert len(re.findall(r"\d\.\d{3}", row)) >= 5, row
     assert "**chameleon/dense/preset vs transfusion/dense/preset** at 2e09flops" in text
     assert "`prompt_accuracy` (higher is better)" in text and "no difference is claimed" in text
-    assert "Other settings that differ: objective.image_weight (0.5 vs 5.0)" in text
+    # the confounds: settings outside the part sections the writer axis entails (writer.weight, the codec, ...)
+    assert "Other settings that differ: data.shift (2 vs 0), data.understand_fraction (0.7 vs 0.6)." in text
     assert "| Transfusion (Zhou et al. 2024, arXiv 2408.11039) |" in text and "**inconclusive**" in text
     assert "Mixture-of-Transformers" in text and "**not tested**" in text and "Janus" in text
     assert "does not answer this question" in text  # no dense / MoE pair in this atlas
@@ -196,3 +198,28 @@ def test_bad_atlas_configs_are_one_line_errors(tmp_path, bad):
 
     with pytest.raises(ConfigError, match="budget|layer kind"):
         _load(tmp_path, bad)
+
+
+def test_confounds_are_what_differs_outside_the_entailed_part_sections():
+    """A pair lists the settings that differ beyond the axis's part section and the part sections whose kind
+    the axis changed (read off the configs, no hand-kept list)."""
+    from types import SimpleNamespace
+
+    from unimm.atlas.findings import QUESTIONS, Pair, entailed_sections
+
+    def cell(preset: str) -> Cell:
+        run = SimpleNamespace(config=load_config(CONFIGS / f"{preset}.toml").model_dump(), seed=0)
+        return Cell(preset, "b", [RunResult(run, Path("."), "done")])
+
+    ar_vs_diffusion, _, shared_vs_decoupled = QUESTIONS
+    chameleon, quick, janus = cell("chameleon"), cell("quick"), cell("janus")
+    ca, cq = chameleon.first.run.config, quick.first.run.config
+    assert set(entailed_sections("writer.kind", ca, cq)) == {"writer", "codec", "denoiser", "sample"}
+    # writer.weight, the codec, the denoiser and the settings of another sampler come with the writer
+    assert Pair(ar_vs_diffusion, chameleon, quick).differences() == (
+        "data.shift (2 vs 0), data.understand_fraction (0.7 vs 0.6)"
+    )
+    assert "sample" not in entailed_sections("writer.kind", ca, ca)
+    # same writer kind: its own settings are confounds of the reader axis (janus's codes get their own vocabulary)
+    confounds = Pair(shared_vs_decoupled, chameleon, janus).differences()
+    assert "writer.vocab (shared vs separate)" in confounds and "reader." not in confounds

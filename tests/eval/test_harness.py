@@ -80,7 +80,7 @@ def test_a_perfect_generator_scores_100_percent(run_dir, digits_dir, tmp_path):
 def test_active_parameters_count_top_k_experts(digits_dir):
     from unimm.tokenizers.text import TextTokenizer
 
-    sets = {"model.layers": '"moe"', "model.experts": 4, "model.top_k": 1, "data.image_size": 8, "data.channels": 1}
+    sets = {"layers": '{kind = "moe", experts = 4, top_k = 1}', "data.image_size": 8, "data.channels": 1}
     model = UnifiedModel(load_config(None, tiny_overrides(digits_dir, **sets)), TextTokenizer.train(["a b"], 300))
     counts = parameter_counts(model)
     experts = sum(b.mlp.w_gate_up.numel() + b.mlp.w_down.numel() for b in model.backbone.layers)

@@ -1,39 +1,20 @@
 """The continuous strategies with parts of their own: ``mar`` (masked autoregression + per-patch diffusion
 head) and ``connector`` (query tokens -> a separate DiT decoder), one tiny run each plus their promises."""
 
-from pathlib import Path
-
 import pytest
 import torch
 
-from conftest import tiny_overrides
-from unimm.config import load_config
+from conftest import tiny_preset
 from unimm.models import UnifiedModel
-from unimm.models.connector_writer import ConnectorWriter
-from unimm.models.mar_writer import MARWriter
+from unimm.models.writers.connector import ConnectorWriter
+from unimm.models.writers.mar import MARWriter
 from unimm.samplers.mar import generation_order, group_sizes, order_mask, training_mask
 from unimm.tasks import Example
 from unimm.tokenizers.text import TextTokenizer
 from unimm.train.loop import make_batch, train
 
-CONFIGS = Path(__file__).parents[2] / "configs"
-TINY = {
-    "image.latent": "pixels",
-    "image.patch_size": 2,
-    "image.vit_dim": 32,
-    "image.vit_depth": 1,
-    "image.vit_heads": 2,
-    "image.vit_pretrain_steps": 0,
-    "image.head_dim": 16,
-    "image.head_depth": 1,
-    "image.gen_queries": 4,
-    "image.decoder_dim": 16,
-    "image.decoder_depth": 1,
-    "image.decoder_heads": 2,
-    "image.decoder_pretrain_steps": 3,
-    "sample.steps": 3,
-    "sample.head_steps": 3,
-}
+# raw pixel patches instead of the presets' VAE; the ViT, head and decoder are made tiny by conftest.TINY_PARTS
+TINY = {"codec": '{kind = "pixels", patch_size = 2}', "sample.steps": 3, "sample.head_steps": 3}
 EXAMPLES = [
     Example("t2i", "a handwritten seven"),
     Example("t2i", "the digit 7", drop_condition=True),
@@ -44,23 +25,23 @@ VARIANTS = {  # name -> (preset, overrides)
     "mar": ("mar", {}),
     "mar-raster-flow": (
         "mar",
-        {"image.mar_order": '"raster"', "objective.denoiser": '"flow"', "sample.sampler": '"flow_euler"'},
+        {"writer.order": '"raster"', "denoiser": '{kind = "flow"}', "sample.sampler": '"flow_euler"'},
     ),  # fmt: skip
     "connector-frozen": ("connector", {}),
     "connector-joint-in-context": (
         "connector",
-        {"image.decoder_train": '"joint"', "image.decoder_conditioning": '"in-context"'},
+        {"writer.train": '"joint"', "writer.conditioning": '"in-context"'},
     ),  # fmt: skip
 }
 
 
 def _cfg(digits_dir, variant: str, **extra):
     preset, over = VARIANTS[variant]
-    return load_config(CONFIGS / f"{preset}.toml", tiny_overrides(digits_dir, **{**TINY, **over, **extra}))
+    return tiny_preset(digits_dir, preset, **{**TINY, **over, **extra})
 
 
 def _model(digits_dir, variant: str, **extra) -> UnifiedModel:
-    cfg = _cfg(digits_dir, variant, **{"data.image_size": 8, "data.channels": 1, **extra})
+    cfg = _cfg(digits_dir, variant, **extra)
     texts = ["a handwritten seven", "what digit is this?", "seven", "the digit 7"]
     tok = TextTokenizer.train(texts, 300)
     torch.manual_seed(0)
@@ -87,7 +68,9 @@ def test_preset_trains_captions_generates_and_reloads(digits_dir, tmp_path, vari
 @pytest.mark.parametrize("layers", ["dense", "moe", "modality-moe", "mot"])
 @pytest.mark.parametrize("variant", ["mar", "connector-frozen"])
 def test_runs_with_every_layer_kind(digits_dir, variant, layers):
-    model = _model(digits_dir, variant, **{"model.layers": f'"{layers}"', "model.experts": 4, "model.top_k": 1})
+    routed = ", experts = 4, top_k = 1" if layers.endswith("moe") else ""
+    model = _model(digits_dir, variant, **{"layers": f'{{kind = "{layers}"{routed}}}'})
+    assert model.cfg.layers.kind == layers
     loss, metrics = model(make_batch(model, torch.rand(4, 1, 8, 8) * 2 - 1, EXAMPLES))
     assert torch.isfinite(loss) and metrics["image_loss"] > 0
     loss.backward()
@@ -114,7 +97,7 @@ def test_frozen_decoder_stays_bit_identical_while_queries_and_connector_learn(di
 
 
 def test_frozen_decoder_is_pretrained_and_gets_gradients_only_through_its_input(digits_dir):
-    model = _model(digits_dir, "connector-frozen", **{"image.decoder_pretrain_steps": 20})
+    model = _model(digits_dir, "connector-frozen", **{"writer.pretrain_steps": 20})
     w = model.writer
     assert all(not p.requires_grad for p in [*w.decoder.parameters(), *w.captions.parameters()])
     assert any(p.abs().sum() > 0 for p in w.decoder.out.parameters())  # pre-training moved the zero-init output
@@ -134,10 +117,12 @@ def test_joint_decoder_learns_with_the_language_model(digits_dir):
 
 
 def test_connector_needs_the_vit_reader_and_frozen_needs_pretraining(digits_dir):
-    with pytest.raises(ValueError, match="image.understand = 'vit'"):
-        _cfg(digits_dir, "connector-frozen", **{"image.understand": '"shared"'})
-    with pytest.raises(ValueError, match="decoder_pretrain_steps > 0"):
-        _cfg(digits_dir, "connector-frozen", **{"image.decoder_pretrain_steps": 0})
+    with pytest.raises(
+        ValueError, match="writer kind 'connector' cannot embed the images it reads.*reader.kind = 'vit'"
+    ):
+        _cfg(digits_dir, "connector-frozen", **{"reader": '{kind = "shared"}'})
+    with pytest.raises(ValueError, match=r"writer.train = 'frozen' needs writer.pretrain_steps > 0"):
+        _cfg(digits_dir, "connector-frozen", **{"writer.pretrain_steps": 0})
 
 
 def test_mar_masks_come_from_the_end_of_the_generation_order():
@@ -179,16 +164,24 @@ def test_mar_one_group_equals_full_sequence_decoding(digits_dir, variant):
     got = model.generate(prompts, cfg_scale=scale, steps=1, generator=torch.Generator().manual_seed(3))
     gen = torch.Generator().manual_seed(3)
     with torch.no_grad():
-        order = generation_order(2, w.n, w.order, gen)
-        batch, base = model.generation_batch(prompts, guided=True)
+        order = generation_order(2, w.n, w.settings.order, gen)
+        batch, base = model.ctx.generation_batch(prompts, guided=True)
         img = batch.image_id >= 0
         masks = w.mask_token.expand(4, w.n, -1)
         hidden, _ = model.backbone(base.masked_scatter(img.unsqueeze(-1), masks), batch.positions, batch.modality,
                                    batch.attn_mask)  # fmt: skip
         z = hidden[img].view(4, w.n, -1)
         rows = torch.arange(2)[:, None]
-        patches = w.sample_patches(z[:2][rows, order].flatten(0, 1), z[2:][rows, order].flatten(0, 1), scale,
-                                   model.cfg.sample.sampler, gen)  # fmt: skip
+        s = model.cfg.sample
+        patches = w.sample_patches(
+            z[:2][rows, order].flatten(0, 1),
+            z[2:][rows, order].flatten(0, 1),
+            scale,
+            s.sampler,
+            s.head_steps,
+            s.image_temperature,
+            gen,
+        )
         full = torch.zeros(2, w.n, patches.shape[-1])
         full[rows, order] = patches.view(2, w.n, -1)
         expected = w.codec.decode(full).clamp(-1, 1)
@@ -197,7 +190,7 @@ def test_mar_one_group_equals_full_sequence_decoding(digits_dir, variant):
 
 def test_mar_fixed_patches_never_change_and_groups_follow_raster_order(digits_dir):
     """Raster order, one position per group: the k-th pass sees exactly the first k-1 positions known."""
-    model = _model(digits_dir, "mar", **{"image.mar_order": '"raster"'}).eval()
+    model = _model(digits_dir, "mar", **{"writer.order": '"raster"'}).eval()
     w, seen = model.writer, []
     embed = w.embed_patches
     w.embed_patches = lambda x0, known: seen.append(known.clone()) or embed(x0, known)
@@ -209,8 +202,8 @@ def test_mar_fixed_patches_never_change_and_groups_follow_raster_order(digits_di
 
 def test_mar_batched_sampling_equals_one_by_one_with_a_deterministic_head(digits_dir):
     """Raster order and DDIM (no noise after the first draw, which is scaled to zero): rows don't interact."""
-    model = _model(digits_dir, "mar", **{"image.mar_order": '"raster"', "sample.sampler": '"ddim"',
-                                         "sample.image_temperature": 0}).eval()  # fmt: skip
+    over = {"writer.order": '"raster"', "sample.sampler": '"ddim"', "sample.image_temperature": 0}
+    model = _model(digits_dir, "mar", **over).eval()
     prompts = ["a handwritten seven", "seven", "the digit 7"]
     torch.testing.assert_close(model.generate(prompts), torch.cat([model.generate([p]) for p in prompts]))
 
@@ -220,7 +213,7 @@ def test_connector_batched_conditions_equal_one_by_one(digits_dir):
     model = _model(digits_dir, "connector-frozen").eval()
     prompts = ["a handwritten seven", "seven", "the digit 7"]
     with torch.no_grad():
-        batched = model.writer.prompt_condition(model, prompts, guided=True)
-        alone = [model.writer.prompt_condition(model, [p], guided=True) for p in prompts]
+        batched = model.writer.prompt_condition(model.ctx, prompts, guided=True)
+        alone = [model.writer.prompt_condition(model.ctx, [p], guided=True) for p in prompts]
     torch.testing.assert_close(batched[:3], torch.cat([a[:1] for a in alone]), atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(batched[3:], torch.cat([a[1:] for a in alone]), atol=1e-5, rtol=1e-5)

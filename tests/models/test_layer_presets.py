@@ -1,53 +1,49 @@
-"""``model.layers``: the expert presets (ar-moe, moma, bagel) end to end at tiny size, and the layer kinds
+"""``[layers]``: the expert presets (ar-moe, moma, bagel) end to end at tiny size, and the layer kinds
 inside any strategy."""
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
 
-from conftest import tiny_overrides
+from conftest import tiny_overrides, tiny_preset
 from unimm.config import ConfigError, load_config
 from unimm.models import UnifiedModel
 from unimm.nn.block import DenseBlock
-from unimm.nn.moe import MoEBlock
+from unimm.nn.moe import MoEFeedForward
 from unimm.nn.mot import MoTBlock
 from unimm.tasks import Example
 from unimm.tokenizers.text import TextTokenizer
 from unimm.train.loop import make_batch, train
 
-CONFIGS = Path(__file__).parents[2] / "configs"
-TINY = {
-    "image.vq_hidden": 8,
-    "image.vq_dim": 8,
-    "image.vq_codebook": 16,
-    "image.vq_downsample": 2,
-    "image.vq_steps": 5,
-    "image.vae_steps": 5,
-    "image.vae_hidden": 8,
-    "image.vae_downsample": 2,
-    "image.patch_size": 1,
-    "image.vit_dim": 32,
-    "image.vit_depth": 1,
-    "image.vit_heads": 2,
-    "image.vit_pretrain_steps": 3,
-    "model.experts": 4,
-    "sample.max_new_tokens": 16,
-    "sample.steps": 3,
+TINY = {"sample.max_new_tokens": 16, "sample.steps": 3}  # the parts: conftest.TINY_PARTS (4 experts)
+EXTRA = {  # what each preset keeps of its own at tiny size
+    "ar-moe": {"layers.top_k": 2},  # top-2 routing
+    "moma": {},
+    "bagel": {"reader.pretrain_steps": 3},  # the ViT's classification pre-training
 }
-BLOCKS = {"ar-moe": MoEBlock, "moma": MoEBlock, "bagel": MoTBlock}
+
+
+def _is_moe(block) -> bool:
+    """An MoE block is the dense block whose feed-forward is routed."""
+    return type(block) is DenseBlock and isinstance(block.mlp, MoEFeedForward)
+
+
+def _is_dense(block) -> bool:
+    return type(block) is DenseBlock and not isinstance(block.mlp, MoEFeedForward)
+
+
+BLOCKS = {"ar-moe": _is_moe, "moma": _is_moe, "bagel": lambda b: isinstance(b, MoTBlock)}
 
 
 @pytest.mark.parametrize("preset", sorted(BLOCKS))
 def test_expert_preset_trains_logs_routing_captions_and_generates(digits_dir, tmp_path, preset):
-    cfg = load_config(CONFIGS / f"{preset}.toml", tiny_overrides(digits_dir, **TINY))
-    cfg.image.latent = "vae"
+    cfg = tiny_preset(digits_dir, preset, **TINY, **EXTRA[preset])
     out = train(cfg, tmp_path / preset, progress=False)
     model = UnifiedModel.from_pretrained(out)
-    assert all(isinstance(b, BLOCKS[preset]) for b in model.backbone.layers)
+    assert all(BLOCKS[preset](b) for b in model.backbone.layers)
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    if BLOCKS[preset] is MoEBlock:
+    if BLOCKS[preset] is _is_moe:
         last = rows[-1]
         assert "moe_aux_loss" in last and "moe_z_loss" in last
         assert len(last["expert_tokens"]) == cfg.model.depth and len(last["expert_tokens"][0]) == 4
@@ -62,13 +58,12 @@ def test_expert_preset_trains_logs_routing_captions_and_generates(digits_dir, tm
 @pytest.mark.parametrize("kind", ["dense", "moe", "modality-moe", "mot"])
 @pytest.mark.parametrize("preset", ["quick", "show-o"])
 def test_every_layer_kind_works_in_any_strategy(digits_dir, preset, kind):
-    sets = tiny_overrides(digits_dir, **{**TINY, "model.layers": f'"{kind}"', "data.image_size": 8, "data.channels": 1})
-    cfg = load_config(CONFIGS / f"{preset}.toml", sets)
-    cfg.image.latent = "pixels"
+    routed = ", experts = 4, top_k = 1" if kind.endswith("moe") else ""
+    cfg = tiny_preset(digits_dir, preset, **{**TINY, "layers": f'{{kind = "{kind}"{routed}}}'})
     torch.manual_seed(0)
     model = UnifiedModel(cfg, TextTokenizer.train(["a handwritten seven", "seven"], 300))
-    expected = {"dense": DenseBlock, "moe": MoEBlock, "modality-moe": MoEBlock, "mot": MoTBlock}[kind]
-    assert all(isinstance(b, expected) for b in model.backbone.layers)
+    expected = {"dense": _is_dense, "moe": _is_moe, "modality-moe": _is_moe, "mot": lambda b: isinstance(b, MoTBlock)}
+    assert all(expected[kind](b) for b in model.backbone.layers)
     examples = [Example("t2i", "a handwritten seven"), Example("caption", "seven")]
     batch = make_batch(model, torch.rand(2, 1, 8, 8) * 2 - 1, examples)
     loss, metrics = model(batch, torch.Generator().manual_seed(0))
@@ -82,11 +77,9 @@ def test_every_layer_kind_works_in_any_strategy(digits_dir, preset, kind):
 
 
 def test_bad_expert_settings_are_named(digits_dir):
-    with pytest.raises(ConfigError, match="model.top_k"):
-        load_config(
-            None, tiny_overrides(digits_dir, **{"model.layers": '"modality-moe"', "model.experts": 4, "model.top_k": 3})
-        )
-    with pytest.raises(ConfigError, match="must be even"):
-        load_config(
-            None, tiny_overrides(digits_dir, **{"model.layers": '"modality-moe"', "model.experts": 5, "model.top_k": 1})
-        )
+    with pytest.raises(ConfigError, match=r"layers.top_k \(3\) exceeds the 2 experts"):
+        load_config(None, tiny_overrides(digits_dir, layers='{kind = "modality-moe", experts = 4, top_k = 3}'))
+    with pytest.raises(ConfigError, match=r"layers.experts \(5\) must be even"):
+        load_config(None, tiny_overrides(digits_dir, layers='{kind = "modality-moe", experts = 5, top_k = 1}'))
+    with pytest.raises(ConfigError, match="unknown config key 'layers.experts' for layers kind 'dense'"):
+        load_config(None, tiny_overrides(digits_dir, **{"layers.experts": 4}))

@@ -1,40 +1,27 @@
 """The discrete-token strategies as presets: chameleon, janus, show-o, unidisc (one tiny run each),
 plus the properties their samplers promise: cached == uncached, batched == one-by-one."""
 
-from pathlib import Path
-
 import pytest
 import torch
 
-from conftest import tiny_overrides
+from conftest import tiny_preset
 from unimm.config import load_config
 from unimm.models import UnifiedModel
-from unimm.models.code_writer import ARCodeWriter, MaskedCodeWriter
-from unimm.models.readers import ViTReader
-from unimm.objectives.text import ARText, MaskedText
+from unimm.models.contracts import PrepareData
+from unimm.models.readers import SharedReader, ViTReader
+from unimm.models.writers.codes import ARCodeWriter, MaskedCodeWriter
+from unimm.objectives.text import ARText, MaskedText, MaskedTextSettings
 from unimm.sequence import IGNORE
 from unimm.tasks import Example
 from unimm.tokenizers.text import TextTokenizer
 from unimm.train.loop import make_batch, train
 
-CONFIGS = Path(__file__).parents[2] / "configs"
-TINY_VQ = {
-    "image.vq_hidden": 8,
-    "image.vq_dim": 8,
-    "image.vq_codebook": 16,
-    "image.vq_downsample": 2,
-    "image.vq_steps": 5,
-    "image.vit_dim": 32,
-    "image.vit_depth": 1,
-    "image.vit_heads": 2,
-    "sample.max_new_tokens": 16,
-    "sample.steps": 4,
-}
+TINY = {"sample.max_new_tokens": 16, "sample.steps": 4}  # the VQ tokenizer and the ViT: conftest.TINY_PARTS
 PARTS = {  # preset -> (writer, reader, text objective, codes in the text vocabulary?)
-    "chameleon": (ARCodeWriter, type(None), ARText, True),
+    "chameleon": (ARCodeWriter, SharedReader, ARText, True),
     "janus": (ARCodeWriter, ViTReader, ARText, False),
-    "show-o": (MaskedCodeWriter, type(None), ARText, True),
-    "unidisc": (MaskedCodeWriter, type(None), MaskedText, True),
+    "show-o": (MaskedCodeWriter, SharedReader, ARText, True),
+    "unidisc": (MaskedCodeWriter, SharedReader, MaskedText, True),
 }
 EXAMPLES = [
     Example("t2i", "a handwritten seven"),
@@ -45,11 +32,11 @@ EXAMPLES = [
 
 
 def _cfg(digits_dir, preset: str, **extra):
-    return load_config(CONFIGS / f"{preset}.toml", tiny_overrides(digits_dir, **{**TINY_VQ, **extra}))
+    return tiny_preset(digits_dir, preset, **{**TINY, **extra})
 
 
 def _model(digits_dir, preset: str, **extra) -> UnifiedModel:
-    cfg = _cfg(digits_dir, preset, **{"data.image_size": 8, "data.channels": 1, **extra})
+    cfg = _cfg(digits_dir, preset, **extra)
     tok = TextTokenizer.train(["a handwritten seven", "what digit is this?", "seven", "the digit 7"], 300)
     torch.manual_seed(0)
     model = UnifiedModel(cfg, tok)
@@ -156,8 +143,12 @@ def test_masked_text_corrupts_only_answer_tokens(digits_dir):
 
 @pytest.mark.parametrize("alpha", [1.0, 3.0])
 def test_masked_text_mask_ratio_is_beta_alpha_1(alpha):
-    """objective.text_mask_alpha: answer mask ratios t ~ Beta(alpha, 1), CDF t**alpha (1 = uniform)."""
-    t = MaskedText(8, mask_alpha=alpha).mask_ratio(200_000, torch.Generator().manual_seed(0)).flatten()
+    """text.mask_alpha: answer mask ratios t ~ Beta(alpha, 1), CDF t**alpha (1 = uniform)."""
+    t = (
+        MaskedText(MaskedTextSettings(answer_len=8, mask_alpha=alpha))
+        .mask_ratio(200_000, torch.Generator().manual_seed(0))
+        .flatten()
+    )
     assert t.min() >= 0 and t.max() <= 1
     assert abs(float(t.mean()) - alpha / (alpha + 1)) < 0.005
     for q in (0.25, 0.5, 0.75):
@@ -168,8 +159,8 @@ def test_masked_text_mask_alpha_reaches_corruption(digits_dir):
     """The configured alpha is what ``corrupt`` uses: a high alpha masks nearly the whole answer."""
     shares = {}
     for alpha in (1.0, 50.0):
-        model = _model(digits_dir, "unidisc", **{"objective.text_mask_alpha": alpha})
-        assert model.text.mask_alpha == alpha
+        model = _model(digits_dir, "unidisc", **{"text.mask_alpha": alpha})
+        assert model.text.settings.mask_alpha == alpha
         batch = make_batch(model, torch.rand(200, 1, 8, 8) * 2 - 1, EXAMPLES * 50)
         answer = torch.nn.functional.pad(batch.targets[:, :-1] != IGNORE, (1, 0))
         _, state = model.text.corrupt(batch, torch.Generator().manual_seed(0))
@@ -185,26 +176,25 @@ def test_pretrained_vq_tokenizer_is_loaded_frozen_and_its_geometry_adopted(digit
             "tokenizer.hidden=8", "tokenizer.downsample=2", "train.steps=3"]  # fmt: skip
     train_tokenizer(load_config(None, sets, schema=TokenizerConfig), tmp_path / "tok", progress=False)
     out = train(
-        _cfg(digits_dir, "chameleon", **{"image.tokenizer": f'"{tmp_path / "tok"}"'}), tmp_path / "run", progress=False
+        _cfg(digits_dir, "chameleon", **{"codec.tokenizer": f'"{tmp_path / "tok"}"'}), tmp_path / "run", progress=False
     )
     model = UnifiedModel.from_pretrained(out)
-    assert model.cfg.image.vq_codebook == 12 and model.cfg.image.vq_dim == 4 and model.writer.grid == (4, 4)
+    assert model.cfg.codec.codebook == 12 and model.cfg.codec.dim == 4 and model.writer.grid == (4, 4)
     reference = load_image_tokenizer(tmp_path / "tok").state_dict()
     for k, v in model.writer.codec.vq.state_dict().items():
         assert torch.equal(v, reference[k]), k
 
 
 def test_too_short_fixed_answer_is_a_clear_error(digits_dir, tmp_path):
-    with pytest.raises(ValueError, match="sample.max_new_tokens = 2 is the fixed answer length"):
-        train(_cfg(digits_dir, "unidisc", **{"sample.max_new_tokens": 2}), tmp_path / "run", progress=False)
+    with pytest.raises(ValueError, match=r"text.answer_len = 2 is the fixed answer length.*text.answer_len >="):
+        train(_cfg(digits_dir, "unidisc", **{"text.answer_len": 2}), tmp_path / "run", progress=False)
 
 
 def test_vit_pretraining_learns_the_labels_before_the_llm_trains(digits_dir):
     from unimm.data import load_split
 
     data = load_split(digits_dir, "train", None, None)
-    cfg = _cfg(digits_dir, "janus", **{"data.image_size": 8, "data.channels": 1, "image.vit_pretrain_steps": 150})
-    cfg.image.vit_patch = 2
+    cfg = _cfg(digits_dir, "janus", **{"reader.pretrain_steps": 150, "reader.patch": 2})
     tok = TextTokenizer.train(["a handwritten seven", "seven"], 300)
     torch.manual_seed(0)
     model = UnifiedModel(cfg, tok)
@@ -213,7 +203,7 @@ def test_vit_pretraining_learns_the_labels_before_the_llm_trains(digits_dir):
     assert stats["vit_pretrain_train_accuracy"] > 0.5  # 10 classes: chance is 0.1
     assert any(not torch.equal(v, model.reader.state_dict()[k]) for k, v in before.items())
     assert set(model.reader.state_dict()) == set(before)  # the classification head is not kept
-    assert model.reader.prepare(data.images, None, progress=False) == {}  # no labels: nothing to pre-train on
+    assert model.reader.prepare(PrepareData(data.images, None, progress=False)) == {}  # no labels: nothing to learn
 
 
 @pytest.mark.parametrize("preset", ["chameleon", "janus"])
@@ -222,16 +212,18 @@ def test_codes_start_as_projections_of_their_codebook_vectors(digits_dir, preset
     w = model.writer
     codes = torch.arange(w.num_codes)
     expected = w.code_proj(w.codec.vq.quantizer.embed(codes))
-    torch.testing.assert_close(w.embed_codes(model.backbone, codes), expected)
-    mask = w.embed_codes(model.backbone, torch.tensor([w.mask_code]))
+    torch.testing.assert_close(w.embed_codes(model.ctx, codes), expected)
+    mask = w.embed_codes(model.ctx, torch.tensor([w.mask_code]))
     assert not torch.allclose(mask, w.code_proj.bias)  # [MASK] keeps an embedding of its own
 
 
 @pytest.mark.parametrize("connector", ["linear", "mlp", "resampler", "qformer"])
 def test_every_connector_feeds_the_language_model(digits_dir, connector):
-    """``image.understand = "vit"`` with each connector: a read image takes the connector's token count."""
-    model = _model(digits_dir, "janus", **{"image.connector": f'"{connector}"', "image.connector_queries": 6})
+    """``reader.kind = "vit"`` with each ``[reader.connector]`` kind: a read image takes the connector's token count."""
     pooled = connector in ("resampler", "qformer")
+    section = f'{{kind = "{connector}"' + (", queries = 6, heads = 2}" if pooled else "}")
+    model = _model(digits_dir, "janus", **{"reader.connector": section})
+    assert model.cfg.reader.connector.kind == connector
     assert model.layout.read_grid == ((2, 3) if pooled else (model.reader.vit.grid,) * 2)
     batch = make_batch(model, torch.rand(4, 1, 8, 8) * 2 - 1, EXAMPLES)
     loss, _ = model(batch, torch.Generator().manual_seed(0))
@@ -247,7 +239,46 @@ def test_generation_prompt_is_the_training_layout(digits_dir, preset):
     t2i training sequence (under full attention a missing trailing <eos> cost unidisc 34 % -> 98 %)."""
     model = _model(digits_dir, preset)
     train_batch = make_batch(model, torch.rand(1, 1, 8, 8) * 2 - 1, [Example("t2i", "a handwritten seven")])
-    gen_batch, _ = model.generation_batch(["a handwritten seven"], guided=False)
+    gen_batch, _ = model.ctx.generation_batch(["a handwritten seven"], guided=False)
     assert torch.equal(train_batch.tokens, gen_batch.tokens)
     assert torch.equal(train_batch.positions, gen_batch.positions)
     assert torch.equal(train_batch.attn_mask, gen_batch.attn_mask)
+
+
+@pytest.mark.parametrize(
+    ("preset", "key", "value"),
+    [
+        ("chameleon", "image_temperature", 0.0),  # ar codes: sampling temperature (0 = greedy)
+        ("chameleon", "image_top_k", 2),
+        ("show-o", "choice_temperature", 0.0),  # maskgit: Gumbel noise on the confidences
+        ("mar", "head_steps", 2),  # mar: steps of the per-patch diffusion head
+        ("mar", "image_temperature", 0.5),
+    ],
+)
+def test_sampling_settings_are_read_when_sampling_runs(digits_dir, preset, key, value):
+    """``cfg.sample`` changed after the model is built (as after ``from_pretrained``) changes what
+    ``generate`` draws: no part keeps a copy of a sampling setting from ``__init__``."""
+    model = _model(digits_dir, preset).eval()
+    prompts = ["a handwritten seven", "seven"]
+
+    def sample() -> torch.Tensor:
+        return model.generate(prompts, steps=2, generator=torch.Generator().manual_seed(0))
+
+    before = sample()
+    torch.testing.assert_close(sample(), before)  # same settings, same generator: same images
+    setattr(model.cfg.sample, key, value)
+    assert not torch.allclose(sample(), before)
+
+
+def test_text_steps_are_read_when_captioning_runs(digits_dir, monkeypatch):
+    """Masked text: ``sample.text_steps`` set after the model is built sets the unmasking rounds."""
+    import unimm.objectives.text as text
+
+    model = _model(digits_dir, "unidisc").eval()
+    seen, original = [], text.maskgit_sample
+    monkeypatch.setattr(text, "maskgit_sample", lambda *a, **kw: seen.append(kw["steps"]) or original(*a, **kw))
+    images = torch.rand(2, 1, 8, 8) * 2 - 1
+    model.caption(images)
+    model.cfg.sample.text_steps = 3
+    model.caption(images)
+    assert seen == [model.text.answer_len, 3]  # None = one round per answer token

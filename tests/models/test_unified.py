@@ -26,9 +26,9 @@ EXAMPLES = [
 ]
 
 
-@pytest.mark.parametrize("objective", ["flow", "diffusion"])
-def test_loss_has_text_and_image_parts_and_backprops(digits_dir, objective):
-    model = _model(digits_dir, **{"objective.image": objective})
+@pytest.mark.parametrize("denoiser", ["flow", "ddpm"])
+def test_loss_has_text_and_image_parts_and_backprops(digits_dir, denoiser):
+    model = _model(digits_dir, **{"denoiser.kind": denoiser})
     batch = make_batch(model, torch.rand(4, 1, 8, 8) * 2 - 1, EXAMPLES)
     loss, metrics = model(batch, torch.Generator().manual_seed(0))
     assert metrics["text_loss"] > 0 and metrics["image_loss"] > 0
@@ -75,7 +75,7 @@ def test_generate_shapes_range_and_determinism(digits_dir, sampler):
 
 
 def test_generate_with_ddpm_objective_and_cfg_off(digits_dir):
-    model = _model(digits_dir, **{"objective.image": "diffusion", "sample.sampler": "ddpm"}).eval()
+    model = _model(digits_dir, **{"denoiser.kind": "ddpm", "sample.sampler": "ddpm"}).eval()
     out = model.generate(["seven"], cfg_scale=1.0, steps=4, generator=torch.Generator().manual_seed(0))
     assert out.shape == (1, 1, 8, 8) and torch.isfinite(out).all()
 

@@ -44,9 +44,8 @@ def test_kl_term_is_zero_for_a_standard_normal_posterior():
 
 
 def test_transfusion_trains_on_vae_latents_and_keeps_them_frozen(digits_dir, tmp_path):
-    over = tiny_overrides(
-        digits_dir, **{"image.latent": "vae", "image.patch_size": 2, "image.vae_steps": 20, "image.vae_hidden": 8}
-    )
+    vae = '{kind = "vae", patch_size = 2, downsample = 2, steps = 20, hidden = 8}'
+    over = tiny_overrides(digits_dir, codec=vae)
     out = train(load_config(None, over), tmp_path / "r", progress=False)
     assert (out / "codec.json").exists()
     model = UnifiedModel.from_pretrained(out)

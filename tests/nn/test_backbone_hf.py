@@ -36,7 +36,7 @@ def test_logits_match_transformers(kind, tmp_path):
     ids = torch.randint(0, 97, (2, 11))
     with torch.no_grad():
         expected = ref(ids).logits
-        got = ours.text_logits(ids)
+        got = ours.lm_logits(ids)
     torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
 
 
@@ -45,12 +45,12 @@ def test_cached_decoding_equals_uncached(tmp_path):
     model = Backbone.from_hf(tmp_path).eval()
     ids = torch.randint(0, 97, (3, 9))
     with torch.no_grad():
-        full = model.text_logits(ids)
+        full = model.lm_logits(ids)
         cache = model.new_cache(16)
-        steps = [model.text_logits(ids[:, :4], cache)]  # prefill, then one token at a time, then a chunk
-        steps.append(model.text_logits(ids[:, 4:5], cache))
-        steps.append(model.text_logits(ids[:, 5:6], cache))
-        steps.append(model.text_logits(ids[:, 6:9], cache))
+        steps = [model.lm_logits(ids[:, :4], cache)]  # prefill, then one token at a time, then a chunk
+        steps.append(model.lm_logits(ids[:, 4:5], cache))
+        steps.append(model.lm_logits(ids[:, 5:6], cache))
+        steps.append(model.lm_logits(ids[:, 6:9], cache))
     torch.testing.assert_close(torch.cat(steps, 1), full, atol=1e-5, rtol=1e-5)
 
 

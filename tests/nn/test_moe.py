@@ -1,4 +1,4 @@
-"""MoE feed-forward and block: routing against a per-token reference, capacity, aux losses, groups, caching."""
+"""MoE feed-forward and the block carrying it: routing against a per-token reference, capacity, aux losses, caching."""
 
 import math
 
@@ -6,8 +6,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from unimm.nn.block import DenseBlock
 from unimm.nn.kv_cache import KVCache
-from unimm.nn.moe import MoEBlock, MoEFeedForward
+from unimm.nn.moe import MoEFeedForward
 from unimm.nn.rope import RotaryEmbedding
 
 DIM, HIDDEN = 16, 24
@@ -32,7 +33,7 @@ def naive_moe_reference(layer: MoEFeedForward, x: torch.Tensor, modality: torch.
             w_gate, w_up = layer.w_gate_up[e].chunk(2, dim=-1)
             y = y + g * ((F.silu(tok @ w_gate) * (tok @ w_up)) @ layer.w_down[e])
         if layer.shared_experts is not None:
-            y = y + layer.shared_experts(tok)
+            y = y + layer.shared_experts(tok)[0]
         rows.append(y)
     return torch.stack(rows).view_as(x)
 
@@ -92,7 +93,7 @@ def test_capacity_drops_overflow_assignments(num_shared):
     assert int(stats["tokens_per_expert"].sum()) == 16 - sum(dropped)
     assert (stats["tokens_per_expert"] <= capacity).all()
     ref = naive_moe_reference(layer, x, None).reshape(16, DIM)
-    shared = layer.shared_experts(x.reshape(16, DIM)) if num_shared else torch.zeros(16, DIM)
+    shared = layer.shared_experts(x.reshape(16, DIM))[0] if num_shared else torch.zeros(16, DIM)
     drop = torch.tensor(dropped)
     torch.testing.assert_close(y.reshape(16, DIM)[drop], shared[drop], atol=1e-6, rtol=0)  # routed part is zero
     torch.testing.assert_close(y.reshape(16, DIM)[~drop], ref[~drop], atol=1e-5, rtol=1e-5)
@@ -156,6 +157,11 @@ def test_modality_groups_keep_experts_apart():
     assert layer.last_stats["tokens_per_expert"][4:].sum() == 0
 
 
+def moe_block(heads: int, kv_heads: int, **moe) -> DenseBlock:
+    """The dense block with a routed feed-forward, as layer kinds moe / modality-moe build it."""
+    return DenseBlock(DIM, heads, kv_heads, HIDDEN, 0, make_mlp=lambda: MoEFeedForward(DIM, HIDDEN, **moe))
+
+
 def _block_inputs(b: int, length: int, heads: int):
     rotary = RotaryEmbedding(DIM // heads)
     pos = torch.arange(length).expand(b, 3, -1)
@@ -164,7 +170,7 @@ def _block_inputs(b: int, length: int, heads: int):
 
 def test_block_cached_decoding_equals_full_forward():
     torch.manual_seed(0)
-    block = MoEBlock(DIM, 4, 2, HIDDEN, 0, num_experts=4, top_k=2, num_shared=1, groups=[[0, 1], [2, 3]]).eval()
+    block = moe_block(4, 2, num_experts=4, top_k=2, num_shared=1, groups=[[0, 1], [2, 3]]).eval()
     b, length = 2, 9
     x = torch.randn(b, length, DIM)
     modality = torch.randint(0, 2, (b, length))
@@ -183,7 +189,7 @@ def test_block_cached_decoding_equals_full_forward():
 
 def test_block_cached_decoding_with_mask_and_no_modality():
     torch.manual_seed(0)
-    block = MoEBlock(DIM, 4, 4, HIDDEN, 0, num_experts=4, top_k=1).eval()
+    block = moe_block(4, 4, num_experts=4, top_k=1).eval()
     b, length = 2, 6
     x = torch.randn(b, length, DIM)
     mask = torch.ones(length, length, dtype=torch.bool).tril().expand(b, -1, -1).clone()
@@ -207,7 +213,7 @@ def test_block_cached_decoding_with_mask_and_no_modality():
 
 def test_block_gradients_and_stats():
     torch.manual_seed(0)
-    block = MoEBlock(DIM, 2, 1, HIDDEN, 0, num_experts=4, top_k=2, capacity_factor=1.0).train()
+    block = moe_block(2, 1, num_experts=4, top_k=2, capacity_factor=1.0).train()
     x = torch.randn(2, 10, DIM)
     cos, sin = _block_inputs(2, 10, 2)
     y, aux = block(x, torch.zeros(2, 10, dtype=torch.long), None, (cos, sin))
@@ -221,18 +227,17 @@ def test_block_gradients_and_stats():
 
 def test_backbone_with_moe_blocks_sums_aux_and_caches():
     from unimm.nn.backbone import Backbone, BackboneConfig
+    from unimm.settings import LAYERS
 
     torch.manual_seed(0)
     cfg = BackboneConfig(vocab_size=40, dim=DIM, depth=2, heads=4, kv_heads=2, hidden_dim=HIDDEN)
-    model = Backbone(cfg, lambda c, i: MoEBlock(c.dim, c.heads, c.kv_heads, c.hidden_dim, i, 4, 2)).eval()
+    model = Backbone(cfg, LAYERS.build(LAYERS.validate({"kind": "moe", "experts": 4}, "layers"))).eval()
     ids = torch.randint(0, 40, (2, 7))
     with torch.no_grad():
         _, aux = model(model.embed_tokens(ids), torch.arange(7).expand(2, 3, -1))
         layer_sum = sum(float(layer.mlp.last_stats["aux_loss"]) for layer in model.layers) * 0.01
         assert abs(float(aux["moe_aux_loss"]) - layer_sum) < 1e-6
-        full = model.text_logits(ids)
+        full = model.lm_logits(ids)
         cache = model.new_cache(8)
-        steps = [model.text_logits(ids[:, :4], cache)] + [
-            model.text_logits(ids[:, i : i + 1], cache) for i in range(4, 7)
-        ]
+        steps = [model.lm_logits(ids[:, :4], cache)] + [model.lm_logits(ids[:, i : i + 1], cache) for i in range(4, 7)]
     torch.testing.assert_close(torch.cat(steps, 1), full, atol=1e-5, rtol=1e-5)

@@ -109,11 +109,11 @@ def test_bf16_autocast_trains_in_one_process(digits_dir, tmp_path):
 
 @pytest.mark.parametrize("layers", ["dense", "moe"])
 def test_activation_checkpointing_gives_the_same_loss_and_gradients(digits_dir, layers):
-    cfg = load_config(None, tiny_overrides(digits_dir, **{"model.layers": layers}))
+    cfg = load_config(None, tiny_overrides(digits_dir, **{"layers.kind": layers}))
     data, templates = resolve_data(cfg)
     torch.manual_seed(0)
     model = UnifiedModel(cfg, build_tokenizer(cfg, data, templates)).train()
-    batch = make_batch(model, *ExampleStream(data, templates, cfg.objective, 8, 0).batch(0))
+    batch = make_batch(model, *ExampleStream(data, templates, cfg.data, 8, 0).batch(0))
     calls = []
     for block in model.backbone.layers:
         block.register_forward_pre_hook(lambda *_: calls.append(1))  # recompute stops early: no post-hook

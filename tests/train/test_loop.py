@@ -87,8 +87,8 @@ def test_stream_is_a_pure_function_of_seed_and_index(digits_dir):
 
     cfg = _cfg(digits_dir, 2)
     data, templates = resolve_data(cfg)
-    s1 = ExampleStream(data, templates, cfg.objective, 8, seed=3)
-    s2 = ExampleStream(data, templates, cfg.objective, 8, seed=3)
+    s1 = ExampleStream(data, templates, cfg.data, 8, seed=3)
+    s2 = ExampleStream(data, templates, cfg.data, 8, seed=3)
     late = s2.batch(57)  # jump ahead first: no hidden state carried between batches
     for k in (0, 57):
         a, b = s1.batch(k), (late if k == 57 else s2.batch(k))
@@ -117,7 +117,7 @@ def test_training_flops_are_counted_and_match_an_exact_count(digits_dir, tmp_pat
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     model = UnifiedModel.from_pretrained(out)
     data, templates = resolve_data(model.cfg)
-    stream = ExampleStream(data, templates, model.cfg.objective, model.cfg.train.batch_size, model.cfg.train.seed)
+    stream = ExampleStream(data, templates, model.cfg.data, model.cfg.train.batch_size, model.cfg.train.seed)
     total = 0
     for k in range(3):
         batch = make_batch(model, *stream.batch(k))

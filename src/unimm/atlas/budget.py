@@ -44,7 +44,7 @@ def measure_step_cost(cfg: Config, steps: int = 3, timed: bool = False, device: 
     model.freeze_fixed()  # as after preparation: frozen parts get no weight gradients
     model.to(device).train()
     shards = t.batch_shards or 1
-    stream = ExampleStream(data, templates, cfg.objective, t.batch_size // shards, t.seed, cfg.data.shift)
+    stream = ExampleStream(data, templates, cfg.data, t.batch_size // shards, t.seed)
     opt = build_optimizer(model, t.lr, t.weight_decay, t.betas)
 
     def forward_backward(index: int) -> int:

@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import get_args
 
 import tomllib
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from unimm.config import ConfigError, ModelSection, _format
+from unimm.config import ConfigError, _format
+from unimm.settings import LAYERS
 
-LAYER_KINDS = get_args(ModelSection.model_fields["layers"].annotation)
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 
 
@@ -109,9 +108,9 @@ class AtlasConfig(_Strict):
         if len({s.name for s in self.strategies}) != len(self.strategies):
             raise ValueError("strategy names must be unique")
         for kinds in [self.layers] + [s.layers for s in self.strategies if s.layers]:
-            unknown = [k for k in kinds if k != "preset" and k not in LAYER_KINDS]
+            unknown = [k for k in kinds if k != "preset" and k not in LAYERS.kinds()]
             if unknown:
-                raise ValueError(f"unknown layer kind(s) {unknown}; use preset or one of {list(LAYER_KINDS)}")
+                raise ValueError(f"unknown layer kind(s) {unknown}; use preset or one of {LAYERS.kinds()}")
         return self
 
 

@@ -1,9 +1,12 @@
 """What the numbers show on the survey's questions, and how they stand next to published directional claims.
 
 A question compares *matched pairs* of cells: same size and budget, the four strategy axes of
-docs/architecture.md (image objective, understanding path, layer kind, text objective) equal except the one
-in question. Presets may still differ in other settings (loss weights, vocabulary, augmentation); every pair
-lists those beyond what the axis itself entails. Differences are judged by ``comparison.py``'s rule.
+docs/architecture.md (the kinds of writer, reader, layers and text objective) equal except the one in
+question. Presets may still differ in other settings (loss weights, vocabulary, augmentation); every pair
+lists those beyond what the axis itself entails. What the axis entails is read off the part sections, not
+kept by hand: the axis's own section, every other part section whose kind differs between the two (with
+the other axes equal, only the axis can have changed it, e.g. the codec a writer needs) and the sampler
+(each writer names its own). Differences are judged by ``comparison.py``'s rule.
 """
 
 from __future__ import annotations
@@ -13,19 +16,10 @@ from dataclasses import dataclass, field
 from unimm.atlas.comparison import Comparison
 from unimm.atlas.results import Cell
 
-AXES = ("objective.image", "image.understand", "model.layers", "objective.text")
+AXES = ("writer.kind", "reader.kind", "layers.kind", "text.kind")
+PART_SECTIONS = ("layers", "codec", "writer", "denoiser", "reader", "reader.connector", "text")
 IGNORED = ("name", "train.seed", "train.steps", "train.warmup", "train.save_every", "train.log_every",
-           "train.threads", "train.parallel", "image.tokenizer")  # fmt: skip
-ENTAILED = {  # settings that belong to an axis: a change of the axis brings them along
-    "objective.image": ("image.generate", "image.latent", "image.patch_size", "image.vae_", "image.vq_",
-                        "image.code_features", "image.mar_", "image.head_", "image.gen_queries", "image.decoder_",
-                        "objective.denoiser", "objective.denoise_batch", "objective.prediction", "objective.timesteps",
-                        "objective.beta_schedule", "sample."),
-    "image.understand": ("image.vit_", "image.connector"),
-    "model.layers": ("model.experts", "model.top_k", "model.shared_experts", "model.expert_hidden_dim",
-                     "model.capacity_factor", "model.moe_"),
-    "objective.text": ("sample.text_steps", "sample.max_new_tokens"),
-}  # fmt: skip
+           "train.threads", "train.parallel", "codec.tokenizer", "sample.sampler")  # fmt: skip
 PRIMARY = {
     "generation": ("prompt_accuracy", "clip_score"),
     "understanding": ("caption_accuracy", "exact_match", "caption_cider"),
@@ -34,14 +28,33 @@ PRIMARY = {
 SECONDARY = {"generation": ("fid",), "understanding": ("vqa_accuracy",), "task_loss": ()}
 
 
-def _covered(key: str, entries: tuple[str, ...]) -> bool:
-    """``key`` is one of ``entries``, or starts with one that ends in ``_`` or ``.`` (a family of keys)."""
-    return any(key == e or (e.endswith(("_", ".")) and key.startswith(e)) for e in entries)
+def flatten(config: dict, prefix: str = "") -> dict[str, object]:
+    """A config dict -> {dotted key: value}; a missing part section (no denoiser) is the key with value None."""
+    out: dict[str, object] = {}
+    for k, v in config.items():
+        if isinstance(v, dict):
+            out.update(flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
 
 
 def config_value(config: dict, dotted: str):
-    section, key = dotted.split(".")
-    return config[section][key]
+    node = config
+    for part in dotted.split("."):
+        if not isinstance(node, dict):
+            return None
+        node = node.get(part)
+    return node
+
+
+def entailed_sections(axis: str, ca: dict, cb: dict) -> list[str]:
+    """The axis's part section, every other part section whose kind differs between the two configs, and the
+    sampling settings when the two sample with different samplers (they configure different algorithms)."""
+    axis_section = axis.rsplit(".", 1)[0]
+    differ = [s for s in PART_SECTIONS if config_value(ca, f"{s}.kind") != config_value(cb, f"{s}.kind")]
+    samplers = config_value(ca, "sample.sampler") != config_value(cb, "sample.sampler")
+    return list(dict.fromkeys([axis_section, *differ, *(["sample"] if samplers else [])]))
 
 
 @dataclass(frozen=True)
@@ -57,13 +70,13 @@ class Question:
 
 
 QUESTIONS = (
-    Question("ar-vs-diffusion", "Autoregressive vs diffusion image generation", "objective.image",
-             "discrete AR codes", frozenset({"ar"}), "continuous diffusion / flow", frozenset({"diffusion", "flow"}),
+    Question("ar-vs-diffusion", "Autoregressive vs diffusion image generation", "writer.kind",
+             "discrete AR codes", frozenset({"ar-codes"}), "continuous diffusion / flow", frozenset({"latent"}),
              ("generation", "understanding")),
-    Question("dense-vs-moe", "Dense vs mixture-of-experts layers", "model.layers", "dense", frozenset({"dense"}),
+    Question("dense-vs-moe", "Dense vs mixture-of-experts layers", "layers.kind", "dense", frozenset({"dense"}),
              "experts / modality-untied", frozenset({"moe", "modality-moe", "mot"}),
              ("task_loss", "understanding", "generation")),
-    Question("shared-vs-decoupled", "Shared vs decoupled image encoders", "image.understand",
+    Question("shared-vs-decoupled", "Shared vs decoupled image encoders", "reader.kind",
              "shared (the generation tokenizer's tokens)", frozenset({"shared"}), "decoupled (a ViT encoder)",
              frozenset({"vit"}), ("understanding", "generation")),
 )  # fmt: skip
@@ -102,10 +115,11 @@ class Pair:
     def differences(self, limit: int = 8) -> str:
         """Config keys in which the two cells differ besides the axis and what it entails (the confounds)."""
         ca, cb = self.a.first.run.config, self.b.first.run.config
-        skip = (*IGNORED, self.question.axis, *ENTAILED.get(self.question.axis, ()))
-        keys = [f"{s}.{k}" for s in ca if isinstance(ca[s], dict) for k in ca[s]]
-        diff = [k for k in keys if not _covered(k, skip) and config_value(ca, k) != config_value(cb, k)]
-        shown = ", ".join(f"{k} ({config_value(ca, k)} vs {config_value(cb, k)})" for k in diff[:limit])
+        fa, fb = flatten(ca), flatten(cb)
+        skip = entailed_sections(self.question.axis, ca, cb)
+        keys = sorted(fa.keys() | fb.keys(), key=lambda k: (list(fa) + list(fb)).index(k))
+        diff = [k for k in keys if k not in IGNORED and k.rsplit(".", 1)[0] not in skip and fa.get(k) != fb.get(k)]
+        shown = ", ".join(f"{k} ({fa.get(k)} vs {fb.get(k)})" for k in diff[:limit])
         return shown + (f" and {len(diff) - limit} more" if len(diff) > limit else "") if diff else "nothing"
 
 

@@ -63,7 +63,8 @@ class PlannedRun:
 
     def uses_shared_tokenizer(self) -> bool:
         """A VQ run that names no tokenizer of its own (it gets the atlas's shared one when configured)."""
-        return self.config["image"]["generate"] == "vq" and self.config["image"]["tokenizer"] is None
+        codec = self.config["codec"]
+        return codec["kind"] == "vq" and codec["tokenizer"] is None
 
     def data_key(self) -> tuple[str, int | None, int | None]:
         d = self.config["data"]
@@ -77,7 +78,8 @@ def plan_runs(atlas: AtlasConfig) -> list[PlannedRun]:
     for s in atlas.strategies:
         for size, size_set in atlas.sizes.items():
             for kind in s.layers or atlas.layers:
-                base = common + list(s.set) + list(size_set) + ([] if kind == "preset" else [f"model.layers={kind}"])
+                layers = [] if kind == "preset" else [f'layers={{kind = "{kind}"}}']  # the kind's own defaults
+                base = common + list(s.set) + list(size_set) + layers
                 for value in atlas.budget.values:
                     for seed in s.seeds or atlas.seeds:
                         overrides = (*base, f"train.seed={seed}")
@@ -86,8 +88,15 @@ def plan_runs(atlas: AtlasConfig) -> list[PlannedRun]:
                         except ConfigError as err:
                             raise ConfigError(f"strategy {s.name!r} ({s.preset}), size {size!r}: {err}") from None
                         run = PlannedRun(
-                            s.name, cfg.model.layers, size, atlas.budget.kind, value, seed, s.preset, overrides,
-                            cfg.model_dump(),
-                        )  # fmt: skip
+                            strategy=s.name,
+                            layers=cfg.layers.kind,
+                            size=size,
+                            budget_kind=atlas.budget.kind,
+                            budget=value,
+                            seed=seed,
+                            preset=s.preset,
+                            overrides=overrides,
+                            config=cfg.model_dump(),
+                        )
                         runs.setdefault(run.name, run)
     return list(runs.values())

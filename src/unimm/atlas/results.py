@@ -49,8 +49,7 @@ def task_loss(row: dict[str, Any], config: dict[str, Any]) -> float | None:
     """The training objective without the routers' auxiliary terms, comparable across layer kinds."""
     if "text_loss" not in row or "image_loss" not in row:
         return None
-    o = config["objective"]
-    return o["text_weight"] * row["text_loss"] + o["image_weight"] * row["image_loss"]
+    return config["text"]["weight"] * row["text_loss"] + config["writer"]["weight"] * row["image_loss"]
 
 
 @dataclass

@@ -68,7 +68,7 @@ def train_run(run_dir: Path) -> None:
     spec, launch = job["spec"], job["launch"]
     device = _device(launch)
     extra = [f"train.threads={launch['threads']}"] if launch.get("threads") else []
-    extra += [f"image.tokenizer={json.dumps(launch['tokenizer'])}"] if launch.get("tokenizer") else []
+    extra += [f"codec.tokenizer={json.dumps(launch['tokenizer'])}"] if launch.get("tokenizer") else []
     extra += ["train.parallel=ddp"] if device == "cuda" else []
     overrides = [*spec["overrides"], *extra]
     plan = read_json(run_dir / "budget.json")

@@ -9,11 +9,51 @@ All map features ``[B, N, d_in]`` to tokens ``[B, M, d_out]``:
   cross-attention to the features (BLIP-2's Q-Former, without its text branch).
 """
 
+from typing import Literal
+
 import torch
+from pydantic import Field
 from torch import nn
 
+from unimm.settings import CONNECTORS, Settings
 
+
+class LinearSettings(Settings):
+    """``reader.connector.kind = "linear"``: one projection per feature."""
+
+    kind: Literal["linear"] = "linear"
+
+
+class MLPSettings(Settings):
+    """``reader.connector.kind = "mlp"``: two layers with GELU (LLaVA-1.5)."""
+
+    kind: Literal["mlp"] = "mlp"
+
+
+class QuerySettings(Settings):
+    queries: int = Field(16, gt=0, description="image tokens the LLM reads")
+    depth: int = Field(2, gt=0)
+    heads: int = Field(4, gt=0)
+
+
+class ResamplerSettings(QuerySettings):
+    """``reader.connector.kind = "resampler"``: learned queries cross-attend to the features (Flamingo)."""
+
+    kind: Literal["resampler"] = "resampler"
+
+
+class QFormerSettings(QuerySettings):
+    """``reader.connector.kind = "qformer"``: queries alternate self- and cross-attention (BLIP-2)."""
+
+    kind: Literal["qformer"] = "qformer"
+
+
+@CONNECTORS.register(LinearSettings)
 class LinearConnector(nn.Module):
+    @classmethod
+    def from_settings(cls, s: LinearSettings, d_in: int, d_out: int) -> "LinearConnector":
+        return cls(d_in, d_out)
+
     def __init__(self, d_in: int, d_out: int) -> None:
         super().__init__()
         self.proj = nn.Linear(d_in, d_out)
@@ -22,7 +62,12 @@ class LinearConnector(nn.Module):
         return self.proj(feats)
 
 
+@CONNECTORS.register(MLPSettings)
 class MLPConnector(nn.Module):
+    @classmethod
+    def from_settings(cls, s: MLPSettings, d_in: int, d_out: int) -> "MLPConnector":
+        return cls(d_in, d_out)
+
     def __init__(self, d_in: int, d_out: int) -> None:
         super().__init__()
         self.net = nn.Sequential(nn.Linear(d_in, d_out), nn.GELU(), nn.Linear(d_out, d_out))
@@ -60,6 +105,10 @@ class _QueryConnector(nn.Module):
         self.layers = nn.ModuleList(_CrossAttentionLayer(d_out, heads, self_attention) for _ in range(depth))
         self.norm = nn.LayerNorm(d_out)
 
+    @classmethod
+    def from_settings(cls, s: QuerySettings, d_in: int, d_out: int) -> "_QueryConnector":
+        return cls(d_in, d_out, num_queries=s.queries, depth=s.depth, heads=s.heads)
+
     def forward(self, feats: torch.Tensor) -> torch.Tensor:
         feats = self.inp(feats)
         q = self.queries.expand(feats.shape[0], -1, -1)
@@ -68,25 +117,13 @@ class _QueryConnector(nn.Module):
         return self.norm(q)
 
 
+@CONNECTORS.register(ResamplerSettings)
 class ResamplerConnector(_QueryConnector):
     def __init__(self, d_in: int, d_out: int, num_queries: int = 16, depth: int = 2, heads: int = 4) -> None:
         super().__init__(d_in, d_out, num_queries, depth, heads, self_attention=False)
 
 
+@CONNECTORS.register(QFormerSettings)
 class QFormerConnector(_QueryConnector):
     def __init__(self, d_in: int, d_out: int, num_queries: int = 16, depth: int = 2, heads: int = 4) -> None:
         super().__init__(d_in, d_out, num_queries, depth, heads, self_attention=True)
-
-
-CONNECTORS = {
-    "linear": LinearConnector,
-    "mlp": MLPConnector,
-    "resampler": ResamplerConnector,
-    "qformer": QFormerConnector,
-}
-
-
-def build_connector(kind: str, d_in: int, d_out: int, **kw) -> nn.Module:
-    if kind not in CONNECTORS:
-        raise ValueError(f"unknown connector {kind!r}; allowed: {sorted(CONNECTORS)}")
-    return CONNECTORS[kind](d_in, d_out, **kw)

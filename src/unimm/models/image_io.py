@@ -6,19 +6,35 @@ hidden state back to a patch-sized prediction.
 """
 
 import math
+from typing import Literal
 
 import torch
 from einops import rearrange
+from pydantic import Field
 from torch import nn
 
+from unimm.settings import CODECS, Settings
 
+
+class PixelSettings(Settings):
+    """``codec.kind = "pixels"``: the image itself, cut into patches."""
+
+    kind: Literal["pixels"] = "pixels"
+    patch_size: int = Field(4, gt=0, description="patch side in pixels")
+
+
+@CODECS.register(PixelSettings)
 class PixelPatches(nn.Module):
     """Images [B, C, H, W] in [-1, 1] <-> patch vectors [B, (H/p)(W/p), C p p]."""
+
+    @classmethod
+    def from_settings(cls, s: PixelSettings, channels: int, image_size: int) -> "PixelPatches":
+        return cls(channels, image_size, s.patch_size)
 
     def __init__(self, channels: int, image_size: int, patch_size: int) -> None:
         super().__init__()
         if image_size % patch_size:
-            raise ValueError(f"image size {image_size} is not divisible by image.patch_size {patch_size}")
+            raise ValueError(f"image size {image_size} is not divisible by codec.patch_size {patch_size}")
         self.channels, self.image_size, self.patch_size = channels, image_size, patch_size
         self.grid = (image_size // patch_size, image_size // patch_size)
         self.patch_dim = channels * patch_size * patch_size

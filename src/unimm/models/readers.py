@@ -1,68 +1,114 @@
-"""Understanding paths: how an image the model reads becomes input embeddings.
+"""Understanding paths (``[reader]``): how an image the model reads becomes input embeddings.
 
-``image.understand = "shared"`` needs no module here: the generation path embeds the image it
-would generate (clean latents or VQ codes). ``"vit"`` decouples the two (Janus, LLaVA): a small
-ViT encodes the pixels and a connector (linear | mlp | resampler | qformer) maps its features to
-the language model's width. The ViT trains with the rest of the model; with
-``image.vit_pretrain_steps`` it is first pre-trained alone as a classifier of the dataset's labels
-(the in-project stand-in for the separately pre-trained SigLIP encoder of Janus), then fine-tuned.
+- ``shared``: the writer embeds the images it reads as it would the ones it generates (clean latents
+  or VQ codes), so one tokenizer serves both directions (Chameleon, Transfusion, Show-o).
+- ``vit``: decoupled encoders (Janus, LLaVA): a small ViT encodes the pixels and a connector
+  (``[reader.connector]``: linear | mlp | resampler | qformer) maps its features to the language
+  model's width. The ViT trains with the rest of the model; with ``reader.pretrain_steps`` it is first
+  pre-trained alone as a classifier of the dataset's labels (the in-project stand-in for the separately
+  pre-trained SigLIP encoder of Janus), then fine-tuned.
 """
 
-import math
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field, SerializeAsAny, field_validator
 from torch import nn
 
 from unimm.config import Config
-from unimm.models.connectors import build_connector
+from unimm.models.contracts import PrepareData, Reader
+from unimm.models.vit import ViTEncoder
 from unimm.optim import pretrain
-from unimm.tokenizers.vit import ViTEncoder
+from unimm.sequence import squarest_grid
+from unimm.settings import CONNECTORS, READERS, WRITERS, Settings
 
 
-class ViTReader(nn.Module):
-    def __init__(self, cfg: Config) -> None:
-        super().__init__()
-        im, d = cfg.image, cfg.data
-        self.vit = ViTEncoder(d.channels, d.image_size, im.vit_patch, im.vit_dim, im.vit_depth, im.vit_heads)
-        pooled = im.connector in ("resampler", "qformer")
-        kw = {"num_queries": im.connector_queries, "heads": im.vit_heads} if pooled else {}
-        self.connector = build_connector(im.connector, im.vit_dim, cfg.model.dim, **kw)
-        if pooled:  # M query tokens, laid out on the squarest grid that holds them
-            rows = max(r for r in range(1, math.isqrt(im.connector_queries) + 1) if im.connector_queries % r == 0)
-            self.grid = (rows, im.connector_queries // rows)
-        else:
-            self.grid = (self.vit.grid, self.vit.grid)
-        self.pretrain_steps, self.lr = im.vit_pretrain_steps, cfg.train.lr
+class SharedSettings(Settings):
+    """``reader.kind = "shared"``: read images through the writer's own tokenizer."""
 
-    def prepare(self, images: torch.Tensor, labels: torch.Tensor | None, seed: int = 0, progress: bool = True) -> dict:
+    kind: Literal["shared"] = "shared"
+
+
+class ViTSettings(Settings):
+    """``reader.kind = "vit"``: a ViT + connector, decoupled from the generation tokenizer."""
+
+    kind: Literal["vit"] = "vit"
+    patch: int = Field(4, gt=0, description="patch side in pixels")
+    dim: int = Field(128, gt=0)
+    depth: int = Field(2, gt=0)
+    heads: int = Field(4, gt=0)
+    pretrain_steps: int = Field(
+        0, ge=0, description="classification pre-training steps on the dataset's labels before the LLM trains"
+    )
+    connector: SerializeAsAny[Settings] = Field(default_factory=lambda: CONNECTORS.validate({}, "reader.connector"))
+
+    @field_validator("connector", mode="before")
+    @classmethod
+    def _connector_kind(cls, value: Any) -> Settings:
+        return CONNECTORS.validate(value, "reader.connector")
+
+
+@READERS.register(SharedSettings)
+class SharedReader(Reader):
+    """No weights of its own: the writer embeds what is read (``Reader.shared``)."""
+
+    shared = True
+
+    def __init__(self, settings: SharedSettings, cfg: Config, writer_grid: tuple[int, int]) -> None:
+        super().__init__(settings)
+        self.grid = writer_grid
+
+    @classmethod
+    def check_config(cls, cfg: Config) -> None:
+        if not WRITERS.cls(cfg.writer.kind).reads:
+            raise ValueError(
+                f"writer kind {cfg.writer.kind!r} cannot embed the images it reads: set reader.kind = 'vit'"
+            )
+
+    def read(self, ctx, images: torch.Tensor) -> torch.Tensor:
+        return ctx.writer.read_inputs(ctx, images)
+
+
+@READERS.register(ViTSettings)
+class ViTReader(Reader):
+    def __init__(self, settings: ViTSettings, cfg: Config, writer_grid: tuple[int, int]) -> None:
+        super().__init__(settings)
+        s, d = settings, cfg.data
+        self.vit = ViTEncoder(d.channels, d.image_size, s.patch, s.dim, s.depth, s.heads)
+        self.connector = CONNECTORS.build(s.connector, s.dim, cfg.model.dim)
+        queries = getattr(s.connector, "queries", None)  # pooling connectors: that many tokens on a grid
+        self.grid = squarest_grid(queries) if queries else (self.vit.grid, self.vit.grid)
+
+    def prepare(self, data: PrepareData) -> dict:
         """Pre-train the ViT as a classifier (mean-pooled features -> linear head, discarded after)."""
-        if not self.pretrain_steps or labels is None or not bool((labels >= 0).any()):
+        labels, steps = data.labels, self.settings.pretrain_steps
+        if not steps or labels is None or not bool((labels >= 0).any()):
             return {}
         keep = labels >= 0
-        images, labels = images[keep], labels[keep]
-        gen = torch.Generator().manual_seed(seed)
+        images, labels = data.images[keep], labels[keep]
+        gen = torch.Generator().manual_seed(data.seed)
         head = nn.Linear(self.vit.norm.weight.shape[0], int(labels.max()) + 1)
 
         def step_loss() -> torch.Tensor:
             idx = torch.randint(0, len(images), (64,), generator=gen)
             return F.cross_entropy(head(self.vit(images[idx]).mean(1)), labels[idx])
 
-        steps = self.pretrain_steps
         loss = pretrain(
-            [*self.vit.parameters(), *head.parameters()], step_loss, steps, self.lr,
-            lambda opt: torch.optim.lr_scheduler.OneCycleLR(opt, self.lr, total_steps=steps, pct_start=0.1),
-            weight_decay=0.05, desc="pre-train ViT", progress=progress,
-        )  # fmt: skip
+            [*self.vit.parameters(), *head.parameters()],
+            step_loss,
+            steps,
+            data.lr,
+            lambda opt: torch.optim.lr_scheduler.OneCycleLR(opt, data.lr, total_steps=steps, pct_start=0.1),
+            weight_decay=0.05,
+            desc="pre-train ViT",
+            progress=data.progress,
+        )
         with torch.no_grad():
             probe = slice(0, min(len(images), 1000))
             acc = (head(self.vit(images[probe]).mean(1)).argmax(-1) == labels[probe]).float().mean()
         return {"vit_pretrain_loss": loss, "vit_pretrain_train_accuracy": float(acc)}
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
+    def read(self, ctx, images: torch.Tensor) -> torch.Tensor:
         """images [N, C, H, W] -> input embeddings [N, h*w, dim]."""
         return self.connector(self.vit(images))
-
-
-def build_reader(cfg: Config) -> nn.Module | None:
-    return ViTReader(cfg) if cfg.image.understand == "vit" else None

@@ -1,62 +1,32 @@
 """UnifiedModel: one transformer that reads and writes text and images.
 
-Assembled from parts picked by the config (design: docs/architecture.md), never by strategy name:
-- ``backbone`` (nn/): the Llama-style trunk, shared by every strategy;
-- ``writer``: the generation path named by ``image.generate`` + ``objective.image``: continuous
-  latent patches with diffusion / flow (``LatentWriter``), VQ codes predicted autoregressively
-  (``ARCodeWriter``) or by masked-token prediction (``MaskedCodeWriter``), continuous patches
-  produced group by group through a per-patch diffusion head (``MARWriter``), or query tokens that
-  condition a separate diffusion decoder (``ConnectorWriter``);
-- ``reader``: the understanding path, ``image.understand``: None (``shared``: the writer embeds the
-  images it reads) or a ViT + connector (``vit``, decoupled encoders);
-- ``text``: the text objective with its caption decoder, ``objective.text``: next-token or masked.
-``forward`` is the training loss on a packed batch; ``caption`` and ``generate`` are the two
-directions of use, each delegated to the part that owns the algorithm.
+Assembled from parts picked by the config (design: docs/architecture.md), never by strategy name; each
+section names a kind registered in ``settings.py``:
+- ``backbone`` (nn/): the Llama-style trunk, shared by every strategy, its blocks of kind ``[layers]``;
+- ``writer`` (``[writer]``, ``models/writers/``): the generation path, with its ``[codec]`` and, when it
+  denoises, its ``[denoiser]``;
+- ``reader`` (``[reader]``): the understanding path, ``shared`` (the writer embeds what is read) or a
+  ViT + connector;
+- ``text`` (``[text]``): the text objective with its caption decoder, next-token or masked.
+The parts reach the model only through ``ctx`` (``ModelContext``). ``forward`` is the training loss on
+a packed batch; ``caption`` and ``generate`` are the two directions of use, each delegated to the part
+that owns the algorithm.
 """
 
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from unimm.checkpoint import atomic_write_text, load_weights, save_weights
 from unimm.config import Config, dump_toml, load_config
-from unimm.models.code_writer import ARCodeWriter, MaskedCodeWriter
-from unimm.models.connector_writer import ConnectorWriter
-from unimm.models.latent_writer import LatentWriter
-from unimm.models.mar_writer import MARWriter
-from unimm.models.readers import build_reader
+from unimm.models.context import ModelContext
+from unimm.models.contracts import PrepareData, Reader, TextObjective, Writer
 from unimm.nn.backbone import Backbone, BackboneConfig
-from unimm.nn.layers import ExpertSpec, make_block_factory
-from unimm.objectives.text import build_text_objective
-from unimm.sequence import Batch, SpecialIds, collate, pack
-from unimm.tasks import Layout, generation_prompt
+from unimm.sequence import Batch, SpecialIds
+from unimm.settings import LAYERS, READERS, TEXT, WRITERS
+from unimm.tasks import Layout
 from unimm.tokenizers.text import TextTokenizer
-
-# parameter-name prefixes of runs saved before the writer/reader split (2026-11) -> today's names
-_RENAMED = {"image_codec.": "writer.codec.", "image_in.": "writer.embed.", "image_out.": "writer.head."}
-
-
-def upgrade_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Rename the parameters of older runs so that they load into today's model."""
-    out = {}
-    for k, v in state.items():
-        for old, new in _RENAMED.items():
-            if k.startswith(old):
-                k = new + k[len(old) :]
-        out[k] = v
-    return out
-
-
-WRITERS = {
-    "diffusion": LatentWriter,
-    "flow": LatentWriter,
-    "ar": ARCodeWriter,
-    "masked": MaskedCodeWriter,
-    "mar": MARWriter,
-    "connector": ConnectorWriter,
-}
 
 
 def backbone_config(cfg: Config, vocab_size: int) -> BackboneConfig:
@@ -74,40 +44,41 @@ def backbone_config(cfg: Config, vocab_size: int) -> BackboneConfig:
     )
 
 
-def layer_factory(cfg: Config):
-    """The block factory of ``model.layers`` (dense, moe, modality-moe, mot)."""
-    m = cfg.model
-    spec = ExpertSpec(
-        m.experts, m.top_k, m.shared_experts, m.expert_hidden_dim, m.capacity_factor, m.moe_aux_weight, m.moe_z_weight
-    )
-    return make_block_factory(m.layers, spec)
-
-
 class UnifiedModel(nn.Module):
     def __init__(self, cfg: Config, tokenizer: TextTokenizer) -> None:
         super().__init__()
         if cfg.data.image_size is None or cfg.data.channels is None:
             raise ValueError("data.image_size and data.channels must be resolved (set from the dataset) first")
         self.cfg, self.tokenizer = cfg, tokenizer
-        self.writer = WRITERS[cfg.objective.image](cfg)
-        self.reader = build_reader(cfg)
-        self.text = build_text_objective(cfg)
+        self.writer: Writer = WRITERS.build(cfg.writer, cfg)
+        self.reader: Reader = READERS.build(cfg.reader, cfg, self.writer.grid)
+        self.text: TextObjective = TEXT.build(cfg.text)
         # vocabulary: text tokens, then the writer's image codes (shared vocabulary), then [MASK] for text
         self.text_vocab = tokenizer.vocab_size
         self.writer.bind(self.text_vocab)
         self.text.bind(self.text_vocab + self.writer.extra_vocab)
         vocab = self.text_vocab + self.writer.extra_vocab + self.text.extra_vocab
-        self.backbone = Backbone(backbone_config(cfg, vocab), make_block=layer_factory(cfg))
-        self.writer.init_weights(self.backbone)
+        self.backbone = Backbone(backbone_config(cfg, vocab), make_block=LAYERS.build(cfg.layers))
         self.special = SpecialIds(tokenizer.pad_id, tokenizer.boi_id, tokenizer.eoi_id, tokenizer.img_id)
-        read_grid = self.reader.grid if self.reader is not None else self.writer.grid
         self.layout = Layout(
-            read_grid, self.writer.grid, self.writer.causal, self.text.answer_len, self.text.prompt_loss
+            read_grid=self.reader.grid,
+            gen_grid=self.writer.grid,
+            gen_causal=self.writer.causal,
+            answer_len=self.text.answer_len,
+            prompt_loss=self.text.prompt_loss,
         )
-
-    @classmethod
-    def from_config(cls, cfg: Config, tokenizer: TextTokenizer) -> "UnifiedModel":
-        return cls(cfg, tokenizer)
+        self.ctx = ModelContext(
+            backbone=self.backbone,
+            tokenizer=tokenizer,
+            layout=self.layout,
+            special=self.special,
+            text_vocab=self.text_vocab,
+            config=cfg,
+            writer=self.writer,
+            reader=self.reader,
+            text=self.text,
+        )
+        self.writer.init_weights(self.ctx)
 
     # ----------------------------------------------------------------------------- parts
     def prepare(
@@ -122,10 +93,10 @@ class UnifiedModel(nn.Module):
         images (and pre-train a separate decoder on ``captions``, one per image, when configured),
         then freeze what stays fixed; pre-train the reader's encoder when configured."""
         ids = [self.tokenizer.encode(c) for c in captions] if captions is not None else None
-        stats = self.writer.prepare(images, seed=seed, progress=progress, captions=ids)
+        data = PrepareData(images, labels, ids, seed, progress, self.cfg.train.lr, self.cfg.data.cond_drop)
+        stats = self.writer.prepare(data)
         self.freeze_fixed()
-        if self.reader is not None:
-            stats.update(self.reader.prepare(images, labels, seed=seed, progress=progress))
+        stats.update(self.reader.prepare(data))
         return stats
 
     def freeze_fixed(self) -> None:
@@ -135,53 +106,59 @@ class UnifiedModel(nn.Module):
             module.requires_grad_(False)
 
     def pack(self, spans: list[list], left_pad: bool = False) -> Batch:
-        seqs = [pack(s, self.special) for s in spans]
-        return collate(seqs, self.special.pad, self.text.full_attention, left_pad)
-
-    def text_logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        """Logits over the text vocabulary only (image codes and [MASK] are never text)."""
-        return F.linear(hidden, self.backbone.lm_head.weight[: self.text_vocab])
-
-    def embed_inputs(self, batch: Batch) -> torch.Tensor:
-        """Token embeddings with every image of ``batch`` read (clean) into its positions."""
-        x = self.backbone.embed_tokens(batch.tokens)
-        img = batch.image_id >= 0
-        if img.any():
-            images = batch.images.to(x.device)
-            emb = self.reader(images) if self.reader is not None else self.writer.read_inputs(self.backbone, images)
-            x = x.masked_scatter(img.unsqueeze(-1), emb.to(x.dtype))
-        return x
+        return self.ctx.pack(spans, left_pad)
 
     # ----------------------------------------------------------------------------- training
-    def routing_stats(self) -> dict:
-        """Routing of the last forward, for the training log (empty for layers without a router):
-        ``expert_tokens`` [layer][expert], ``expert_tokens_by_modality`` [modality][expert] summed over layers,
-        ``router_entropy`` (mean over layers, nats), ``dropped_tokens`` and ``expert_load_ratio`` (the largest
-        max/min ratio of tokens per expert inside a routing group, over layers; inf when an expert got none)."""
-        layers = [b.mlp for b in self.backbone.layers if hasattr(getattr(b, "mlp", None), "last_stats")]
-        layers = [m for m in layers if getattr(m, "last_stats", None) is not None]
-        if not layers:
+    def routed_layers(self) -> list[nn.Module]:
+        """The feed-forwards that route tokens (MoE kinds), in layer order."""
+        return [b.mlp for b in self.backbone.layers if hasattr(getattr(b, "mlp", None), "last_stats")]
+
+    def routing_counts(self) -> dict[str, torch.Tensor]:
+        """Routing of the last forward as counts that add up over forwards, shards and processes (empty for
+        layers without a router): ``tokens`` [layer, expert], ``dropped`` [layer], ``entropy`` [layer] (mean
+        router entropy, nats), ``forwards`` (1), and ``by_modality`` [modality, expert] summed over layers."""
+        stats = [m.last_stats for m in self.routed_layers() if m.last_stats]
+        if not stats:
             return {}
-        loads = [m.last_stats["tokens_per_expert"].float() for m in layers]
+        out = {
+            "tokens": torch.stack([s["tokens_per_expert"].double() for s in stats]),
+            "dropped": torch.stack([s["dropped"].double() for s in stats]),
+            "entropy": torch.stack([s["router_entropy"].double() for s in stats]),
+            "forwards": torch.ones((), dtype=torch.float64),
+        }
+        if all("tokens_per_expert_by_modality" in s for s in stats):
+            out["by_modality"] = sum(s["tokens_per_expert_by_modality"].double() for s in stats)
+        return {k: v.cpu() for k, v in out.items()}
+
+    def routing_stats(self, counts: dict[str, torch.Tensor] | None = None) -> dict:
+        """Routing for the training log from ``counts`` (``routing_counts``, possibly summed over a step's shards
+        and processes; default: the last forward): ``expert_tokens`` [layer][expert],
+        ``expert_tokens_by_modality`` [modality][expert] summed over layers, ``router_entropy`` (mean over layers
+        and forwards, nats), ``dropped_tokens`` and ``expert_load_ratio`` (the largest max/min ratio of tokens
+        per expert inside a routing group, over layers; None when an expert got none)."""
+        counts = self.routing_counts() if counts is None else counts
+        if not counts:
+            return {}
         ratio = 0.0
-        for m, load in zip(layers, loads, strict=True):
+        for m, load in zip(self.routed_layers(), counts["tokens"], strict=True):
             for group in m.groups or [list(range(load.numel()))]:
                 g = load[group]
                 ratio = max(ratio, float(g.max() / g.min()) if g.min() > 0 else float("inf"))
+        forwards = float(counts["forwards"])
         out = {
-            "expert_tokens": [load.long().tolist() for load in loads],
-            "router_entropy": round(sum(float(m.last_stats["router_entropy"]) for m in layers) / len(layers), 5),
-            "dropped_tokens": int(sum(int(m.last_stats["dropped"]) for m in layers)),
+            "expert_tokens": counts["tokens"].round().long().tolist(),
+            "router_entropy": round(float(counts["entropy"].mean()) / forwards, 5),
+            "dropped_tokens": int(counts["dropped"].sum()),
             "expert_load_ratio": round(ratio, 4) if ratio != float("inf") else None,
         }
-        by_mod = [m.last_stats.get("tokens_per_expert_by_modality") for m in layers]
-        if all(b is not None for b in by_mod):
-            out["expert_tokens_by_modality"] = sum(by_mod).tolist()
+        if "by_modality" in counts:
+            out["expert_tokens_by_modality"] = counts["by_modality"].round().long().tolist()
         return out
 
     def forward(self, batch: Batch, generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict]:
-        """Training loss L = w_text * L_text + w_image * L_image + aux, and named metrics."""
-        obj = self.cfg.objective
+        """Training loss L = w_text * L_text + w_image * L_image + aux, and named metrics. Every random draw
+        (text masks, diffusion time and noise, code masks) comes from ``generator``."""
+        ctx = self.ctx
         tokens, text_state = self.text.corrupt(batch, generator)
         x = self.backbone.embed_tokens(tokens)
         img = batch.image_id >= 0
@@ -190,21 +167,22 @@ class UnifiedModel(nn.Module):
         state = None
         if img.any():
             images = batch.images.to(x.device)
-            if self.reader is None:  # shared: the writer embeds read and generated images alike
-                emb, state = self.writer.train_inputs(self.backbone, images, gen, generator)
+            if self.reader.shared:  # the writer embeds read and generated images alike, in one pass
+                emb, state = self.writer.train_inputs(ctx, images, gen, generator)
                 x = x.masked_scatter(img.unsqueeze(-1), emb.to(x.dtype))
             else:
                 if gen.any():
-                    emb, state = self.writer.train_inputs(self.backbone, images[gen], gen[gen], generator)
+                    emb, state = self.writer.train_inputs(ctx, images[gen], gen[gen], generator)
                     x = x.masked_scatter(gen_pos.unsqueeze(-1), emb.to(x.dtype))
                 if not gen.all():
-                    x = x.masked_scatter((img & ~gen_pos).unsqueeze(-1), self.reader(images[~gen]).to(x.dtype))
-        hidden, aux = self.backbone(x, batch.positions, batch.modality, batch.attn_mask)
-        text_loss = self.text.loss(self, hidden, batch, text_state)
+                    read = self.reader.read(ctx, images[~gen]).to(x.dtype)
+                    x = x.masked_scatter((img & ~gen_pos).unsqueeze(-1), read)
+        hidden, aux = ctx.run(x, batch)
+        text_loss = self.text.loss(ctx, hidden, batch, text_state)
         image_loss = x.new_zeros(())
         if gen_pos.any():
-            image_loss, _ = self.writer.loss(self.backbone, hidden, gen_pos, state)
-        loss = obj.text_weight * text_loss + obj.image_weight * image_loss
+            image_loss, _ = self.writer.loss(ctx, hidden, gen_pos, state, generator)
+        loss = self.text.weight * text_loss + self.writer.weight * image_loss
         for v in aux.values():
             loss = loss + v
         metrics = {"loss": loss.detach(), "text_loss": text_loss.detach(), "image_loss": image_loss.detach()}
@@ -223,21 +201,15 @@ class UnifiedModel(nn.Module):
         use_cache: bool = True,
     ) -> torch.Tensor:
         """Text -> images [B, C, H, W] in [-1, 1], by the writer's sampler (with guidance when cfg != 1).
-        ``use_cache=False`` makes autoregressive codes re-run the whole sequence at every step (reference)."""
+        Unset arguments are read from ``cfg.sample`` now. ``use_cache=False`` makes autoregressive codes
+        re-run the whole sequence at every step (reference)."""
         s = self.cfg.sample
         scale = s.cfg if cfg_scale is None else cfg_scale
-        return self.writer.generate(self, prompts, scale, steps or s.steps, sampler or s.sampler, generator, use_cache)
-
-    def generation_batch(self, prompts: list[str], guided: bool) -> tuple[Batch, torch.Tensor]:
-        """The packed t2i prompts (then their unconditional twins when ``guided``) and their token embeddings."""
-        n = self.writer.grid[0] * self.writer.grid[1]
-        for p in prompts:
-            self.check_length(len(self.tokenizer.encode(p)) + n + 4, f"prompt {p!r}")  # bos boi eoi eos
-        seqs = [generation_prompt(p, self.layout, self.tokenizer) for p in prompts]
-        if guided:
-            seqs += [generation_prompt(None, self.layout, self.tokenizer) for _ in prompts]
-        batch = self.pack(seqs).to(next(self.parameters()).device)
-        return batch, self.backbone.embed_tokens(batch.tokens)
+        sampler = sampler or s.sampler
+        allowed = self.writer.samplers(self.cfg)
+        if sampler not in allowed:
+            raise ValueError(f"sampler {sampler!r} does not pair with writer kind {self.cfg.writer.kind!r}: {allowed}")
+        return self.writer.generate(self.ctx, prompts, scale, steps or s.steps, sampler, generator, use_cache)
 
     # ----------------------------------------------------------------------------- understanding
     @torch.no_grad()
@@ -253,21 +225,19 @@ class UnifiedModel(nn.Module):
         use_cache: bool = True,
     ) -> list[str]:
         """Images [B, C, H, W] in [-1, 1] -> captions (or answers to ``question``), by the text objective's
-        decoder. Next-token decoding uses a KV cache; ``use_cache=False`` re-runs the whole sequence at
-        every step (the reference the cached path is tested against)."""
+        decoder; unset arguments are read from ``cfg.sample`` now. Next-token decoding uses a KV cache;
+        ``use_cache=False`` re-runs the whole sequence at every step (the reference the cached path is
+        tested against)."""
         s = self.cfg.sample
-        images = images.to(next(self.parameters()).device).float()
+        images = images.to(self.ctx.device).float()
         temperature = s.temperature if temperature is None else temperature
         max_new = max_new_tokens or s.max_new_tokens
         return self.text.caption(
-            self, images, question, max_new, temperature, top_k or s.top_k, top_p or s.top_p, generator, use_cache
+            self.ctx, images, question, max_new, temperature, top_k or s.top_k, top_p or s.top_p, generator, use_cache
         )
 
     def check_length(self, length: int, what: str) -> None:
-        if length > self.cfg.model.max_seq_len:
-            raise ValueError(
-                f"{what} needs {length} positions, more than model.max_seq_len = {self.cfg.model.max_seq_len}"
-            )
+        self.ctx.check_length(length, what)
 
     # ----------------------------------------------------------------------------- persistence
     def save_pretrained(self, directory: str | Path, state_dict: dict | None = None) -> Path:
@@ -285,7 +255,7 @@ class UnifiedModel(nn.Module):
         if not (directory / "config.toml").is_file():
             raise FileNotFoundError(f"{directory} is not a unimm model directory (no config.toml)")
         model = cls(load_config(directory / "config.toml"), TextTokenizer.load(directory / "tokenizer"))
-        state = upgrade_state_dict(load_weights(directory / weights))
+        state = load_weights(directory / weights)
         missing, unexpected = model.load_state_dict(state, strict=False)
         if missing or unexpected:
             raise ValueError(f"{directory / weights}: missing {missing[:5]}, unexpected {unexpected[:5]}")

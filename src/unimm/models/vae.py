@@ -5,12 +5,16 @@ by a VAE (trained on the run's own images before the transformer, then frozen), 
 scaled to unit variance and cut into patches. It has the same interface as ``PixelPatches``.
 """
 
+from typing import Literal
+
 import torch
 import torch.nn.functional as F
 from einops import rearrange
+from pydantic import Field
 from torch import nn
 
 from unimm.nn.conv import conv_decoder, conv_encoder
+from unimm.settings import CODECS, Settings
 from unimm.tokenizers.fit import fit_image_tokenizer
 
 
@@ -60,8 +64,34 @@ class SmallVAE(nn.Module):
         return self.decode(self.encode(x)[0]), None
 
 
+class VAESettings(Settings):
+    """``codec.kind = "vae"``: a small KL-VAE fitted on the run's images before the transformer trains."""
+
+    kind: Literal["vae"] = "vae"
+    patch_size: int = Field(1, gt=0, description="patch side in latent cells")
+    channels: int = Field(4, gt=0, description="latent channels")
+    downsample: int = Field(4, gt=0, description="spatial downsampling (a power of 2)")
+    hidden: int = Field(32, gt=0)
+    steps: int = Field(600, gt=0, description="VAE fitting steps before the transformer trains")
+    kl: float = Field(1e-4, ge=0, description="KL weight")
+
+
+@CODECS.register(VAESettings)
 class VAEPatches(nn.Module):
     """Images [B, C, H, W] <-> patches of the scaled VAE latent [B, (H/dp)(W/dp), z p p]."""
+
+    @classmethod
+    def from_settings(cls, s: VAESettings, channels: int, image_size: int) -> "VAEPatches":
+        return cls(
+            channels,
+            image_size,
+            s.patch_size,
+            latent_channels=s.channels,
+            downsample=s.downsample,
+            hidden=s.hidden,
+            fit_steps=s.steps,
+            kl_weight=s.kl,
+        )
 
     def __init__(
         self,
@@ -78,8 +108,8 @@ class VAEPatches(nn.Module):
         side = image_size // downsample
         if image_size % downsample or side % patch_size:
             raise ValueError(
-                f"image size {image_size} / image.vae_downsample {downsample} "
-                f"is not divisible by image.patch_size {patch_size}"
+                f"image size {image_size} / codec.downsample {downsample} "
+                f"is not divisible by codec.patch_size {patch_size}"
             )
         self.vae = SmallVAE(channels, latent_channels, hidden, downsample, kl_weight)
         self.patch_size, self.fit_steps, self.kl_weight = patch_size, fit_steps, kl_weight

@@ -1,22 +1,55 @@
 """The discrete image codec of the VQ strategies: images <-> grids of VQ-VAE code indices.
 
 Fitted on the run's own images before the transformer trains (``prepare``), or loaded from a
-``unimm tokenizer train`` output named by ``image.tokenizer``; frozen afterwards. Its weights are
+``unimm tokenizer train`` output named by ``codec.tokenizer``; frozen afterwards. Its weights are
 saved inside the model, so a trained run never needs the tokenizer directory again.
 """
 
 from pathlib import Path
+from typing import Literal
 
 import torch
 from einops import rearrange
+from pydantic import Field
 from torch import nn
 
 from unimm.checkpoint import load_weights
+from unimm.settings import CODECS, Settings
 from unimm.tokenizers.fit import fit_image_tokenizer
 from unimm.tokenizers.vqvae import VQVAE, psnr
 
 
+class VQSettings(Settings):
+    """``codec.kind = "vq"``: a VQ-VAE fitted in-run, or a trained one loaded from ``tokenizer``."""
+
+    kind: Literal["vq"] = "vq"
+    codebook: int = Field(256, gt=1, description="codes of the tokenizer")
+    dim: int = Field(16, gt=0, description="code vector size")
+    hidden: int = Field(64, gt=0)
+    downsample: int = Field(4, gt=0)
+    steps: int = Field(2000, gt=0, description="fitting steps before the transformer trains")
+    l2_normalize: bool = False
+    tokenizer: str | None = Field(
+        None, description="directory of a 'unimm tokenizer train' output to use (frozen) instead of fitting one"
+    )
+
+
+@CODECS.register(VQSettings)
 class VQCodes(nn.Module):
+    @classmethod
+    def from_settings(cls, s: VQSettings, channels: int, image_size: int) -> "VQCodes":
+        return cls(
+            channels,
+            image_size,
+            codebook=s.codebook,
+            code_dim=s.dim,
+            hidden=s.hidden,
+            downsample=s.downsample,
+            fit_steps=s.steps,
+            l2_normalize=s.l2_normalize,
+            pretrained=s.tokenizer,
+        )
+
     def __init__(
         self,
         channels: int,
@@ -31,7 +64,7 @@ class VQCodes(nn.Module):
     ) -> None:
         super().__init__()
         if image_size % downsample:
-            raise ValueError(f"image size {image_size} is not divisible by image.vq_downsample {downsample}")
+            raise ValueError(f"image size {image_size} is not divisible by codec.downsample {downsample}")
         self.vq = VQVAE(channels, codebook, code_dim, hidden, downsample, l2_normalize=l2_normalize)
         self.num_codes, self.fit_steps, self.pretrained = codebook, fit_steps, pretrained
         side = image_size // downsample
@@ -42,6 +75,10 @@ class VQCodes(nn.Module):
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         """images [B, C, H, W] in [-1, 1] -> codes [B, h*w] (raster order)."""
         return rearrange(self.vq.encode(images), "b h w -> b (h w)")
+
+    def code_vectors(self, codes: torch.Tensor) -> torch.Tensor:
+        """codes [...] -> their codebook vectors [..., code_dim]."""
+        return self.vq.quantizer.embed(codes)
 
     @torch.no_grad()
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
@@ -54,7 +91,7 @@ class VQCodes(nn.Module):
             state = load_weights(Path(self.pretrained) / "tokenizer.safetensors")
             missing, unexpected = self.vq.load_state_dict(state, strict=False)
             if missing or unexpected:
-                raise ValueError(f"{self.pretrained}: tokenizer weights do not match image.vq_* ({missing[:3]})")
+                raise ValueError(f"{self.pretrained}: tokenizer weights do not match codec.* ({missing[:3]})")
         else:
             fit_image_tokenizer(
                 self.vq, images, self.fit_steps, batch_size, seed=seed, progress=progress, desc="fit VQ"

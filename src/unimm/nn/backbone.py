@@ -6,7 +6,7 @@ concatenates a local Llama or Qwen2 safetensors checkpoint's weights into that l
 """
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -35,7 +35,7 @@ class BackboneConfig:
 
 
 def block_factory(cfg: BackboneConfig, layer_idx: int) -> nn.Module:
-    """The dense block; other layer kinds register their own factories by the same signature."""
+    """The dense block, ``Backbone``'s default; every layer kind's factory (``nn/layers.py``) has this signature."""
     return DenseBlock(cfg.dim, cfg.heads, cfg.kv_heads, cfg.hidden_dim, layer_idx, cfg.norm_eps, cfg.qkv_bias)
 
 
@@ -95,7 +95,7 @@ class Backbone(nn.Module):
     def new_cache(self, max_len: int) -> KVCache:
         return KVCache(len(self.layers), max_len)
 
-    def text_logits(self, ids: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+    def lm_logits(self, ids: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
         """Plain causal LM over token ids [B, L] (the Llama forward) -> logits [B, L, vocab]."""
         start = cache.length if cache is not None else 0
         pos = torch.arange(start, start + ids.shape[1], device=ids.device).expand(ids.shape[0], 3, -1)
@@ -144,6 +144,3 @@ class Backbone(nn.Module):
         if missing or unexpected:
             raise ValueError(f"{path}: missing weights {missing[:5]}, unexpected {unexpected[:5]}")
         return model
-
-    def config_dict(self) -> dict:
-        return asdict(self.cfg)

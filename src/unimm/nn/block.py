@@ -1,9 +1,14 @@
-"""The dense pre-norm transformer block (Llama layout).
+"""The dense pre-norm transformer block (Llama layout), with a pluggable feed-forward.
 
 Block contract shared by every layer kind (dense, MoE, modality-MoE, MoT):
 ``block(x, modality, attn_mask, rope, cache) -> (x, aux_losses)`` where ``modality`` is
 ``[B, L]`` (0 = text, 1 = image) and ``aux_losses`` a dict of scalars added to the loss.
+
+Feed-forward contract: ``ff(x, modality) -> (y, aux_losses)`` with x, y ``[B, L, dim]``; the dense
+SwiGLU returns ``(y, {})``, a routed MoE feed-forward its balancing and z-losses.
 """
+
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -15,6 +20,12 @@ from unimm.nn.norms import RMSNorm
 
 
 class DenseBlock(nn.Module):
+    """``x + attn(norm(x))``, then ``h + mlp(norm(h))``. ``make_mlp`` builds the feed-forward (default: a SwiGLU
+    of width ``hidden_dim``, which is then unused); one that builds a :class:`~unimm.nn.moe.MoEFeedForward` makes
+    it the MoE block, with the same attention and norm parameter names, so dense attention weights load as is.
+    It is a builder, called after the attention exists, so parameters are initialised in the same order for
+    every feed-forward (a seeded model is the same model whichever way it is assembled)."""
+
     def __init__(
         self,
         dim: int,
@@ -24,12 +35,13 @@ class DenseBlock(nn.Module):
         layer_idx: int,
         norm_eps: float = 1e-6,
         qkv_bias: bool = False,
+        make_mlp: Callable[[], nn.Module] | None = None,
     ) -> None:
         super().__init__()
         self.input_layernorm = RMSNorm(dim, norm_eps)
         self.self_attn = Attention(dim, heads, kv_heads, layer_idx, qkv_bias)
         self.post_attention_layernorm = RMSNorm(dim, norm_eps)
-        self.mlp = SwiGLU(dim, hidden_dim)
+        self.mlp = make_mlp() if make_mlp is not None else SwiGLU(dim, hidden_dim)
 
     def forward(
         self,
@@ -40,5 +52,5 @@ class DenseBlock(nn.Module):
         cache: KVCache | None = None,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         x = x + self.self_attn(self.input_layernorm(x), attn_mask, rope, cache)
-        x = x + self.mlp(self.post_attention_layernorm(x))
-        return x, {}
+        y, aux = self.mlp(self.post_attention_layernorm(x), modality)
+        return x + y, aux

@@ -31,6 +31,11 @@ class IncrementalDecoder:
         hidden, _ = backbone(x, positions, modality, attn_mask, self.cache)
         self.last = hidden[:, -1]
 
+    @classmethod
+    def for_batch(cls, backbone: Backbone, x: torch.Tensor, batch, max_new: int, use_cache: bool = True):
+        """Decode after a packed, left-padded prompt ``batch`` (its positions, modality, mask and valid rows)."""
+        return cls(backbone, x, batch.positions, batch.modality, batch.attn_mask, batch.valid, max_new, use_cache)
+
     def step(self, x_new: torch.Tensor, position: torch.Tensor, modality: int) -> torch.Tensor:
         """Append one position (x_new [B, dim], position [B, 3]) -> its hidden state [B, dim]."""
         b = x_new.shape[0]

@@ -1,11 +1,17 @@
-"""Layer kinds of the backbone, one config key: ``model.layers = dense | moe | modality-moe | mot``.
+"""Layer kinds of the backbone, the ``layers`` part: ``kind = dense | moe | modality-moe | mot``.
 
-Every kind obeys the block contract of ``nn/block.py`` and is built by a factory with the signature
-``(BackboneConfig, layer_idx) -> block`` that ``Backbone(cfg, make_block=...)`` takes:
+Each kind is a class registered on ``unimm.settings.LAYERS`` with its own settings model. An instance is
+the block factory ``(BackboneConfig, layer_idx) -> block`` that ``Backbone(cfg, make_block=...)`` takes::
 
-- ``dense``: the Llama block (``DenseBlock``).
-- ``moe``: top-k routed SwiGLU experts (``MoEBlock``), optional shared experts and capacity factor.
-- ``modality-moe``: the same experts split in two groups, text tokens routed among the first half and
+    settings = LAYERS.validate({"kind": "moe", "experts": 4}, "layers")
+    backbone = Backbone(cfg, make_block=LAYERS.build(settings))
+
+Every block obeys the block contract of ``nn/block.py``:
+
+- ``dense``: the Llama block (``DenseBlock`` with a SwiGLU feed-forward).
+- ``moe``: the same block with a top-k routed ``MoEFeedForward`` of SwiGLU experts, optional shared
+  experts and capacity factor.
+- ``modality-moe``: the same experts split in two halves, text tokens routed among the first half and
   image tokens among the second (MoMa).
 - ``mot``: Mixture-of-Transformers (``MoTBlock``): per-modality norms, q/k/v/o projections and FFN,
   one global attention (BAGEL, LMFusion).
@@ -15,48 +21,131 @@ parameters equal the dense model's (the comparison the survey's "dense or MoE?" 
 """
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from typing import Literal
 
+from pydantic import Field, model_validator
 from torch import nn
 
 from unimm.nn.backbone import BackboneConfig, block_factory
-from unimm.nn.moe import MoEBlock
+from unimm.nn.block import DenseBlock
+from unimm.nn.moe import MoEFeedForward
 from unimm.nn.mot import MoTBlock
+from unimm.settings import LAYERS, Part, Settings
 
 BlockFactory = Callable[[BackboneConfig, int], nn.Module]
-LAYER_KINDS = ("dense", "moe", "modality-moe", "mot")
 
 
-@dataclass
-class ExpertSpec:
-    experts: int = 8
-    top_k: int = 2
-    shared: int = 0
-    hidden_dim: int | None = None  # per expert; None = dense hidden_dim // top_k
-    capacity_factor: float | None = None
-    aux_weight: float = 0.01
-    z_weight: float = 1e-3
+class Layers(Part):
+    """A layer kind: built from its settings, then called as the block factory."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    def __call__(self, cfg: BackboneConfig, layer_idx: int) -> nn.Module:
+        """Block ``layer_idx`` of a backbone shaped by ``cfg``."""
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.settings!r})"
 
 
-def make_block_factory(kind: str, spec: ExpertSpec | None = None) -> BlockFactory:
-    """The block factory of layer kind ``kind``."""
-    spec = spec or ExpertSpec()
+class DenseLayersSettings(Settings):
+    kind: Literal["dense"] = "dense"
 
-    def moe(cfg: BackboneConfig, i: int, groups: list[list[int]] | None = None) -> nn.Module:
-        hidden = spec.hidden_dim or max(1, cfg.hidden_dim // spec.top_k)
-        return MoEBlock(
-            cfg.dim, cfg.heads, cfg.kv_heads, hidden, i, spec.experts, spec.top_k, spec.shared,
-            spec.capacity_factor, spec.aux_weight, spec.z_weight, groups, cfg.norm_eps, cfg.qkv_bias,
-        )  # fmt: skip
 
-    def modality_moe(cfg: BackboneConfig, i: int) -> nn.Module:
-        half = spec.experts // 2
-        return moe(cfg, i, [list(range(half)), list(range(half, spec.experts))])
+@LAYERS.register(DenseLayersSettings)
+class DenseLayers(Layers):
+    """The Llama block: attention, then a SwiGLU of width ``cfg.hidden_dim``."""
 
-    def mot(cfg: BackboneConfig, i: int) -> nn.Module:
-        return MoTBlock(cfg.dim, cfg.heads, cfg.kv_heads, cfg.hidden_dim, i, 2, cfg.norm_eps, cfg.qkv_bias)
+    def __call__(self, cfg: BackboneConfig, layer_idx: int) -> nn.Module:
+        return block_factory(cfg, layer_idx)
 
-    factories: dict[str, BlockFactory] = {"dense": block_factory, "moe": moe, "modality-moe": modality_moe, "mot": mot}
-    if kind not in factories:
-        raise ValueError(f"unknown layer kind {kind!r}; allowed: {', '.join(LAYER_KINDS)}")
-    return factories[kind]
+
+class ExpertSettings(Settings):
+    """The fields shared by the routed kinds (moe, modality-moe)."""
+
+    experts: int = Field(8, gt=0, description="routed experts per layer (modality-moe: half text, half image)")
+    top_k: int = Field(2, gt=0, description="experts per token (inside its modality's half for modality-moe)")
+    shared_experts: int = Field(0, ge=0, description="always-on shared experts (DeepSeekMoE)")
+    expert_hidden_dim: int | None = Field(
+        None, gt=0, description="SwiGLU width of one expert; None = hidden_dim // top_k (dense-equal active params)"
+    )
+    capacity_factor: float | None = Field(None, gt=0, description="expert capacity in training; None = no limit")
+    aux_weight: float = Field(0.01, ge=0, description="weight of the load-balancing loss (Switch)")
+    z_weight: float = Field(1e-3, ge=0, description="weight of the router z-loss (ST-MoE)")
+
+    def check_top_k(self, group: int) -> None:
+        """A token routes among ``group`` experts: it cannot pick more."""
+        if self.top_k > group:
+            raise ValueError(f"layers.top_k ({self.top_k}) exceeds the {group} experts a token can route to")
+
+
+class MoELayersSettings(ExpertSettings):
+    kind: Literal["moe"] = "moe"
+
+    @model_validator(mode="after")
+    def _top_k_fits(self) -> "MoELayersSettings":
+        self.check_top_k(self.experts)
+        return self
+
+
+class ModalityMoELayersSettings(ExpertSettings):
+    kind: Literal["modality-moe"] = "modality-moe"
+
+    @model_validator(mode="after")
+    def _halves(self) -> "ModalityMoELayersSettings":
+        if self.experts % 2:
+            raise ValueError(f"layers.experts ({self.experts}) must be even for modality-moe (text / image halves)")
+        self.check_top_k(self.experts // 2)
+        return self
+
+
+@LAYERS.register(MoELayersSettings)
+class MoELayers(Layers):
+    """The dense block with a routed :class:`~unimm.nn.moe.MoEFeedForward` as its ``mlp``."""
+
+    settings: ExpertSettings
+
+    def groups(self) -> list[list[int]] | None:
+        """Expert indices per modality; None = every token routes among all experts."""
+        return None
+
+    def __call__(self, cfg: BackboneConfig, layer_idx: int) -> nn.Module:
+        s = self.settings
+        hidden = s.expert_hidden_dim or max(1, cfg.hidden_dim // s.top_k)
+
+        def make_mlp() -> MoEFeedForward:
+            return MoEFeedForward(
+                cfg.dim,
+                hidden,
+                num_experts=s.experts,
+                top_k=s.top_k,
+                num_shared=s.shared_experts,
+                capacity_factor=s.capacity_factor,
+                aux_weight=s.aux_weight,
+                z_weight=s.z_weight,
+                groups=self.groups(),
+            )
+
+        return DenseBlock(cfg.dim, cfg.heads, cfg.kv_heads, hidden, layer_idx, cfg.norm_eps, cfg.qkv_bias, make_mlp)
+
+
+@LAYERS.register(ModalityMoELayersSettings)
+class ModalityMoELayers(MoELayers):
+    """MoMa: text tokens (modality 0) route among the first half of the experts, image tokens the second."""
+
+    def groups(self) -> list[list[int]]:
+        half = self.settings.experts // 2
+        return [list(range(half)), list(range(half, self.settings.experts))]
+
+
+class MoTLayersSettings(Settings):
+    kind: Literal["mot"] = "mot"
+
+
+@LAYERS.register(MoTLayersSettings)
+class MoTLayers(Layers):
+    """Two branches of dense weights, text (modality 0) and image (modality 1), one global attention."""
+
+    def __call__(self, cfg: BackboneConfig, layer_idx: int) -> nn.Module:
+        return MoTBlock(cfg.dim, cfg.heads, cfg.kv_heads, cfg.hidden_dim, layer_idx, 2, cfg.norm_eps, cfg.qkv_bias)

@@ -1,4 +1,4 @@
-"""Sparse mixture-of-experts feed-forward and the MoE transformer block.
+"""Sparse mixture-of-experts feed-forward, the ``mlp`` of a ``DenseBlock`` for layer kinds moe / modality-moe.
 
 Routing is token choice, top-k (Switch Transformer, Fedus et al. 2021; GShard): a linear router gives
 logits ``z = W_r x`` over ``E`` SwiGLU experts, ``p = softmax(z)``, each token goes to its ``k`` most
@@ -22,10 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from unimm.nn.attention import Attention
-from unimm.nn.kv_cache import KVCache
 from unimm.nn.mlp import SwiGLU
-from unimm.nn.norms import RMSNorm
 
 
 class MoEFeedForward(nn.Module):
@@ -155,7 +152,7 @@ class MoEFeedForward(nn.Module):
             out = torch.cat(outs)
             y = y.to(out.dtype).index_add_(0, sorted_tok, out * sorted_gate[:, None].to(out.dtype))
         if self.shared_experts is not None:
-            shared = self.shared_experts(x)
+            shared, _ = self.shared_experts(x)
             y = y.to(shared.dtype) + shared
 
         # Switch balancing loss per group: E_g/(T k) * sum_i count_{g,i} * Psum_{g,i} / T_g, summed over g
@@ -181,45 +178,3 @@ class MoEFeedForward(nn.Module):
             stats["tokens_per_expert_by_modality"] = by_mod.view(num_mod, num_e).detach()
         self.last_stats = stats
         return y.view(shape), {"moe_aux_loss": self.aux_weight * aux, "moe_z_loss": self.z_weight * z}
-
-
-class MoEBlock(nn.Module):
-    """The dense block's layout (Llama pre-norm) with ``mlp`` a :class:`MoEFeedForward`; the attention and
-    norm parameter names match :class:`~unimm.nn.block.DenseBlock`, so dense attention weights load as is."""
-
-    def __init__(
-        self,
-        dim: int,
-        heads: int,
-        kv_heads: int,
-        hidden_dim: int,
-        layer_idx: int,
-        num_experts: int,
-        top_k: int,
-        num_shared: int = 0,
-        capacity_factor: float | None = None,
-        aux_weight: float = 0.01,
-        z_weight: float = 1e-3,
-        groups: list[list[int]] | None = None,
-        norm_eps: float = 1e-6,
-        qkv_bias: bool = False,
-    ) -> None:
-        super().__init__()
-        self.input_layernorm = RMSNorm(dim, norm_eps)
-        self.self_attn = Attention(dim, heads, kv_heads, layer_idx, qkv_bias)
-        self.post_attention_layernorm = RMSNorm(dim, norm_eps)
-        self.mlp = MoEFeedForward(
-            dim, hidden_dim, num_experts, top_k, num_shared, capacity_factor, aux_weight, z_weight, groups
-        )
-
-    def forward(
-        self,
-        x: torch.Tensor,
-        modality: torch.Tensor | None,
-        attn_mask: torch.Tensor | None,
-        rope: tuple[torch.Tensor, torch.Tensor],
-        cache: KVCache | None = None,
-    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        x = x + self.self_attn(self.input_layernorm(x), attn_mask, rope, cache)
-        y, aux = self.mlp(self.post_attention_layernorm(x), modality)
-        return x + y, aux

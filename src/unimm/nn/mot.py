@@ -125,5 +125,6 @@ class MoTBlock(nn.Module):
         qkv = route(self.branches, x, lambda br, t: br.self_attn.qkv_proj(br.input_layernorm(t)))
         out = self.attend(*qkv.split(self.split, dim=-1), attn_mask, rope, cache)
         x = x + route(self.branches, out, lambda br, t: br.self_attn.o_proj(t))
-        x = x + route(self.branches, x, lambda br, t: br.mlp(br.post_attention_layernorm(t)))
+        # a branch's feed-forward is a dense SwiGLU (no aux losses); the dispatch already chose it by modality
+        x = x + route(self.branches, x, lambda br, t: br.mlp(br.post_attention_layernorm(t))[0])
         return x, {}

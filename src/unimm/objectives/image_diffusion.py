@@ -6,16 +6,21 @@ runs its paired sampler. ``s = 0`` always means a clean image (what the model re
 captions).
 """
 
-from typing import Protocol
+from typing import Literal, Protocol
 
 import torch
+from pydantic import Field
 
-from unimm.samplers.diffusion import SAMPLER_OBJECTIVES, sample
+from unimm.samplers.diffusion import sample
 from unimm.samplers.schedules import DDPMSchedule, flow_interpolate, flow_velocity
+from unimm.settings import DENOISERS, Settings
 
 
 class ImageObjective(Protocol):
+    """The denoiser contract: what latent / mar / connector writers call."""
+
     name: str
+    samplers: tuple[str, ...]  # the samplers that pair with it, the default first
 
     def sample_time(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor: ...
     def time_at(self, fraction: torch.Tensor) -> torch.Tensor: ...
@@ -31,10 +36,31 @@ def regression_loss(pred: torch.Tensor, target: torch.Tensor) -> tuple[torch.Ten
     return loss, {"image_loss": loss.detach()}
 
 
+class DDPMSettings(Settings):
+    """``denoiser.kind = "ddpm"``: a discrete noise schedule (DDPM; sampled by DDIM or DDPM)."""
+
+    kind: Literal["ddpm"] = "ddpm"
+    prediction: Literal["epsilon", "v_prediction", "sample"] = "epsilon"
+    timesteps: int = Field(1000, gt=0)
+    beta_schedule: Literal["linear", "cosine", "scaled_linear"] = "cosine"
+
+
+class FlowSettings(Settings):
+    """``denoiser.kind = "flow"``: rectified flow (sampled by Euler or Heun)."""
+
+    kind: Literal["flow"] = "flow"
+
+
+@DENOISERS.register(DDPMSettings)
 class DDPMObjective:
     """DDPM with a discrete schedule; ``prediction`` picks the target (epsilon, v_prediction or sample)."""
 
     name = "diffusion"
+    samplers = ("ddim", "ddpm")
+
+    @classmethod
+    def from_settings(cls, s: DDPMSettings) -> "DDPMObjective":
+        return cls(s.timesteps, s.beta_schedule, s.prediction)
 
     def __init__(self, timesteps: int = 1000, beta_schedule: str = "cosine", prediction: str = "epsilon") -> None:
         self.schedule = DDPMSchedule(timesteps, beta_schedule)
@@ -77,10 +103,16 @@ class DDPMObjective:
         )
 
 
+@DENOISERS.register(FlowSettings)
 class FlowObjective:
     """Rectified flow: x_t = (1 - t) x0 + t noise, the model predicts v = noise - x0."""
 
     name = "flow"
+    samplers = ("flow_euler", "flow_heun")
+
+    @classmethod
+    def from_settings(cls, s: FlowSettings | None = None) -> "FlowObjective":
+        return cls()
 
     def sample_time(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         return torch.rand(n, generator=generator)
@@ -100,19 +132,3 @@ class FlowObjective:
         self, sampler: str, model_fn, noise: torch.Tensor, steps: int, generator=None, **kw
     ) -> torch.Tensor:
         return sample(sampler, model_fn, noise, num_steps=steps, objective=self.name, **kw)
-
-
-def build_denoiser(cfg) -> ImageObjective:
-    """The diffusion objective inside ``mar``'s per-patch head or ``connector``'s decoder: ``objective.denoiser``."""
-    if cfg.denoiser == "diffusion":
-        return DDPMObjective(cfg.timesteps, cfg.beta_schedule, cfg.prediction)
-    return FlowObjective()
-
-
-def build_image_objective(cfg) -> ImageObjective:
-    """From an ``ObjectiveSection``."""
-    if cfg.image == "diffusion":
-        return DDPMObjective(cfg.timesteps, cfg.beta_schedule, cfg.prediction)
-    if cfg.image == "flow":
-        return FlowObjective()
-    raise ValueError(f"objective.image = {cfg.image!r}; allowed: {sorted(set(SAMPLER_OBJECTIVES.values()))}")

@@ -10,6 +10,15 @@ from torch import Tensor
 ModelFn = Callable[[Tensor, Tensor], Tensor]
 
 
+def guide(output: Tensor, scale: float) -> Tensor:
+    """A doubled batch's output ``[2B, ...]`` (conditional half first) -> ``uncond + scale * (cond - uncond)``
+    ``[B, ...]``: the one place the guidance mix is written. Logits are mixed in fp32."""
+    cond, uncond = output.chunk(2)
+    if not output.is_floating_point() or output.dtype != torch.float32:
+        cond, uncond = cond.float(), uncond.float()
+    return uncond + scale * (cond - uncond)
+
+
 def classifier_free_guidance(model_fn: ModelFn, scale: float) -> ModelFn:
     """Wrap a doubled-batch model into a guided one.
 
@@ -22,7 +31,6 @@ def classifier_free_guidance(model_fn: ModelFn, scale: float) -> ModelFn:
     """
 
     def guided(x: Tensor, t: Tensor) -> Tensor:
-        cond, uncond = model_fn(torch.cat([x, x]), torch.cat([t, t])).chunk(2)
-        return uncond + scale * (cond - uncond)
+        return guide(model_fn(torch.cat([x, x]), torch.cat([t, t])), scale).to(x.dtype)
 
     return guided

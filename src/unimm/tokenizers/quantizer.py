@@ -58,15 +58,18 @@ class VectorQuantizer(nn.Module):
         """indices [...] -> code vectors [..., dim]."""
         return F.embedding(indices, self.codes())
 
-    def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
-        """z: [B, dim, H, W] -> (z_q with a straight-through gradient, indices [B, H, W], losses + stats)."""
+    def forward(
+        self, z: torch.Tensor, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+        """z: [B, dim, H, W] -> (z_q with a straight-through gradient, indices [B, H, W], losses + stats).
+        ``generator`` draws the encoder outputs that restart dead codes (EMA codebook, training)."""
         b, _, h, w = z.shape
         flat = rearrange(z, "b d h w -> (b h w) d").float()
         if self.l2_normalize:
             flat = F.normalize(flat, dim=-1)
         idx = self.lookup(flat)
         if self.training and self.ema_decay is not None:
-            self._ema_update(flat.detach(), idx)
+            self._ema_update(flat.detach(), idx, generator)
         q = self.embed(idx)
         commit = F.mse_loss(flat, q.detach())
         out = {"commit_loss": self.beta * commit}
@@ -81,7 +84,7 @@ class VectorQuantizer(nn.Module):
         return z_q, idx.view(b, h, w), out
 
     @torch.no_grad()
-    def _ema_update(self, flat: torch.Tensor, idx: torch.Tensor) -> None:
+    def _ema_update(self, flat: torch.Tensor, idx: torch.Tensor, generator: torch.Generator | None = None) -> None:
         onehot_counts = torch.bincount(idx, minlength=self.num_codes).float()
         sums = torch.zeros_like(self.ema_sum).index_add_(0, idx, flat)
         self.ema_count.mul_(self.ema_decay).add_(onehot_counts, alpha=1 - self.ema_decay)
@@ -91,7 +94,7 @@ class VectorQuantizer(nn.Module):
         self.codebook.copy_(self.ema_sum / smoothed.unsqueeze(-1))
         dead = self.ema_count < self.dead_threshold
         if dead.any():  # restart dead codes at random encoder outputs of this batch
-            pick = torch.randint(0, flat.shape[0], (int(dead.sum()),), device=flat.device)
+            pick = torch.randint(0, flat.shape[0], (int(dead.sum()),), generator=generator).to(flat.device)
             self.codebook[dead] = flat[pick]
             self.ema_sum[dead] = flat[pick]
             self.ema_count[dead] = 1.0

@@ -29,9 +29,11 @@ class VQVAE(nn.Module):
         self.quantizer = VectorQuantizer(codebook_size, code_dim, beta, l2_normalize, ema_decay)
         self.decoder = conv_decoder(code_dim, hidden, channels, downsample)
 
-    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
-        """images [B, C, H, W] in [-1, 1] -> (reconstruction, loss, metrics)."""
-        z_q, _, q = self.quantizer(self.encoder(images))
+    def forward(
+        self, images: torch.Tensor, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+        """images [B, C, H, W] in [-1, 1] -> (reconstruction, loss, metrics); ``generator``: see the quantizer."""
+        z_q, _, q = self.quantizer(self.encoder(images), generator)
         recon = self.decoder(z_q)
         mse = F.mse_loss(recon, images)
         loss = mse + q["commit_loss"] + q.get("codebook_loss", 0.0)
@@ -41,7 +43,7 @@ class VQVAE(nn.Module):
     def training_loss(self, images: torch.Tensor, generator: torch.Generator | None = None, return_recon: bool = False):
         """The tokenizer-trainer interface shared with ``SmallVAE``: (loss, metrics), plus the
         reconstruction (with gradient) when ``return_recon``."""
-        recon, loss, metrics = self(images)
+        recon, loss, metrics = self(images, generator)
         return (loss, metrics, recon) if return_recon else (loss, metrics)
 
     @torch.no_grad()

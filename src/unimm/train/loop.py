@@ -64,26 +64,25 @@ def check_answer_length(model: UnifiedModel, data, templates) -> None:
     longest = max((len(model.tokenizer.encode(t)) + 1 for t in texts + (data.captions or [])), default=0)
     if longest > n:
         raise ValueError(
-            f"sample.max_new_tokens = {n} is the fixed answer length of masked text, but the longest "
-            f"caption or answer needs {longest} tokens with <eos>; set sample.max_new_tokens >= {longest}"
+            f"text.answer_len = {n} is the fixed answer length of masked text, but the longest "
+            f"caption or answer needs {longest} tokens with <eos>; set text.answer_len >= {longest}"
         )
 
 
 def resolve_image_tokenizer(cfg: Config) -> None:
-    """``image.tokenizer`` names a trained tokenizer: take its geometry into ``image.vq_*``."""
-    if cfg.image.tokenizer is None:
+    """``codec.tokenizer`` names a trained VQ tokenizer: take its geometry into the ``[codec]`` section."""
+    path = getattr(cfg.codec, "tokenizer", None)
+    if path is None:
         return
-    path = Path(cfg.image.tokenizer)
+    path = Path(path)
     if not (path / "config.toml").is_file() or not (path / "tokenizer.safetensors").is_file():
-        raise ValueError(f"image.tokenizer = {str(path)!r} is not a 'unimm tokenizer train' output directory")
+        raise ValueError(f"codec.tokenizer = {str(path)!r} is not a 'unimm tokenizer train' output directory")
     t = load_config(path / "config.toml", schema=TokenizerConfig).tokenizer
-    if cfg.image.generate != "vq" or t.kind != "vq":
-        raise ValueError(
-            f"image.tokenizer: a {t.kind!r} tokenizer cannot serve image.generate = {cfg.image.generate!r}"
-        )
-    im = cfg.image
-    im.vq_codebook, im.vq_dim, im.vq_hidden, im.vq_downsample = t.codebook_size, t.code_dim, t.hidden, t.downsample
-    im.vq_l2_normalize = t.l2_normalize
+    if t.kind != cfg.codec.kind:
+        raise ValueError(f"codec.tokenizer: a {t.kind!r} tokenizer cannot serve codec.kind = {cfg.codec.kind!r}")
+    c = cfg.codec
+    c.codebook, c.dim, c.hidden, c.downsample = t.codebook_size, t.code_dim, t.hidden, t.downsample
+    c.l2_normalize = t.l2_normalize
 
 
 def make_batch(model: UnifiedModel, images: torch.Tensor, examples) -> Batch:
@@ -180,8 +179,8 @@ def _train(cfg: Config, out: Path, resume: bool, progress: bool, env: DistEnv) -
     env.barrier()
 
     shards = t_cfg.batch_shards
-    stream = ExampleStream(data, templates, cfg.objective, t_cfg.batch_size // shards, t_cfg.seed, cfg.data.shift)
-    writer = _tensorboard(out) if t_cfg.tensorboard and env.main else None
+    stream = ExampleStream(data, templates, cfg.data, t_cfg.batch_size // shards, t_cfg.seed)
+    board = _tensorboard(out) if t_cfg.tensorboard and env.main else None
     n_params = sum(p.numel() for p in core.parameters())
     bar = tqdm(total=t_cfg.steps, initial=start, disable=not progress, desc=f"train {cfg.name}", unit="step")
     bad_steps = BadSteps(core, t_cfg.max_bad_steps)
@@ -194,6 +193,7 @@ def _train(cfg: Config, out: Path, resume: bool, progress: bool, env: DistEnv) -
             mine = local_shards(step, t_cfg.grad_accum, shards, env)
             sums: dict[str, float] = {}
             tokens, counted, bad_here = 0, 0, []
+            routing: dict[str, torch.Tensor] = {}
             for i, k in enumerate(mine):
                 images, examples = stream.batch(k)
                 batch = make_batch(core, images, examples)
@@ -206,6 +206,7 @@ def _train(cfg: Config, out: Path, resume: bool, progress: bool, env: DistEnv) -
                     (loss / len(mine)).backward()
                 tokens += batch.tokens.numel()
                 counted += counter.get_total_flops() if counting else 0
+                routing = _add(routing, core.routing_counts())
                 values = {name: float(v) for name, v in metrics.items()}
                 if not all(map(_finite, values.values())):
                     bad_here.append(describe_batch(k, examples))
@@ -234,7 +235,10 @@ def _train(cfg: Config, out: Path, resume: bool, progress: bool, env: DistEnv) -
                 if ema is not None:
                     ema.update(core)
                 bad_steps.good()
-                if env.main and (done % t_cfg.log_every == 0 or done == t_cfg.steps):
+                logging = done % t_cfg.log_every == 0 or done == t_cfg.steps
+                if logging and routing:  # every process's shards: the step's routing, whatever the process count
+                    routing = {k: env.sum(v.clone()).reshape(v.shape) for k, v in routing.items()}
+                if env.main and logging:
                     elapsed = time.perf_counter() - t0
                     row = {
                         "step": done,
@@ -244,21 +248,21 @@ def _train(cfg: Config, out: Path, resume: bool, progress: bool, env: DistEnv) -
                         "tokens_per_s": round(tokens_seen / elapsed, 1),
                         "params": n_params,
                         **flops.row(),
-                        **core.routing_stats(),
+                        **core.routing_stats(routing),
                     }
                     log.write(json.dumps(row) + "\n")
                     log.flush()
                     bar.set_postfix(loss=f"{sums['loss']:.3f}", tok_s=f"{row['tokens_per_s']:.0f}")
-                    if writer is not None:
+                    if board is not None:
                         for k_, v in row.items():
                             if k_ not in ("step", "params") and isinstance(v, (int, float)):
-                                writer.add_scalar(f"train/{k_}", v, done)
+                                board.add_scalar(f"train/{k_}", v, done)
             bar.update(1)
             if done % t_cfg.save_every == 0 or done == t_cfg.steps:
                 save_checkpoint(out, core, ema, opt, sched, done, {"flops": asdict(flops)})
     bar.close()
-    if writer is not None:
-        writer.close()
+    if board is not None:
+        board.close()
     return out
 
 
@@ -274,18 +278,25 @@ def _reduce(env: DistEnv, sums: dict[str, float], *counts: int) -> tuple:
 
 def _differences(given: Config, saved: Config) -> list[str]:
     """Keys whose value in ``given`` differs from the run's saved config (unset data sizes excepted)."""
-    a, b = given.model_dump(), saved.model_dump()
-    out = []
-    for section, values in a.items():
-        if not isinstance(values, dict):
-            if values != b[section]:
-                out.append(f"{section} ({values!r} != {b[section]!r})")
-            continue
-        for k, v in values.items():
-            resolved = v is None and (section == "data" or k == "batch_shards")  # filled in at the start
-            if v != b[section][k] and not resolved:
-                out.append(f"{section}.{k} ({v!r} != {b[section][k]!r})")
+    a, b = _flat(given.model_dump()), _flat(saved.model_dump())
+    resolved = ("data.image_size", "data.channels", "train.batch_shards")  # filled in at the start when None
+    return [
+        f"{k} ({a.get(k)!r} != {b.get(k)!r})"
+        for k in sorted(a.keys() | b.keys())
+        if a.get(k) != b.get(k) and not (k in resolved and a.get(k) is None)
+    ]
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
     return out
+
+
+def _add(total: dict[str, torch.Tensor], counts: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Routing counts summed over a step's forwards."""
+    return {k: total[k] + v for k, v in counts.items()} if total else counts
 
 
 def _finite(v: float) -> bool:

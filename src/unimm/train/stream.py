@@ -10,7 +10,7 @@ import random
 
 import torch
 
-from unimm.config import ObjectiveSection
+from unimm.config import DataSection
 from unimm.data import CaptionTemplates, ImageTextData
 from unimm.tasks import Example
 
@@ -30,15 +30,15 @@ class ExampleStream:
         self,
         data: ImageTextData,
         templates: CaptionTemplates | None,
-        objective: ObjectiveSection,
+        mix: DataSection,
         batch_size: int,
         seed: int,
-        shift: int = 0,
     ) -> None:
+        """``mix``: the data section's task mix (understand / VQA fractions, condition dropout) and ``shift``."""
         if data.captions is None and templates is None:
             raise ValueError(f"dataset {data.name!r} has neither captions nor class names to caption with")
-        self.data, self.templates, self.obj = data, templates, objective
-        self.batch_size, self.seed, self.shift = batch_size, seed, shift
+        self.data, self.templates, self.obj = data, templates, mix
+        self.batch_size, self.seed, self.shift = batch_size, seed, mix.shift
         self._perm: tuple[int, torch.Tensor] | None = None
 
     def _item(self, g: int) -> int:

@@ -2,8 +2,8 @@
 
 Patchify with a strided conv, 2-D RoPE positions, bidirectional pre-norm blocks from ``nn/``
 (the same dense block as the language model), final RMSNorm. ``forward`` returns patch features
-``[B, N, dim]``; ``classify`` adds a mean-pooled linear head, the cheapest way to pretrain it on a
-labelled dataset.
+``[B, N, dim]``. The ``vit`` reader (``models/readers.py``) can pre-train it as a classifier with a
+mean-pooled linear head of its own.
 """
 
 import torch
@@ -24,7 +24,6 @@ class ViTEncoder(nn.Module):
         dim: int = 128,
         depth: int = 4,
         heads: int = 4,
-        num_classes: int | None = None,
     ) -> None:
         super().__init__()
         if image_size % patch_size:
@@ -34,7 +33,6 @@ class ViTEncoder(nn.Module):
         self.blocks = nn.ModuleList(DenseBlock(dim, heads, heads, 4 * dim, i) for i in range(depth))
         self.norm = RMSNorm(dim)
         self.rotary = RotaryEmbedding(dim // heads)
-        self.head = nn.Linear(dim, num_classes) if num_classes else None
         rows, cols = torch.meshgrid(torch.arange(self.grid), torch.arange(self.grid), indexing="ij")
         self.register_buffer(
             "positions", torch.stack([torch.zeros_like(rows), rows, cols]).flatten(1), persistent=False
@@ -49,8 +47,3 @@ class ViTEncoder(nn.Module):
         for block in self.blocks:
             x, _ = block(x, None, full, rope)
         return self.norm(x)
-
-    def classify(self, images: torch.Tensor) -> torch.Tensor:
-        if self.head is None:
-            raise ValueError("this ViTEncoder was built without num_classes")
-        return self.head(self(images).mean(1))

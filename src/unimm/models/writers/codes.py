@@ -1,11 +1,12 @@
 """Discrete generation paths over VQ codes: autoregressive (chameleon, janus) and masked (show-o, unidisc).
 
-A ``VQCodes`` tokenizer turns an image into ``h × w`` code indices. With ``image.vocab = "shared"``
+A ``VQCodes`` tokenizer (``codec.kind = "vq"``) turns an image into ``h × w`` code indices. With
+``writer.vocab = "shared"``
 the codes are extra rows of the language model's own vocabulary (embedding and output head, as in
 Chameleon: one vocabulary); with ``"separate"`` they get their own embedding and head (Janus's
 generation adaptor and head). Either way the image logits cover the ``K`` codes only, so sampling
 inside an image span is constrained to image codes, and the span length is the tokenizer's grid.
-With ``image.code_features`` a code's input embedding also gets a learned projection of its
+With ``writer.code_features`` a code's input embedding also gets a learned projection of its
 (frozen) codebook vector, so codes that decode alike start out embedded alike instead of as
 unrelated symbols; this is what lets a small model read VQ codes nearly as well as continuous latents.
 
@@ -16,18 +17,43 @@ unrelated symbols; this is what lets a small model read VQ codes nearly as well 
 """
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from torch import nn
 
 from unimm.config import Config
-from unimm.models.vq_codes import VQCodes
-from unimm.models.writer import Writer
+from unimm.models.contracts import Writer
 from unimm.nn.decoding import IncrementalDecoder
+from unimm.samplers.guidance import guide
 from unimm.samplers.masked import maskgit_sample, sample_mask
 from unimm.samplers.text import select_next
 from unimm.sequence import IMAGE, TextSpan
+from unimm.settings import WRITERS, Settings
+
+
+class CodeSettings(Settings):
+    weight: float = Field(0.5, ge=0, description="lambda in L = w_text * L_text + lambda * L_image")
+    vocab: Literal["shared", "separate"] = Field(
+        "shared", description="codes share the text vocabulary and head (Chameleon) or get their own (Janus)"
+    )
+    code_features: bool = Field(
+        True, description="add a learned projection of each code's codebook vector to its token embedding"
+    )
+
+
+class ARCodeSettings(CodeSettings):
+    """``writer.kind = "ar-codes"``: VQ codes predicted next-token in raster order (Chameleon, Janus)."""
+
+    kind: Literal["ar-codes"] = "ar-codes"
+
+
+class MaskedCodeSettings(CodeSettings):
+    """``writer.kind = "masked-codes"``: VQ codes predicted by masked-token modelling (Show-o, UniDisc)."""
+
+    kind: Literal["masked-codes"] = "masked-codes"
 
 
 @dataclass
@@ -36,149 +62,152 @@ class CodeTargets:
     masked: torch.Tensor | None = None  # [G, n] bool, masked objective: positions that carry the loss
 
 
-def guide(logits: torch.Tensor, scale: float) -> torch.Tensor:
-    """[2B, ...] logits (conditional half first) -> guided [B, ...]: uncond + scale * (cond - uncond)."""
-    if scale == 1.0:
-        return logits
-    cond, uncond = logits.float().chunk(2)
-    return uncond + scale * (cond - uncond)
-
-
 class CodeWriter(Writer):
-    def __init__(self, cfg: Config) -> None:
-        super().__init__()
-        im, d = cfg.image, cfg.data
-        self.codec = VQCodes(
-            d.channels, d.image_size, im.vq_codebook, im.vq_dim, im.vq_hidden, im.vq_downsample, im.vq_steps,
-            im.vq_l2_normalize, im.tokenizer,
-        )  # fmt: skip
-        self.grid, self.num_codes = self.codec.grid, im.vq_codebook
+    codecs = ("vq",)
+
+    def __init__(self, settings: CodeSettings, cfg: Config) -> None:
+        super().__init__(settings)
+        self.codec = self.build_codec(cfg)
+        self.grid, self.num_codes = self.codec.grid, self.codec.num_codes
         self.mask_code = self.num_codes  # one more row: the [MASK] image token
-        self.shared = im.vocab == "shared"
+        self.shared = settings.vocab == "shared"
         self.extra_vocab = self.num_codes + 1 if self.shared else 0
         if not self.shared:
             self.embed = nn.Embedding(self.num_codes + 1, cfg.model.dim)
             self.head = nn.Linear(cfg.model.dim, self.num_codes, bias=False)
-        self.code_proj = nn.Linear(im.vq_dim, cfg.model.dim) if im.code_features else None
+        self.code_proj = nn.Linear(cfg.codec.dim, cfg.model.dim) if settings.code_features else None
         self.offset = 0
-        s = cfg.sample
-        self.temperature, self.top_k = s.image_temperature, s.image_top_k
-        self.choice_temperature = s.choice_temperature
 
     def bind(self, vocab_offset: int) -> None:
         """Shared vocabulary: code ``c`` is token ``vocab_offset + c``."""
         self.offset = vocab_offset
 
-    def init_weights(self, backbone) -> None:
+    def init_weights(self, ctx) -> None:
         """With codebook features, a code's own embedding row starts at zero: at first a code reads as
         the projection of its codebook vector (like a continuous latent), and the row learns the rest."""
         if self.code_proj is None:
             return
         with torch.no_grad():
-            rows = backbone.embed_tokens.weight[self.offset :] if self.shared else self.embed.weight
+            rows = ctx.backbone.embed_tokens.weight[self.offset :] if self.shared else self.embed.weight
             rows[: self.num_codes].zero_()
 
-    def embed_codes(self, backbone, codes: torch.Tensor) -> torch.Tensor:
+    def embed_codes(self, ctx, codes: torch.Tensor) -> torch.Tensor:
         """codes [...] (``mask_code`` allowed) -> input embeddings [..., dim]."""
-        emb = backbone.embed_tokens(codes + self.offset) if self.shared else self.embed(codes)
+        emb = ctx.backbone.embed_tokens(codes + self.offset) if self.shared else self.embed(codes)
         if self.code_proj is not None:
             is_code = (codes < self.num_codes).unsqueeze(-1)
-            vectors = self.codec.vq.quantizer.embed(codes.clamp_max(self.num_codes - 1)) * is_code
+            vectors = self.codec.code_vectors(codes.clamp_max(self.num_codes - 1)) * is_code
             emb = emb + self.code_proj(vectors)
         return emb
 
-    def code_logits(self, backbone, hidden: torch.Tensor) -> torch.Tensor:
+    def code_logits(self, ctx, hidden: torch.Tensor) -> torch.Tensor:
         """hidden [..., dim] -> logits over the K image codes only [..., K]."""
         if self.shared:
-            return F.linear(hidden, backbone.lm_head.weight[self.offset : self.offset + self.num_codes])
+            return F.linear(hidden, ctx.backbone.lm_head.weight[self.offset : self.offset + self.num_codes])
         return self.head(hidden)
 
-    def read_inputs(self, backbone, images: torch.Tensor) -> torch.Tensor:
-        return self.embed_codes(backbone, self.codec.encode(images))
+    def read_inputs(self, ctx, images: torch.Tensor) -> torch.Tensor:
+        return self.embed_codes(ctx, self.codec.encode(images))
 
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         return self.codec.decode(codes).clamp(-1, 1)
 
 
+@WRITERS.register(ARCodeSettings)
 class ARCodeWriter(CodeWriter):
     causal = True
 
-    def train_inputs(self, backbone, images: torch.Tensor, generate: torch.Tensor, generator=None):
-        codes = self.codec.encode(images)
-        return self.embed_codes(backbone, codes), CodeTargets(codes[generate])
+    @classmethod
+    def samplers(cls, cfg: Config) -> tuple[str, ...]:
+        return ("ar",)
 
-    def loss(self, backbone, hidden: torch.Tensor, gen_pos: torch.Tensor, state: CodeTargets):
+    def train_inputs(self, ctx, images: torch.Tensor, generate: torch.Tensor, generator=None):
+        codes = self.codec.encode(images)
+        return self.embed_codes(ctx, codes), CodeTargets(codes[generate])
+
+    def loss(self, ctx, hidden: torch.Tensor, gen_pos: torch.Tensor, state: CodeTargets, generator=None):
         """Code i is predicted from the hidden state one position earlier (``<boi>`` for the first)."""
         prev = F.pad(hidden[:, :-1], (0, 0, 1, 0))
-        logits = self.code_logits(backbone, prev[gen_pos])
+        logits = self.code_logits(ctx, prev[gen_pos])
         loss = F.cross_entropy(logits.float(), state.codes.flatten())
         return loss, {"image_loss": loss.detach()}
 
     @torch.no_grad()
-    def generate(self, model, prompts: list[str], scale: float, steps: int, sampler: str, generator=None,
-                 use_cache: bool = True) -> torch.Tensor:  # fmt: skip
+    def generate(
+        self, ctx, prompts: list[str], scale: float, steps: int, sampler: str, generator=None, use_cache: bool = True
+    ) -> torch.Tensor:
         """Raster-order sampling of exactly h*w codes (``steps`` is unused: one step per code)."""
-        tok, (h, w) = model.tokenizer, self.grid
+        tok, (h, w), s = ctx.tokenizer, self.grid, ctx.sample
         n = h * w
         ids = [[tok.bos_id, *tok.encode(p), tok.boi_id] for p in prompts]
         if scale != 1.0:
             ids += [[tok.bos_id, tok.boi_id]] * len(prompts)
         for p, row in zip(prompts, ids, strict=False):
-            model.check_length(len(row) + n + 1, f"prompt {p!r}")
-        batch = model.pack([[TextSpan(row, loss=False)] for row in ids], left_pad=True)
-        dec = IncrementalDecoder(
-            model.backbone, model.backbone.embed_tokens(batch.tokens), batch.positions, batch.modality,
-            batch.attn_mask, batch.valid, n, use_cache,
-        )  # fmt: skip
+            ctx.check_length(len(row) + n + 1, f"prompt {p!r}")
+        batch = ctx.pack([[TextSpan(row, loss=False)] for row in ids], left_pad=True).to(ctx.device)
+        dec = IncrementalDecoder.for_batch(ctx.backbone, ctx.backbone.embed_tokens(batch.tokens), batch, n, use_cache)
         start = batch.next_position
         rows, cols = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
         rows, cols = rows.flatten().tolist(), cols.flatten().tolist()
         out = []
         for i in range(n):
-            logits = guide(self.code_logits(model.backbone, dec.last), scale)
-            code = select_next(logits, self.temperature, self.top_k, None, generator)
+            logits = self.code_logits(ctx, dec.last)
+            logits = guide(logits, scale) if scale != 1.0 else logits
+            code = select_next(logits, s.image_temperature, s.image_top_k, None, generator)
             out.append(code)
             if i == n - 1:
                 break
             code2 = code.repeat(2) if scale != 1.0 else code
             pos = torch.stack([start, start + rows[i], start + cols[i]], 1).to(code.device)
-            dec.step(self.embed_codes(model.backbone, code2), pos, IMAGE)
+            dec.step(self.embed_codes(ctx, code2), pos, IMAGE)
         return self.decode(torch.stack(out, 1))
 
 
+@WRITERS.register(MaskedCodeSettings)
 class MaskedCodeWriter(CodeWriter):
     causal = False
 
-    def train_inputs(self, backbone, images: torch.Tensor, generate: torch.Tensor, generator=None):
+    @classmethod
+    def samplers(cls, cfg: Config) -> tuple[str, ...]:
+        return ("maskgit",)
+
+    def train_inputs(self, ctx, images: torch.Tensor, generate: torch.Tensor, generator=None):
         """Generated images: a cosine-schedule share of their codes replaced by [MASK]; read ones clean."""
         codes = self.codec.encode(images)
         mask = sample_mask(codes.shape[0], codes.shape[1], generator).to(codes.device) & generate[:, None]
         inputs = codes.masked_fill(mask, self.mask_code)
-        return self.embed_codes(backbone, inputs), CodeTargets(codes[generate], mask[generate])
+        return self.embed_codes(ctx, inputs), CodeTargets(codes[generate], mask[generate])
 
-    def loss(self, backbone, hidden: torch.Tensor, gen_pos: torch.Tensor, state: CodeTargets):
+    def loss(self, ctx, hidden: torch.Tensor, gen_pos: torch.Tensor, state: CodeTargets, generator=None):
         """Cross-entropy at the masked positions, predicted from their own hidden states."""
         masked = state.masked.flatten()
-        logits = self.code_logits(backbone, hidden[gen_pos][masked])
+        logits = self.code_logits(ctx, hidden[gen_pos][masked])
         loss = F.cross_entropy(logits.float(), state.codes.flatten()[masked])
         return loss, {"image_loss": loss.detach()}
 
     @torch.no_grad()
-    def generate(self, model, prompts: list[str], scale: float, steps: int, sampler: str, generator=None,
-                 use_cache: bool = True) -> torch.Tensor:  # fmt: skip
+    def generate(
+        self, ctx, prompts: list[str], scale: float, steps: int, sampler: str, generator=None, use_cache: bool = True
+    ) -> torch.Tensor:
         """MaskGIT: ``steps`` rounds of parallel prediction, keeping the most confident codes each round."""
-        batch, base = model.generation_batch(prompts, guided=scale != 1.0)
-        img = batch.image_id >= 0
+        guided, s = scale != 1.0, ctx.sample
+        batch, base = ctx.generation_batch(prompts, guided=guided)
         n = self.grid[0] * self.grid[1]
 
         def logits_fn(codes: torch.Tensor) -> torch.Tensor:
-            codes2 = codes.repeat(2, 1) if scale != 1.0 else codes
-            x = base.masked_scatter(img.unsqueeze(-1), self.embed_codes(model.backbone, codes2))
-            hidden, _ = model.backbone(x, batch.positions, batch.modality, batch.attn_mask)
-            return guide(self.code_logits(model.backbone, hidden[img].view(codes2.shape[0], n, -1)), scale)
+            codes2 = codes.repeat(2, 1) if guided else codes
+            logits = self.code_logits(ctx, ctx.run_with_images(base, batch, self.embed_codes(ctx, codes2)))
+            return guide(logits, scale) if guided else logits
 
         codes = maskgit_sample(
-            logits_fn, len(prompts), n, self.mask_code, steps, self.temperature, self.choice_temperature,
-            generator, base.device,
-        )  # fmt: skip
+            logits_fn,
+            len(prompts),
+            n,
+            mask_id=self.mask_code,
+            steps=steps,
+            temperature=s.image_temperature,
+            choice_temperature=s.choice_temperature,
+            generator=generator,
+            device=base.device,
+        )
         return self.decode(codes)

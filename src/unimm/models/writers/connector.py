@@ -1,41 +1,61 @@
 """Generation through a separate diffusion decoder (``connector``: Emu, DreamLLM, SEED-X, MetaQuery).
 
 The language model does not produce image tokens. In the text-to-image layout its image span holds
-``image.gen_queries`` learnable query tokens; their final hidden states, mapped by a trainable
+``writer.queries`` learnable query tokens; their final hidden states, mapped by a trainable
 connector (an MLP), are the conditioning sequence of a small DiT (``models/dit.py``) that denoises
-the image's latent patches (pixels or a VAE's) by ``objective.denoiser``, reading the condition by
-cross-attention or in context (``image.decoder_conditioning``). Understanding goes through the ViT
+the image's latent patches (pixels or a VAE's) with the ``[denoiser]``, reading the condition by
+cross-attention or in context (``writer.conditioning``). Understanding goes through the ViT
 reader, so the LLM never sees generation latents.
 
-``image.decoder_train``:
+``writer.train``:
 - ``joint``: the decoder trains from scratch with the LLM, through the diffusion loss;
 - ``frozen`` (MetaQuery's cheap recipe): before the LLM trains, the decoder is pre-trained alone as a
-  caption-to-image model on its own caption embedding (``decoder_pretrain_steps``), then frozen;
+  caption-to-image model on its own caption embedding (``writer.pretrain_steps``), then frozen;
   only the queries, the connector and the LLM learn to drive it.
 Classifier-free guidance runs the LLM on the prompt and on the empty prompt (trained by caption
 dropout) and mixes the decoder's two predictions.
 """
 
-import math
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
+from pydantic import Field, model_validator
 from torch import nn
 
 from unimm.config import Config
-from unimm.models.connectors import build_connector
+from unimm.models.connectors import MLPConnector
+from unimm.models.contracts import PrepareData, Writer
 from unimm.models.dit import DiT
-from unimm.models.latent_writer import build_image_codec
-from unimm.models.writer import Writer
-from unimm.objectives.image_diffusion import build_denoiser
 from unimm.optim import pretrain, warmup_cosine
 from unimm.samplers.guidance import classifier_free_guidance
+from unimm.sequence import squarest_grid
+from unimm.settings import DENOISERS, WRITERS, Settings
 
 
-def squarest_grid(count: int) -> tuple[int, int]:
-    """The (rows, cols) grid closest to square that holds exactly ``count`` tokens."""
-    rows = max(r for r in range(1, math.isqrt(count) + 1) if count % r == 0)
-    return rows, count // rows
+class ConnectorSettings(Settings):
+    """``writer.kind = "connector"``: query tokens whose states condition a separate DiT decoder."""
+
+    kind: Literal["connector"] = "connector"
+    weight: float = Field(5.0, ge=0, description="lambda in L = w_text * L_text + lambda * L_image")
+    queries: int = Field(16, gt=0, description="query tokens whose states condition the decoder")
+    dim: int = Field(128, gt=0, description="width of the DiT decoder")
+    depth: int = Field(4, gt=0)
+    heads: int = Field(4, gt=0)
+    conditioning: Literal["cross", "in-context"] = Field(
+        "cross", description="the decoder reads its condition by cross-attention or in context"
+    )
+    train: Literal["joint", "frozen"] = Field(
+        "joint", description="decoder trained with the LLM, or pre-trained alone then frozen (MetaQuery)"
+    )
+    pretrain_steps: int = Field(0, ge=0, description="the decoder's own caption->image pre-training steps")
+    denoise_batch: int = Field(4, gt=0, description="noise draws per target image")
+
+    @model_validator(mode="after")
+    def _frozen_needs_pretraining(self) -> "ConnectorSettings":
+        if self.train == "frozen" and self.pretrain_steps == 0:
+            raise ValueError("writer.train = 'frozen' needs writer.pretrain_steps > 0")
+        return self
 
 
 class CaptionConditioner(nn.Module):
@@ -63,75 +83,93 @@ class DecoderTargets:
     x0: torch.Tensor  # [G, n, P] clean latent patches of the images to generate
 
 
+@WRITERS.register(ConnectorSettings)
 class ConnectorWriter(Writer):
-    def __init__(self, cfg: Config) -> None:
-        super().__init__()
-        im = cfg.image
-        self.codec = build_image_codec(cfg)
-        self.grid = squarest_grid(im.gen_queries)
-        self.queries = nn.Parameter(torch.randn(im.gen_queries, cfg.model.dim) * 0.02)
-        self.connector = build_connector("mlp", cfg.model.dim, im.decoder_dim)
-        n_patches = self.codec.grid[0] * self.codec.grid[1]
+    denoises = True
+    reads = False  # the LLM never sees generation latents: understanding goes through a ViT reader
+
+    def __init__(self, settings: ConnectorSettings, cfg: Config) -> None:
+        super().__init__(settings)
+        self.codec = self.build_codec(cfg)
+        self.grid = squarest_grid(settings.queries)
+        self.queries = nn.Parameter(torch.randn(settings.queries, cfg.model.dim) * 0.02)
+        self.connector = MLPConnector(cfg.model.dim, settings.dim)
         self.decoder = DiT(
-            self.codec.patch_dim, n_patches, im.decoder_dim, im.decoder_dim, im.decoder_depth, im.decoder_heads,
-            im.decoder_conditioning,
-        )  # fmt: skip
-        self.objective = build_denoiser(cfg.objective)
-        self.repeat, self.frozen = cfg.objective.denoise_batch, im.decoder_train == "frozen"
-        self.pretrain_steps, self.lr = im.decoder_pretrain_steps, cfg.train.lr
-        self.cond_drop, self.max_len, self.dim = cfg.objective.cond_drop, cfg.model.max_seq_len, im.decoder_dim
+            patch_dim=self.codec.patch_dim,
+            num_patches=self.codec.grid[0] * self.codec.grid[1],
+            dim=settings.dim,
+            cond_dim=settings.dim,
+            depth=settings.depth,
+            heads=settings.heads,
+            conditioning=settings.conditioning,
+        )
+        self.objective = DENOISERS.build(cfg.denoiser)
+        self.frozen, self.max_len = settings.train == "frozen", cfg.model.max_seq_len
         self.captions: CaptionConditioner | None = None
 
     def bind(self, vocab_offset: int) -> None:
         """The text vocabulary is known now: the decoder's own caption embedding (frozen mode) needs it."""
         if self.frozen:
-            self.captions = CaptionConditioner(vocab_offset, self.dim, self.max_len)
+            self.captions = CaptionConditioner(vocab_offset, self.settings.dim, self.max_len)
 
     def fixed_modules(self) -> list[nn.Module]:
         return [self.codec, self.decoder, self.captions] if self.frozen else [self.codec]
 
-    def denoise_loss(self, x0: torch.Tensor, cond: torch.Tensor, cond_mask: torch.Tensor | None = None):
-        """Diffusion loss of the decoder on x0 [G, n, P] given cond [G, M, c], ``denoise_batch`` draws each."""
-        k = self.repeat
+    def denoise_loss(
+        self,
+        x0: torch.Tensor,
+        cond: torch.Tensor,
+        generator: torch.Generator | None,
+        cond_mask: torch.Tensor | None = None,
+    ):
+        """Diffusion loss of the decoder on x0 [G, n, P] given cond [G, M, c], ``denoise_batch`` draws each;
+        time and noise come from ``generator``."""
+        k = self.settings.denoise_batch
         x0, cond = x0.repeat(k, 1, 1), cond.repeat(k, 1, 1)
         cond_mask = cond_mask.repeat(k, 1) if cond_mask is not None else None
-        t = self.objective.sample_time(x0.shape[0]).to(x0.device)
-        noise = torch.randn_like(x0)
+        t = self.objective.sample_time(x0.shape[0], generator).to(x0.device)
+        noise = torch.randn(x0.shape, generator=generator).to(x0)
         x_t, target = self.objective.corrupt(x0.flatten(0, 1), noise.flatten(0, 1), t.repeat_interleave(x0.shape[1]))
         pred = self.decoder(x_t.view_as(x0), self.objective.level(t), cond, cond_mask)
         return self.objective.loss(pred, target.view_as(x0))
 
-    def prepare(self, images: torch.Tensor, seed: int = 0, progress: bool = True, captions=None) -> dict:
+    def prepare(self, data: PrepareData) -> dict:
         """Fit the codec; in ``frozen`` mode pre-train the decoder on (image, caption ids) pairs, then freeze it."""
-        stats = self.codec.prepare(images, seed=seed, progress=progress)
+        images = data.images
+        stats = self.codec.prepare(images, seed=data.seed, progress=data.progress)
         if not self.frozen:
             return stats
-        if captions is None:
-            raise ValueError("image.decoder_train = 'frozen' pre-trains the decoder on captions; none were given")
-        gen = torch.Generator().manual_seed(seed)
+        if data.captions is None:
+            raise ValueError("writer.train = 'frozen' pre-trains the decoder on captions; none were given")
+        captions = data.captions
+        gen = torch.Generator().manual_seed(data.seed)
         with torch.no_grad():
             latents = torch.cat([self.codec.encode(images[i : i + 512]) for i in range(0, len(images), 512)])
 
         def step_loss() -> torch.Tensor:
             idx = torch.randint(0, len(images), (64,), generator=gen).tolist()
-            drop = (torch.rand(len(idx), generator=gen) < self.cond_drop).tolist()
+            drop = (torch.rand(len(idx), generator=gen) < data.cond_drop).tolist()
             cond, mask = self.captions([[] if d else captions[i] for i, d in zip(idx, drop, strict=True)])
-            return self.denoise_loss(latents[idx], cond, mask)[0]
+            return self.denoise_loss(latents[idx], cond, gen, mask)[0]
 
-        steps = self.pretrain_steps
+        steps = self.settings.pretrain_steps
         loss = pretrain(
-            [*self.decoder.parameters(), *self.captions.parameters()], step_loss, steps, self.lr,
+            [*self.decoder.parameters(), *self.captions.parameters()],
+            step_loss,
+            steps,
+            data.lr,
             lambda opt: torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(min(100, steps // 10), steps, 0.1)),
-            desc="pre-train decoder", progress=progress,
-        )  # fmt: skip
+            desc="pre-train decoder",
+            progress=data.progress,
+        )
         for module in self.fixed_modules():
             module.requires_grad_(False)
         return {**stats, "decoder_pretrain_loss": loss}
 
-    def read_inputs(self, backbone, images: torch.Tensor) -> torch.Tensor:
-        raise ValueError("the connector writer cannot embed images it reads; use image.understand = 'vit'")
+    def read_inputs(self, ctx, images: torch.Tensor) -> torch.Tensor:
+        raise ValueError("the connector writer cannot embed images it reads; use reader.kind = 'vit'")
 
-    def train_inputs(self, backbone, images: torch.Tensor, generate: torch.Tensor, generator=None):
+    def train_inputs(self, ctx, images: torch.Tensor, generate: torch.Tensor, generator=None):
         """The query tokens in every generated image's span; the images' latents are the decoder's targets."""
         with torch.no_grad():
             x0 = self.codec.encode(images[generate])
@@ -141,25 +179,22 @@ class ConnectorWriter(Writer):
         """Final hidden states of the queries [G, N, dim] -> the decoder's condition [G, N, decoder_dim]."""
         return self.connector(hidden_queries)
 
-    def loss(self, backbone, hidden: torch.Tensor, gen_pos: torch.Tensor, state: DecoderTargets):
+    def loss(self, ctx, hidden: torch.Tensor, gen_pos: torch.Tensor, state: DecoderTargets, generator=None):
         cond = self.condition(hidden[gen_pos].view(state.x0.shape[0], -1, hidden.shape[-1]))
-        return self.denoise_loss(state.x0, cond)
+        return self.denoise_loss(state.x0, cond, generator)
 
-    def prompt_condition(self, model, prompts: list[str], guided: bool) -> torch.Tensor:
+    def prompt_condition(self, ctx, prompts: list[str], guided: bool) -> torch.Tensor:
         """The decoder's condition for each prompt [B, N, decoder_dim] (then for the empty prompt when guided)."""
-        batch, base = model.generation_batch(prompts, guided=guided)
-        img = batch.image_id >= 0
-        x = base.masked_scatter(img.unsqueeze(-1), self.queries.expand(len(batch.tokens), -1, -1).to(base.dtype))
-        hidden, _ = model.backbone(x, batch.positions, batch.modality, batch.attn_mask)
-        return self.condition(hidden[img].view(len(batch.tokens), -1, hidden.shape[-1]))
+        batch, base = ctx.generation_batch(prompts, guided=guided)
+        return self.condition(ctx.run_with_images(base, batch, self.queries.expand(len(batch.tokens), -1, -1)))
 
     @torch.no_grad()
     def generate(
-        self, model, prompts: list[str], scale: float, steps: int, sampler: str, generator=None, use_cache: bool = True
+        self, ctx, prompts: list[str], scale: float, steps: int, sampler: str, generator=None, use_cache: bool = True
     ) -> torch.Tensor:
         """One LLM pass over prompt + queries gives the condition; the decoder's sampler does the rest."""
         guided = scale != 1.0
-        cond = self.prompt_condition(model, prompts, guided)
+        cond = self.prompt_condition(ctx, prompts, guided)
 
         def model_fn(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
             return self.decoder(x_t, self.objective.level(t), cond)

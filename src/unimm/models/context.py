@@ -1,0 +1,96 @@
+"""What a part may use of the model it sits in: the ``ModelContext``.
+
+Writers, readers and text objectives never see the ``UnifiedModel``. They get this small object:
+the backbone (run it on embeddings, its token embedding and head), the text tokenizer, the task
+layout, the sampling settings (read when sampling runs, so a change after ``from_pretrained``
+takes effect) and the two other parts a part may ask for (the writer embeds what a ``shared``
+reader reads; a text objective reads images through the reader).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import torch
+import torch.nn.functional as F
+
+from unimm.nn.backbone import Backbone
+from unimm.sequence import Batch, SpecialIds, collate, pack
+from unimm.tasks import Layout, generation_prompt
+from unimm.tokenizers.text import TextTokenizer
+
+if TYPE_CHECKING:
+    from unimm.config import Config, SampleSection
+    from unimm.models.contracts import Reader, TextObjective, Writer
+
+
+@dataclass(eq=False)
+class ModelContext:
+    backbone: Backbone
+    tokenizer: TextTokenizer
+    layout: Layout
+    special: SpecialIds
+    text_vocab: int  # text token ids are [0, text_vocab)
+    config: Config
+    writer: Writer
+    reader: Reader
+    text: TextObjective
+
+    @property
+    def sample(self) -> SampleSection:
+        """The sampling settings as they are now."""
+        return self.config.sample
+
+    @property
+    def device(self) -> torch.device:
+        return self.backbone.embed_tokens.weight.device
+
+    def pack(self, spans: list[list], left_pad: bool = False) -> Batch:
+        seqs = [pack(s, self.special) for s in spans]
+        return collate(seqs, self.special.pad, self.text.full_attention, left_pad)
+
+    def check_length(self, length: int, what: str) -> None:
+        limit = self.config.model.max_seq_len
+        if length > limit:
+            raise ValueError(f"{what} needs {length} positions, more than model.max_seq_len = {limit}")
+
+    def text_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Logits over the text vocabulary only (image codes and [MASK] are never text)."""
+        return F.linear(hidden, self.backbone.lm_head.weight[: self.text_vocab])
+
+    def run(self, x: torch.Tensor, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The backbone over embeddings x [B, L, dim] laid out as ``batch`` -> (hidden [B, L, dim], aux losses)."""
+        return self.backbone(x, batch.positions, batch.modality, batch.attn_mask)
+
+    def run_with_images(self, base: torch.Tensor, batch: Batch, images: torch.Tensor) -> torch.Tensor:
+        """Scatter image embeddings [N, n, dim] into the image positions of ``base`` [B, L, dim] (in order),
+        run the backbone -> hidden states [N, n, dim] at those positions."""
+        at = batch.image_id >= 0
+        hidden, _ = self.run(base.masked_scatter(at.unsqueeze(-1), images.to(base.dtype)), batch)
+        return hidden[at].view(*images.shape[:2], -1)
+
+    def read_images(self, images: torch.Tensor) -> torch.Tensor:
+        """Images the model reads [N, C, H, W] -> input embeddings [N, n, dim], through the reader."""
+        return self.reader.read(self, images)
+
+    def embed_inputs(self, batch: Batch) -> torch.Tensor:
+        """Token embeddings with every image of ``batch`` read (clean) into its positions."""
+        x = self.backbone.embed_tokens(batch.tokens)
+        at = batch.image_id >= 0
+        if at.any():
+            emb = self.read_images(batch.images.to(x.device))
+            x = x.masked_scatter(at.unsqueeze(-1), emb.to(x.dtype))
+        return x
+
+    def generation_batch(self, prompts: list[str], guided: bool) -> tuple[Batch, torch.Tensor]:
+        """The packed text-to-image prompts (then their unconditional twins when ``guided``) and their
+        token embeddings [B or 2B, L, dim]."""
+        n = self.layout.gen_grid[0] * self.layout.gen_grid[1]
+        for p in prompts:
+            self.check_length(len(self.tokenizer.encode(p)) + n + 4, f"prompt {p!r}")  # bos boi eoi eos
+        seqs = [generation_prompt(p, self.layout, self.tokenizer) for p in prompts]
+        if guided:
+            seqs += [generation_prompt(None, self.layout, self.tokenizer) for _ in prompts]
+        batch = self.pack(seqs).to(self.device)
+        return batch, self.backbone.embed_tokens(batch.tokens)

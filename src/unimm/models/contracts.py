@@ -1,0 +1,189 @@
+"""The contracts of the model's parts: ``Writer`` (generation path), ``Reader`` (understanding path) and
+``TextObjective``. docs/architecture.md documents them; every kind registers under its config kind
+(``settings.py``) and reaches the rest of the model only through a ``ModelContext``.
+
+Every random draw in ``train_inputs``, ``loss`` and ``corrupt`` comes from the step's ``generator``
+(seeded by ``(train.seed, step, shard)``), never from the global RNG: that is what makes resume
+bit-exact and the result independent of the number of processes.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+
+from unimm.settings import CODECS, DENOISERS
+
+if TYPE_CHECKING:
+    from unimm.config import Config
+    from unimm.models.context import ModelContext
+    from unimm.sequence import Batch
+
+
+@dataclass
+class PrepareData:
+    """What a part may fit itself on before the transformer trains."""
+
+    images: torch.Tensor  # [N, C, H, W] training images in [-1, 1]
+    labels: torch.Tensor | None = None  # [N] class ids (-1 = none)
+    captions: list[list[int]] | None = None  # one caption's token ids per image
+    seed: int = 0
+    progress: bool = True
+    lr: float = 1e-3  # train.lr, for parts that pre-train
+    cond_drop: float = 0.1  # data.cond_drop, for parts that pre-train a conditional model
+
+
+class Writer(nn.Module, ABC):
+    """A generation path: how a generated image enters the sequence, its loss, and its sampler.
+
+    Its ``codec`` (pixels, VAE or VQ) turns images into what the writer models; it is fitted in
+    ``prepare`` and then stays frozen. ``grid`` is the token grid of a generated image.
+    """
+
+    codecs: tuple[str, ...] = ("pixels", "vae")  # codec kinds it works on
+    denoises = False  # needs a [denoiser] section
+    reads = True  # can embed the images it reads (what a ``shared`` reader needs)
+    causal = False  # True: the positions of a generated image see only earlier ones
+    extra_vocab = 0  # token ids it adds to the vocabulary
+    grid: tuple[int, int]
+    codec: nn.Module
+
+    def __init__(self, settings: Any) -> None:
+        super().__init__()
+        self.settings = settings
+
+    @property
+    def weight(self) -> float:
+        """lambda in L = w_text * L_text + lambda * L_image."""
+        return self.settings.weight
+
+    @classmethod
+    def samplers(cls, cfg: Config) -> tuple[str, ...]:
+        """The samplers that pair with this writer, its default first: by default its denoiser's."""
+        return DENOISERS.cls(cfg.denoiser.kind).samplers
+
+    @classmethod
+    def check_config(cls, cfg: Config) -> None:
+        if cfg.codec.kind not in cls.codecs:
+            raise ValueError(
+                f"writer kind {cfg.writer.kind!r} needs codec.kind in {cls.codecs} (got {cfg.codec.kind!r})"
+            )
+
+    @staticmethod
+    def build_codec(cfg: Config) -> nn.Module:
+        return CODECS.build(cfg.codec, cfg.data.channels, cfg.data.image_size)
+
+    def bind(self, vocab_offset: int) -> None:
+        """Learn where its token ids start (writers without token ids ignore it)."""
+
+    def init_weights(self, ctx: ModelContext) -> None:
+        """Initialise what it owns of the backbone's (nothing by default)."""
+
+    def prepare(self, data: PrepareData) -> dict:
+        """Fit the codec on the training images; returns statistics for the run's codec.json."""
+        return self.codec.prepare(data.images, seed=data.seed, progress=data.progress)
+
+    def fixed_modules(self) -> list[nn.Module]:
+        """What stays frozen while the transformer trains."""
+        return [self.codec]
+
+    @abstractmethod
+    def read_inputs(self, ctx: ModelContext, images: torch.Tensor) -> torch.Tensor:
+        """Images that are read [N, C, H, W] -> input embeddings [N, n, dim]."""
+
+    @abstractmethod
+    def train_inputs(
+        self, ctx: ModelContext, images: torch.Tensor, generate: torch.Tensor, generator: torch.Generator | None
+    ) -> tuple[torch.Tensor, Any]:
+        """Training inputs of images [N, C, H, W] (``generate`` [N] bool: generated, else read) ->
+        (embeddings [N, n, dim], the targets ``loss`` needs)."""
+
+    @abstractmethod
+    def loss(
+        self,
+        ctx: ModelContext,
+        hidden: torch.Tensor,
+        gen_pos: torch.Tensor,
+        state: Any,
+        generator: torch.Generator | None,
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """hidden [B, L, dim], gen_pos [B, L] bool (the generated images' positions) -> (loss, metrics)."""
+
+    @abstractmethod
+    def generate(
+        self,
+        ctx: ModelContext,
+        prompts: list[str],
+        scale: float,
+        steps: int,
+        sampler: str,
+        generator: torch.Generator | None = None,
+        use_cache: bool = True,
+    ) -> torch.Tensor:
+        """Text prompts -> images [B, C, H, W] in [-1, 1], guided with ``scale`` (1 = no guidance)."""
+
+
+class Reader(nn.Module, ABC):
+    """An understanding path: how an image the model reads becomes input embeddings."""
+
+    shared = False  # True: the writer embeds read images together with generated ones
+    grid: tuple[int, int]
+
+    def __init__(self, settings: Any) -> None:
+        super().__init__()
+        self.settings = settings
+
+    def prepare(self, data: PrepareData) -> dict:
+        """Pre-train an encoder before the transformer trains (nothing by default)."""
+        return {}
+
+    @abstractmethod
+    def read(self, ctx: ModelContext, images: torch.Tensor) -> torch.Tensor:
+        """images [N, C, H, W] -> input embeddings [N, n, dim]."""
+
+
+class TextObjective(ABC):
+    """How text is trained and decoded: its loss and the caption decoder it pairs with."""
+
+    full_attention = False  # every position sees every other (masked text), else causal
+    prompt_loss = True  # the t2i prompt also gets the text loss
+    answer_len: int | None = None  # a fixed answer length (padded with <eos>), or None
+    extra_vocab = 0
+
+    def __init__(self, settings: Any) -> None:
+        self.settings = settings
+
+    @property
+    def weight(self) -> float:
+        return self.settings.weight
+
+    def bind(self, mask_id: int) -> None:
+        """Learn the [MASK] id after the vocabulary before it (objectives without ``extra_vocab`` leave it unused)."""
+        self.mask_id = mask_id
+
+    @abstractmethod
+    def corrupt(self, batch: Batch, generator: torch.Generator | None) -> tuple[torch.Tensor, Any]:
+        """Input token ids [B, L] for training and the state ``loss`` needs."""
+
+    @abstractmethod
+    def loss(self, ctx: ModelContext, hidden: torch.Tensor, batch: Batch, state: Any) -> torch.Tensor:
+        """hidden [B, L, dim] -> the text loss (a scalar)."""
+
+    @abstractmethod
+    def caption(
+        self,
+        ctx: ModelContext,
+        images: torch.Tensor,
+        question: str | None,
+        max_new: int,
+        temperature: float,
+        top_k: int | None,
+        top_p: float | None,
+        generator: torch.Generator | None,
+        use_cache: bool,
+    ) -> list[str]:
+        """Images [B, C, H, W] -> captions, or answers to ``question``."""
