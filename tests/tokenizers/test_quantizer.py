@@ -56,3 +56,18 @@ def test_dead_codes_restart_at_encoder_outputs():
     for _ in range(3):
         vq(data)
     assert torch.cdist(vq.codebook, data.flatten(2)[0].T).min(-1).values.max() < 1.0  # far codes pulled in
+
+
+def test_dead_code_restarts_draw_from_the_given_generator_not_the_global_rng():
+    """The restart picks come from the fit's generator, so a fitted codebook does not depend on what else drew
+    from the global RNG before the fit (e.g. the model's size)."""
+
+    def codebook_after_restart(global_seed: int) -> torch.Tensor:
+        torch.manual_seed(0)
+        vq = VectorQuantizer(8, 2, ema_decay=0.5, dead_threshold=100.0).train()  # every code restarts
+        z = torch.randn(1, 2, 4, 4)
+        torch.manual_seed(global_seed)
+        vq(z, torch.Generator().manual_seed(7))
+        return vq.codebook.clone()
+
+    assert torch.equal(codebook_after_restart(1), codebook_after_restart(2))
