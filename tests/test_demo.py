@@ -1,37 +1,106 @@
-"""run_demo trains a tiny config, writes the report, and reuses a finished run."""
+"""run_demo trains a tiny config, reports through the eval harness, and reuses a finished run."""
 
 import json
 import shutil
 
+from typer.testing import CliRunner
+
+import unimm.demo
 from conftest import tiny_overrides
+from unimm.cli import app
 from unimm.config import load_config
 from unimm.demo import run_demo
+from unimm.eval import harness
+from unimm.eval.harness import Suite
+from unimm.models import UnifiedModel
 from unimm.train import train
+
+TINY = Suite("tiny", understand_n=None, per_class=2, prompts_n=20, batch_size=25, classifier_steps=30,
+             distribution=False)  # fmt: skip
+
+
+def _numbers(result: dict) -> dict:
+    """Everything but the timings and the memory peak (which vary between identical calls)."""
+    drop = {"samples_per_s", "latency_s", "peak_memory_mib"}
+    if isinstance(result, dict):
+        return {k: _numbers(v) for k, v in result.items() if k not in drop and not k.startswith("_")}
+    return result
 
 
 def test_demo_writes_report_and_skips_finished_training(digits_dir, tmp_path):
     cfg = load_config(None, tiny_overrides(digits_dir))
     out, cache = tmp_path / "run", tmp_path / "cache"
-    kw = dict(per_class=2, cache_dir=cache, classifier_steps=30, progress=False)
+    kw = dict(suite=TINY, cache_dir=cache, progress=False)
     md = run_demo(cfg, out, **kw)
     report_dir = out / "report"
     assert md == report_dir / "report.md"
     for name in ("loss.png", "samples.png", "captions.png"):
         assert (report_dir / name).stat().st_size > 1000, name
     r = json.loads((report_dir / "report.json").read_text())
-    assert {"training", "classifier", "caption", "vqa", "generation", "timing_s"} <= set(r)
+    assert {"training", "sampling", "prompts", "eval", "timing_s"} <= set(r)
     assert r["training"]["status"] == "trained" and r["training"]["tokens_per_s"] > 0
-    assert r["caption"]["n"] == 50 and 0 <= r["caption"]["caption_accuracy"] <= 1
-    assert r["vqa"]["n"] == 50 and r["generation"]["n"] == 20 and r["generation"]["seed"] == 0
-    assert 0 <= r["classifier"]["test_accuracy"] <= 1
+    u, g = r["eval"]["understanding"], r["eval"]["generation"]
+    assert u["n"] == 50 and u["vqa_n"] == 50 and 0 <= u["caption_accuracy"] <= 1
+    assert g["prompt_accuracy_n"] == 20 and g["seed"] == 0 and len(g["prompt_accuracy_per_class"]) == 10
+    assert 0 <= r["eval"]["evaluators"]["classifier_test_accuracy"] <= 1
+    assert "fid" not in g and r["eval"]["evaluators"]["clip_test_retrieval_accuracy"] is None  # not in this suite
     text = md.read_text()
     assert "samples.png" in text and "Generated accuracy" in text and "20 images" in text
+    assert "| vqa_accuracy |" in text  # eval.md's table
 
     run_demo(cfg, out, **kw)  # finished run: evaluate again, do not retrain
     r2 = json.loads((report_dir / "report.json").read_text())
     assert "skipped" in r2["training"]["status"]
     assert r2["training"]["total_wall_s"] == r["training"]["total_wall_s"]
-    assert len(list(cache.iterdir())) == 1
+    assert [p.name for p in cache.iterdir()] == ["classifiers"] and len(list((cache / "classifiers").iterdir())) == 1
+
+
+def test_demo_and_eval_give_the_same_numbers(digits_dir, tmp_path, monkeypatch):
+    """`unimm demo` then `unimm eval RUN --suite demo` on the same run: the same questions, parser, evaluator
+    cache ($UNIMM_CACHE) and samples, so every number but the timings agrees."""
+    monkeypatch.setitem(harness.SUITES, "demo", TINY)
+    monkeypatch.setenv("UNIMM_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "run"
+    run_demo(load_config(None, tiny_overrides(digits_dir)), out, progress=False)
+    res = CliRunner().invoke(app, ["eval", str(out), "--suite", "demo", "--out", str(tmp_path / "eval")])
+    assert res.exit_code == 0, res.output
+    demo = json.loads((out / "report" / "report.json").read_text())["eval"]
+    cli = json.loads((tmp_path / "eval" / "eval.json").read_text())
+    assert _numbers(demo) == _numbers(cli)
+    assert demo["understanding"]["vqa_question"] == cli["understanding"]["vqa_question"]
+    assert len(list((tmp_path / "cache" / "classifiers").iterdir())) == 1  # one evaluator, trained once
+
+
+def test_the_demo_measures_nothing_itself(digits_dir, tmp_path, monkeypatch):
+    """Every caption and image the demo asks the model for is asked inside the harness's ``evaluate``, and the
+    report shows what ``evaluate`` returned (here doctored), so the demo has no evaluation of its own."""
+    inside, calls = [False], []
+
+    def only_inside(method):
+        def wrapped(self, *args, **kw):
+            assert inside[0], f"{method.__name__} called outside the harness"
+            return method(self, *args, **kw)
+
+        return wrapped
+
+    def doctored(model, suite, **kw):
+        inside[0] = True
+        result = harness.evaluate(model, suite, **kw)
+        inside[0] = False
+        calls.append(suite)
+        result["understanding"]["caption_accuracy"] = 0.123
+        result["generation"]["prompt_accuracy"] = 0.987
+        return result
+
+    monkeypatch.setattr(UnifiedModel, "caption", only_inside(UnifiedModel.caption))
+    monkeypatch.setattr(UnifiedModel, "generate", only_inside(UnifiedModel.generate))
+    monkeypatch.setattr(unimm.demo, "evaluate", doctored)
+    md = run_demo(load_config(None, tiny_overrides(digits_dir)), tmp_path / "run", suite=TINY,
+                  cache_dir=tmp_path / "cache", progress=False)  # fmt: skip
+    assert calls == [TINY]
+    r = json.loads((md.parent / "report.json").read_text())
+    assert r["eval"]["understanding"]["caption_accuracy"] == 0.123
+    assert "| caption_accuracy | 0.123 |" in md.read_text() and "**Generated accuracy 0.987**" in md.read_text()
 
 
 def test_demo_resumes_an_unfinished_run(digits_dir, tmp_path):
@@ -41,7 +110,8 @@ def test_demo_resumes_an_unfinished_run(digits_dir, tmp_path):
     # pretend the run stopped after its step-2 checkpoint
     shutil.rmtree(out / "checkpoints" / "step_0000004")
     (out / "checkpoints" / "latest").write_text("step_0000002")
-    run_demo(cfg, out, per_class=1, cache_dir=tmp_path / "cache", classifier_steps=10, progress=False)
+    suite = Suite("tiny", understand_n=8, per_class=1, prompts_n=10, classifier_steps=10, distribution=False)
+    run_demo(cfg, out, suite=suite, cache_dir=tmp_path / "cache", progress=False)
     r = json.loads((out / "report" / "report.json").read_text())
     assert r["training"]["status"] == "resumed from step 2"
     assert (out / "checkpoints" / "step_0000004" / "train_state.pt").is_file()

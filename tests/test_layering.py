@@ -12,7 +12,10 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "unimm"
 # top to bottom, as in docs/architecture.md; a module belongs to the first layer with a matching prefix
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("cli", ("unimm.cli", "unimm.__main__", "unimm.data.cli")),
-    ("orchestration", ("unimm.train", "unimm.demo", "unimm.eval", "unimm.atlas", "unimm.tokenizers.train")),
+    (
+        "orchestration",
+        ("unimm.train", "unimm.demo", "unimm.eval", "unimm.atlas", "unimm.document", "unimm.tokenizers.train"),
+    ),
     ("model", ("unimm.models.unified", "unimm.models.context", "unimm.models.__init__")),
     ("parts", ("unimm.models", "unimm.objectives", "unimm.nn.layers", "unimm.parts")),
     ("config", ("unimm.config", "unimm.settings", "unimm.config_upgrade")),

@@ -104,7 +104,7 @@ def demo(
 @app.command("eval")
 def eval_(
     run: Annotated[Path, typer.Argument(help="run directory (or save_pretrained directory)")],
-    suite: Annotated[str, typer.Option(help="quick | full")] = "quick",
+    suite: Annotated[str, typer.Option(help="quick | full | demo | atlas")] = "quick",
     seed: Annotated[int, typer.Option()] = 0,
     out: Annotated[Path | None, typer.Option(help="output directory (default: RUN/eval)")] = None,
     data: Annotated[Path | None, typer.Option(help="dataset to evaluate on (default: the run's data.path)")] = None,

@@ -1,14 +1,14 @@
-"""The end-to-end demo: train a config, evaluate both directions, write a report with pictures.
+"""The end-to-end demo: train a config, evaluate it with ``unimm eval``'s harness, write a report with pictures.
 
 ``out/`` is the training run directory (see ``train/loop.py``); ``out/report/`` gets ``report.md``,
 ``report.json``, ``loss.png``, ``samples.png`` and ``captions.png``. A finished run is not retrained
-and an interrupted one is resumed, so re-running the demo only re-evaluates.
+and an interrupted one is resumed, so re-running the demo only re-evaluates. Every number comes from
+``eval.harness.evaluate`` (suite ``demo``): ``unimm eval RUN --suite demo`` gives the same ones.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import textwrap
 import time
 from collections.abc import Iterator
@@ -24,21 +24,16 @@ from rich.table import Table
 
 from unimm.checkpoint import atomic_write, atomic_write_text, load_state
 from unimm.config import Config, load_config
-from unimm.data import load_split, templates_for
-from unimm.eval.classifier import load_or_train_classifier
-from unimm.eval.generation import generated_accuracy
-from unimm.eval.understanding import caption_accuracy, vqa_accuracy
+from unimm.data import ImageTextData, load_split
+from unimm.document import Document, cell
+from unimm.eval.harness import Suite, evaluate, generation_jobs
+from unimm.eval.report import METRIC_HEADER, generation_rows, understanding_rows
 from unimm.io import grid_image
 from unimm.models import UnifiedModel
 from unimm.train import train
 from unimm.train.loop import latest_checkpoint
 
 console = Console()
-
-
-def default_cache_dir() -> Path:
-    """``$UNIMM_CACHE/classifiers`` (default ``~/.cache/unimm/classifiers``): shared across runs."""
-    return Path(os.environ.get("UNIMM_CACHE", "~/.cache/unimm")).expanduser() / "classifiers"
 
 
 class PhaseTimer:
@@ -156,28 +151,32 @@ def plot_expert_load(load: dict[str, Any], path: Path) -> Path:
     return _save(fig, path)
 
 
-def plot_samples(gen: dict[str, Any], class_names: list[str], path: Path) -> Path:
-    """One row per class of generated samples, labelled with the prompt(s) that drew them."""
-    grid = gen["grid_images"]  # [K, g, C, H, W]
-    k, g = grid.shape[:2]
-    fig = Figure(figsize=(1.2 + 0.9 * g + 2.6, 0.95 * k + 0.6), dpi=120)
-    axes = fig.subplots(k, 1, squeeze=False)[:, 0]
-    for c, ax in enumerate(axes):
-        ax.imshow(_as_array(grid[c], g), cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+def plot_samples(
+    images: torch.Tensor, jobs: list[tuple[str, int]], class_names: list[str], accuracy: list[float], seed: int,
+    path: Path, per_row: int = 10,
+) -> Path:  # fmt: skip
+    """One row per class of generated samples (the first ``per_row`` of the harness's ``jobs`` for it),
+    labelled with the prompt(s) that drew them and the share the classifier judged correct."""
+    rows = [[i for i, (_, y) in enumerate(jobs) if y == c][:per_row] for c in range(len(class_names))]
+    g = max(map(len, rows))
+    fig = Figure(figsize=(1.2 + 0.9 * g + 2.6, 0.95 * len(rows) + 0.6), dpi=120)
+    axes = fig.subplots(len(rows), 1, squeeze=False)[:, 0]
+    for c, (ax, idx) in enumerate(zip(axes, rows, strict=True)):
+        ax.imshow(_as_array(images[idx], g), cmap="gray", vmin=0, vmax=255, interpolation="nearest")
         ax.set_xticks([])
         ax.set_yticks([])
-        prompts = list(dict.fromkeys(gen["grid_prompts"][c]))
+        prompts = list(dict.fromkeys(jobs[i][0] for i in idx))
         label = f'"{prompts[0]}"' + (f" (+{len(prompts) - 1} other prompts)" if len(prompts) > 1 else "")
-        label += f"\n{class_names[c]}: {gen['per_class_accuracy'][c]:.0%} judged correct"
+        label += f"\n{class_names[c]}: {accuracy[c]:.0%} judged correct"
         ax.text(-0.02, 0.5, label, transform=ax.transAxes, ha="right", va="center", fontsize=10)
-    axes[0].set_title(f"generated samples (first {g} per class, seed {gen['seed']})", fontsize=11)
+    axes[0].set_title(f"generated samples (first {g} per class, seed {seed})", fontsize=11)
     return _save(fig, path)
 
 
-def plot_captions(data, cap: dict[str, Any], vqa: dict[str, Any], path: Path) -> Path:
-    """Test images with their generated caption (green: names the true class) and VQA answer."""
-    examples = cap["examples"]
-    answers = {e["index"]: e for e in vqa["examples"]}
+def plot_captions(data: ImageTextData, u: dict[str, Any], path: Path) -> Path:
+    """Test images with their generated caption (green: names the true class) and VQA answer, from the
+    harness's understanding ``examples``."""
+    examples = u["examples"]
     cols = min(4, len(examples))
     rows = (len(examples) + cols - 1) // cols
     fig = Figure(figsize=(3.0 * cols, 3.3 * rows), dpi=120)
@@ -186,12 +185,12 @@ def plot_captions(data, cap: dict[str, Any], vqa: dict[str, Any], path: Path) ->
         ax.axis("off")
     for ax, e in zip(axes, examples, strict=False):
         ax.imshow(_as_array(data.images[e["index"] : e["index"] + 1], 1, pad=0), cmap="gray", vmin=0, vmax=255)
-        ok = e["parsed"] == e["label"]
-        ax.set_title("\n".join(textwrap.wrap(e["text"] or "(empty)", 28)), color="green" if ok else "red", fontsize=9)
-        if e["index"] in answers:
-            a = answers[e["index"]]
-            ax.text(0.5, -0.06, f"Q: {vqa['question']}\nA: {a['text']}", transform=ax.transAxes, ha="center",
-                    va="top", fontsize=8, color="green" if a["parsed"] == a["label"] else "red")  # fmt: skip
+        ok = e["caption_class"] == e["label"]
+        ax.set_title("\n".join(textwrap.wrap(e["caption"] or "(empty)", 28)), color="green" if ok else "red",
+                     fontsize=9)  # fmt: skip
+        if e["answer"] is not None:
+            ax.text(0.5, -0.06, f"Q: {u['vqa_question']}\nA: {e['answer']}", transform=ax.transAxes, ha="center",
+                    va="top", fontsize=8, color="green" if e["answer_class"] == e["label"] else "red")  # fmt: skip
     fig.suptitle("test images: generated caption (title) and VQA answer", fontsize=11)
     return _save(fig, path)
 
@@ -199,105 +198,89 @@ def plot_captions(data, cap: dict[str, Any], vqa: dict[str, Any], path: Path) ->
 # ----------------------------------------------------------------------------------------------- report
 
 
-def write_markdown(r: dict[str, Any], path: Path) -> Path:
-    t, c, v, g, k = r["training"], r["caption"], r["vqa"], r["generation"], r["classifier"]
-    names = r["class_names"]
-    lines = [
-        f"# unimm demo report: {r['name']}",
-        "",
+def report_document(r: dict[str, Any], root: Path) -> Document:
+    """``report.md`` as a document (images relative to ``root``); the metric tables are ``eval.md``'s."""
+    t, e, smp = r["training"], r["eval"], r["sampling"]
+    u, g, names = e["understanding"], e["generation"], r["class_names"]
+    doc = Document(f"unimm demo report: {r['name']}")
+    doc.paragraph(
         f"Run directory `{r['run_dir']}`, dataset `{r['dataset']}` "
-        f"({r['image_size']}x{r['image_size']}, {r['channels']} channel(s)), {t['params']:,} parameters.",
-        "",
-        "## Training",
-        "",
-        "| steps | status | training wall time | tokens/s | final loss | text loss | image loss |",
-        "|---|---|---|---|---|---|---|",
-        f"| {t['steps']} | {t['status']} | {_fmt(t['total_wall_s'], '.1f')} s | {_fmt(t['tokens_per_s'], '.0f')} "
-        f"| {_fmt(t['final_loss'])} | {_fmt(t['final_text_loss'])} | {_fmt(t['final_image_loss'])} |",
-        "",
-        "tokens/s is the throughput logged in the last row of `metrics.jsonl` (packed tokens incl. padding).",
-        "",
-        *_tokenizer_lines(r.get("image_tokenizer")),
-        *_expert_lines(r.get("experts")),
-        "![training loss](loss.png)",
-        "",
-        "## Understanding (test split, greedy decoding)",
-        "",
-        "| metric | accuracy | correct / n | unparsed |",
-        "|---|---|---|---|",
-        f"| caption names the true class | {c['caption_accuracy']:.3f} | "
-        f"{round(c['caption_accuracy'] * c['n'])} / {c['n']} | {c['unparsed']} |",
-        f'| VQA: "{v["question"]}" | {v["vqa_accuracy"]:.3f} | '
-        f"{round(v['vqa_accuracy'] * v['n'])} / {v['n']} | {v['unparsed']} |",
-        "",
-        "| # | true class | caption | VQA answer |",
-        "|---|---|---|---|",
-    ]
-    answers = {e["index"]: e["text"] for e in v["examples"]}
-    for e in c["examples"]:
-        lines.append(f"| {e['index']} | {names[e['label']]} | {e['text']} | {answers.get(e['index'], '')} |")
-    lines += [
-        "",
-        "![captions](captions.png)",
-        "",
-        "## Generation (text -> image)",
-        "",
-        f"**Generated accuracy {g['generated_accuracy']:.3f}** over {g['n']} images ({g['per_class']} per class, "
-        f"seed {g['seed']}, {g['sampler']} sampler, {g['steps']} steps, CFG scale {g['cfg_scale']}), judged by a "
-        f"CNN classifier whose own accuracy on the {k['n_test']} real test images is {k['test_accuracy']:.3f}.",
-        "",
-        "| class | accuracy | prompts |",
-        "|---|---|---|",
-    ]
-    for i, name in enumerate(names):
-        prompts = "; ".join(f'"{p}"' for p in g["prompts"][name])
-        lines.append(f"| {name} | {g['per_class_accuracy'][i]:.2f} | {prompts} |")
-    lines += ["", "![generated samples](samples.png)", "", "## Wall time per phase", "", "| phase | seconds |"]
-    lines += ["|---|---|"] + [f"| {p} | {s:.1f} |" for p, s in r["timing_s"].items()]
-    atomic_write_text(path, "\n".join(lines) + "\n")
-    return path
+        f"({r['image_size']}x{r['image_size']}, {r['channels']} channel(s)), {t['params']:,} parameters."
+    )
+    doc.heading("Training")
+    doc.table(
+        ["steps", "status", "training wall time", "tokens/s", "final loss", "text loss", "image loss"],
+        [[str(t["steps"]), t["status"], f"{cell(t['total_wall_s'], '.1f')} s", cell(t["tokens_per_s"], ".0f"),
+          *(cell(t[k], ".4f") for k in ("final_loss", "final_text_loss", "final_image_loss"))]],
+    )  # fmt: skip
+    doc.paragraph("tokens/s is the throughput logged in the last row of `metrics.jsonl` (packed tokens incl. padding).")
+    _tokenizer_paragraph(doc, r.get("image_tokenizer"))
+    _expert_paragraph(doc, r.get("experts"), root)
+    doc.image(root / "loss.png", "training loss")
+    doc.heading("Understanding (test split, greedy decoding)")
+    doc.paragraph(
+        f"Measured by the `unimm eval` harness (suite `{e['suite']['name']}`, seed {e['seed']}). The VQA question "
+        f'is "{u["vqa_question"]}". Texts naming no single class: {u["unparsed"]} captions, '
+        f"{u['vqa_unparsed']} answers."
+    )
+    doc.table(METRIC_HEADER, understanding_rows(u))
+    doc.table(
+        ["#", "true class", "caption", "VQA answer"],
+        [[str(x["index"]), names[x["label"]], x["caption"], cell(x["answer"])] for x in u["examples"]],
+    )
+    doc.image(root / "captions.png", "captions")
+    doc.heading("Generation (text -> image)")
+    doc.paragraph(
+        f"**Generated accuracy {g['prompt_accuracy']:.3f}** over {g['prompt_accuracy_n']} images "
+        f"({e['suite']['per_class']} per class, seed {g['seed']}, {smp['sampler']} sampler, {smp['steps']} steps, "
+        f"CFG scale {smp['cfg_scale']}), judged by a CNN classifier whose own accuracy on the "
+        f"{e['dataset']['test_images']} real test images is {e['evaluators']['classifier_test_accuracy']:.3f}."
+    )
+    doc.table(METRIC_HEADER, generation_rows(g))
+    doc.table(
+        ["class", "accuracy", "prompts"],
+        [[name, f"{acc:.2f}", "; ".join(f'"{p}"' for p in r["prompts"][name])]
+         for name, acc in zip(names, g["prompt_accuracy_per_class"], strict=True)],
+    )  # fmt: skip
+    doc.image(root / "samples.png", "generated samples")
+    doc.heading("Wall time per phase")
+    doc.table(["phase", "seconds"], [[phase, f"{sec:.1f}"] for phase, sec in r["timing_s"].items()])
+    return doc
 
 
-def _tokenizer_lines(stats: dict[str, float] | None) -> list[str]:
+def _tokenizer_paragraph(doc: Document, stats: dict[str, float] | None) -> None:
     """The image tokenizer's reconstruction (from ``codec.json``), when the run has a learned one."""
-    if not stats:
-        return []
-    cells = ", ".join(f"{k} {v:.4g}" for k, v in stats.items())
-    return [f"Image tokenizer (frozen while the transformer trains), on training images: {cells}.", ""]
+    if stats:
+        cells = ", ".join(f"{k} {v:.4g}" for k, v in stats.items())
+        doc.paragraph(f"Image tokenizer (frozen while the transformer trains), on training images: {cells}.")
 
 
-def _expert_lines(load: dict[str, Any] | None) -> list[str]:
+def _expert_paragraph(doc: Document, load: dict[str, Any] | None, root: Path) -> None:
     if not load:
-        return []
+        return
     ratios = [max(layer) / max(1, min(layer)) for layer in load["per_layer"]]
     group = load.get("group_ratio_last_step")
     worst = "an expert got no token" if group is None else f"{group:.2f}"
-    return [
+    doc.paragraph(
         f"Expert load over the last {len(load['steps'])} logged steps, max/min tokens per expert: "
         + ", ".join(f"layer {i} {r:.2f}" for i, r in enumerate(ratios))
         + " (1.0 = perfectly even; modality-grouped experts see different token counts per group). "
-        f"Inside routing groups, worst layer, last logged step: {worst}.",
-        "",
-        "![expert load](experts.png)",
-        "",
-    ]
-
-
-def _fmt(x: float | None, spec: str = ".4f") -> str:
-    return "n/a" if x is None else format(x, spec)
+        f"Inside routing groups, worst layer, last logged step: {worst}."
+    )
+    doc.image(root / "experts.png", "expert load")
 
 
 def _print_summary(r: dict[str, Any]) -> None:
+    e = r["eval"]
     table = Table(title="unimm demo")
-    table.add_column("metric")
-    table.add_column("value", justify="right")
-    table.add_column("n", justify="right")
-    table.add_row("caption accuracy", f"{r['caption']['caption_accuracy']:.3f}", str(r["caption"]["n"]))
-    table.add_row("VQA accuracy", f"{r['vqa']['vqa_accuracy']:.3f}", str(r["vqa"]["n"]))
-    table.add_row("generated accuracy", f"{r['generation']['generated_accuracy']:.3f}", str(r["generation"]["n"]))
-    table.add_row("classifier test accuracy", f"{r['classifier']['test_accuracy']:.3f}", str(r["classifier"]["n_test"]))
-    for phase, s in r["timing_s"].items():
-        table.add_row(f"time: {phase}", f"{s:.1f} s", "")
+    for name, justify in (("metric", "left"), ("value", "right"), ("n", "right")):
+        table.add_column(name, justify=justify)
+    for row in understanding_rows(e["understanding"]) + generation_rows(e["generation"]):
+        table.add_row(*row)
+    clf_acc = e["evaluators"]["classifier_test_accuracy"]
+    table.add_row("classifier test accuracy", cell(clf_acc, ".3f"), str(e["dataset"]["test_images"]))
+    for phase, sec in r["timing_s"].items():
+        table.add_row(f"time: {phase}", f"{sec:.1f} s", "")
     console.print(table)
 
 
@@ -307,14 +290,14 @@ def _print_summary(r: dict[str, Any]) -> None:
 def run_demo(
     cfg: Config,
     out: Path,
-    per_class: int = 100,
+    suite: str | Suite = "demo",
     seed: int = 0,
     cache_dir: Path | None = None,
-    classifier_steps: int = 600,
     progress: bool = True,
 ) -> Path:
-    """Train (or resume / reuse) ``cfg`` in ``out``, evaluate captioning, VQA and generation on the test
-    split, write ``out/report/`` and return the path of ``report.md``."""
+    """Train (or resume / reuse) ``cfg`` in ``out``, evaluate it with the harness (``suite``, ``seed``;
+    evaluators from ``cache_dir``, default ``$UNIMM_CACHE``), write ``out/report/`` and return the path of
+    ``report.md``."""
     out, timer = Path(out), PhaseTimer()
     report_dir = out / "report"
     with timer("train"):
@@ -326,19 +309,13 @@ def run_demo(
         if mcfg.train.threads:
             torch.set_num_threads(mcfg.train.threads)
         test = load_split(mcfg.data.path, "test", mcfg.data.image_size, mcfg.data.channels)
-        templates = templates_for(test)
-    with timer("classifier"):
-        clf, clf_acc = load_or_train_classifier(
-            mcfg.data.path, "train", mcfg.data.image_size, mcfg.data.channels,
-            cache_dir=cache_dir or default_cache_dir(), steps=classifier_steps, progress=progress,
-        )  # fmt: skip
-        console.print(f"classifier test accuracy {clf_acc:.4f} on {len(test)} images")
-    with timer("caption"):
-        cap = caption_accuracy(model, test, templates, progress=progress)
-    with timer("vqa"):
-        vqa = vqa_accuracy(model, test, templates, progress=progress)
-    with timer("generate"):
-        gen = generated_accuracy(model, clf, templates.class_names, templates, per_class, seed, progress=progress)
+        if test.captions is not None or not test.class_names:
+            raise ValueError(f"the demo reports class-labelled data; evaluate {mcfg.data.path} with `unimm eval`")
+    with timer("evaluate"):
+        result = evaluate(model, suite, seed=seed, cache_dir=cache_dir, run_dir=out, progress=progress)
+    images = result.pop("_images")
+    del result["_prompts"]
+    jobs = generation_jobs(test, Suite(**result["suite"]))  # the harness's prompts and their classes, in order
     rows = read_metrics(out)
     last = rows[-1] if rows else {}
     report: dict[str, Any] = {
@@ -347,7 +324,7 @@ def run_demo(
         "dataset": str(mcfg.data.path),
         "image_size": mcfg.data.image_size,
         "channels": mcfg.data.channels,
-        "class_names": templates.class_names,
+        "class_names": test.class_names,
         "training": {
             "steps": mcfg.train.steps,
             "params": last.get("params", sum(p.numel() for p in model.parameters())),
@@ -359,25 +336,25 @@ def run_demo(
         },
         "image_tokenizer": json.loads((out / "codec.json").read_text()) if (out / "codec.json").is_file() else None,
         "experts": expert_load(rows),
-        "classifier": {"test_accuracy": clf_acc, "n_test": len(test)},
-        "caption": cap,
-        "vqa": vqa,
-        "generation": {
-            **{k: v for k, v in gen.items() if not k.startswith("grid_")},
+        "sampling": {
             "sampler": mcfg.sample.sampler,
             "steps": model.writer.grid[0] * model.writer.grid[1] if mcfg.sample.sampler == "ar" else mcfg.sample.steps,
             "cfg_scale": mcfg.sample.cfg,
         },
+        "prompts": {name: list(dict.fromkeys(p for p, y in jobs if y == c)) for c, name in enumerate(test.class_names)},
+        "eval": result,
     }
     with timer("report"):
         report_dir.mkdir(parents=True, exist_ok=True)
         plot_loss(rows, report_dir / "loss.png")
         if report["experts"] is not None:
             plot_expert_load(report["experts"], report_dir / "experts.png")
-        plot_samples(gen, templates.class_names, report_dir / "samples.png")
-        plot_captions(test, cap, vqa, report_dir / "captions.png")
+        g = result["generation"]
+        plot_samples(images, jobs, test.class_names, g["prompt_accuracy_per_class"], seed, report_dir / "samples.png")
+        plot_captions(test, result["understanding"], report_dir / "captions.png")
     report["timing_s"] = timer.seconds
     atomic_write_text(report_dir / "report.json", json.dumps(report, indent=2))
-    path = write_markdown(report, report_dir / "report.md")
+    path = report_dir / "report.md"
+    atomic_write_text(path, report_document(report, report_dir).markdown(report_dir))
     _print_summary(report)
     return path

@@ -1,12 +1,13 @@
-"""Caption, VQA and generated-image accuracy, measured on fake models whose answers we know."""
+"""The harness's caption, VQA and generated-image accuracy, measured on fake models whose answers we know."""
+
+import random
 
 import pytest
 import torch
 
 from unimm.data import load_split, templates_for
 from unimm.eval.classifier import accuracy, train_classifier
-from unimm.eval.generation import class_prompts, generated_accuracy
-from unimm.eval.understanding import caption_accuracy, vqa_accuracy
+from unimm.eval.harness import Suite, class_prompts, generation, understanding
 
 
 @pytest.fixture(scope="module")
@@ -53,25 +54,33 @@ class FakeGenerator:
         return self.returned[-1]
 
 
+def _suite(n: int, batch_size: int = 100, per_class: int = 1) -> Suite:
+    return Suite("test", understand_n=n, per_class=per_class, prompts_n=n, batch_size=batch_size)
+
+
 def test_true_captions_score_one(data, templates):
-    res = caption_accuracy(FakeCaptioner(data), data, templates, n=60, batch_size=25)
+    res = understanding(FakeCaptioner(data), data, _suite(60, batch_size=25))
     assert res["caption_accuracy"] == 1.0 and res["n"] == 60 and res["unparsed"] == 0
+    assert res["vqa_accuracy"] == 1.0 and res["vqa_n"] == 60 and res["vqa_unparsed"] == 0
+    label = int(data.labels[0])
     assert res["examples"][0] == {
-        "index": 0, "label": int(data.labels[0]), "text": res["examples"][0]["text"], "parsed": int(data.labels[0])
+        "index": 0, "caption": f"a handwritten {data.class_names[label]}", "caption_class": label, "label": label,
+        "answer": f"a handwritten {data.class_names[label]}", "answer_class": label,
     }  # fmt: skip
 
 
 def test_garbage_captions_score_zero(data, templates):
-    res = caption_accuracy(FakeCaptioner(data, garbage=True), data, templates, n=30)
+    res = understanding(FakeCaptioner(data, garbage=True), data, _suite(30))
     assert res["caption_accuracy"] == 0.0 and res["unparsed"] == 30
+    assert res["vqa_accuracy"] == 0.0 and res["vqa_unparsed"] == 30
 
 
-def test_vqa_asks_the_question(data, templates):
+def test_vqa_asks_one_fixed_question(data, templates):
     fake = FakeCaptioner(data)
-    res = vqa_accuracy(fake, data, templates, n=20, batch_size=10)
-    assert res["vqa_accuracy"] == 1.0 and res["question"] == "what digit is this?"
-    assert fake.questions == ["what digit is this?"] * 2
-    assert vqa_accuracy(FakeCaptioner(data, garbage=True), data, templates, n=20)["vqa_accuracy"] == 0.0
+    res = understanding(fake, data, _suite(20, batch_size=10))
+    question = templates.vqa(0, random.Random(0))[0]
+    assert res["vqa_question"] == question == "which digit is in the image?"
+    assert [q for q in fake.questions if q is not None] == [question] * 2  # two batches of 10
 
 
 def test_prompts_cover_every_template_in_blocks(templates):
@@ -83,14 +92,12 @@ def test_prompts_cover_every_template_in_blocks(templates):
 
 def test_real_images_as_generations_score_the_classifier_accuracy(data, templates):
     clf = train_classifier(data, steps=60, batch_size=64)
-    fake = FakeGenerator(data, templates)
-    res = generated_accuracy(fake, clf, data.class_names, templates, per_class=5, batch_size=16, grid_per_class=3)
-    shown = torch.cat(fake.returned)
-    labels = torch.arange(10).repeat_interleave(5)
-    assert res["generated_accuracy"] == pytest.approx(accuracy(clf, shown, labels))
-    assert res["generated_accuracy"] >= 0.5  # a trained classifier on images of the prompted class
-    assert res["n"] == 50 and len(res["per_class_accuracy"]) == 10
-    assert sum(map(sum, res["confusion"])) == 50
-    assert res["grid_images"].shape == (10, 3, 1, 8, 8)
-    assert torch.equal(res["grid_images"][2, 0], shown[10])
-    assert all(templates.parse(p) == c for c, row in enumerate(res["grid_prompts"]) for p in row)
+    res, images, prompts = generation(FakeGenerator(data, templates), data, _suite(0, 16, 5), 0, clf, None, None)
+    labels = torch.arange(10).repeat_interleave(5)  # class-major: 5 prompts for class 0, then class 1, ...
+    assert [templates.parse(p) for p in prompts] == labels.tolist()
+    assert res["prompt_accuracy"] == pytest.approx(accuracy(clf, images, labels))
+    assert res["prompt_accuracy"] >= 0.5  # a trained classifier on images of the prompted class
+    assert res["n"] == res["prompt_accuracy_n"] == 50 and len(res["prompt_accuracy_per_class"]) == 10
+    assert sum(res["prompt_accuracy_per_class"]) / 10 == pytest.approx(res["prompt_accuracy"])
+    assert "fid" not in res and "clip_score" not in res  # no feature extractor, no CLIP
+    assert torch.equal(images[10], data.images[torch.nonzero(data.labels == 2).flatten()[0]])

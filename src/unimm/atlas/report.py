@@ -8,13 +8,13 @@ from pathlib import Path
 from typing import Any
 
 from unimm.atlas.config import AtlasConfig
-from unimm.atlas.document import Document
 from unimm.atlas.findings import CLAIMS, PRIMARY, QUESTIONS, check_claim, summarise
 from unimm.atlas.plan import PlannedRun, budget_label
 from unimm.atlas.plots import plot_expert_loads, plot_loss_vs_flops, plot_pareto, plot_quality_vs_flops, plot_samples
 from unimm.atlas.results import Cell, RunResult, group_cells, load_result
 from unimm.atlas.runner import run_dir
 from unimm.checkpoint import atomic_write_text
+from unimm.document import Document
 
 RULE = (
     "**Reading the verdicts.** For a metric, d = mean(B) − mean(A) over training seeds. When both cells ran the "

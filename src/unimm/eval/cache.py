@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,11 @@ from safetensors.torch import save_file
 from torch import nn
 
 from unimm.checkpoint import atomic_write
+
+
+def default_cache() -> Path:
+    """``$UNIMM_CACHE`` (default ``~/.cache/unimm``): evaluator networks shared across runs and commands."""
+    return Path(os.environ.get("UNIMM_CACHE", "~/.cache/unimm")).expanduser()
 
 
 def dataset_fingerprint(path: str | Path) -> str:

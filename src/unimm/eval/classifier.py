@@ -15,7 +15,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from unimm.data import ImageTextData, load_split
-from unimm.eval.cache import cache_path, read_evaluator, save_evaluator
+from unimm.eval.cache import cache_path, default_cache, read_evaluator, save_evaluator
 
 ARCH_VERSION = 1  # bump when the network or training recipe changes: old cache entries stop matching
 
@@ -125,7 +125,7 @@ def load_or_train_classifier(
     split: str = "train",
     image_size: int | None = None,
     channels: int | None = None,
-    cache_dir: str | Path = Path("~/.cache/unimm/classifiers"),
+    cache_dir: str | Path | None = None,
     eval_split: str = "test",
     steps: int = 600,
     batch_size: int = 128,
@@ -134,14 +134,15 @@ def load_or_train_classifier(
 ) -> tuple[ImageClassifier, float]:
     """A classifier for the dataset at ``data_path`` and its accuracy on ``eval_split``.
 
-    Weights live in ``cache_dir/classifier-<key>.safetensors``; the key hashes the dataset files and
-    every setting above, so a changed dataset or recipe trains afresh and an unchanged one loads.
+    Weights live in ``cache_dir/classifier-<key>.safetensors`` (default ``$UNIMM_CACHE/classifiers``); the
+    key hashes the dataset files and every setting above, so a changed dataset or recipe trains afresh
+    and an unchanged one loads.
     """
     settings = dict(
         split=split, image_size=image_size, channels=channels, eval_split=eval_split,
         steps=steps, batch_size=batch_size, seed=seed, arch=ARCH_VERSION,
     )  # fmt: skip
-    path = cache_path("classifier", data_path, settings, cache_dir)
+    path = cache_path("classifier", data_path, settings, cache_dir or default_cache() / "classifiers")
     if path.is_file():
         return _load(path)
     data = load_split(data_path, split, image_size, channels)

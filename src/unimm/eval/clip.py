@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from unimm.data import ImageTextData, load_split, templates_for
-from unimm.eval.cache import cache_path, read_evaluator, save_evaluator
+from unimm.eval.cache import cache_path, default_cache, read_evaluator, save_evaluator
 from unimm.eval.clip_model import ClipModel, WordVocab
 
 ARCH_VERSION = 1  # bump when the network or training recipe changes: old cache entries stop matching
@@ -133,7 +133,7 @@ def load_or_train_clip(
     split: str = "train",
     image_size: int | None = None,
     channels: int | None = None,
-    cache_dir: str | Path = Path("~/.cache/unimm/clip"),
+    cache_dir: str | Path | None = None,
     eval_split: str = "test",
     steps: int = 300,
     batch_size: int = 128,
@@ -143,14 +143,15 @@ def load_or_train_clip(
 ) -> tuple[ClipModel, float]:
     """A CLIP for the dataset at ``data_path`` and its retrieval accuracy on ``eval_split``.
 
-    Weights and vocabulary live in ``cache_dir/clip-<key>.safetensors``; the key hashes the dataset files
-    and every setting above, so a changed dataset or recipe trains afresh and an unchanged one loads.
+    Weights and vocabulary live in ``cache_dir/clip-<key>.safetensors`` (default ``$UNIMM_CACHE/clip``); the
+    key hashes the dataset files and every setting above, so a changed dataset or recipe trains afresh
+    and an unchanged one loads.
     """
     settings = dict(
         split=split, image_size=image_size, channels=channels, eval_split=eval_split,
         steps=steps, batch_size=batch_size, dim=dim, seed=seed, arch=ARCH_VERSION,
     )  # fmt: skip
-    path = cache_path("clip", data_path, settings, cache_dir)
+    path = cache_path("clip", data_path, settings, cache_dir or default_cache() / "clip")
     if path.is_file():
         return _load(path)
     data = load_split(data_path, split, image_size, channels)

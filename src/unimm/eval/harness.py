@@ -13,11 +13,13 @@ deterministic (greedy captions, seeded sampling, seeded KID subsets); only the t
   on the shapes data);
 - cost: parameters total / active / trainable, latency and samples/s of both directions, peak memory,
   and the training FLOPs / tokens / wall time the run recorded.
+
+``unimm eval`` and ``unimm demo`` both report through ``evaluate``; the demo uses the ``demo`` suite.
 """
 
 from __future__ import annotations
 
-import os
+import math
 import random
 import time
 from dataclasses import asdict, dataclass
@@ -27,8 +29,9 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from unimm.data import load_split, templates_for
+from unimm.data import CaptionTemplates, load_split, templates_for
 from unimm.data.datasets import ImageTextData
+from unimm.eval.cache import default_cache
 from unimm.eval.classifier import load_or_train_classifier
 from unimm.eval.clip import clip_score, load_or_train_clip
 from unimm.eval.cost import parameter_counts, peak_memory_mib, timed, training_cost
@@ -39,14 +42,8 @@ from unimm.eval.distribution import (
     inception_extractor,
     precision_recall,
 )
-from unimm.eval.generation import class_prompts
 from unimm.eval.geneval import geneval_scores
 from unimm.eval.text_metrics import caption_metrics
-
-
-def default_cache() -> Path:
-    """``$UNIMM_CACHE`` (default ``~/.cache/unimm``): evaluator networks shared across runs."""
-    return Path(os.environ.get("UNIMM_CACHE", "~/.cache/unimm")).expanduser()
 
 
 @dataclass(frozen=True)
@@ -58,12 +55,15 @@ class Suite:
     batch_size: int = 100
     classifier_steps: int = 600  # training steps of the evaluator networks (cached once trained)
     clip_steps: int = 300
+    distribution: bool = True  # FID / KID / precision-recall and CLIP score (needs the CLIP evaluator)
 
 
 SUITES = {
     "quick": Suite("quick", understand_n=500, per_class=30, prompts_n=300),
     "full": Suite("full", understand_n=None, per_class=100, prompts_n=1000),
     "atlas": Suite("atlas", understand_n=200, per_class=10, prompts_n=100),  # many runs: under a minute each
+    # `unimm demo`: full's sample counts; KID over 1,000 images and training the CLIP would add minutes on a CPU
+    "demo": Suite("demo", understand_n=None, per_class=100, prompts_n=1000, distribution=False),
 }
 
 
@@ -86,7 +86,10 @@ def _batched(fn, items: list, batch_size: int, desc: str, progress: bool) -> tup
 
 
 def understanding(model, test: ImageTextData, suite: Suite, progress: bool = False) -> dict[str, Any]:
-    """Captions (and VQA answers when the dataset has class templates) of the first held-out images."""
+    """Captions (and VQA answers when the dataset has class templates) of the first held-out images.
+
+    With class templates every text is parsed back to a class (``CaptionTemplates.parse``, -1: none or
+    several), and each example carries its ``label`` and the ``caption_class`` / ``answer_class`` read."""
     n = len(test) if suite.understand_n is None else min(suite.understand_n, len(test))
     idx = list(range(n))
     images = test.images[:n]
@@ -110,24 +113,37 @@ def understanding(model, test: ImageTextData, suite: Suite, progress: bool = Fal
         parsed = [templates.parse(c) for c in captions]
         out["caption_accuracy"] = sum(p == y for p, y in zip(parsed, labels, strict=True)) / n
         out["unparsed"] = parsed.count(-1)
+        for e in out["examples"]:
+            e["caption_class"] = parsed[e["index"]]
     out.update({f"caption_{k}": v for k, v in caption_metrics(captions, refs).items() if k != "n"})
     if templates is not None:
         question, _ = templates.vqa(0, random.Random(0))
         keep = [i for i in idx if labels[i] >= 0]
         answers, _ = _batched(lambda b: model.caption(images[b], question=question), keep, suite.batch_size, "vqa",
                               progress)  # fmt: skip
-        answers = [a for batch in answers for a in batch]
+        answers = {i: a for i, a in zip(keep, (a for batch in answers for a in batch), strict=True)}
+        answered = {i: templates.parse(a) for i, a in answers.items()}
         out["vqa_question"] = question
-        hits = sum(templates.parse(a) == labels[i] for a, i in zip(answers, keep, strict=True))
-        out["vqa_accuracy"] = hits / max(1, len(keep))
+        out["vqa_accuracy"] = sum(answered[i] == labels[i] for i in keep) / max(1, len(keep))
         out["vqa_n"] = len(keep)
+        out["vqa_unparsed"] = list(answered.values()).count(-1)
         for e in out["examples"]:
-            e["answer"] = answers[keep.index(e["index"])] if e["index"] in keep else None
+            i = e["index"]
+            e.update(label=labels[i], answer=answers.get(i), answer_class=answered.get(i))
     return out
 
 
+def class_prompts(templates: CaptionTemplates, label: int, count: int) -> list[str]:
+    """``count`` prompts for ``label`` walking through every caption template in contiguous blocks
+    (template 0 for the first block, ...), so the first samples of a class share one prompt."""
+    captions = templates.all_captions(label)
+    block = math.ceil(count / len(captions))
+    return [captions[i // block] for i in range(count)]
+
+
 def generation_jobs(test: ImageTextData, suite: Suite) -> list[tuple[str, int]]:
-    """(prompt, expected class or -1): class-balanced template prompts, or the test split's own captions."""
+    """(prompt, expected class or -1): ``suite.per_class`` template prompts for class 0, then for class 1, ...;
+    or the test split's own captions."""
     if test.captions is not None:
         n = min(suite.prompts_n, len(test))
         return [(test.captions[i], int(test.labels[i])) for i in range(n)]
@@ -138,7 +154,8 @@ def generation_jobs(test: ImageTextData, suite: Suite) -> list[tuple[str, int]]:
 def generation(
     model, test: ImageTextData, suite: Suite, seed: int, clf, clip, extractor, progress: bool = False
 ) -> tuple[dict[str, Any], torch.Tensor, list[str]]:
-    """Generate for every job with one seeded generator; score against the real test images."""
+    """Generate for every job with one seeded generator; score against the real test images (the
+    distribution metrics and CLIP score only when ``extractor`` and ``clip`` are given)."""
     jobs = generation_jobs(test, suite)
     prompts = [p for p, _ in jobs]
     gen = torch.Generator().manual_seed(seed)
@@ -149,23 +166,35 @@ def generation(
     labels = torch.tensor([y for _, y in jobs])
     out: dict[str, Any] = {"n": len(jobs), "seed": seed, "samples_per_s": len(jobs) / seconds, "latency_s": latency}
     if clf is not None and bool((labels >= 0).any()):
-        keep = labels >= 0
-        preds = clf.predict(images[keep])
-        out["prompt_accuracy"] = float((preds == labels[keep]).float().mean())
-        out["prompt_accuracy_n"] = int(keep.sum())
-    real = test.images[: max(len(images), min(len(test), 1000))]
-    out.update(fid_kid(real, images, extractor, seed=seed))
-    feats = extract_features(extractor, real), extract_features(extractor, images)
-    out.update(precision_recall(*feats))
-    out["clip_score"] = clip_score(clip, images, prompts)
-    n_ref = min(len(test), len(images))
-    ref_texts = test.captions[:n_ref] if test.captions is not None else [
-        templates_for(test).all_captions(int(y))[0] for y in test.labels[:n_ref]
-    ]  # fmt: skip
-    out["clip_score_real"] = clip_score(clip, test.images[:n_ref], ref_texts)
+        out.update(prompt_following(clf, images, labels, per_class=test.captions is None))
+    if extractor is not None:
+        real = test.images[: max(len(images), min(len(test), 1000))]
+        out.update(fid_kid(real, images, extractor, seed=seed))
+        feats = extract_features(extractor, real), extract_features(extractor, images)
+        out.update(precision_recall(*feats))
+    if clip is not None:
+        out["clip_score"] = clip_score(clip, images, prompts)
+        n_ref = min(len(test), len(images))
+        ref_texts = test.captions[:n_ref] if test.captions is not None else [
+            templates_for(test).all_captions(int(y))[0] for y in test.labels[:n_ref]
+        ]  # fmt: skip
+        out["clip_score_real"] = clip_score(clip, test.images[:n_ref], ref_texts)
     if test.name == "shapes" and images.shape[1] == 3:
         out["geneval"] = geneval_scores(images, prompts)
     return out, images, prompts
+
+
+def prompt_following(clf, images: torch.Tensor, labels: torch.Tensor, per_class: bool) -> dict[str, Any]:
+    """Share of images (those with a prompted class, label >= 0) that ``clf`` judges to show it; with
+    ``per_class`` (class-balanced template prompts) also the share for each class."""
+    keep = labels >= 0
+    hits = (clf.predict(images[keep]) == labels[keep]).float()
+    out: dict[str, Any] = {"prompt_accuracy": float(hits.mean()), "prompt_accuracy_n": int(keep.sum())}
+    if per_class:
+        counts = torch.bincount(labels[keep], minlength=clf.num_classes).clamp(min=1)
+        right = torch.bincount(labels[keep], weights=hits, minlength=clf.num_classes)
+        out["prompt_accuracy_per_class"] = (right / counts).tolist()
+    return out
 
 
 def evaluate(
@@ -196,13 +225,16 @@ def evaluate(
         clf, clf_acc = load_or_train_classifier(
             path, "train", size, ch, cache / "classifiers", steps=s.classifier_steps, progress=progress
         )
-    clip, clip_acc = load_or_train_clip(path, "train", size, ch, cache / "clip", steps=s.clip_steps, progress=progress)
-    if inception is not None:  # the standard FID features, from weights the user has locally
-        extractor, features = inception, f"InceptionV3 ({inception_weights})"
-    elif clf is not None:
-        extractor, features = FeatureExtractor(clf), "classifier penultimate layer"
-    else:
-        extractor, features = FeatureExtractor(clip.image_encoder), "CLIP image encoder"
+    clip, clip_acc, extractor, features = None, None, None, None
+    if s.distribution:
+        clip, clip_acc = load_or_train_clip(path, "train", size, ch, cache / "clip", steps=s.clip_steps,
+                                            progress=progress)  # fmt: skip
+        if inception is not None:  # the standard FID features, from weights the user has locally
+            extractor, features = inception, f"InceptionV3 ({inception_weights})"
+        elif clf is not None:
+            extractor, features = FeatureExtractor(clf), "classifier penultimate layer"
+        else:
+            extractor, features = FeatureExtractor(clip.image_encoder), "CLIP image encoder"
     torch.manual_seed(seed)
     result: dict[str, Any] = {
         "suite": asdict(s),

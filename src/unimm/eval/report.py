@@ -12,6 +12,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from unimm.checkpoint import atomic_write, atomic_write_text
+from unimm.document import Document, cell
 from unimm.io import grid_image
 
 
@@ -52,70 +53,64 @@ def write_sample_grids(images, prompts: list[str], out: Path, per_prompt: int = 
     return [overview, *paths]
 
 
-def _fmt(v: Any) -> str:
-    if isinstance(v, float):
-        return f"{v:.4g}"
-    return "–" if v is None else str(v)
+METRIC_HEADER = ["metric", "value", "n"]
+_UNDERSTANDING = (
+    "caption_accuracy",
+    "exact_match",
+    "vqa_accuracy",
+    "caption_bleu_4",
+    "caption_cider",
+    "caption_rouge_l",
+)
+_GENERATION = ("prompt_accuracy", "fid", "kid_mean", "precision", "recall", "clip_score", "clip_score_real")
 
 
-def markdown(result: dict[str, Any], title: str) -> str:
+def _rows(section: dict[str, Any], keys: tuple[str, ...], counts: dict[str, str]) -> list[list[str]]:
+    return [[k, cell(section[k]), cell(section[counts.get(k, "n")])] for k in keys if k in section]
+
+
+def understanding_rows(u: dict[str, Any]) -> list[list[str]]:
+    """(metric, value, n) for the understanding numbers an evaluation has; shared by eval.md and the demo."""
+    return _rows(u, _UNDERSTANDING, {"vqa_accuracy": "vqa_n"})
+
+
+def generation_rows(g: dict[str, Any]) -> list[list[str]]:
+    """(metric, value, n) for the generation numbers an evaluation has; shared by eval.md and the demo."""
+    geneval = g.get("geneval") or {}
+    checks = tuple(k for k in geneval if not k.endswith("_n"))
+    extra = [[f"geneval {k}", *rest] for k, *rest in _rows(geneval, checks, {k: k + "_n" for k in checks})]
+    return _rows(g, _GENERATION, {"prompt_accuracy": "prompt_accuracy_n"}) + extra
+
+
+def eval_document(result: dict[str, Any], title: str, out: Path) -> Document:
+    """``eval.md`` as a document (images relative to ``out``)."""
     u, g, c, e = result["understanding"], result["generation"], result["cost"], result["evaluators"]
-    lines = [
-        f"# unimm eval: {title}",
-        "",
+    doc = Document(f"unimm eval: {title}")
+    doc.paragraph(
         f"Suite `{result['suite']['name']}`, seed {result['seed']}, dataset `{result['dataset']['path']}` "
         f"({result['dataset']['test_images']} test images). Evaluators trained in-project on the same dataset: "
-        f"classifier test accuracy {_fmt(e['classifier_test_accuracy'])}, CLIP test retrieval accuracy "
-        f"{_fmt(e['clip_test_retrieval_accuracy'])}; FID features: {e['fid_features']}.",
-        "",
-        "## Understanding",
-        "",
-        "| metric | value | n |",
-        "|---|---|---|",
-    ]
-    for key in (
-        "caption_accuracy",
-        "exact_match",
-        "vqa_accuracy",
-        "caption_bleu_4",
-        "caption_cider",
-        "caption_rouge_l",
-    ):
-        if key in u:
-            n = u.get("vqa_n") if key == "vqa_accuracy" else u["n"]
-            lines.append(f"| {key} | {_fmt(u[key])} | {n} |")
-    lines += ["", "## Generation", "", "| metric | value | n |", "|---|---|---|"]
-    for key in ("prompt_accuracy", "fid", "kid_mean", "precision", "recall", "clip_score", "clip_score_real"):
-        if key in g:
-            n = g.get("prompt_accuracy_n") if key == "prompt_accuracy" else g["n"]
-            lines.append(f"| {key} | {_fmt(g[key])} | {n} |")
-    for key, v in (g.get("geneval") or {}).items():
-        if not key.endswith("_n"):
-            lines.append(f"| geneval {key} | {_fmt(v)} | {g['geneval'][key + '_n']} |")
-    t = c["training"]
-    lines += [
-        "",
-        "## Cost",
-        "",
-        "| what | value |",
-        "|---|---|",
-        f"| parameters total / active / trainable | {c['params']['total']:,} / {c['params']['active']:,} / "
-        f"{c['params']['trainable']:,} |",
-        f"| training FLOPs (counted) | {_fmt(t.get('train_flops'))} |",
-        f"| training steps / tokens / wall s | {_fmt(t.get('step'))} / {_fmt(t.get('tokens'))} / "
-        f"{_fmt(t.get('train_wall_s'))} |",
-        f"| caption: samples/s, latency of one (s) | {_fmt(u['samples_per_s'])}, {_fmt(u['latency_s'])} |",
-        f"| generation: samples/s, latency of one (s) | {_fmt(g['samples_per_s'])}, {_fmt(g['latency_s'])} |",
-        f"| peak memory (MiB) | {_fmt(c['peak_memory_mib'])} |",
-        "",
-        "![samples](samples.png)",
-        "",
-        "| # | caption | VQA answer |",
-        "|---|---|---|",
-    ]
-    for ex in u["examples"]:
-        lines.append(f"| {ex['index']} | {ex['caption']} | {ex.get('answer', '–')} |")
-    return "\n".join(lines) + "\n"
+        f"classifier test accuracy {cell(e['classifier_test_accuracy'])}, CLIP test retrieval accuracy "
+        f"{cell(e['clip_test_retrieval_accuracy'])}; FID features: {cell(e['fid_features'])}."
+    )
+    doc.heading("Understanding")
+    doc.table(METRIC_HEADER, understanding_rows(u))
+    doc.heading("Generation")
+    doc.table(METRIC_HEADER, generation_rows(g))
+    t, p = c["training"], c["params"]
+    doc.heading("Cost")
+    doc.table(["what", "value"], [
+        ["parameters total / active / trainable", f"{p['total']:,} / {p['active']:,} / {p['trainable']:,}"],
+        ["training FLOPs (counted)", cell(t.get("train_flops"))],
+        ["training steps / tokens / wall s", " / ".join(cell(t.get(k)) for k in ("step", "tokens", "train_wall_s"))],
+        ["caption: samples/s, latency of one (s)", f"{cell(u['samples_per_s'])}, {cell(u['latency_s'])}"],
+        ["generation: samples/s, latency of one (s)", f"{cell(g['samples_per_s'])}, {cell(g['latency_s'])}"],
+        ["peak memory (MiB)", cell(c["peak_memory_mib"])],
+    ])  # fmt: skip
+    doc.image(out / "samples.png", "samples")
+    doc.table(
+        ["#", "caption", "VQA answer"], [[str(x["index"]), x["caption"], cell(x.get("answer"))] for x in u["examples"]]
+    )
+    return doc
 
 
 def write_eval(result: dict[str, Any], out: str | Path, title: str) -> dict[str, Path]:
@@ -125,7 +120,7 @@ def write_eval(result: dict[str, Any], out: str | Path, title: str) -> dict[str,
     images, prompts = result.get("_images"), result.get("_prompts")
     clean = {k: v for k, v in result.items() if not k.startswith("_")}
     atomic_write_text(out / "eval.json", json.dumps(clean, indent=2))
-    atomic_write_text(out / "eval.md", markdown(clean, title))
+    atomic_write_text(out / "eval.md", eval_document(clean, title, out).markdown(out))
     paths = {"json": out / "eval.json", "md": out / "eval.md"}
     if images is not None:
         paths["samples"] = write_sample_grids(images, prompts, out)[0]

@@ -1,5 +1,8 @@
 """A report as a list of blocks, written as Markdown (images linked) and as one self-contained HTML file
-(images embedded as base64, no script, no external style): readable offline either way."""
+(images embedded as base64, no script, no external style): readable offline either way.
+
+The one Markdown writer: the demo report, ``eval.md`` and the atlas report are all built as a ``Document``.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +11,7 @@ import html
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 _CODE = re.compile(r"(`[^`]+`)")
 _EMPHASIS = [
@@ -18,6 +22,13 @@ _STYLE = """body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em au
 table{border-collapse:collapse;font-size:.85em;margin:1em 0}td,th{border:1px solid #ccc;padding:.25em .5em}
 th{background:#f3f3f3}td{text-align:right}td:first-child{text-align:left}img{max-width:100%}
 code{background:#f3f3f3;padding:0 .2em}"""
+
+
+def cell(value: Any, spec: str = ".4g") -> str:
+    """A table cell: a float formatted with ``spec``, "–" for a missing value, anything else as text."""
+    if value is None:
+        return "–"
+    return format(value, spec) if isinstance(value, float) else str(value)
 
 
 def _inline(text: str) -> str:
