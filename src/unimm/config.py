@@ -154,8 +154,7 @@ class Config(_Section):
         if isinstance(raw, dict) and is_old_style(raw):
             raise ValueError(
                 "this is an old-style config ([image] / [objective] sections, layer settings under [model]): parts "
-                "now have sections of their "
-                "own; convert it with `unimm config upgrade OLD.toml --out NEW.toml`"
+                "now have sections of their own; convert it with `unimm config upgrade OLD.toml --out NEW.toml`"
             )
         return raw
 
