@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup data demo test lint bench clean
+.PHONY: setup data demo reports test lint bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,11 @@ data: data/.prepared
 
 demo: setup data
 	$(PY) -m unimm demo --out runs/demo
+
+# Every report the docs quote, rerun and published into docs/ with the README tables (hours on a CPU;
+# resumable: runs live in $$UNIMM_CACHE/reports/). ARGS: e.g. ARGS="--only demo" or ARGS=--dry-run.
+reports: setup data
+	$(PY) -m unimm reports $(ARGS)
 
 test: setup
 	$(PY) -m pytest

@@ -66,6 +66,7 @@ def test_demo_and_eval_give_the_same_numbers(digits_dir, tmp_path, monkeypatch):
     assert res.exit_code == 0, res.output
     demo = json.loads((out / "report" / "report.json").read_text())["eval"]
     cli = json.loads((tmp_path / "eval" / "eval.json").read_text())
+    assert cli.pop("provenance")["config_sha256"]  # where the numbers came from; the demo's is in its report
     assert _numbers(demo) == _numbers(cli)
     assert demo["understanding"]["vqa_question"] == cli["understanding"]["vqa_question"]
     assert len(list((tmp_path / "cache" / "classifiers").iterdir())) == 1  # one evaluator, trained once

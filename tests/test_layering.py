@@ -14,7 +14,15 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("cli", ("unimm.cli", "unimm.__main__", "unimm.data.cli")),
     (
         "orchestration",
-        ("unimm.train", "unimm.demo", "unimm.eval", "unimm.atlas", "unimm.document", "unimm.tokenizers.train"),
+        (
+            "unimm.train",
+            "unimm.demo",
+            "unimm.eval",
+            "unimm.atlas",
+            "unimm.reports",
+            "unimm.document",
+            "unimm.tokenizers.train",
+        ),
     ),
     ("model", ("unimm.models.unified", "unimm.models.context", "unimm.models.__init__")),
     ("parts", ("unimm.models", "unimm.objectives", "unimm.nn.layers", "unimm.parts")),
@@ -28,7 +36,18 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ),  # fmt: skip
     ("optim", ("unimm.optim",)),
     ("nn", ("unimm.nn",)),
-    ("data", ("unimm.data", "unimm.tokenizers", "unimm.checkpoint", "unimm.io", "unimm.flops", "unimm.__init__")),
+    (
+        "data",
+        (
+            "unimm.data",
+            "unimm.tokenizers",
+            "unimm.checkpoint",
+            "unimm.io",
+            "unimm.flops",
+            "unimm.provenance",
+            "unimm.__init__",
+        ),
+    ),
 ]
 
 

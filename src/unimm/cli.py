@@ -93,9 +93,10 @@ def demo(
     """Train the quick preset on MNIST, then caption, generate and write a report."""
     from unimm.config import ConfigError, load_config
     from unimm.demo import run_demo
+    from unimm.provenance import command_line
 
     try:
-        report = run_demo(load_config(config, set_), out)
+        report = run_demo(load_config(config, set_), out, command=command_line())
     except (ConfigError, FileNotFoundError, FileExistsError, ValueError) as err:
         _fail(err)
     typer.echo(f"report: {report}")
@@ -111,15 +112,21 @@ def eval_(
     inception: Annotated[Path | None, typer.Option(help="local InceptionV3 FID weights (needs torch-fidelity)")] = None,
 ) -> None:
     """Evaluate a run: understanding, generation and cost metrics -> eval.json, eval.md, sample grids."""
+    import time
+
     from unimm.eval.harness import evaluate
     from unimm.eval.report import write_eval
     from unimm.models import UnifiedModel
+    from unimm.provenance import command_line, provenance
 
     try:
         model = UnifiedModel.from_pretrained(run)
+        t0 = time.perf_counter()
         result = evaluate(
             model, suite, seed=seed, data_path=data, run_dir=run, progress=True, inception_weights=inception
         )
+        wall = {"evaluate": round(time.perf_counter() - t0, 2)}
+        result["provenance"] = provenance(run / "config.toml", wall, command_line())
     except (FileNotFoundError, ModuleNotFoundError, ValueError) as err:
         _fail(err)
     paths = write_eval(result, out or run / "eval", title=f"{model.cfg.name} ({run})")
@@ -152,6 +159,32 @@ def atlas(
     if failed:
         typer.secho(f"{len(failed)} run(s) failed: {', '.join(failed)}", fg=typer.colors.RED, err=True)
         raise typer.Exit(1)
+
+
+@app.command()
+def reports(
+    only: Annotated[list[str], typer.Option(help="run only this target (repeatable): demo, chameleon, ...")] = [],
+    tables_only: Annotated[bool, typer.Option(help="only rewrite the tables from the committed reports")] = False,
+    dry_run: Annotated[bool, typer.Option(help="print what would run; run nothing")] = False,
+    root: Annotated[Path, typer.Option(help="repository root (configs/, docs/, README.md)")] = Path("."),
+) -> None:
+    """Regenerate every report the docs quote (demo, each strategy preset), publish it into docs/ and rewrite
+    the README tables; runs resume from $UNIMM_CACHE/reports/."""
+    from unimm.config import ConfigError
+    from unimm.reports import describe, rewrite_tables, run_reports, select
+
+    try:
+        targets = select([name for item in only for name in item.split(",") if name])
+        if dry_run:
+            for line in describe([] if tables_only else targets, root):
+                typer.echo(line)
+            return
+        if not tables_only:
+            run_reports(targets, root)
+        changed = rewrite_tables(root)
+    except (ConfigError, FileNotFoundError, ValueError) as err:
+        _fail(err)
+    typer.echo(f"rewrote the tables of {', '.join(changed)}" if changed else "tables already up to date")
 
 
 config_app = typer.Typer(no_args_is_help=True, help="Configs: convert old ones, list the part kinds.")

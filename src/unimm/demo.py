@@ -30,6 +30,7 @@ from unimm.eval.harness import Suite, evaluate, generation_jobs
 from unimm.eval.report import METRIC_HEADER, generation_rows, understanding_rows
 from unimm.io import grid_image
 from unimm.models import UnifiedModel
+from unimm.provenance import provenance
 from unimm.train import train
 from unimm.train.loop import latest_checkpoint
 
@@ -245,7 +246,23 @@ def report_document(r: dict[str, Any], root: Path) -> Document:
     doc.image(root / "samples.png", "generated samples")
     doc.heading("Wall time per phase")
     doc.table(["phase", "seconds"], [[phase, f"{sec:.1f}"] for phase, sec in r["timing_s"].items()])
+    _provenance_section(doc, r["provenance"])
     return doc
+
+
+def _provenance_section(doc: Document, p: dict[str, Any]) -> None:
+    dirty = {True: " (with uncommitted changes to the code or configs)", None: " (tree state unknown)"}
+    doc.heading("Provenance")
+    doc.table(["what", "value"], [
+        ["git commit", f"`{p['commit']}`{dirty.get(p['dirty'], '')}"],
+        ["source SHA-256", f"`{p['source_sha256']}`"],
+        ["config SHA-256 (`config.toml`)", f"`{p['config_sha256']}`"],
+        ["command", f"`{p['command']}`" if p["command"] else "–"],
+        ["wall time, training (all calls) / evaluation / this call",
+         " / ".join(f"{cell(p['wall_s'][k], '.1f')} s" for k in ("train", "evaluate", "this_call"))],
+        ["date (UTC)", p["date"]],
+        ["software, machine", f"torch {p['torch']}, Python {p['python']}; {p['machine']}"],
+    ])  # fmt: skip
 
 
 def _tokenizer_paragraph(doc: Document, stats: dict[str, float] | None) -> None:
@@ -294,10 +311,11 @@ def run_demo(
     seed: int = 0,
     cache_dir: Path | None = None,
     progress: bool = True,
+    command: str | None = None,
 ) -> Path:
     """Train (or resume / reuse) ``cfg`` in ``out``, evaluate it with the harness (``suite``, ``seed``;
     evaluators from ``cache_dir``, default ``$UNIMM_CACHE``), write ``out/report/`` and return the path of
-    ``report.md``."""
+    ``report.md``. ``command`` (the command line that asked for it) is recorded in the report's provenance."""
     out, timer = Path(out), PhaseTimer()
     report_dir = out / "report"
     with timer("train"):
@@ -353,6 +371,9 @@ def run_demo(
         plot_samples(images, jobs, test.class_names, g["prompt_accuracy_per_class"], seed, report_dir / "samples.png")
         plot_captions(test, result["understanding"], report_dir / "captions.png")
     report["timing_s"] = timer.seconds
+    wall = {"train": training["total_wall_s"], "evaluate": timer.seconds["evaluate"],
+            "this_call": round(sum(timer.seconds.values()), 2)}  # fmt: skip
+    report["provenance"] = provenance(out / "config.toml", wall, command)
     atomic_write_text(report_dir / "report.json", json.dumps(report, indent=2))
     path = report_dir / "report.md"
     atomic_write_text(path, report_document(report, report_dir).markdown(report_dir))

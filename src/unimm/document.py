@@ -1,7 +1,8 @@
 """A report as a list of blocks, written as Markdown (images linked) and as one self-contained HTML file
 (images embedded as base64, no script, no external style): readable offline either way.
 
-The one Markdown writer: the demo report, ``eval.md`` and the atlas report are all built as a ``Document``.
+The one Markdown writer: the demo report, ``eval.md`` and the atlas report are all built as a ``Document``;
+the tables that ``unimm reports`` generates into README.md are ``markdown_table``'s.
 """
 
 from __future__ import annotations
@@ -29,6 +30,14 @@ def cell(value: Any, spec: str = ".4g") -> str:
     if value is None:
         return "–"
     return format(value, spec) if isinstance(value, float) else str(value)
+
+
+def markdown_table(header: list[str], rows: list[list[str]], align: str | None = None) -> list[str]:
+    """A Markdown table's lines; ``align`` has one letter per column, ``l`` or ``r`` (default: all left)."""
+    rule = "|" + "".join("---:|" if a == "r" else "---|" for a in align or "l" * len(header))
+    return ["| " + " | ".join(header) + " |", rule] + [
+        "| " + " | ".join(c.replace("|", "/") for c in row) + " |" for row in rows
+    ]
 
 
 def _inline(text: str) -> str:
@@ -78,9 +87,7 @@ class Document:
             elif kind == "bullets":
                 out += [f"- {item}" for item in value] + [""]
             elif kind == "table":
-                header, rows = value
-                out += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-                out += ["| " + " | ".join(c.replace("|", "/") for c in row) + " |" for row in rows] + [""]
+                out += markdown_table(*value) + [""]
             elif kind == "image":
                 path, alt = value
                 out += [f"![{alt}]({path.relative_to(root).as_posix()})", ""]
