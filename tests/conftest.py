@@ -90,3 +90,24 @@ def tiny_preset_overrides(data_path: Path, preset: str, **extra) -> list[str]:
 def tiny_preset(data_path: Path, preset: str, **extra):
     """The resolved config of ``configs/<preset>.toml`` at tiny size (see ``tiny_preset_overrides``)."""
     return load_config(ROOT / "configs" / f"{preset}.toml", tiny_preset_overrides(data_path, preset, **extra))
+
+
+def train_until(cfg, out: Path, stop_after: int) -> None:
+    """Run the training loop and kill it (an exception) right after checkpoint ``stop_after`` is written: N steps
+    of a longer run (a resumed run keeps its saved ``train.steps`` and so its LR schedule)."""
+    import unimm.train.loop as loop
+
+    real = loop.save_checkpoint
+
+    def save_then_die(out_, model, ema, opt, sched, step, extra=None):
+        path = real(out_, model, ema, opt, sched, step, extra)
+        if step == stop_after:
+            raise KeyboardInterrupt
+        return path
+
+    loop.save_checkpoint = save_then_die
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            loop.train(cfg, out, progress=False)
+    finally:
+        loop.save_checkpoint = real

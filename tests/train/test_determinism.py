@@ -21,8 +21,7 @@ from pathlib import Path
 import pytest
 import torch
 
-import unimm.train.loop as loop
-from conftest import PRESETS, ROOT, tiny_preset, tiny_preset_overrides
+from conftest import PRESETS, ROOT, tiny_preset, tiny_preset_overrides, train_until
 from unimm.checkpoint import load_weights
 from unimm.models import UnifiedModel
 from unimm.train import train
@@ -56,29 +55,12 @@ def _assert_same_weights(a: Path, b: Path) -> None:
 
 
 # ----------------------------------------------------------------------------- 2N steps = N + resume + N
-def _train_until(cfg, out: Path, stop_after: int, monkeypatch) -> None:
-    """Run the loop and kill it (an exception) right after checkpoint ``stop_after`` is written. A resumed run
-    keeps its saved ``train.steps`` (and so its LR schedule): N steps of a 2N-step run cannot be had otherwise."""
-    real = loop.save_checkpoint
-
-    def save_then_die(out_, model, ema, opt, sched, step, extra=None):
-        path = real(out_, model, ema, opt, sched, step, extra)
-        if step == stop_after:
-            raise KeyboardInterrupt
-        return path
-
-    with monkeypatch.context() as m:
-        m.setattr(loop, "save_checkpoint", save_then_die)
-        with pytest.raises(KeyboardInterrupt):
-            train(cfg, out, progress=False)
-
-
 @pytest.mark.parametrize("preset", PRESETS)
 def test_resume_is_bit_exact(digits_dir, tmp_path, monkeypatch, preset):
     extra = {"train.steps": 2 * N, "train.save_every": N}
     full = train(tiny_preset(digits_dir, preset, **extra), tmp_path / "full", progress=False)
     half = tmp_path / "half"
-    _train_until(tiny_preset(digits_dir, preset, **extra), half, N, monkeypatch)
+    train_until(tiny_preset(digits_dir, preset, **extra), half, N)
     assert (half / "checkpoints" / "latest").read_text() == f"step_{N:07d}"
     assert [r["step"] for r in _rows(half)] == list(range(1, N + 1))  # it really stopped after N steps
     train(tiny_preset(digits_dir, preset, **extra), half, resume=True, progress=False)

@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from conftest import tiny_overrides
+from conftest import tiny_overrides, train_until
 from unimm.checkpoint import load_weights
 from unimm.config import load_config
 from unimm.flops import count_flops
@@ -25,7 +25,7 @@ def test_resume_is_exact(digits_dir, tmp_path):
     # an interrupted run: 10 steps of a 20-step schedule, then --resume
     interrupted = _cfg(digits_dir, 20, **extra)
     interrupted_out = tmp_path / "half"
-    _train_until(interrupted, interrupted_out, stop_after=10)
+    train_until(interrupted, interrupted_out, stop_after=10)
     train(_cfg(digits_dir, 20, **extra), interrupted_out, resume=True, progress=False)
     a = load_weights(tmp_path / "full" / "checkpoints" / "step_0000020" / "model.safetensors")
     b = load_weights(interrupted_out / "checkpoints" / "step_0000020" / "model.safetensors")
@@ -40,26 +40,6 @@ def test_resume_is_exact(digits_dir, tmp_path):
         json.loads((d / "metrics.jsonl").read_text().splitlines()[-1]) for d in (tmp_path / "full", interrupted_out)
     )
     assert full_row["train_flops"] == resumed_row["train_flops"] > 0  # the FLOP tally resumes too
-
-
-def _train_until(cfg, out, stop_after: int) -> None:
-    """Run the loop and kill it (an exception) right after checkpoint ``stop_after`` is written."""
-    import unimm.train.loop as loop
-
-    real = loop.save_checkpoint
-
-    def save_then_die(out_, model, ema, opt, sched, step, extra=None):
-        path = real(out_, model, ema, opt, sched, step, extra)
-        if step == stop_after:
-            raise KeyboardInterrupt
-        return path
-
-    loop.save_checkpoint = save_then_die
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            train(cfg, out, progress=False)
-    finally:
-        loop.save_checkpoint = real
 
 
 def test_run_dir_contents_and_loss_logged(digits_dir, tmp_path):
@@ -99,7 +79,7 @@ def test_stream_is_a_pure_function_of_seed_and_index(digits_dir):
 
 def test_resume_uses_saved_config_and_says_what_it_ignores(digits_dir, tmp_path, capsys):
     out = tmp_path / "r"
-    _train_until(_cfg(digits_dir, 4), out, stop_after=2)
+    train_until(_cfg(digits_dir, 4), out, stop_after=2)
     with open(out / "metrics.jsonl", "a") as f:
         f.write('{"step": 3, "lo')  # a row cut short by the kill
     train(_cfg(digits_dir, 9, **{"model.depth": 3}), out, resume=True, progress=False)
