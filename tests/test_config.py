@@ -159,3 +159,15 @@ def test_dump_round_trips_nested_connector_section(tmp_path):
     (tmp_path / "c.toml").write_text(text)
     again = load_config(tmp_path / "c.toml")
     assert again == cfg and again.reader.connector.kind == "qformer" and again.reader.connector.queries == 4
+
+
+def test_setting_a_kind_starts_that_section_afresh(tmp_path):
+    """``--set X.kind=Y`` drops the old kind's fields (they mean nothing to Y), whether the file named the old kind
+    or left it to the default; later overrides of the section apply on top, and the same kind keeps its fields."""
+    moe = load_config(ROOT / "configs" / "ar-moe.toml", ["layers.kind=dense"])
+    assert moe.layers.model_dump() == {"kind": "dense"}
+    implicit = tmp_path / "c.toml"
+    implicit.write_text("[writer]\nread_noise = 0.2\n")  # kind left to the default: latent
+    cfg = load_config(implicit, ["writer.kind=mar", "writer.head_depth=2", "denoiser.kind=ddpm"])
+    assert cfg.writer.kind == "mar" and cfg.writer.head_depth == 2
+    assert load_config(implicit, ["writer.kind=latent"]).writer.read_noise == 0.2

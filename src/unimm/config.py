@@ -262,8 +262,11 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
             if not isinstance(node, dict):
                 raise ConfigError(f"override {item!r}: '{p}' is not a section")
         parsed = _parse_value(value.strip())
-        if leaf == "kind" and ".".join(parents) in PART_SECTIONS and node.get("kind", parsed) != parsed:
-            node.clear()
+        section = ".".join(parents)
+        if leaf == "kind" and section in PART_SECTIONS:
+            part = "connector" if section == "reader.connector" else section
+            if node.get("kind", _registry(part).default) != parsed:
+                node.clear()
         node[leaf] = parsed
     return raw
 
