@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup data demo reports test lint bench clean
+.PHONY: setup data demo demo-check reports test lint bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,10 @@ data: data/.prepared
 
 demo: setup data
 	$(PY) -m unimm demo --out runs/demo
+
+# What CI holds a fresh demo to: fails with one line naming the metric when caption or generated accuracy < 95 %.
+demo-check: demo
+	$(PY) -m unimm demo-check runs/demo
 
 # Every report the docs quote, rerun and published into docs/ with the README tables (hours on a CPU;
 # resumable: runs live in $$UNIMM_CACHE/reports/). ARGS: e.g. ARGS="--only demo" or ARGS=--dry-run.

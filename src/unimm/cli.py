@@ -102,6 +102,23 @@ def demo(
     typer.echo(f"report: {report}")
 
 
+@app.command("demo-check")
+def demo_check(
+    report: Annotated[Path, typer.Argument(help="demo run directory or its report.json")] = Path("runs/demo"),
+    caption: Annotated[float, typer.Option(help="floor for caption accuracy", min=0, max=1)] = 0.95,
+    generated: Annotated[float, typer.Option(help="floor for generated accuracy", min=0, max=1)] = 0.95,
+) -> None:
+    """Fail (exit 1, one line naming the metric and its value) when the demo's report falls under a floor;
+    `.ci/run` runs it after `make demo`."""
+    from unimm.reports.gate import check_report
+
+    passed, message = check_report(report, {"caption accuracy": caption, "generated accuracy": generated})
+    if not passed:
+        typer.secho(message, fg=typer.colors.RED, err=True)
+        raise typer.Exit(1)
+    typer.echo(message)
+
+
 @app.command("eval")
 def eval_(
     run: Annotated[Path, typer.Argument(help="run directory (or save_pretrained directory)")],

@@ -1,0 +1,63 @@
+"""`unimm demo-check`: CI's floors on a fresh demo — one line naming each metric that fell, exit 1; and CI runs it."""
+
+import json
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from unimm.cli import app
+from unimm.reports.gate import check_report, shortfalls
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _report(caption: float, generated: float) -> dict:
+    return {"eval": {"understanding": {"caption_accuracy": caption}, "generation": {"prompt_accuracy": generated}}}
+
+
+def _write(tmp_path: Path, report: dict) -> Path:
+    path = tmp_path / "runs" / "demo" / "report" / "report.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps(report))
+    return path
+
+
+def test_floors_name_each_metric_that_fell():
+    assert shortfalls(_report(0.97, 0.99)) == []
+    assert shortfalls(_report(0.95, 0.95)) == []  # the floor itself passes
+    assert shortfalls(_report(0.412, 0.99)) == ["caption accuracy 41.2 % < 95.0 %"]
+    assert shortfalls(_report(0.99, 0.9)) == ["generated accuracy 90.0 % < 95.0 %"]
+    assert len(shortfalls(_report(0.1, 0.1))) == 2
+    assert shortfalls(_report(0.97, 0.99), {"caption accuracy": 0.98}) == ["caption accuracy 97.0 % < 98.0 %"]
+
+
+def test_a_missing_metric_fails_the_gate():
+    report = _report(0.99, 0.99)
+    del report["eval"]["generation"]
+    assert shortfalls(report) == ["generated accuracy missing from the report (eval.generation.prompt_accuracy)"]
+
+
+def test_cli_fails_with_one_line(tmp_path):
+    _write(tmp_path, _report(0.412, 0.99))
+    res = CliRunner().invoke(app, ["demo-check", str(tmp_path / "runs" / "demo")])
+    assert res.exit_code == 1
+    lines = res.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("demo check failed: caption accuracy 41.2 % < 95.0 %"), lines
+
+
+def test_cli_passes_and_says_the_values(tmp_path):
+    path = _write(tmp_path, _report(0.971, 0.988))
+    res = CliRunner().invoke(app, ["demo-check", str(path)])
+    assert res.exit_code == 0, res.output
+    assert "caption accuracy 97.1 %" in res.output and "generated accuracy 98.8 %" in res.output
+    res = CliRunner().invoke(app, ["demo-check", str(path), "--caption", "0.98"])
+    assert res.exit_code == 1 and "caption accuracy 97.1 % < 98.0 %" in res.output
+
+
+def test_no_report_or_a_corrupt_one_fails(tmp_path):
+    passed, message = check_report(tmp_path / "nowhere")
+    assert not passed and "no report at" in message
+    path = _write(tmp_path, {})
+    path.write_text('{"eval": ')
+    passed, message = check_report(path)
+    assert not passed and "not valid JSON" in message
