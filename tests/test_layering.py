@@ -11,7 +11,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "unimm"
 
 # top to bottom, as in docs/architecture.md; a module belongs to the first layer with a matching prefix
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
-    ("cli", ("unimm.cli", "unimm.__main__", "unimm.data.cli")),
+    ("cli", ("unimm.cli", "unimm.cli_help", "unimm.cli_checks", "unimm.__main__", "unimm.data.cli")),
     (
         "orchestration",
         (

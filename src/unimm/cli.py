@@ -6,10 +6,20 @@ from typing import Annotated
 
 import typer
 
+from unimm.cli_help import App
 from unimm.data.cli import data_app
+from unimm.eval.suites import SUITE_NAMES
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="unimm: unified multimodal models.")
+app = App(help="unimm: unified multimodal models.")
 app.add_typer(data_app, name="data")
+
+SetOption = Annotated[
+    list[str],
+    typer.Option(
+        "--set", metavar="KEY=VALUE", help="override a config key; repeat --set for each, e.g. --set model.depth=8"
+    ),
+]
+GRID_LIMIT = 1024  # images one `generate` grid may hold; more go to a directory, one file each
 
 
 def _fail(err: Exception) -> None:
@@ -17,18 +27,42 @@ def _fail(err: Exception) -> None:
     raise typer.Exit(2)
 
 
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            typer.echo(f"unimm {version('unimm')}")
+        except PackageNotFoundError:  # run from a source tree that was never installed
+            from unimm import __version__
+
+            typer.echo(f"unimm {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="print unimm's version and exit")
+    ] = False,
+) -> None:
+    """unimm: unified multimodal models."""
+
+
 @app.command()
 def train(
     config: Annotated[Path, typer.Argument(help="TOML preset, e.g. configs/transfusion.toml")],
     out: Annotated[Path, typer.Option(help="run directory")] = Path("runs/latest"),
-    set_: Annotated[list[str], typer.Option("--set", help="override, e.g. --set model.depth=8")] = [],
+    set_: SetOption = [],
     resume: Annotated[bool, typer.Option(help="continue the run in --out from its last checkpoint")] = False,
 ) -> None:
     """Train a strategy preset into a run directory (data-parallel under torchrun with train.parallel=ddp or fsdp)."""
+    from unimm.cli_checks import check_out_dir
     from unimm.config import ConfigError, load_config
     from unimm.train import train as run
 
     try:
+        check_out_dir(out)
         cfg = load_config(config, set_)
         run(cfg, out, resume=resume)
     except (ConfigError, FileNotFoundError, FileExistsError, ValueError, FloatingPointError) as err:
@@ -50,52 +84,93 @@ def caption(
     try:
         model = UnifiedModel.from_pretrained(run)
         batch = load_images(images, model.cfg.data.image_size, model.cfg.data.channels)
+        texts = model.caption(batch, question=question)
     except (FileNotFoundError, ValueError) as err:
         _fail(err)
-    for path, text in zip(images, model.caption(batch, question=question), strict=True):
+    for path, text in zip(images, texts, strict=True):
         typer.echo(f"{path}\t{text}")
 
 
 @app.command()
 def generate(
     run: Annotated[Path, typer.Argument(help="run directory (or save_pretrained directory)")],
-    prompt: Annotated[list[str], typer.Argument(help="one or more prompts")],
-    out: Annotated[Path, typer.Option(help="PNG grid to write")] = Path("grid.png"),
-    n: Annotated[int, typer.Option(help="images per prompt")] = 8,
-    cfg: Annotated[float | None, typer.Option(help="classifier-free guidance scale")] = None,
-    steps: Annotated[int | None, typer.Option(help="sampling steps")] = None,
-    sampler: Annotated[str | None, typer.Option(help="ddpm | ddim | flow_euler | flow_heun")] = None,
-    seed: Annotated[int, typer.Option()] = 0,
+    prompt: Annotated[list[str], typer.Argument(help="one or more prompts, each quoted")],
+    out: Annotated[
+        Path,
+        typer.Option(
+            help="an image file (.png, .jpg, .webp, ...): one grid, a row per prompt, at most "
+            f"{GRID_LIMIT:,} images; a directory (one that exists, or a path without a suffix): one PNG per "
+            "image, P-I.png for prompt P's image I, written batch by batch, with prompts.txt"
+        ),
+    ] = Path("grid.png"),
+    n: Annotated[int, typer.Option(min=1, help="images per prompt")] = 8,
+    batch_size: Annotated[int, typer.Option(min=1, help="images sampled at once (memory grows with it)")] = 64,
+    cfg: Annotated[float | None, typer.Option(help="classifier-free guidance scale (default: the run's)")] = None,
+    steps: Annotated[int | None, typer.Option(min=1, help="sampling steps (default: the run's sample.steps)")] = None,
+    sampler: Annotated[str | None, typer.Option(help="ddpm | ddim | flow_euler | flow_heun | ar | maskgit")] = None,
+    seed: Annotated[int, typer.Option(help="the same seed and --batch-size give the same images")] = 0,
 ) -> None:
-    """Generation: prompts -> a PNG grid (one row per prompt)."""
+    """Generation: prompts -> images, sampled --batch-size at a time with a progress bar, into one grid or a
+    directory of files (see --out)."""
     import torch
+    from tqdm import tqdm
 
-    from unimm.io import save_grid
+    from unimm.cli_checks import check_out_dir, check_out_image
+    from unimm.io import save_grid, save_images
     from unimm.models import UnifiedModel
 
+    to_dir = out.is_dir() or not out.suffix
+    prompts = [p for p in prompt for _ in range(n)]
     try:
+        if to_dir:
+            check_out_dir(out)
+        else:
+            check_out_image(out)
+            if len(prompts) > GRID_LIMIT:
+                raise ValueError(
+                    f"a grid holds at most {GRID_LIMIT:,} images, asked for {len(prompts):,}; "
+                    "give a directory as --out to write one file per image"
+                )
         model = UnifiedModel.from_pretrained(run)
         gen = torch.Generator().manual_seed(seed)
-        prompts = [p for p in prompt for _ in range(n)]
-        images = model.generate(prompts, cfg_scale=cfg, steps=steps, sampler=sampler, generator=gen)
+        width, grid = len(str(n - 1)), []
+        with tqdm(total=len(prompts), desc="generate", unit="image") as bar:
+            for start in range(0, len(prompts), batch_size):
+                chunk = prompts[start : start + batch_size]
+                images = model.generate(chunk, cfg_scale=cfg, steps=steps, sampler=sampler, generator=gen).cpu()
+                if to_dir:
+                    names = [f"{j // n}-{j % n:0{width}d}.png" for j in range(start, start + len(chunk))]
+                    save_images(images, [out / name for name in names])
+                else:
+                    grid.append(images)
+                bar.update(len(chunk))
     except (FileNotFoundError, ValueError) as err:
         _fail(err)
-    save_grid(images, out, nrow=n)
-    typer.echo(f"wrote {out}")
+    if to_dir:
+        from unimm.checkpoint import atomic_write_text
+
+        atomic_write_text(out / "prompts.txt", "".join(f"{i}\t{p}\n" for i, p in enumerate(prompt)))
+        typer.echo(f"wrote {len(prompts)} images and prompts.txt to {out}")
+    else:
+        save_grid(torch.cat(grid), out, nrow=n)
+        typer.echo(f"wrote {out}")
 
 
 @app.command()
 def demo(
     out: Annotated[Path, typer.Option(help="run directory")] = Path("runs/demo"),
     config: Annotated[Path, typer.Option(help="preset to train")] = Path("configs/quick.toml"),
-    set_: Annotated[list[str], typer.Option("--set", help="config override")] = [],
+    set_: SetOption = [],
 ) -> None:
     """Train the quick preset on MNIST, then caption, generate and write a report."""
+    from unimm.cli_checks import check_out_dir
     from unimm.config import ConfigError, load_config
     from unimm.demo import run_demo
     from unimm.provenance import command_line
 
     try:
+        check_out_dir(out)
+        check_out_dir(out / "report", "--out")
         report = run_demo(load_config(config, set_), out, command=command_line())
     except (ConfigError, FileNotFoundError, FileExistsError, ValueError) as err:
         _fail(err)
@@ -122,7 +197,7 @@ def demo_check(
 @app.command("eval")
 def eval_(
     run: Annotated[Path, typer.Argument(help="run directory (or save_pretrained directory)")],
-    suite: Annotated[str, typer.Option(help="quick | full | demo | atlas")] = "quick",
+    suite: Annotated[str, typer.Option(help=SUITE_NAMES)] = "quick",
     seed: Annotated[int, typer.Option()] = 0,
     out: Annotated[Path | None, typer.Option(help="output directory (default: RUN/eval)")] = None,
     data: Annotated[Path | None, typer.Option(help="dataset to evaluate on (default: the run's data.path)")] = None,
@@ -131,12 +206,16 @@ def eval_(
     """Evaluate a run: understanding, generation and cost metrics -> eval.json, eval.md, sample grids."""
     import time
 
+    from unimm.cli_checks import check_out_dir
     from unimm.eval.harness import evaluate
     from unimm.eval.report import write_eval
+    from unimm.eval.suites import suite_by_name
     from unimm.models import UnifiedModel
     from unimm.provenance import command_line, provenance
 
     try:
+        suite_by_name(suite)
+        check_out_dir(out or run / "eval")
         model = UnifiedModel.from_pretrained(run)
         t0 = time.perf_counter()
         result = evaluate(
@@ -165,9 +244,11 @@ def atlas(
 ) -> None:
     """Decision atlas: train every strategy to the same budget, evaluate, and report what the numbers show."""
     from unimm.atlas import load_atlas, run_atlas
+    from unimm.cli_checks import check_out_dir
     from unimm.config import ConfigError
 
     try:
+        check_out_dir(out)
         outcomes, report = run_atlas(load_atlas(config), out, jobs=jobs, report_only=report_only)
     except (ConfigError, FileNotFoundError, ValueError) as err:
         _fail(err)
@@ -180,7 +261,9 @@ def atlas(
 
 @app.command()
 def reports(
-    only: Annotated[list[str], typer.Option(help="run only this target (repeatable): demo, chameleon, ...")] = [],
+    only: Annotated[
+        list[str], typer.Option(metavar="TARGET", help="run only this target (repeatable): demo, chameleon, ...")
+    ] = [],
     tables_only: Annotated[bool, typer.Option(help="only rewrite the tables from the committed reports")] = False,
     dry_run: Annotated[bool, typer.Option(help="print what would run; run nothing")] = False,
     root: Annotated[Path, typer.Option(help="repository root (configs/, docs/, README.md)")] = Path("."),
@@ -204,7 +287,7 @@ def reports(
     typer.echo(f"rewrote the tables of {', '.join(changed)}" if changed else "tables already up to date")
 
 
-config_app = typer.Typer(no_args_is_help=True, help="Configs: convert old ones, list the part kinds.")
+config_app = App(help="Configs: convert old ones, list the part kinds.")
 app.add_typer(config_app, name="config")
 
 
@@ -256,7 +339,7 @@ def config_kinds() -> None:
             typer.echo(f"  kind = {kind!r}" + (f": {shown}" if shown else ""))
 
 
-tokenizer_app = typer.Typer(no_args_is_help=True, help="Image tokenizers (VQ-VAE, KL-VAE).")
+tokenizer_app = App(help="Image tokenizers (VQ-VAE, KL-VAE).")
 app.add_typer(tokenizer_app, name="tokenizer")
 
 
@@ -264,13 +347,15 @@ app.add_typer(tokenizer_app, name="tokenizer")
 def tokenizer_train(
     config: Annotated[Path, typer.Argument(help="TOML preset, e.g. configs/tok/vq.toml")],
     out: Annotated[Path, typer.Option(help="output directory")] = Path("runs/tokenizer"),
-    set_: Annotated[list[str], typer.Option("--set", help="override, e.g. --set tokenizer.codebook_size=512")] = [],
+    set_: SetOption = [],
 ) -> None:
     """Train an image tokenizer; writes tokenizer.safetensors, config.toml and metrics.json."""
+    from unimm.cli_checks import check_out_dir
     from unimm.config import ConfigError, TokenizerConfig, load_config
     from unimm.tokenizers.train import train_tokenizer
 
     try:
+        check_out_dir(out)
         result = train_tokenizer(load_config(config, set_, schema=TokenizerConfig), out)
     except (ConfigError, FileNotFoundError, ValueError) as err:
         _fail(err)

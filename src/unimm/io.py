@@ -1,5 +1,7 @@
-"""Image files in and out: loading user images for captioning, writing sample grids."""
+"""Image files in and out: loading user images for captioning, writing sample grids and single images."""
 
+import warnings
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -9,24 +11,68 @@ from PIL import Image, UnidentifiedImageError
 from unimm.checkpoint import atomic_write
 from unimm.data import convert_channels, resize
 
+MAX_IMAGE_PIXELS = 40_000_000  # larger inputs are refused before decoding (PIL itself allows ~179 M)
+IMAGE_FORMATS = {  # the suffixes an output image may have -> the PIL format written
+    ".png": "PNG",
+    ".jpg": "JPEG",
+    ".jpeg": "JPEG",
+    ".webp": "WEBP",
+    ".bmp": "BMP",
+    ".gif": "GIF",
+    ".tif": "TIFF",
+    ".tiff": "TIFF",
+}
 
-def load_images(paths: list[Path], image_size: int, channels: int) -> torch.Tensor:
-    """Read image files -> [B, C, H, W] in [-1, 1] at the model's size and channel count."""
+
+def image_format(path: str | Path) -> str:
+    """The PIL format named by ``path``'s suffix; ``ValueError`` for a suffix not in ``IMAGE_FORMATS``."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in IMAGE_FORMATS:
+        named = f"suffix {suffix!r}" if suffix else "no suffix"
+        raise ValueError(f"{path}: {named} is not an image format unimm writes; use {', '.join(IMAGE_FORMATS)}")
+    return IMAGE_FORMATS[suffix]
+
+
+def _read(path: Path, channels: int) -> np.ndarray:
+    """One image file -> float32 [H, W] or [H, W, 3] in 0..255, transparency composited onto white."""
+    try:
+        with warnings.catch_warnings():  # PIL warns above ~89 M pixels; the size check below says more
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(path)
+        with im:
+            w, h = im.size
+            if w * h > MAX_IMAGE_PIXELS:
+                raise ValueError(
+                    f"image {path} is {w}x{h} pixels, more than unimm.io.MAX_IMAGE_PIXELS = {MAX_IMAGE_PIXELS:,}; "
+                    "shrink it first"
+                )
+            im.load()
+            if im.mode in ("RGBA", "LA", "P"):
+                im = im.convert("RGBA")
+                bg = Image.new("RGBA", im.size, (255, 255, 255, 255))
+                im = Image.alpha_composite(bg, im)
+            return np.asarray(im.convert("RGB" if channels == 3 else "L"), dtype=np.float32)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"image not found: {path}") from None
+    except Image.DecompressionBombError:  # PIL refuses it at open, before we can read its size
+        raise ValueError(
+            f"image {path} is far larger than unimm.io.MAX_IMAGE_PIXELS = {MAX_IMAGE_PIXELS:,} pixels; shrink it first"
+        ) from None
+    except (UnidentifiedImageError, OSError) as err:
+        raise ValueError(f"cannot read image {path}: {err}") from None
+
+
+def load_images(paths: str | Path | Sequence[str | Path], image_size: int, channels: int) -> torch.Tensor:
+    """Read image files (one path or several) -> [B, C, H, W] in [-1, 1] at the model's size and channel count,
+    e.g. ``load_images(["a.png"], model.cfg.data.image_size, model.cfg.data.channels)``. ``ValueError`` for an
+    unreadable image or one over ``MAX_IMAGE_PIXELS``."""
+    if isinstance(paths, (str, Path)):
+        paths = [paths]
+    if not paths:
+        raise ValueError("no image files given")
     out = []
     for p in paths:
-        try:
-            with Image.open(p) as im:
-                im.load()
-                if im.mode in ("RGBA", "LA", "P"):
-                    im = im.convert("RGBA")
-                    bg = Image.new("RGBA", im.size, (255, 255, 255, 255))
-                    im = Image.alpha_composite(bg, im)
-                arr = np.asarray(im.convert("RGB" if channels == 3 else "L"), dtype=np.float32)
-        except FileNotFoundError:
-            raise FileNotFoundError(f"image not found: {p}") from None
-        except (UnidentifiedImageError, OSError) as err:
-            raise ValueError(f"cannot read image {p}: {err}") from None
-        t = torch.from_numpy(arr / 127.5 - 1.0)
+        t = torch.from_numpy(_read(Path(p), channels) / 127.5 - 1.0)
         t = t.permute(2, 0, 1) if t.ndim == 3 else t[None]
         out.append(resize(convert_channels(t[None], channels), image_size)[0])
     return torch.stack(out)
@@ -52,8 +98,24 @@ def grid_image(images: torch.Tensor, nrow: int, pad: int = 2, scale: int = 1) ->
     return img.resize((img.width * scale, img.height * scale), Image.NEAREST) if scale > 1 else img
 
 
-def save_grid(images: torch.Tensor, path: str | Path, nrow: int = 8, scale: int = 2) -> Path:
+def save_image(img: Image.Image, path: str | Path) -> Path:
+    """Write ``img`` atomically in the format ``path``'s suffix names (see ``image_format``)."""
     path = Path(path)
-    img = grid_image(images, nrow, scale=scale)
-    atomic_write(path, lambda tmp: img.save(tmp, format="PNG"))
+    fmt = image_format(path)
+    extra = {"quality": 95} if fmt in ("JPEG", "WEBP") else {}
+    atomic_write(path, lambda tmp: img.save(tmp, format=fmt, **extra))
     return path
+
+
+def save_grid(images: torch.Tensor, path: str | Path, nrow: int = 8, scale: int = 2) -> Path:
+    """Tile [B, C, H, W] images ``nrow`` per row and write them to ``path`` (format from its suffix)."""
+    return save_image(grid_image(images, nrow, scale=scale), path)
+
+
+def save_images(images: torch.Tensor, paths: Sequence[str | Path], scale: int = 2) -> None:
+    """Write each of [B, C, H, W] images to its own file (format from each suffix), enlarged ``scale`` times."""
+    for arr, path in zip(to_uint8(images), paths, strict=True):
+        img = Image.fromarray(arr[..., 0] if arr.shape[-1] == 1 else arr)
+        if scale > 1:
+            img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
+        save_image(img, path)

@@ -61,6 +61,13 @@ def training_spans(ex: Example, image: torch.Tensor, layout: Layout, tok: TextTo
     return [*spans, TextSpan(answer_ids(ex.answer if ex.task == "vqa" else ex.text, tok, layout))]
 
 
+def quote_prompt(prompt: str, limit: int = 60) -> str:
+    """``prompt`` quoted for an error message: in full up to ``limit`` characters, else its start and length."""
+    if len(prompt) <= limit:
+        return repr(prompt)
+    return f"{prompt[:limit]!r}... ({len(prompt):,} characters)"
+
+
 def generation_prompt(prompt: str | None, layout: Layout, tok: TextTokenizer) -> list[TextSpan | ImageSpan]:
     """The whole t2i layout with the image left to fill in (``prompt=None``: the unconditional branch of
     classifier-free guidance). It ends with ``<eos>`` exactly as in training: under full attention

@@ -19,11 +19,11 @@ from unimm.config import TokenizerConfig, load_config
 
 def eval_suite(ev: EvalSection | dict):
     """The harness ``Suite`` named in ``[eval]`` with its overrides applied."""
-    from unimm.eval.harness import SUITES, Suite
+    from unimm.eval.suites import SUITE_NAMES, SUITES, Suite
 
     ev = ev if isinstance(ev, dict) else {"suite": ev.suite, "overrides": ev.overrides()}
     if ev["suite"] not in SUITES:
-        raise ValueError(f"[eval] suite = {ev['suite']!r} is not one of {sorted(SUITES)}")
+        raise ValueError(f"[eval] suite = {ev['suite']!r} is not one of {SUITE_NAMES}")
     return Suite(**{**SUITES[ev["suite"]].__dict__, **ev["overrides"]})
 
 

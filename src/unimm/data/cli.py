@@ -11,9 +11,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from unimm.cli_help import App
 from unimm.data.sources import FORMATS, Record, Source, TooManySkipsError, open_source
 
-data_app = typer.Typer(no_args_is_help=True, help="Datasets: inspect a source, convert it to tar shards.")
+data_app = App(help="Datasets: inspect a source, convert it to tar shards.")
 
 FormatOption = Annotated[str | None, typer.Option("--format", help=f"one of {', '.join(FORMATS)} (default: detect)")]
 SkipOption = Annotated[float, typer.Option(help="stop when more than this fraction of samples is broken")]
@@ -123,7 +124,7 @@ def convert(
     max_skip_fraction: SkipOption = 0.01,
     force: Annotated[bool, typer.Option(help="replace a dataset already in OUT")] = False,
 ) -> None:
-    """Convert a source into tar shards + meta.json that ``load_split`` (and so training) reads."""
+    """Convert a source into OUT: tar shards and meta.json, a dataset that training reads (--set data.path=OUT)."""
     from unimm.data.shards import convert_to_shards
 
     source = _open(src, fmt, max_skip_fraction)

@@ -76,16 +76,26 @@ def _load_folder(root: Path, split: str) -> tuple[np.ndarray, np.ndarray, list[s
     return np.stack(pixels), labels, [row["caption"] for row in rows]
 
 
+BUILT_IN = ("mnist", "digits", "emoji", "shapes")  # what ``python -m unimm.data.prepare`` writes, by name
+
+
+def _create_hint(root: Path) -> str:
+    """How to make the dataset a missing ``root`` names: prepare it if it is a built-in one, else convert."""
+    if root.name in BUILT_IN:
+        return f"create it with `python -m unimm.data.prepare --out {root.parent} --only {root.name}` (or `make data`)"
+    return (
+        f"convert your data with `unimm data convert SOURCE {root}`, or use a built-in dataset "
+        f"(`make data` writes data/{{{','.join(BUILT_IN)}}})"
+    )
+
+
 def load_split(
     path: str | Path, split: str, image_size: int | None = None, channels: int | None = None
 ) -> ImageTextData:
     """Read ``split`` of the dataset at ``path`` (format from ``meta.json``), resizing/converting if asked."""
     root = Path(path)
     if not (root / META_FILE).is_file():
-        raise FileNotFoundError(
-            f"dataset not found at {root} (no {META_FILE}); run `make data` "
-            f"(or `python -m unimm.data.prepare --out {root.parent}`) to create it"
-        )
+        raise FileNotFoundError(f"dataset not found at {root} (no {META_FILE}); {_create_hint(root)}")
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     from unimm.data.shards import is_shard_dataset, load_shard_split  # here: shards imports this module

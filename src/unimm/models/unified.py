@@ -193,23 +193,30 @@ class UnifiedModel(nn.Module):
     @torch.no_grad()
     def generate(
         self,
-        prompts: list[str],
+        prompts: str | list[str],
         cfg_scale: float | None = None,
         steps: int | None = None,
         sampler: str | None = None,
         generator: torch.Generator | None = None,
         use_cache: bool = True,
     ) -> torch.Tensor:
-        """Text -> images [B, C, H, W] in [-1, 1], by the writer's sampler (with guidance when cfg != 1).
-        Unset arguments are read from ``cfg.sample`` now. ``use_cache=False`` makes autoregressive codes
-        re-run the whole sequence at every step (reference)."""
+        """Text -> images [B, C, H, W] in [-1, 1], one per prompt (a str is one prompt), by the writer's sampler
+        (with guidance when cfg != 1). Unset (None) arguments are read from ``cfg.sample`` now; ``steps`` must
+        be >= 1. ``use_cache=False`` makes autoregressive codes re-run the whole sequence at every step
+        (reference)."""
         s = self.cfg.sample
+        prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+        if not prompts:
+            raise ValueError("no prompts to generate from")
+        if steps is not None and steps < 1:
+            raise ValueError(f"steps must be >= 1 (None: sample.steps = {s.steps}), got {steps}")
         scale = s.cfg if cfg_scale is None else cfg_scale
         sampler = sampler or s.sampler
         allowed = self.writer.samplers(self.cfg)
         if sampler not in allowed:
             raise ValueError(f"sampler {sampler!r} does not pair with writer kind {self.cfg.writer.kind!r}: {allowed}")
-        return self.writer.generate(self.ctx, prompts, scale, steps or s.steps, sampler, generator, use_cache)
+        steps = s.steps if steps is None else steps
+        return self.writer.generate(self.ctx, prompts, scale, steps, sampler, generator, use_cache)
 
     # ----------------------------------------------------------------------------- understanding
     @torch.no_grad()

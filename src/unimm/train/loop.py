@@ -42,7 +42,10 @@ from unimm.train.stream import ExampleStream, one_caption_each
 
 def resolve_data(cfg: Config):
     """Load the train split and fill ``data.image_size`` / ``data.channels`` from it when unset."""
-    data = load_split(cfg.data.path, "train", cfg.data.image_size, cfg.data.channels)
+    try:
+        data = load_split(cfg.data.path, "train", cfg.data.image_size, cfg.data.channels)
+    except FileNotFoundError as err:
+        raise FileNotFoundError(f"data.path = {str(cfg.data.path)!r}: {err}") from None
     cfg.data.channels = int(data.images.shape[1])
     cfg.data.image_size = int(data.images.shape[-1])
     templates = templates_for(data) if data.class_names and data.labels.ge(0).any() else None

@@ -32,6 +32,7 @@ from unimm.samplers.masked import maskgit_sample, sample_mask
 from unimm.samplers.text import select_next
 from unimm.sequence import IMAGE, TextSpan
 from unimm.settings import WRITERS, Settings
+from unimm.tasks import quote_prompt
 
 
 class CodeSettings(Settings):
@@ -143,7 +144,7 @@ class ARCodeWriter(CodeWriter):
         if scale != 1.0:
             ids += [[tok.bos_id, tok.boi_id]] * len(prompts)
         for p, row in zip(prompts, ids, strict=False):
-            ctx.check_length(len(row) + n + 1, f"prompt {p!r}")
+            ctx.check_length(len(row) + n + 1, f"prompt {quote_prompt(p)}")
         batch = ctx.pack([[TextSpan(row, loss=False)] for row in ids], left_pad=True).to(ctx.device)
         dec = IncrementalDecoder.for_batch(ctx.backbone, ctx.backbone.embed_tokens(batch.tokens), batch, n, use_cache)
         start = batch.next_position

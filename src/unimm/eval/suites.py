@@ -1,0 +1,35 @@
+"""The evaluation suites by name: how many images ``evaluate`` understands and generates. Kept apart from the
+harness so that ``unimm eval --help`` can list them without importing it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Suite:
+    name: str
+    understand_n: int | None  # held-out images captioned and questioned (None: the whole test split)
+    per_class: int  # generated images per class (class-template datasets)
+    prompts_n: int  # generated images for datasets with free captions (one per test caption)
+    batch_size: int = 100
+    classifier_steps: int = 600  # training steps of the evaluator networks (cached once trained)
+    clip_steps: int = 300
+    distribution: bool = True  # FID / KID / precision-recall and CLIP score (needs the CLIP evaluator)
+
+
+SUITES = {
+    "quick": Suite("quick", understand_n=500, per_class=30, prompts_n=300),
+    "full": Suite("full", understand_n=None, per_class=100, prompts_n=1000),
+    "atlas": Suite("atlas", understand_n=200, per_class=10, prompts_n=100),  # many runs: under a minute each
+    # `unimm demo`: full's sample counts; KID over 1,000 images and training the CLIP would add minutes on a CPU
+    "demo": Suite("demo", understand_n=None, per_class=100, prompts_n=1000, distribution=False),
+}
+SUITE_NAMES = " | ".join(SUITES)  # as help and errors list them
+
+
+def suite_by_name(name: str) -> Suite:
+    """``SUITES[name]``; ``ValueError`` naming every suite for an unknown one."""
+    if name not in SUITES:
+        raise ValueError(f"unknown suite {name!r}; use one of {SUITE_NAMES}")
+    return SUITES[name]
