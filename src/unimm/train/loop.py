@@ -41,10 +41,13 @@ from unimm.train.stream import ExampleStream, one_caption_each
 
 
 def resolve_data(cfg: Config):
-    """Load the train split and fill ``data.image_size`` / ``data.channels`` from it when unset."""
-    data = load_split(cfg.data.path, "train", cfg.data.image_size, cfg.data.channels)
+    """Load the train split and fill ``data.image_size`` / ``data.channels`` from it when unset; ``ValueError``
+    when it has neither captions nor class names for the labels (nothing to caption with)."""
+    data = load_split(cfg.data.path, "train", cfg.data.image_size, cfg.data.channels, cfg.data.class_names)
     cfg.data.channels = int(data.images.shape[1])
     cfg.data.image_size = int(data.images.shape[-1])
+    if data.captions is None:
+        templates_for(data)  # raises, saying where class names come from
     templates = templates_for(data) if data.class_names and data.labels.ge(0).any() else None
     return data, templates
 
