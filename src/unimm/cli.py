@@ -49,10 +49,11 @@ def caption(
 
     try:
         model = UnifiedModel.from_pretrained(run)
-        batch = load_images(images, model.cfg.data.image_size, model.cfg.data.channels)
+        batch = load_images(images, model.cfg.data.image_size, model.cfg.data.channels, model.background)
+        texts = model.caption(batch, question=question)
     except (FileNotFoundError, ValueError) as err:
         _fail(err)
-    for path, text in zip(images, model.caption(batch, question=question), strict=True):
+    for path, text in zip(images, texts, strict=True):
         typer.echo(f"{path}\t{text}")
 
 

@@ -8,19 +8,22 @@ from PIL import Image, UnidentifiedImageError
 
 from unimm.checkpoint import atomic_write
 from unimm.data import convert_channels, resize
+from unimm.data.transparency import assumed_background, flatten_transparency, has_transparency
 
 
-def load_images(paths: list[Path], image_size: int, channels: int) -> torch.Tensor:
-    """Read image files -> [B, C, H, W] in [-1, 1] at the model's size and channel count."""
+def load_images(
+    paths: list[Path], image_size: int, channels: int, background: tuple[float, ...] | None = None
+) -> torch.Tensor:
+    """Read image files -> [B, C, H, W] in [-1, 1] at the model's size and channel count. Transparency is
+    flattened onto ``background`` (``UnifiedModel.background``; default ``assumed_background(channels)``)."""
+    background = background or assumed_background(channels)
     out = []
     for p in paths:
         try:
             with Image.open(p) as im:
                 im.load()
-                if im.mode in ("RGBA", "LA", "P"):
-                    im = im.convert("RGBA")
-                    bg = Image.new("RGBA", im.size, (255, 255, 255, 255))
-                    im = Image.alpha_composite(bg, im)
+                if has_transparency(im):
+                    im = flatten_transparency(im, background)
                 arr = np.asarray(im.convert("RGB" if channels == 3 else "L"), dtype=np.float32)
         except FileNotFoundError:
             raise FileNotFoundError(f"image not found: {p}") from None
