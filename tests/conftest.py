@@ -27,6 +27,38 @@ def digits_dir(tmp_path_factory) -> Path:
     return root
 
 
+def write_canonical(
+    root: Path, images: np.ndarray, labels: np.ndarray, part: str, gz: bool = False, sep: str = "-"
+) -> None:
+    """One part (``train`` / ``t10k``) as the canonical MNIST files ``{part}-images{sep}idx3-ubyte[.gz]`` + labels."""
+    import gzip
+
+    from unimm.data.formats import encode_idx
+
+    root.mkdir(parents=True, exist_ok=True)
+    for kind, array in (("images", images), ("labels", labels.astype(np.uint8))):
+        data = encode_idx(array)
+        name = f"{part}-{kind}{sep}idx{array.ndim}-ubyte"
+        if gz:
+            (root / f"{name}.gz").write_bytes(gzip.compress(data, mtime=0))
+        else:
+            (root / name).write_bytes(data)
+
+
+@pytest.fixture(scope="session")
+def canonical_digits(tmp_path_factory) -> Path:
+    """scikit-learn's 8x8 digits as gzipped canonical IDX files (240 train, 60 t10k) with a classes.txt."""
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    images = np.round(d.images / 16 * 255).astype(np.uint8)
+    root = tmp_path_factory.mktemp("canonical")
+    write_canonical(root, images[:240], d.target[:240], "train", gz=True)
+    write_canonical(root, images[240:300], d.target[240:300], "t10k", gz=True)
+    (root / "classes.txt").write_text("\n".join(NAMES) + "\n")
+    return root
+
+
 def tiny_overrides(data_path: Path, **extra) -> list[str]:
     base = {
         "data.path": f'"{data_path}"',

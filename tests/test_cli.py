@@ -1,12 +1,15 @@
 """The command line, end to end on a tiny run: train, caption, generate, and clear errors."""
 
+import warnings
 from pathlib import Path
 
+import numpy as np
 from PIL import Image
 from typer.testing import CliRunner
 
 from conftest import tiny_preset_overrides
 from unimm.cli import app
+from unimm.data import load_split
 
 runner = CliRunner()
 QUICK = str(Path(__file__).parents[1] / "configs" / "quick.toml")
@@ -32,6 +35,30 @@ def test_train_caption_generate(digits_dir, tmp_path):
     assert result.exit_code == 0, result.output
     with Image.open(grid) as g:
         assert g.width > g.height > 0  # two rows of three
+
+
+def _caption(run: Path, image: Path):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = runner.invoke(app, ["caption", str(run), str(image)])
+    return result, [str(w.message) for w in caught]
+
+
+def test_transparent_inverted_and_blank_images(digits_dir, tmp_path):
+    run = tmp_path / "run"
+    assert runner.invoke(app, ["train", QUICK, "--out", str(run), *_sets(digits_dir)]).exit_code == 0
+    assert (run / "image_stats.json").is_file()
+    digit = ((load_split(digits_dir, "test").images[0, 0] + 1) * 127.5).round().byte().numpy()
+    rgb = np.where(digit[..., None] > 0, 0, 255).repeat(3, axis=-1)  # black pen, transparent pixels white
+    Image.fromarray(np.dstack([rgb, digit]).astype(np.uint8), "RGBA").save(tmp_path / "t.png")
+    result, warned = _caption(run, tmp_path / "t.png")
+    assert result.exit_code == 0 and warned == [], (result.output, warned)  # white on black, as trained
+    Image.fromarray(255 - digit).save(tmp_path / "inverted.png")
+    result, warned = _caption(run, tmp_path / "inverted.png")
+    assert result.exit_code == 0 and len(warned) == 1 and "look unlike the training images" in warned[0]
+    Image.new("L", (8, 8), 255).save(tmp_path / "white.png")
+    result, _ = _caption(run, tmp_path / "white.png")
+    assert result.exit_code == 2 and "darker than mid-grey" in result.output and "Traceback" not in result.output
 
 
 def test_discrete_preset_through_the_cli(digits_dir, tmp_path):

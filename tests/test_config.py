@@ -40,6 +40,22 @@ def test_whole_section_override_changes_kind():
     assert cfg.layers.kind == "moe" and cfg.layers.experts == 4 and cfg.layers.top_k == 2
 
 
+def test_data_class_names_are_a_list_of_distinct_names(tmp_path):
+    cfg = load_config(None, ['data.class_names=[" cat", "dog"]'])
+    assert cfg.data.class_names == ["cat", "dog"]
+    (tmp_path / "c.toml").write_text(dump_toml(cfg))
+    assert load_config(tmp_path / "c.toml").data.class_names == ["cat", "dog"]
+    assert load_config(None).data.class_names is None and "class_names" not in dump_toml(load_config(None))
+    for bad, says in [
+        ('["cat", "Cat"]', "distinct"),
+        ("[]", "at least 1"),
+        ('["cat", " "]', "empty"),
+        ('"cat"', "list"),
+    ]:
+        msg = _error([f"data.class_names={bad}"])
+        assert "data.class_names" in msg and says in msg and len(msg.splitlines()) == 1, msg
+
+
 def test_unknown_key_names_key_and_allowed():
     msg = _error(["model.dimm=3"])
     assert "model.dimm" in msg and "dim, depth" in msg

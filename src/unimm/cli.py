@@ -83,7 +83,7 @@ def caption(
 
     try:
         model = UnifiedModel.from_pretrained(run)
-        batch = load_images(images, model.cfg.data.image_size, model.cfg.data.channels)
+        batch = load_images(images, model.cfg.data.image_size, model.cfg.data.channels, model.background)
         texts = model.caption(batch, question=question)
     except (FileNotFoundError, ValueError) as err:
         _fail(err)

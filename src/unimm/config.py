@@ -46,6 +46,12 @@ class DataSection(_Section):
     path: str = "data/mnist"
     image_size: int | None = Field(None, gt=0, description="resize to this side; None = native")
     channels: int | None = Field(None, gt=0)
+    class_names: list[str] | None = Field(
+        None,
+        min_length=1,
+        description="names of labels 0, 1, ... (captions use them); None = the dataset's own "
+        "(meta.json, or classes.txt beside canonical IDX files)",
+    )
     vocab_size: int = Field(512, gt=0)
     shift: int = Field(
         0, ge=0, description="augmentation: random translation of the images read (not generated), up to this many px"
@@ -53,6 +59,18 @@ class DataSection(_Section):
     understand_fraction: float = Field(0.5, ge=0, le=1, description="share of image->text examples")
     vqa_fraction: float = Field(0.3, ge=0, le=1, description="share of understanding examples posed as VQA")
     cond_drop: float = Field(0.1, ge=0, le=1, description="caption dropout of text-to-image examples (for CFG)")
+
+    @field_validator("class_names")
+    @classmethod
+    def _names_distinct(cls, names: list[str] | None) -> list[str] | None:
+        if names is None:
+            return None
+        stripped = [n.strip() for n in names]
+        if not all(stripped):
+            raise ValueError("a name is empty")
+        if len({n.lower() for n in stripped}) != len(stripped):
+            raise ValueError("names must be distinct (ignoring case)")
+        return stripped
 
 
 class TrainSection(_Section):

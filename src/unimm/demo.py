@@ -326,7 +326,7 @@ def run_demo(
         mcfg = model.cfg
         if mcfg.train.threads:
             torch.set_num_threads(mcfg.train.threads)
-        test = load_split(mcfg.data.path, "test", mcfg.data.image_size, mcfg.data.channels)
+        test = load_split(mcfg.data.path, "test", mcfg.data.image_size, mcfg.data.channels, mcfg.data.class_names)
         if test.captions is not None or not test.class_names:
             raise ValueError(f"the demo reports class-labelled data; evaluate {mcfg.data.path} with `unimm eval`")
     with timer("evaluate"):

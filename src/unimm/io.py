@@ -10,6 +10,7 @@ from PIL import Image, UnidentifiedImageError
 
 from unimm.checkpoint import atomic_write
 from unimm.data import convert_channels, resize
+from unimm.data.transparency import assumed_background, flatten_transparency, has_transparency
 
 MAX_IMAGE_PIXELS = 40_000_000  # larger inputs are refused before decoding (PIL itself allows ~179 M)
 IMAGE_FORMATS = {  # the suffixes an output image may have -> the PIL format written
@@ -33,8 +34,8 @@ def image_format(path: str | Path) -> str:
     return IMAGE_FORMATS[suffix]
 
 
-def _read(path: Path, channels: int) -> np.ndarray:
-    """One image file -> float32 [H, W] or [H, W, 3] in 0..255, transparency composited onto white."""
+def _read(path: Path, channels: int, background: tuple[float, ...]) -> np.ndarray:
+    """One image file -> float32 [H, W] or [H, W, 3] in 0..255, transparency flattened onto ``background``."""
     try:
         with warnings.catch_warnings():  # PIL warns above ~89 M pixels; the size check below says more
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -47,10 +48,8 @@ def _read(path: Path, channels: int) -> np.ndarray:
                     "shrink it first"
                 )
             im.load()
-            if im.mode in ("RGBA", "LA", "P"):
-                im = im.convert("RGBA")
-                bg = Image.new("RGBA", im.size, (255, 255, 255, 255))
-                im = Image.alpha_composite(bg, im)
+            if has_transparency(im):
+                im = flatten_transparency(im, background)
             return np.asarray(im.convert("RGB" if channels == 3 else "L"), dtype=np.float32)
     except FileNotFoundError:
         raise FileNotFoundError(f"image not found: {path}") from None
@@ -62,17 +61,24 @@ def _read(path: Path, channels: int) -> np.ndarray:
         raise ValueError(f"cannot read image {path}: {err}") from None
 
 
-def load_images(paths: str | Path | Sequence[str | Path], image_size: int, channels: int) -> torch.Tensor:
+def load_images(
+    paths: str | Path | Sequence[str | Path],
+    image_size: int,
+    channels: int,
+    background: tuple[float, ...] | None = None,
+) -> torch.Tensor:
     """Read image files (one path or several) -> [B, C, H, W] in [-1, 1] at the model's size and channel count,
-    e.g. ``load_images(["a.png"], model.cfg.data.image_size, model.cfg.data.channels)``. ``ValueError`` for an
-    unreadable image or one over ``MAX_IMAGE_PIXELS``."""
+    e.g. ``load_images(["a.png"], model.cfg.data.image_size, model.cfg.data.channels)``. Transparency is
+    flattened onto ``background`` (``UnifiedModel.background``; default ``assumed_background(channels)``).
+    ``ValueError`` for an unreadable image or one over ``MAX_IMAGE_PIXELS``."""
+    background = background or assumed_background(channels)
     if isinstance(paths, (str, Path)):
         paths = [paths]
     if not paths:
         raise ValueError("no image files given")
     out = []
     for p in paths:
-        t = torch.from_numpy(_read(Path(p), channels) / 127.5 - 1.0)
+        t = torch.from_numpy(_read(Path(p), channels, background) / 127.5 - 1.0)
         t = t.permute(2, 0, 1) if t.ndim == 3 else t[None]
         out.append(resize(convert_channels(t[None], channels), image_size)[0])
     return torch.stack(out)

@@ -1,10 +1,13 @@
 """``unimm data inspect`` / ``unimm data convert`` through typer's CliRunner."""
 
+import shutil
+
+import torch
 from test_sources import make_llava, make_webdataset
 from typer.testing import CliRunner
 
 from unimm.cli import app
-from unimm.data import load_split
+from unimm.data import CaptionTemplates, load_split
 
 runner = CliRunner()
 
@@ -54,3 +57,29 @@ def test_unknown_or_undetectable_format_is_a_clear_error(tmp_path):
     assert result.exit_code == 2 and "--format" in result.output
     result = runner.invoke(app, ["data", "inspect", str(tmp_path), "--format", "parquet"])
     assert result.exit_code == 2 and "unknown format 'parquet'" in result.output
+
+
+def test_inspect_and_convert_canonical_idx_files(canonical_digits, tmp_path):
+    result = runner.invoke(app, ["data", "inspect", str(canonical_digits)])
+    assert result.exit_code == 0, result.output
+    for text in ("mnist-idx", "300", "test=60", "train=220", "val=20", "10 from classes.txt: zero, one", "grey=300"):
+        assert text in result.output, text
+    out = tmp_path / "shards"
+    result = runner.invoke(app, ["data", "convert", str(canonical_digits / "t10k-images-idx3-ubyte.gz"), str(out)])
+    assert result.exit_code == 0, result.output
+    assert "mnist-idx" in result.output and "train=220, val=20, test=60" in result.output
+    direct, shards = load_split(canonical_digits, "val"), load_split(out, "val")
+    assert torch.equal(direct.images, shards.images)  # the same split, the same pixels
+    templates = CaptionTemplates(direct.class_names, "generic")
+    assert all(c in templates.all_captions(y) for c, y in zip(shards.captions, direct.labels.tolist(), strict=True))
+
+
+def test_convert_of_canonical_idx_needs_class_names(canonical_digits, tmp_path):
+    src = tmp_path / "src"
+    shutil.copytree(canonical_digits, src)
+    (src / "classes.txt").unlink()
+    result = runner.invoke(app, ["data", "inspect", str(src)])
+    assert result.exit_code == 0 and "label " in result.output and "none: write classes.txt" in result.output
+    result = runner.invoke(app, ["data", "convert", str(src), str(tmp_path / "out")])
+    assert result.exit_code == 2 and "no classes.txt" in result.output and "printf" in result.output
+    assert not (tmp_path / "out").exists()

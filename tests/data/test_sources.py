@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import write_canonical
 from unimm.data.sources import (
     TooManySkipsError,
     decode_image,
@@ -202,7 +203,10 @@ def test_detect_format(tmp_path):
     mmc4 = make_mmc4(tmp_path / "mmc4")
     make_imagefolder(tmp_path / "folder")
     make_imagefolder(tmp_path / "meta", metadata=True)
+    write_canonical(tmp_path / "mnist", pixels(0, grey=True)[None], np.zeros(1), "train", gz=True)
     expected = {
+        tmp_path / "mnist": "mnist-idx",
+        tmp_path / "mnist" / "train-images-idx3-ubyte.gz": "mnist-idx",
         tmp_path / "wds": "webdataset",
         tmp_path / "wds" / "shard-000000.tar": "webdataset",
         str(tmp_path / "wds" / "shard-{000000..000001}.tar"): "webdataset",

@@ -48,6 +48,14 @@ def test_cache_hit_loads_same_weights_without_training(trained, digits_dir, monk
         assert torch.equal(a, b), name
 
 
+def test_class_names_train_an_evaluator_of_their_own(digits_dir, tmp_path):
+    french = ["zéro", "un", "deux", "trois", "quatre", "cinq", "six", "sept", "huit", "neuf"]
+    model, _ = load_or_train_clip(digits_dir, cache_dir=tmp_path, steps=2, dim=8, class_names=french)
+    assert "sept" in model.vocab.tokens and "seven" not in model.vocab.tokens
+    load_or_train_clip(digits_dir, cache_dir=tmp_path, steps=2, dim=8)
+    assert len(list(tmp_path.glob("clip-*.safetensors"))) == 2  # the names are part of the cache key
+
+
 def test_contrastive_loss_treats_same_group_as_positives():
     split = torch.tensor([[5.0, 5.0, -5.0], [5.0, 5.0, -5.0], [-5.0, -5.0, 5.0]])  # images 0, 1 match texts 0, 1
     diagonal = 10 * torch.eye(3) - 5

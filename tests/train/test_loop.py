@@ -1,13 +1,15 @@
 """The training loop: exact resume, run-dir contents, atomic checkpoints, clear errors."""
 
 import json
+import shutil
 
 import pytest
 import torch
 
-from conftest import tiny_overrides, train_until
+from conftest import tiny_overrides, tiny_preset, train_until
 from unimm.checkpoint import load_weights
 from unimm.config import load_config
+from unimm.data import load_split
 from unimm.flops import count_flops
 from unimm.models import UnifiedModel
 from unimm.train import train
@@ -108,3 +110,25 @@ def test_training_flops_are_counted_and_match_an_exact_count(digits_dir, tmp_pat
     attention = [v for k, v in counter.get_flop_counts()["Global"].items() if "attention" in str(k)]
     assert attention and attention[0] > 0  # the CPU attention kernel is counted
     assert rows[-1]["train_flops"] == total
+
+
+def test_trains_on_canonical_idx_files(canonical_digits, tmp_path):
+    out = train(tiny_preset(canonical_digits, "quick", **{"train.steps": 2}), tmp_path / "r", progress=False)
+    model = UnifiedModel.from_pretrained(out)
+    assert model.cfg.data.image_size == 8 and model.cfg.data.channels == 1
+    encode = model.tokenizer.encode  # BPE learned its merges from generic captions with the classes.txt names
+    assert len(encode("an image of a seven")) < len(encode("zq xkwjv uq p bfrtg")) / 2
+    test = load_split(canonical_digits, "test")
+    assert len(model.caption(test.images[:2], max_new_tokens=3)) == 2
+
+
+def test_canonical_idx_class_names_from_config_or_a_clear_error(canonical_digits, tmp_path):
+    src = tmp_path / "mnist"
+    shutil.copytree(canonical_digits, src)
+    (src / "classes.txt").unlink()
+    with pytest.raises(ValueError, match=r"no class_names.*data.class_names.*classes.txt"):
+        resolve_data(tiny_preset(src, "quick"))
+    names = json.dumps([f"class {i}" for i in range(10)])
+    data, templates = resolve_data(tiny_preset(src, "quick", **{"data.class_names": names}))
+    assert data.class_names[3] == "class 3" and templates.kind == "generic"
+    assert templates.all_captions(3)[0] == "a class 3"

@@ -61,11 +61,13 @@ def prepare_evaluators(suite, runs: list[PlannedRun], console: Console) -> None:
     from unimm.eval.harness import default_cache
 
     cache = default_cache()
-    for path, size, channels in sorted({r.data_key() for r in runs}, key=str):
-        train = load_split(path, "train", size, channels)
+    keys = {(*r.data_key(), tuple(r.config["data"].get("class_names") or ())) for r in runs}
+    for path, size, channels, named in sorted(keys, key=str):
+        names = list(named) or None  # data.class_names, else the dataset's own
+        train = load_split(path, "train", size, channels, names)
         size, channels = int(train.images.shape[-1]), int(train.images.shape[1])  # as the run resolves them
-        test = load_split(path, "test", size, channels)
+        test = load_split(path, "test", size, channels, names)
         console.print(f"evaluators for {path} ({size}x{size}, {channels} channel(s)) in {cache}")
         if bool(test.class_names) and bool((test.labels >= 0).any()):
             load_or_train_classifier(path, "train", size, channels, cache / "classifiers", steps=suite.classifier_steps)
-        load_or_train_clip(path, "train", size, channels, cache / "clip", steps=suite.clip_steps)
+        load_or_train_clip(path, "train", size, channels, cache / "clip", steps=suite.clip_steps, class_names=names)

@@ -119,7 +119,7 @@ def eval_run(run_dir: Path) -> None:
     result = evaluate(model, suite, seed=ev["seed"], run_dir=run_dir)
     write_eval(result, run_dir / "eval", title=f"{model.cfg.name} ({run_dir.name})")
     cfg = model.cfg
-    test = load_split(cfg.data.path, "test", cfg.data.image_size, cfg.data.channels)
+    test = load_split(cfg.data.path, "test", cfg.data.image_size, cfg.data.channels, cfg.data.class_names)
     labels = [label for _, label in generation_jobs(test, suite)]  # the harness's prompt order
     write_strip(result["_images"], result["_prompts"], labels, run_dir)
     on_gpu = next(model.parameters()).is_cuda  # the harness reads the CUDA allocator there

@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from unimm.cli_help import App
+from unimm.data.canonical import CLASSES_FILE, find_canonical
 from unimm.data.sources import FORMATS, Record, Source, TooManySkipsError, open_source
 
 data_app = App(help="Datasets: inspect a source, convert it to tar shards.")
@@ -69,6 +70,14 @@ def _example_text(record: Record, width: int = 100) -> str:
     return text if len(text) <= width else text[: width - 3] + "..."
 
 
+def _class_names(path: str) -> str:
+    """The class names of canonical IDX files, or how to give them."""
+    names = find_canonical(path).class_names()
+    if names is None:
+        return f"none: write {CLASSES_FILE} beside the files (line i names label i) or set data.class_names"
+    return f"{len(names)} from {CLASSES_FILE}: {', '.join(names)}"
+
+
 @data_app.command()
 def inspect(
     path: Annotated[str, typer.Argument(help="file, dir or brace pattern (shard-{000000..000003}.tar)")],
@@ -89,6 +98,8 @@ def inspect(
     stats = source.stats
     table = Table(title=f"{path}", show_header=False)
     table.add_row("format", source.format)
+    if source.format == "mnist-idx":
+        table.add_row("class names", _class_names(path))
     table.add_row("records", str(summary.records) + (" (limit reached)" if summary.records == limit else ""))
     table.add_row("kinds", _counts(+Counter({k: summary.kinds[k] for k in ("caption", "conversation", "document")})))
     table.add_row("splits", _counts(summary.splits))

@@ -1,4 +1,4 @@
-"""Load one split of a dataset dir (IDX or captioned folder) into tensors."""
+"""Load one split of a dataset dir (IDX, captioned folder, shards or canonical IDX files) into tensors."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from unimm.data.canonical import CLASSES_FILE, CanonicalFiles, find_canonical
 from unimm.data.captions import CaptionTemplates
 from unimm.data.formats import META_FILE, SPLITS, iter_folder_rows, read_idx_split, read_meta, read_png
 
@@ -89,32 +90,69 @@ def _create_hint(root: Path) -> str:
     )
 
 
+def check_class_names(names: list[str], labels: torch.Tensor, where: str) -> list[str]:
+    """``names`` if they name every label in ``labels``; ``ValueError`` naming ``where`` otherwise."""
+    top = int(labels.max()) if labels.numel() else -1
+    if top >= len(names):
+        raise ValueError(f"{where}: {len(names)} class names, but the labels go up to {top} (one name per label)")
+    return list(names)
+
+
 def load_split(
-    path: str | Path, split: str, image_size: int | None = None, channels: int | None = None
+    path: str | Path,
+    split: str,
+    image_size: int | None = None,
+    channels: int | None = None,
+    class_names: list[str] | None = None,
 ) -> ImageTextData:
-    """Read ``split`` of the dataset at ``path`` (format from ``meta.json``), resizing/converting if asked."""
+    """Read ``split`` of the dataset at ``path``, resizing/converting if asked.
+
+    The format comes from ``meta.json`` (IDX, folder or shards), or from the names of canonical IDX files
+    (``train-images-idx3-ubyte[.gz]``, ... see ``canonical.py``). ``class_names`` (``data.class_names``)
+    replace the dataset's own (``meta.json``, ``classes.txt``).
+    """
     root = Path(path)
-    if not (root / META_FILE).is_file():
-        raise FileNotFoundError(f"dataset not found at {root} (no {META_FILE}); {_create_hint(root)}")
+    canonical = None if (root / META_FILE).is_file() else find_canonical(root)
+    if canonical is None and not (root / META_FILE).is_file():
+        raise FileNotFoundError(
+            f"dataset not found at {root} (no {META_FILE}, no train-images-idx3-ubyte[.gz]); {_create_hint(root)}, "
+            "or point data.path at a directory of canonical IDX files"
+        )
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     from unimm.data.shards import is_shard_dataset, load_shard_split  # here: shards imports this module
 
-    if is_shard_dataset(root):
-        return load_shard_split(root, split, image_size, channels)
+    if is_shard_dataset(root):  # images may differ in size: each is converted and resized on its own
+        data = load_shard_split(root, split, image_size, channels)
+    else:
+        data = _load_canonical(canonical, split) if canonical is not None else _load_with_meta(root, split)
+        if channels is not None:
+            data.images = convert_channels(data.images, channels)
+        if image_size is not None:
+            data.images = resize(data.images, image_size)
+    if class_names is not None:
+        data.class_names = check_class_names(class_names, data.labels, f"data.class_names for {root}")
+    return data
+
+
+def _load_canonical(files: CanonicalFiles, split: str) -> ImageTextData:
+    pixels, labels = files.read_split(split)
+    names = files.class_names()
+    labels_t = torch.from_numpy(labels).long()
+    if names is not None:
+        names = check_class_names(names, labels_t, str(files.root / CLASSES_FILE))
+    return ImageTextData(_to_nchw(pixels), labels_t, None, names, "generic", files.name)
+
+
+def _load_with_meta(root: Path, split: str) -> ImageTextData:
     meta = read_meta(root)
     captions: list[str] | None = None
     if meta["format"] == "idx":
         pixels, labels = read_idx_split(root, split)
     else:
         pixels, labels, captions = _load_folder(root, split)
-    images = _to_nchw(pixels)
-    if channels is not None:
-        images = convert_channels(images, channels)
-    if image_size is not None:
-        images = resize(images, image_size)
     return ImageTextData(
-        images=images,
+        images=_to_nchw(pixels),
         labels=torch.from_numpy(labels).long(),
         captions=captions,
         class_names=meta.get("class_names"),
@@ -126,5 +164,8 @@ def load_split(
 def templates_for(data: ImageTextData) -> CaptionTemplates:
     """Caption/VQA templates for a labelled dataset; ``ValueError`` if it has no class names."""
     if not data.class_names:
-        raise ValueError(f"dataset {data.name!r} has no class_names, so it has no caption templates")
+        raise ValueError(
+            f"dataset {data.name!r} has no class_names, so it has no caption templates; name the labels in "
+            f"data.class_names (or, for canonical IDX files, in a {CLASSES_FILE} beside them: line i names label i)"
+        )
     return CaptionTemplates(data.class_names, data.caption_kind)

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from unimm.data.canonical import find_canonical
 from unimm.data.datasets import ImageTextData, _to_nchw, convert_channels, resize
 from unimm.data.formats import META_FILE, SPLITS, encode_png, make_meta, write_meta
 from unimm.data.sources import Record, SkipStats, Source, counted, read_shards
@@ -170,9 +171,13 @@ def convert_to_shards(
     """Stream ``source`` into a shard dataset at ``out``; returns the meta written to ``meta.json``.
 
     A record keeps the split its source names; others are split by a hash of their group (image) or key.
+    Canonical IDX files (``mnist-idx``) need class names (``classes.txt``): their captions are made from them.
     """
     if not 0 <= val_fraction + test_fraction < 1 or min(val_fraction, test_fraction) < 0:
         raise ValueError(f"need 0 <= val/test fractions with sum < 1, got {val_fraction} and {test_fraction}")
+    canonical = find_canonical(source.path) if source.format == "mnist-idx" else None
+    if canonical is not None:  # without files the reader says so
+        canonical.require_class_names()
     out = Path(out)
     if (out / META_FILE).exists():
         if not force:

@@ -7,6 +7,9 @@ Formats (``FORMATS``):
 ``llava``       a JSON list (or jsonl) of ``{id, image, conversations: [{from: human|gpt, value}]}``.
 ``interleaved`` jsonl documents, OBELICS ``{texts, images}`` or MMC4 ``{text_list, image_info}``.
 ``imagefolder`` images with same-stem ``.txt`` captions, or a ``metadata.jsonl``/``captions.jsonl``.
+``mnist-idx``   canonical IDX files (``train-images-idx3-ubyte[.gz]``, ``t10k-...``; ``canonical.py``): a record per
+                image, split as ``load_split`` splits them, its text a class template caption (names from
+                ``classes.txt``; ``label <n>`` without one, which ``convert`` refuses).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import random
 import re
 import tarfile
 import zlib
@@ -26,9 +30,11 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from unimm.data.canonical import find_canonical, is_canonical_name, val_indices
+from unimm.data.captions import CaptionTemplates
 from unimm.data.formats import SPLITS
 
-FORMATS = ("webdataset", "coco", "llava", "interleaved", "imagefolder")
+FORMATS = ("webdataset", "coco", "llava", "interleaved", "imagefolder", "mnist-idx")
 IMAGE_EXTS = ("png", "jpg", "jpeg", "webp", "bmp", "gif")
 TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz")
 MAX_EXAMPLES = 5  # offending keys kept for the report
@@ -470,12 +476,37 @@ def _read_imagefolder(path: str | Path, stats: SkipStats) -> Iterator[Record]:
             yield Record(key, image, text, split=split if split in SPLITS else None)
 
 
+def _read_mnist_idx(path: str | Path, stats: SkipStats) -> Iterator[Record]:
+    files = find_canonical(path)
+    if files is None:
+        raise ValueError(f"{path}: no canonical IDX files (train-images-idx3-ubyte[.gz], ...)")
+    names = files.class_names()
+    templates = CaptionTemplates(names, "generic") if names else None
+    for part in ("train", "test"):
+        if (part, "images") not in files.files:
+            continue
+        images, labels = files.read_part(part)
+        if images.ndim == 4 and images.shape[-1] not in (1, 3):
+            raise ValueError(f"{files.files[(part, 'images')]}: {images.shape[-1]} channels; records hold grey or RGB")
+        if names and labels.size and labels.max() >= len(names):
+            raise ValueError(f"{files.root}: {len(names)} class names, but the labels go up to {labels.max()}")
+        held = np.zeros(len(images), dtype=bool)
+        if part == "train":
+            held[val_indices(len(images))] = True
+        for i, (image, label) in enumerate(zip(images, labels.tolist(), strict=True)):
+            key = f"{part}-{i:06d}"
+            text = templates.caption(label, random.Random(key)) if templates else f"label {label}"
+            split = "test" if part == "test" else "val" if held[i] else "train"
+            yield Record(key, image[..., 0] if image.ndim == 3 and image.shape[-1] == 1 else image, text, split=split)
+
+
 _READERS: dict[str, Callable[[Any, SkipStats], Iterator[Record]]] = {
     "webdataset": _read_webdataset,
     "coco": _read_coco,
     "llava": _read_llava,
     "interleaved": _read_interleaved,
     "imagefolder": _read_imagefolder,
+    "mnist-idx": _read_mnist_idx,
 }
 
 
@@ -516,6 +547,8 @@ def _json_format(path: Path) -> str | None:
 
 def _file_format(path: Path) -> str | None:
     name = path.name.lower()
+    if is_canonical_name(path.name):
+        return "mnist-idx"
     if name.endswith(TAR_SUFFIXES):
         return "webdataset"
     if name.endswith(".jsonl"):
@@ -534,6 +567,8 @@ def detect_format(path: str | Path) -> str:
         raise FileNotFoundError(f"{path}: no such file or directory")
     if path.is_file():
         fmt = _file_format(path)
+    elif find_canonical(path) is not None:
+        fmt = "mnist-idx"
     elif any(p.name.lower().endswith(TAR_SUFFIXES) for p in path.rglob("*")):
         fmt = "webdataset"
     elif list((path / "annotations").glob("captions_*.json")) or list(path.glob("captions_*.json")):

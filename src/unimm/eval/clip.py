@@ -140,23 +140,26 @@ def load_or_train_clip(
     dim: int = 64,
     seed: int = 0,
     progress: bool = False,
+    class_names: list[str] | None = None,
 ) -> tuple[ClipModel, float]:
     """A CLIP for the dataset at ``data_path`` and its retrieval accuracy on ``eval_split``.
 
     Weights and vocabulary live in ``cache_dir/clip-<key>.safetensors`` (default ``$UNIMM_CACHE/clip``); the
     key hashes the dataset files and every setting above, so a changed dataset or recipe trains afresh
-    and an unchanged one loads.
+    and an unchanged one loads. ``class_names`` (``data.class_names``) replace the dataset's own.
     """
     settings = dict(
         split=split, image_size=image_size, channels=channels, eval_split=eval_split,
         steps=steps, batch_size=batch_size, dim=dim, seed=seed, arch=ARCH_VERSION,
     )  # fmt: skip
+    if class_names is not None:  # only then: the keys of caches written before the setting stay valid
+        settings["class_names"] = list(class_names)
     path = cache_path("clip", data_path, settings, cache_dir or default_cache() / "clip")
     if path.is_file():
         return _load(path)
-    data = load_split(data_path, split, image_size, channels)
+    data = load_split(data_path, split, image_size, channels, class_names)
     model = train_clip(data, steps=steps, batch_size=batch_size, dim=dim, seed=seed, progress=progress)
-    acc = retrieval_accuracy(model, load_split(data_path, eval_split, image_size, channels))
+    acc = retrieval_accuracy(model, load_split(data_path, eval_split, image_size, channels, class_names))
     meta = {
         "config": json.dumps(model.config),
         "vocab": json.dumps(model.vocab.tokens),

@@ -191,8 +191,8 @@ def evaluate(
     s = _suite(suite)
     cfg = model.cfg
     path = data_path or cfg.data.path
-    size, ch = cfg.data.image_size, cfg.data.channels
-    test = load_split(path, "test", size, ch)
+    size, ch, names = cfg.data.image_size, cfg.data.channels, cfg.data.class_names
+    test = load_split(path, "test", size, ch, names)
     cache = Path(cache_dir).expanduser() if cache_dir is not None else default_cache()
     model.eval()
     inception = inception_extractor(inception_weights) if inception_weights is not None else None  # fail early
@@ -205,7 +205,7 @@ def evaluate(
     clip, clip_acc, extractor, features = None, None, None, None
     if s.distribution:
         clip, clip_acc = load_or_train_clip(path, "train", size, ch, cache / "clip", steps=s.clip_steps,
-                                            progress=progress)  # fmt: skip
+                                            progress=progress, class_names=names)  # fmt: skip
         if inception is not None:  # the standard FID features, from weights the user has locally
             extractor, features = inception, f"InceptionV3 ({inception_weights})"
         elif clf is not None:

@@ -13,6 +13,7 @@ a packed batch; ``caption`` and ``generate`` are the two directions of use, each
 that owns the algorithm.
 """
 
+import warnings
 from pathlib import Path
 
 import torch
@@ -20,8 +21,11 @@ from torch import nn
 
 from unimm.checkpoint import atomic_write_text, load_weights, save_weights
 from unimm.config import Config, dump_toml, load_config
+from unimm.data.image_stats import ImageStats
+from unimm.data.transparency import assumed_background
 from unimm.models.context import ModelContext
 from unimm.models.contracts import PrepareData, Reader, TextObjective, Writer
+from unimm.models.inputs import check_images, unusual_message
 from unimm.nn.backbone import Backbone, BackboneConfig
 from unimm.sequence import Batch, SpecialIds
 from unimm.settings import LAYERS, READERS, TEXT, WRITERS
@@ -79,6 +83,16 @@ class UnifiedModel(nn.Module):
             text=self.text,
         )
         self.writer.init_weights(self.ctx)
+        self.image_stats: ImageStats | None = None  # of the training images: set by training, saved with the model
+        self._warned_unusual = False
+
+    @property
+    def background(self) -> tuple[float, ...]:
+        """Per channel in [-1, 1]: what transparent pixels of an input become (the training images' background,
+        else ``assumed_background``: black for one channel, white for RGB)."""
+        if self.image_stats is not None:
+            return self.image_stats.background
+        return assumed_background(self.cfg.data.channels)
 
     # ----------------------------------------------------------------------------- parts
     def prepare(
@@ -231,11 +245,18 @@ class UnifiedModel(nn.Module):
         generator: torch.Generator | None = None,
         use_cache: bool = True,
     ) -> list[str]:
-        """Images [B, C, H, W] in [-1, 1] -> captions (or answers to ``question``), by the text objective's
+        """Images [B, C, H, W], float in [-1, 1] -> captions (or answers to ``question``), by the text objective's
         decoder; unset arguments are read from ``cfg.sample`` now. Next-token decoding uses a KV cache;
         ``use_cache=False`` re-runs the whole sequence at every step (the reference the cached path is
-        tested against)."""
+        tested against). ``ValueError`` for another dtype, shape or value range (``models/inputs.py``); a
+        warning, once per model, for images far from the training images (``image_stats``)."""
         s = self.cfg.sample
+        check_images(images, self.cfg.data.channels, self.cfg.data.image_size, self.image_stats)
+        if self.image_stats is not None and not self._warned_unusual:
+            message = unusual_message(images, self.image_stats)
+            if message is not None:
+                self._warned_unusual = True
+                warnings.warn(message, UserWarning, stacklevel=3)  # the caller, past no_grad's wrapper
         images = images.to(self.ctx.device).float()
         temperature = s.temperature if temperature is None else temperature
         max_new = max_new_tokens or s.max_new_tokens
@@ -248,10 +269,12 @@ class UnifiedModel(nn.Module):
 
     # ----------------------------------------------------------------------------- persistence
     def save_pretrained(self, directory: str | Path, state_dict: dict | None = None) -> Path:
-        """Write config.toml, model.safetensors and tokenizer/ (each atomically)."""
+        """Write config.toml, model.safetensors, tokenizer/ and, when known, image_stats.json (each atomically)."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         self.tokenizer.save(directory / "tokenizer")
+        if self.image_stats is not None:
+            self.image_stats.save(directory)
         atomic_write_text(directory / "config.toml", dump_toml(self.cfg))
         save_weights(state_dict if state_dict is not None else self.state_dict(), directory / "model.safetensors")
         return directory
@@ -267,4 +290,5 @@ class UnifiedModel(nn.Module):
         if missing or unexpected:
             raise ValueError(f"{directory / weights}: missing {missing[:5]}, unexpected {unexpected[:5]}")
         model.freeze_fixed()
+        model.image_stats = ImageStats.load(directory)
         return model.eval()

@@ -1,10 +1,11 @@
 """The training loop: one readable function from a config to a run directory.
 
-Run directory layout: ``config.toml`` (resolved), ``tokenizer/``, ``model.safetensors`` (latest
-weights, EMA weights when EMA is on), ``checkpoints/step_NNNNNNN/`` (``model.safetensors``,
-``ema.safetensors``, ``train_state.pt``; or a sharded ``dcp/`` under FSDP2), ``checkpoints/latest`` (name of
-the newest complete checkpoint), ``metrics.jsonl``, tensorboard events under ``tb/``. Data parallelism
-(``train.parallel``), the shard layout and checkpoint formats are in ``distributed.py`` and ``checkpoints.py``.
+Run directory layout: ``config.toml`` (resolved), ``tokenizer/``, ``image_stats.json`` (pixel statistics of
+the training images, to judge inputs), ``model.safetensors`` (latest weights, EMA weights when EMA is on),
+``checkpoints/step_NNNNNNN/`` (``model.safetensors``, ``ema.safetensors``, ``train_state.pt``; or a sharded
+``dcp/`` under FSDP2), ``checkpoints/latest`` (name of the newest complete checkpoint), ``metrics.jsonl``,
+tensorboard events under ``tb/``. Data parallelism (``train.parallel``), the shard layout and checkpoint
+formats are in ``distributed.py`` and ``checkpoints.py``.
 """
 
 import json
@@ -20,6 +21,7 @@ from tqdm.auto import tqdm
 from unimm.checkpoint import atomic_write_text
 from unimm.config import Config, TokenizerConfig, dump_toml, load_config
 from unimm.data import load_split, templates_for
+from unimm.data.image_stats import ImageStats
 from unimm.flops import count_flops
 from unimm.models import UnifiedModel
 from unimm.optim import EMA, build_optimizer, warmup_cosine
@@ -41,13 +43,16 @@ from unimm.train.stream import ExampleStream, one_caption_each
 
 
 def resolve_data(cfg: Config):
-    """Load the train split and fill ``data.image_size`` / ``data.channels`` from it when unset."""
+    """Load the train split and fill ``data.image_size`` / ``data.channels`` from it when unset; ``ValueError``
+    when it has neither captions nor class names for the labels (nothing to caption with)."""
     try:
-        data = load_split(cfg.data.path, "train", cfg.data.image_size, cfg.data.channels)
+        data = load_split(cfg.data.path, "train", cfg.data.image_size, cfg.data.channels, cfg.data.class_names)
     except FileNotFoundError as err:
         raise FileNotFoundError(f"data.path = {str(cfg.data.path)!r}: {err}") from None
     cfg.data.channels = int(data.images.shape[1])
     cfg.data.image_size = int(data.images.shape[-1])
+    if data.captions is None:
+        templates_for(data)  # raises, saying where class names come from
     templates = templates_for(data) if data.class_names and data.labels.ge(0).any() else None
     return data, templates
 
@@ -155,6 +160,7 @@ def _train(cfg: Config, out: Path, resume: bool, progress: bool, env: DistEnv) -
     torch.manual_seed(t_cfg.seed)
     tok = TextTokenizer.load(out / "tokenizer") if ckpt else build_tokenizer(cfg, data, templates)
     core = UnifiedModel(cfg, tok)
+    core.image_stats = ImageStats.of(data.images)  # what inputs to caption look like (no effect on training)
     check_answer_length(core, data, templates)
     if ckpt is None and env.main:  # a learned image tokenizer (VAE / VQ) trains first, then stays frozen
         captions = one_caption_each(data, templates, t_cfg.seed)
@@ -178,6 +184,7 @@ def _train(cfg: Config, out: Path, resume: bool, progress: bool, env: DistEnv) -
         atomic_write_text(out / "config.toml", dump_toml(cfg))
         tok.save(out / "tokenizer")
     if env.main:
+        core.image_stats.save(out)  # also into a run resumed from before the file was kept
         _trim_metrics(out / "metrics.jsonl", start)
     env.barrier()
 
