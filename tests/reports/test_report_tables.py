@@ -4,7 +4,15 @@ import json
 import shutil
 from pathlib import Path
 
-from unimm.reports.tables import PAGES, _blocks, demo_table, rewrite_tables, stale_tables, strategies_table
+from unimm.reports.tables import (
+    PAGES,
+    _blocks,
+    demo_table,
+    rewrite_tables,
+    seeds_table,
+    stale_tables,
+    strategies_table,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 PROVENANCE = {"commit": "0123456789abcdef0123456789abcdef01234567", "dirty": False, "date": "2030-01-02T03:04:05+00:00",
@@ -62,11 +70,29 @@ def test_tables_render_a_known_report(tmp_path):
     assert all("not regenerated yet" in row for row in rows[4:])  # no report.json at all
 
 
+def test_seeds_table_gives_each_seed_and_mean_sd(tmp_path):
+    _publish(tmp_path, "docs/demo", REPORT)
+    assert seeds_table(tmp_path, Path("."))[4].startswith("| 2 | – | – | – | – | not regenerated yet")
+    assert len(seeds_table(tmp_path, Path("."))) == 5  # one seed published: no spread row
+    low = {**REPORT, "eval": {**REPORT["eval"], "understanding": {**REPORT["eval"]["understanding"],
+                                                                   "caption_accuracy": 0.958}}}  # fmt: skip
+    _publish(tmp_path, "docs/demo/seeds/seed1", low)
+    _publish(tmp_path, "docs/demo/seeds/seed2", REPORT)
+    rows = seeds_table(tmp_path, Path("."))
+    assert rows[2] == "| 0 | 96.2 % | 95.8 % | 99.1 % | 7.8 min | [report](docs/demo/report.md), commit `0123456` |"
+    assert rows[3].startswith("| 1 | 95.8 % | 95.8 % |")
+    # caption 96.2, 95.8, 96.2: mean 96.07, sample s.d. 0.23
+    assert rows[5] == "| mean ± s.d. (3 seeds) | **96.1 ± 0.2 %** | **95.8 ± 0.0 %** | **99.1 ± 0.0 %** | 7.8 ± 0.0 min | |"
+
+
 def test_committed_tables_match_the_committed_reports():
     """The issue's check: every marked table of README.md and docs/strategies/README.md is what the committed
     report.json / eval.json files render; run `unimm reports --tables-only` after publishing reports."""
     names = {page: [m["name"] for m in _blocks((ROOT / page).read_text(), page)] for page in PAGES}
-    assert names == {"README.md": ["demo", "strategies", "eval"], "docs/strategies/README.md": ["strategies"]}
+    assert names == {
+        "README.md": ["demo", "demo-seeds", "strategies", "eval"],
+        "docs/strategies/README.md": ["strategies"],
+    }
     assert stale_tables(ROOT) == []
 
 

@@ -42,7 +42,8 @@ class Plan:
 
     @property
     def done(self) -> bool:
-        return (self.run_dir / "report" / "report.json").is_file() and (self.run_dir / "eval" / "eval.json").is_file()
+        evaluated = not self.target.evaluate or (self.run_dir / "eval" / "eval.json").is_file()
+        return (self.run_dir / "report" / "report.json").is_file() and evaluated
 
     def command(self) -> str:
         sets = [a for o in self.overrides for a in ("--set", o)]
@@ -61,6 +62,7 @@ def tokenizer_dir(root: Path, cache: Path) -> Path:
 
 def plan(target: Target, root: Path, cache: Path) -> Plan:
     overrides = [f'codec.tokenizer="{tokenizer_dir(root, cache)}"'] if target.vq else []
+    overrides += list(target.overrides)
     cfg = load_config(root / target.config, overrides)
     return Plan(target, overrides, cache / "reports" / f"{target.name}-{_key(dump_toml(cfg))}")
 
@@ -84,6 +86,8 @@ def run_target(p: Plan, root: Path, cache: Path, progress: bool) -> None:
         ensure_tokenizer(root, cache, progress)
     cfg = load_config(root / p.target.config, p.overrides)
     run_demo(cfg, p.run_dir, cache_dir=cache, progress=progress, command=p.command())
+    if not p.target.evaluate:
+        return
     t0 = time.perf_counter()
     result = evaluate(UnifiedModel.from_pretrained(p.run_dir), EVAL_SUITE, cache_dir=cache, run_dir=p.run_dir,
                       progress=progress)  # fmt: skip
@@ -107,9 +111,10 @@ def publish(p: Plan, root: Path) -> Path:
               p.run_dir / "codec.json"]:  # fmt: skip
         if f.is_file():
             shutil.copy2(f, docs / f.name)
-    (docs / "eval").mkdir()
-    for name in ("eval.json", "eval.md", "samples.png"):  # eval.md links only the overview grid
-        shutil.copy2(p.run_dir / "eval" / name, docs / "eval" / name)
+    if p.target.evaluate:
+        (docs / "eval").mkdir()
+        for name in ("eval.json", "eval.md", "samples.png"):  # eval.md links only the overview grid
+            shutil.copy2(p.run_dir / "eval" / name, docs / "eval" / name)
     return docs
 
 
@@ -138,6 +143,7 @@ def describe(targets: list[Target], root: Path, cache: Path | None = None) -> li
     for t in targets:
         p = plan(t, root, cache)
         state = "finished; publish only" if p.done else "to run"
-        lines.append(f"{t.name}: {p.command()} ; unimm eval --suite {EVAL_SUITE} -> {t.docs}  [{state}]")
+        then = f" ; unimm eval --suite {EVAL_SUITE}" if t.evaluate else ""
+        lines.append(f"{t.name}: {p.command()}{then} -> {t.docs}  [{state}]")
     lines.append("then: rewrite the marked tables of README.md and docs/strategies/README.md")
     return lines
