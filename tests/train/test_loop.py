@@ -1,6 +1,7 @@
 """The training loop: exact resume, run-dir contents, atomic checkpoints, clear errors."""
 
 import json
+import re
 
 import pytest
 import torch
@@ -60,6 +61,26 @@ def test_existing_run_is_not_overwritten_and_missing_resume_is_clear(digits_dir,
         train(_cfg(digits_dir, 2), tmp_path / "r", progress=False)
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
         train(_cfg(digits_dir, 2), tmp_path / "empty", resume=True, progress=False)
+
+
+def test_too_short_max_seq_len_is_refused_before_training_and_names_the_length(digits_dir, tmp_path):
+    """A max_seq_len that fits no caption or prompt used to train to the end and leave a model that could neither
+    caption nor generate; the error names the length needed, and exactly that length trains, captions and
+    generates."""
+    with pytest.raises(ValueError, match=r"model.max_seq_len = 20 is too short: .* set model.max_seq_len >= \d+$") as e:
+        train(_cfg(digits_dir, 2, **{"model.max_seq_len": 20}), tmp_path / "short", progress=False)
+    assert not (tmp_path / "short" / "checkpoints").exists()  # refused before anything trained
+    need = int(re.search(r">= (\d+)$", str(e.value)).group(1))
+    with pytest.raises(ValueError, match=f">= {need}$"):
+        train(_cfg(digits_dir, 2, **{"model.max_seq_len": need - 1}), tmp_path / "one-short", progress=False)
+    out = train(_cfg(digits_dir, 2, **{"model.max_seq_len": need}), tmp_path / "fits", progress=False)
+    model = UnifiedModel.from_pretrained(out)
+    data, templates = resolve_data(model.cfg)
+    images = data.images[:2]
+    longest_question = max((q for q, _ in templates.all_vqa()), key=lambda q: len(model.tokenizer.encode(q)))
+    longest_caption = max(templates.all_texts(), key=lambda t: len(model.tokenizer.encode(t)))
+    assert len(model.caption(images)) == len(model.caption(images, question=longest_question)) == 2
+    assert model.generate([longest_caption], steps=2).shape == (1, 1, 8, 8)
 
 
 def test_stream_is_a_pure_function_of_seed_and_index(digits_dir):

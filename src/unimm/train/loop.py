@@ -24,7 +24,7 @@ from unimm.flops import count_flops
 from unimm.models import UnifiedModel
 from unimm.optim import EMA, build_optimizer, warmup_cosine
 from unimm.sequence import Batch
-from unimm.tasks import training_spans
+from unimm.tasks import longest_sequences, training_spans
 from unimm.tokenizers.text import TextTokenizer
 from unimm.train.bad_steps import BadSteps, describe_batch
 from unimm.train.checkpoints import latest_checkpoint, load_checkpoint, remove_leftovers, save_checkpoint
@@ -66,6 +66,28 @@ def check_answer_length(model: UnifiedModel, data, templates) -> None:
         raise ValueError(
             f"text.answer_len = {n} is the fixed answer length of masked text, but the longest "
             f"caption or answer needs {longest} tokens with <eos>; set text.answer_len >= {longest}"
+        )
+
+
+def check_sequence_length(model: UnifiedModel, data, templates) -> None:
+    """The longest sequence of training and of sampling (image tokens, the longest caption, question and answer,
+    the special tokens, the text decoded) must fit ``model.max_seq_len``: checked before anything trains, since
+    a run past it would train and then neither caption nor generate."""
+    captions = data.captions
+    if captions is None and templates is not None:
+        captions = [c for label in range(templates.num_classes) for c in templates.all_captions(label)]
+    vqa = templates.all_vqa() if templates is not None else []
+    decode = model.layout.answer_len or model.cfg.sample.max_new_tokens
+    lengths = longest_sequences(model.layout, model.tokenizer, captions or [], vqa, decode)
+    limit = model.cfg.model.max_seq_len
+    if lengths and max(lengths.values()) > limit:
+        what, need = max(lengths.items(), key=lambda kv: kv[1])
+        decoded = "text.answer_len" if model.layout.answer_len else "sample.max_new_tokens"
+        every = ", ".join(f"{k} {v}" for k, v in lengths.items())
+        raise ValueError(
+            f"model.max_seq_len = {limit} is too short: {what} needs {need} positions (longest sequence of each "
+            f"use, image tokens and special tokens included, sampling with {decoded} = {decode}: {every}); "
+            f"set model.max_seq_len >= {need}"
         )
 
 
@@ -153,6 +175,7 @@ def _train(cfg: Config, out: Path, resume: bool, progress: bool, env: DistEnv) -
     tok = TextTokenizer.load(out / "tokenizer") if ckpt else build_tokenizer(cfg, data, templates)
     core = UnifiedModel(cfg, tok)
     check_answer_length(core, data, templates)
+    check_sequence_length(core, data, templates)
     if ckpt is None and env.main:  # a learned image tokenizer (VAE / VQ) trains first, then stays frozen
         captions = one_caption_each(data, templates, t_cfg.seed)
         codec_stats = core.prepare(data.images, data.labels, t_cfg.seed, progress, captions)
