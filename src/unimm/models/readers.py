@@ -87,10 +87,16 @@ class ViTReader(Reader):
         queries = getattr(s.connector, "queries", None)  # pooling connectors: that many tokens on a grid
         self.grid = squarest_grid(queries) if queries else (self.vit.grid, self.vit.grid)
 
+    def preparation(self, labels: torch.Tensor | None) -> list[tuple[str, int, str]]:
+        steps = self.settings.pretrain_steps
+        if not steps or labels is None or not bool((labels >= 0).any()):
+            return []
+        return [("pre-training the ViT reader as a classifier", steps, "reader.pretrain_steps")]
+
     def prepare(self, data: PrepareData) -> dict:
         """Pre-train the ViT as a classifier (mean-pooled features -> linear head, discarded after)."""
         labels, steps = data.labels, self.settings.pretrain_steps
-        if not steps or labels is None or not bool((labels >= 0).any()):
+        if not self.preparation(labels):
             return {}
         keep = labels >= 0
         images, labels = data.images[keep], labels[keep]
