@@ -84,12 +84,16 @@ class TrainSection(_Section):
     flops_every: int = Field(
         10, ge=0, description="count FLOPs (torch FlopCounterMode) on every n-th step, scaled by tokens; 0 = off"
     )
+    val_every: int = Field(
+        250, ge=0, description="held-out loss on the val split (val_loss) every n-th step and at the last; 0 = off"
+    )
+    val_batches: int = Field(4, gt=0, description="val batches of train.batch_size examples per val_loss")
     threads: int | None = Field(None, gt=0)
     tensorboard: bool = True
     parallel: Literal["none", "ddp", "fsdp"] = Field(
         "none",
-        description="none (one process) | ddp (DistributedDataParallel) | fsdp (FSDP2 fully_shard); ddp / fsdp "
-        "need torchrun, e.g. torchrun --nproc-per-node 2 -m unimm train CONFIG --set train.parallel=ddp",
+        description="none (one process; ddp when launched by torchrun as several) | ddp (DistributedDataParallel) | "
+        "fsdp (FSDP2 fully_shard); ddp / fsdp need torchrun, e.g. torchrun --nproc-per-node 2 -m unimm train CONFIG",
     )
     batch_shards: int | None = Field(
         None,
