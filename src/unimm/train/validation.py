@@ -29,6 +29,8 @@ class Validation:
         self.every, self.batches, self.shards, self.env = t.val_every, t.val_batches, t.batch_shards, env
         self.seed, self.precision = t.seed, t.precision
         data = load_split(cfg.data.path, "val", cfg.data.image_size, cfg.data.channels)
+        if not len(data):
+            raise ValueError("it holds no examples")
         mix = cfg.data.model_copy(update={"shift": 0})
         self.stream = ExampleStream(data, templates, mix, t.batch_size // self.shards, t.seed)
 
