@@ -78,6 +78,18 @@ def test_bad_number_and_cross_field_checks():
         validate({"denoiser": {"kind": "ddpm"}, "sample": {"sampler": "flow_euler"}})
 
 
+def test_odd_head_size_is_one_line_naming_the_keys():
+    """RoPE rotates pairs of a head's channels: an odd head size would pass and then crash in nn/rope.py."""
+    with pytest.raises(ConfigError) as e:
+        load_config(None, ["model.dim=68", "model.heads=4"])
+    assert "\n" not in str(e.value) and "model.dim / model.heads = 68 / 4 = 17" in str(e.value)
+    with pytest.raises(ConfigError, match=r"reader.dim / reader.heads = 34 / 2 = 17"):
+        load_config(None, ['reader={kind = "vit", dim = 34, heads = 2}'])
+    with pytest.raises(ConfigError, match=r"reader.dim \(30\) must be divisible by reader.heads \(4\)"):
+        load_config(None, ['reader={kind = "vit", dim = 30, heads = 4}'])
+    assert load_config(None, ["model.dim=60", "model.heads=6"]).model.dim == 60  # head size 10: fine
+
+
 def test_unknown_section_and_bad_override_syntax(tmp_path):
     with pytest.raises(ConfigError, match="unknown config key 'modle'"):
         validate({"modle": {}})

@@ -2,7 +2,18 @@
 
 import torch
 
-from unimm.sequence import IGNORE, IMAGE, TEXT, ImageSpan, SpecialIds, TextSpan, attention_mask, collate, pack
+from unimm.sequence import (
+    IGNORE,
+    IMAGE,
+    TEXT,
+    ImageSpan,
+    SpecialIds,
+    TextSpan,
+    attention_mask,
+    collate,
+    pack,
+    packed_length,
+)
 
 SP = SpecialIds(pad=0, boi=3, eoi=4, img=5)
 
@@ -23,6 +34,15 @@ def test_text_then_image_layout():
     assert p.images[0] is image and p.image_index.tolist() == [-1] * 4 + [0] * 4 + [-1] * 2
     assert p.block.tolist() == [-1] * 4 + [1] * 4 + [-1] * 2
     assert p.image_generate == [True] and p.next_position == 8
+
+
+def test_packed_length_counts_what_pack_lays_out():
+    for spans in (
+        [TextSpan([1, 10, 11]), ImageSpan(None, (2, 3), generate=True), TextSpan([2])],
+        [TextSpan([1]), ImageSpan(None, (1, 1)), TextSpan([7, 8, 9], loss=False), ImageSpan(None, (4, 4))],
+        [TextSpan([1, 2]), ImageSpan(None, (2, 2), causal=True), TextSpan([])],
+    ):
+        assert packed_length(spans) == len(pack(spans, SP).tokens)
 
 
 def test_loss_false_span_gives_no_targets():

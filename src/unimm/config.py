@@ -19,6 +19,17 @@ from unimm.settings import registry as _registry
 _Section = Section
 
 
+def rope_head_dim(dim_key: str, dim: int, heads_key: str, heads: int) -> None:
+    """RoPE (``nn/rope.py``) rotates pairs of a head's channels, one frequency per pair: a head needs an even
+    size. (The 3-axis positions spread the frequencies over the axes in turn, so any number of pairs works.)"""
+    head = dim // heads
+    if head % 2:
+        raise ValueError(
+            f"{dim_key} / {heads_key} = {dim} / {heads} = {head}, an odd head size: RoPE rotates pairs of channels; "
+            f"choose {dim_key} and {heads_key} so that {dim_key} / {heads_key} is even"
+        )
+
+
 class ModelSection(_Section):
     """The backbone: a Llama-style transformer (the layer kind is its own part, ``[layers]``)."""
 
@@ -35,6 +46,7 @@ class ModelSection(_Section):
     def _heads_divide(self) -> "ModelSection":
         if self.dim % self.heads:
             raise ValueError(f"model.dim ({self.dim}) must be divisible by model.heads ({self.heads})")
+        rope_head_dim("model.dim", self.dim, "model.heads", self.heads)
         if self.heads % (self.kv_heads or self.heads):
             raise ValueError(f"model.heads ({self.heads}) must be divisible by model.kv_heads")
         return self
@@ -93,12 +105,16 @@ class TrainSection(_Section):
         description="count FLOPs (torch FlopCounterMode, ~50 % slower on the steps it counts) on every n-th step, "
         "scaled by tokens; 0 = off",
     )
+    val_every: int = Field(
+        250, ge=0, description="held-out loss on the val split (val_loss) every n-th step and at the last; 0 = off"
+    )
+    val_batches: int = Field(4, gt=0, description="val batches of train.batch_size examples per val_loss")
     threads: int | None = Field(None, gt=0)
     tensorboard: bool = True
     parallel: Literal["none", "ddp", "fsdp"] = Field(
         "none",
-        description="none (one process) | ddp (DistributedDataParallel) | fsdp (FSDP2 fully_shard); ddp / fsdp "
-        "need torchrun, e.g. torchrun --nproc-per-node 2 -m unimm train CONFIG --set train.parallel=ddp",
+        description="none (one process; ddp when launched by torchrun as several) | ddp (DistributedDataParallel) | "
+        "fsdp (FSDP2 fully_shard); ddp / fsdp need torchrun, e.g. torchrun --nproc-per-node 2 -m unimm train CONFIG",
     )
     batch_shards: int | None = Field(
         None,

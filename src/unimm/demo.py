@@ -32,7 +32,7 @@ from unimm.io import grid_image
 from unimm.models import UnifiedModel
 from unimm.provenance import provenance
 from unimm.train import train
-from unimm.train.loop import latest_checkpoint
+from unimm.train.checkpoints import latest_checkpoint
 
 console = Console()
 

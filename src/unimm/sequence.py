@@ -68,6 +68,11 @@ class Packed:
     next_position: int = 0
 
 
+def packed_length(spans: list[TextSpan | ImageSpan]) -> int:
+    """The number of positions ``pack`` gives ``spans``: one per text token, ``<boi>`` + h*w + ``<eoi>`` per image."""
+    return sum(len(sp.ids) if isinstance(sp, TextSpan) else sp.grid[0] * sp.grid[1] + 2 for sp in spans)
+
+
 def pack(spans: list[TextSpan | ImageSpan], special: SpecialIds) -> Packed:
     tokens: list[int] = []
     modality: list[int] = []

@@ -17,7 +17,7 @@ from typing import Literal
 
 import torch
 
-from unimm.sequence import ImageSpan, TextSpan
+from unimm.sequence import ImageSpan, TextSpan, packed_length
 from unimm.tokenizers.text import TextTokenizer
 
 Task = Literal["t2i", "caption", "vqa"]
@@ -87,3 +87,22 @@ def understanding_prompt(
     if question:
         spans.append(TextSpan([*tok.encode(question), tok.sep_id], loss=False))
     return spans
+
+
+def longest_sequences(
+    layout: Layout, tok: TextTokenizer, captions: list[str], vqa: list[tuple[str, str]], decode_len: int
+) -> dict[str, int]:
+    """The longest sequence, in positions, of each use of the model: training on each task and sampling, whose
+    prompts leave room for ``decode_len`` text tokens to decode. ``captions``: every caption trained on (also the
+    generation prompts); ``vqa``: every (question, answer) pair. A task without texts is left out."""
+    lengths = {}
+    if captions:
+        caption = max(captions, key=lambda t: len(tok.encode(t)))
+        lengths["text-to-image"] = packed_length(training_spans(Example("t2i", caption), None, layout, tok))
+        lengths["captioning"] = packed_length(training_spans(Example("caption", caption), None, layout, tok))
+        lengths["caption sampling"] = packed_length(understanding_prompt(None, layout, tok)) + decode_len
+    if vqa:
+        lengths["VQA"] = max(packed_length(training_spans(Example("vqa", q, a), None, layout, tok)) for q, a in vqa)
+        question = max((q for q, _ in vqa), key=lambda t: len(tok.encode(t)))
+        lengths["VQA sampling"] = packed_length(understanding_prompt(None, layout, tok, question)) + decode_len
+    return lengths

@@ -28,7 +28,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _torchrun(nproc: int, out: Path, overrides: list[str]) -> None:
+def _torchrun(nproc: int, out: Path, overrides: list[str]) -> subprocess.CompletedProcess:
     """``torchrun --nproc-per-node nproc -m unimm train`` on CPU, one thread per process."""
     config = out.parent / "empty.toml"
     config.write_text("")
@@ -43,6 +43,7 @@ def _torchrun(nproc: int, out: Path, overrides: list[str]) -> None:
         shutil.rmtree(out, ignore_errors=True)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
     assert proc.stdout.count("run saved to") == 1  # rank 0 alone reports
+    return proc
 
 
 def _rows(out: Path) -> list[dict]:
@@ -51,7 +52,12 @@ def _rows(out: Path) -> list[dict]:
 
 def test_ddp_matches_one_process_on_the_same_global_batch(digits_dir, tmp_path):
     extra = {"train.steps": 4, "train.save_every": 4, "train.flops_every": 2, "train.threads": 1}
-    _torchrun(2, tmp_path / "ddp", tiny_overrides(digits_dir, **extra, **{"train.parallel": "ddp"}))
+    extra["train.val_every"] = 2
+    proc = _torchrun(2, tmp_path / "ddp", tiny_overrides(digits_dir, **extra))  # train.parallel left at none
+    assert proc.stdout.count("with train.parallel = 'none': training with ddp") == 1  # ddp, said once
+    assert 'parallel = "ddp"' in (tmp_path / "ddp" / "config.toml").read_text()
+    # DDP's reducer warns (from C++) when a step left no parameter unused: rank 0 alone says it
+    assert proc.stderr.count("find_unused_parameters=True was specified") == 1, proc.stderr[-3000:]
     # one process running the same two shards of each global batch of 8 one after the other
     one = load_config(None, tiny_overrides(digits_dir, **extra, **{"train.batch_shards": 2}))
     train(one, tmp_path / "one", progress=False)
@@ -62,6 +68,7 @@ def test_ddp_matches_one_process_on_the_same_global_batch(digits_dir, tmp_path):
         for key in ("loss", "text_loss", "image_loss", "grad_norm"):
             worst = max(worst, abs(a[key] - b[key]) / abs(b[key]))
         assert a["tokens"] == b["tokens"] and a["train_flops"] == b["train_flops"]  # FLOPs summed over ranks
+        assert a.get("val_loss") == b.get("val_loss")  # the same val shards, summed in the same order
     print(f"DDP vs one process: max relative loss difference {worst:.1e}")
     assert worst < 1e-5, worst
     wa, wb = load_weights(tmp_path / "ddp" / "model.safetensors"), load_weights(tmp_path / "one" / "model.safetensors")

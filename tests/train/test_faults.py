@@ -16,7 +16,7 @@ import torch
 import torch.distributed.checkpoint as dcp
 
 import unimm.train.loop as loop
-from conftest import tiny_overrides
+from conftest import tiny_overrides, train_until
 from unimm.checkpoint import load_state, load_weights
 from unimm.config import load_config
 from unimm.models import UnifiedModel
@@ -181,6 +181,33 @@ def test_resume_refuses_a_pickled_payload_and_names_a_truncated_file(digits_dir,
     weights.write_bytes(weights.read_bytes()[:1000])
     with pytest.raises(ValueError, match=f"{weights}.*corrupt or truncated"):
         train(_cfg(digits_dir, **{"train.steps": 4}), out, resume=True, progress=False)
+
+
+@pytest.mark.parametrize("damage", ["truncated weights", "missing train state"])
+def test_a_damaged_latest_checkpoint_falls_back_to_the_previous_one(digits_dir, tmp_path, capsys, damage):
+    """The previous checkpoint is kept for this: --resume warns, naming both, sets the damaged one aside (never
+    deleted) and ends on the weights of an uninterrupted run."""
+    extra = {"train.steps": 6, "train.save_every": 2, "train.ema": 0.9}
+    full = train(_cfg(digits_dir, **extra), tmp_path / "full", progress=False)
+    run = tmp_path / "run"
+    train_until(_cfg(digits_dir, **extra), run, stop_after=4)
+    ck = run / "checkpoints"
+    if damage == "truncated weights":
+        weights = ck / "step_0000004" / "model.safetensors"
+        weights.write_bytes(weights.read_bytes()[:1000])
+    else:
+        (ck / "step_0000004" / "train_state.pt").unlink()
+    capsys.readouterr()
+    train(_cfg(digits_dir, **extra), run, resume=True, progress=False)
+    warning = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
+    assert len(warning) == 1 and f"{ck / 'step_0000004'} does not load" in warning[0]
+    assert f"resuming from {ck / 'step_0000002'} instead (kept as {ck / 'corrupt_step_0000004'})" in warning[0]
+    assert (ck / "corrupt_step_0000004").is_dir() and (ck / "latest").read_text() == "step_0000006"
+    for name in ("checkpoints/step_0000006/model.safetensors", "model.safetensors"):  # weights, EMA weights
+        a, b = load_weights(full / name), load_weights(run / name)
+        assert all(torch.equal(a[k], b[k]) for k in a), name
+    steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert steps == list(range(1, 7))
 
 
 @pytest.mark.filterwarnings("ignore:torch.distributed is disabled")

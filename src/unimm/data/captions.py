@@ -88,6 +88,10 @@ class CaptionTemplates:
         """Every caption the templates can produce for ``label``."""
         return [self._fill(template, label) for template in self.caption_templates]
 
+    def all_vqa(self) -> list[tuple[str, str]]:
+        """Every (question, answer) pair the templates can produce."""
+        return [(q, self._fill(a, label)) for label in range(self.num_classes) for q, a in self.question_templates]
+
     def all_texts(self) -> list[str]:
         """Every caption, question and answer string the templates can produce (BPE training text)."""
         texts: list[str] = [question for question, _ in self.question_templates]

@@ -83,6 +83,10 @@ class Writer(nn.Module, ABC):
     def init_weights(self, ctx: ModelContext) -> None:
         """Initialise what it owns of the backbone's (nothing by default)."""
 
+    def preparation(self) -> list[tuple[str, int, str]]:
+        """What ``prepare`` will run before the transformer trains: (what, steps, the config key of the steps)."""
+        return self.codec.preparation()
+
     def prepare(self, data: PrepareData) -> dict:
         """Fit the codec on the training images; returns statistics for the run's codec.json."""
         return self.codec.prepare(data.images, seed=data.seed, progress=data.progress)
@@ -136,6 +140,10 @@ class Reader(nn.Module, ABC):
     def __init__(self, settings: Any) -> None:
         super().__init__()
         self.settings = settings
+
+    def preparation(self, labels: torch.Tensor | None) -> list[tuple[str, int, str]]:
+        """What ``prepare`` will run on data with ``labels``: (what, steps, the config key of the steps)."""
+        return []
 
     def prepare(self, data: PrepareData) -> dict:
         """Pre-train an encoder before the transformer trains (nothing by default)."""

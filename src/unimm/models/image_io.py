@@ -47,6 +47,9 @@ class PixelPatches(nn.Module):
         p, (h, w) = self.patch_size, self.grid
         return rearrange(patches, "b (h w) (c p1 p2) -> b c (h p1) (w p2)", h=h, w=w, p1=p, p2=p)
 
+    def preparation(self) -> list[tuple[str, int, str]]:
+        return []
+
     def prepare(self, images: torch.Tensor, seed: int = 0, progress: bool = True) -> dict:
         """Pixels need no fitting (a learned codec such as ``VAEPatches`` trains here)."""
         return {}

@@ -13,10 +13,10 @@ from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field, SerializeAsAny, field_validator
+from pydantic import Field, SerializeAsAny, field_validator, model_validator
 from torch import nn
 
-from unimm.config import Config
+from unimm.config import Config, rope_head_dim
 from unimm.models.contracts import PrepareData, Reader
 from unimm.models.vit import ViTEncoder
 from unimm.optim import pretrain
@@ -47,6 +47,13 @@ class ViTSettings(Settings):
     @classmethod
     def _connector_kind(cls, value: Any) -> Settings:
         return CONNECTORS.validate(value, "reader.connector")
+
+    @model_validator(mode="after")
+    def _heads_fit(self) -> "ViTSettings":
+        if self.dim % self.heads:
+            raise ValueError(f"reader.dim ({self.dim}) must be divisible by reader.heads ({self.heads})")
+        rope_head_dim("reader.dim", self.dim, "reader.heads", self.heads)
+        return self
 
 
 @READERS.register(SharedSettings)
@@ -80,10 +87,16 @@ class ViTReader(Reader):
         queries = getattr(s.connector, "queries", None)  # pooling connectors: that many tokens on a grid
         self.grid = squarest_grid(queries) if queries else (self.vit.grid, self.vit.grid)
 
+    def preparation(self, labels: torch.Tensor | None) -> list[tuple[str, int, str]]:
+        steps = self.settings.pretrain_steps
+        if not steps or labels is None or not bool((labels >= 0).any()):
+            return []
+        return [("pre-training the ViT reader as a classifier", steps, "reader.pretrain_steps")]
+
     def prepare(self, data: PrepareData) -> dict:
         """Pre-train the ViT as a classifier (mean-pooled features -> linear head, discarded after)."""
         labels, steps = data.labels, self.settings.pretrain_steps
-        if not steps or labels is None or not bool((labels >= 0).any()):
+        if not self.preparation(labels):
             return {}
         keep = labels >= 0
         images, labels = data.images[keep], labels[keep]

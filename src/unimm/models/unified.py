@@ -113,6 +113,10 @@ class UnifiedModel(nn.Module):
         stats.update(self.reader.prepare(data))
         return stats
 
+    def preparation(self, labels: torch.Tensor | None = None) -> list[tuple[str, int, str]]:
+        """What ``prepare`` will run on data with ``labels``: (what, steps, the config key of the steps) each."""
+        return self.writer.preparation() + self.reader.preparation(labels)
+
     def freeze_fixed(self) -> None:
         """Stop gradients into the parts that stay fixed while the transformer trains (image tokenizer,
         a frozen decoder)."""

@@ -128,6 +128,10 @@ class VAEPatches(nn.Module):
         z = rearrange(patches, "b (h w) (c p1 p2) -> b c (h p1) (w p2)", h=h, w=w, p1=p, p2=p)
         return self.vae.decode(z / self.scale)
 
+    def preparation(self) -> list[tuple[str, int, str]]:
+        """What ``prepare`` runs: (what, steps, the config key of the steps)."""
+        return [("fitting the VAE codec", self.fit_steps, "codec.steps")]
+
     def prepare(self, images: torch.Tensor, seed: int = 0, batch_size: int = 64, progress: bool = True) -> dict:
         """Train the VAE on ``images`` [N, C, H, W], set the latent scale to 1/std, then freeze it."""
         m = fit_image_tokenizer(

@@ -85,6 +85,10 @@ class VQCodes(nn.Module):
         h, w = self.grid
         return self.vq.decode(rearrange(codes, "b (h w) -> b h w", h=h, w=w))
 
+    def preparation(self) -> list[tuple[str, int, str]]:
+        """What ``prepare`` runs: (what, steps, the config key of the steps); loading a trained one costs none."""
+        return [] if self.pretrained else [("fitting the VQ codec", self.fit_steps, "codec.steps")]
+
     def prepare(self, images: torch.Tensor, seed: int = 0, batch_size: int = 64, progress: bool = True) -> dict:
         """Fit (or load) the tokenizer, freeze it, report its reconstruction on ``images`` [:1000]."""
         if self.pretrained:

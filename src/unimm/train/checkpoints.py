@@ -43,6 +43,56 @@ def latest_checkpoint(out: Path) -> Path | None:
     return ckpt
 
 
+def resume_candidates(out: Path) -> list[Path]:
+    """The checkpoints a resume may load, best first: the one ``checkpoints/latest`` names, then the older ones
+    kept (newest first); empty when the run has none."""
+    root = out / "checkpoints"
+    pointer = root / "latest"
+    if not pointer.is_file():
+        return []
+    named = root / pointer.read_text().strip()
+    older = sorted((p for p in root.glob("step_*") if p.is_dir() and p.name < named.name), reverse=True)
+    return [named, *older]
+
+
+def load_resumable(
+    out: Path, model: nn.Module, ema: EMA | None, opt: Optimizer, sched: LRScheduler
+) -> tuple[Path, dict, list[tuple[Path, str]]]:
+    """Load the newest checkpoint of ``resume_candidates`` that loads (each load overwrites all the state, so a
+    failed one leaves nothing behind). Returns (checkpoint, training state, [(checkpoint that failed, why)]);
+    raises ValueError with the first failure when none loads."""
+    failed: list[tuple[Path, str]] = []
+    for ckpt in resume_candidates(out):
+        if not (ckpt / "train_state.pt").is_file():
+            failed.append((ckpt, f"{ckpt} is incomplete (no train_state.pt)"))
+            continue
+        try:
+            return ckpt, load_checkpoint(ckpt, model, ema, opt, sched), failed
+        except (ValueError, FileNotFoundError, KeyError) as err:
+            failed.append((ckpt, str(err).splitlines()[0] if str(err) else type(err).__name__))
+    if not failed:
+        raise FileNotFoundError(f"--resume: no checkpoint in {out / 'checkpoints'}")
+    others = "".join(f"; {p.name} does not load either ({why})" for p, why in failed[1:])
+    raise ValueError(failed[0][1] + others)
+
+
+def set_aside(ckpt: Path) -> Path:
+    """Rename a checkpoint that does not load to ``corrupt_step_N`` (out of the ``step_*`` rotation, so it is
+    never deleted) and return its new path; a missing directory stays where it is named."""
+    if not ckpt.exists():
+        return ckpt
+    target, n = ckpt.with_name(f"corrupt_{ckpt.name}"), 1
+    while target.exists():
+        n += 1
+        target = ckpt.with_name(f"corrupt{n}_{ckpt.name}")
+    ckpt.rename(target)
+    return target
+
+
+def point_latest(out: Path, ckpt: Path) -> None:
+    atomic_write_text(out / "checkpoints" / "latest", ckpt.name)
+
+
 def remove_leftovers(out: Path) -> list[Path]:
     """Delete what a killed run left half-written (``.step_*.tmp`` directories, ``.*.tmp`` files of atomic
     writes); nothing reads them, but they would pile up. Returns what was removed."""

@@ -8,6 +8,7 @@ noise seeded by ``j``, so the computation depends on S but not on W: a run resum
 
 import datetime
 import os
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -62,14 +63,13 @@ class DistEnv:
 
 def setup_distributed(parallel: str) -> DistEnv:
     """Join (or start, from torchrun's RANK / WORLD_SIZE / MASTER_ADDR variables) the process group:
-    gloo on CPU, nccl on CUDA (one GPU per process, ``LOCAL_RANK``). ``none`` stays a single process."""
+    gloo on CPU, nccl on CUDA (one GPU per process, ``LOCAL_RANK``). ``none`` stays a single process, except
+    under a launcher of several processes (``WORLD_SIZE`` > 1), where it means ``ddp`` (the caller says so)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if parallel == "none":
-        if world > 1:
-            raise ValueError(
-                f"launched as {world} processes but train.parallel = 'none'; add --set train.parallel=ddp (or fsdp)"
-            )
-        return DistEnv()
+        if world == 1:
+            return DistEnv()
+        parallel = "ddp"
     owns = False
     if not dist.is_initialized():
         if "RANK" not in os.environ or "MASTER_ADDR" not in os.environ:
@@ -128,6 +128,25 @@ def wrap_model(core: nn.Module, env: DistEnv, precision: str) -> nn.Module:
     # ranks whose shard left a parameter unused still join its reduce-scatter (with a zero gradient)
     core.set_reduce_scatter_unused_params(True)
     return core
+
+
+@contextmanager
+def replica_quiet(env: DistEnv) -> Iterator[None]:
+    """On DDP ranks other than 0, silence what C++ prints to stderr during the forward: DDP's reducer prints its
+    ``find_unused_parameters`` warning there from C++ (no Python warning to filter), the same on every rank, so
+    rank 0 alone says it. Python exceptions still propagate."""
+    if env.parallel != "ddp" or env.main:
+        yield
+        return
+    sys.stderr.flush()
+    saved, null = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, 2)
+    os.close(null)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 @contextmanager

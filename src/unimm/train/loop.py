@@ -9,6 +9,7 @@ formats are in ``distributed.py`` and ``checkpoints.py``.
 """
 
 import json
+import shlex
 import sys
 import time
 from contextlib import nullcontext
@@ -25,21 +26,29 @@ from unimm.data.image_stats import ImageStats
 from unimm.flops import count_flops
 from unimm.models import UnifiedModel
 from unimm.optim import EMA, build_optimizer, warmup_cosine
-from unimm.sequence import Batch
-from unimm.tasks import training_spans
+from unimm.tasks import longest_sequences
 from unimm.tokenizers.text import TextTokenizer
 from unimm.train.bad_steps import BadSteps, describe_batch
-from unimm.train.checkpoints import latest_checkpoint, load_checkpoint, remove_leftovers, save_checkpoint
+from unimm.train.checkpoints import (
+    load_resumable,
+    point_latest,
+    remove_leftovers,
+    resume_candidates,
+    save_checkpoint,
+    set_aside,
+)
 from unimm.train.distributed import (
     DistEnv,
     grad_norm_and_clip,
     grad_sync,
     local_shards,
+    replica_quiet,
     resolve_shards,
     setup_distributed,
     wrap_model,
 )
-from unimm.train.stream import ExampleStream, one_caption_each
+from unimm.train.stream import ExampleStream, make_batch, one_caption_each
+from unimm.train.validation import Validation
 
 
 def resolve_data(cfg: Config):
@@ -77,6 +86,28 @@ def check_answer_length(model: UnifiedModel, data, templates) -> None:
         )
 
 
+def check_sequence_length(model: UnifiedModel, data, templates) -> None:
+    """The longest sequence of training and of sampling (image tokens, the longest caption, question and answer,
+    the special tokens, the text decoded) must fit ``model.max_seq_len``: checked before anything trains, since
+    a run past it would train and then neither caption nor generate."""
+    captions = data.captions
+    if captions is None and templates is not None:
+        captions = [c for label in range(templates.num_classes) for c in templates.all_captions(label)]
+    vqa = templates.all_vqa() if templates is not None else []
+    decode = model.layout.answer_len or model.cfg.sample.max_new_tokens
+    lengths = longest_sequences(model.layout, model.tokenizer, captions or [], vqa, decode)
+    limit = model.cfg.model.max_seq_len
+    if lengths and max(lengths.values()) > limit:
+        what, need = max(lengths.items(), key=lambda kv: kv[1])
+        decoded = "text.answer_len" if model.layout.answer_len else "sample.max_new_tokens"
+        every = ", ".join(f"{k} {v}" for k, v in lengths.items())
+        raise ValueError(
+            f"model.max_seq_len = {limit} is too short: {what} needs {need} positions (longest sequence of each "
+            f"use, image tokens and special tokens included, sampling with {decoded} = {decode}: {every}); "
+            f"set model.max_seq_len >= {need}"
+        )
+
+
 def resolve_image_tokenizer(cfg: Config) -> None:
     """``codec.tokenizer`` names a trained VQ tokenizer: take its geometry into the ``[codec]`` section."""
     path = getattr(cfg.codec, "tokenizer", None)
@@ -91,12 +122,6 @@ def resolve_image_tokenizer(cfg: Config) -> None:
     c = cfg.codec
     c.codebook, c.dim, c.hidden, c.downsample = t.codebook_size, t.code_dim, t.hidden, t.downsample
     c.l2_normalize = t.l2_normalize
-
-
-def make_batch(model: UnifiedModel, images: torch.Tensor, examples) -> Batch:
-    return model.pack(
-        [training_spans(ex, im, model.layout, model.tokenizer) for ex, im in zip(examples, images, strict=True)]
-    )
 
 
 @dataclass
@@ -125,29 +150,58 @@ LAUNCH_SETTINGS = ("parallel", "activation_checkpointing", "threads", "max_bad_s
 
 
 def train(cfg: Config, out: str | Path, resume: bool = False, progress: bool = True) -> Path:
-    """Train ``cfg`` into run directory ``out``; with ``resume`` continue from its latest checkpoint.
-    Under torchrun (``train.parallel`` = ddp / fsdp) every process calls this; rank 0 alone writes the logs."""
+    """Train ``cfg`` into run directory ``out``; with ``resume`` continue from its latest checkpoint (or extend
+    a run to a new ``train.steps``). Under torchrun every process calls this (``train.parallel`` = ddp / fsdp;
+    ddp when left at none); rank 0 alone writes the logs."""
     env = setup_distributed(cfg.train.parallel)
+    if env.parallel != cfg.train.parallel:
+        if env.main:
+            print(f"note: launched as {env.world} processes with train.parallel = 'none': training with ddp")
+        cfg.train.parallel = env.parallel
     try:
         return _train(cfg, Path(out), resume, progress and env.main, env)
+    except KeyboardInterrupt:
+        if env.main:
+            print(resume_hint(Path(out), env.world), file=sys.stderr, flush=True)
+        raise
     finally:
         env.close()
+
+
+def resume_hint(out: Path, world: int = 1) -> str:
+    """What to run after an interrupt: the last checkpoint and the command that continues from it."""
+    pointer = out / "checkpoints" / "latest"
+    if not pointer.is_file():
+        return (
+            f"interrupted before the first checkpoint of {out}: nothing to resume; run the same command to start over"
+        )
+    name = pointer.read_text().strip()
+    args = sys.argv[1:]
+    if world > 1:
+        command = "the same torchrun command with --resume"
+    elif args[:1] == ["train"]:  # the command line of `unimm train`
+        command = shlex.join(["unimm", *args, *([] if "--resume" in args else ["--resume"])])
+    else:
+        command = f"unimm train CONFIG --out {shlex.quote(str(out))} --resume"
+    step = int(name.removeprefix("step_")) if name.removeprefix("step_").isdigit() else name
+    return f"interrupted: the last checkpoint is step {step} ({out / 'checkpoints' / name}); continue with: {command}"
 
 
 def _train(cfg: Config, out: Path, resume: bool, progress: bool, env: DistEnv) -> Path:
     t_cfg = cfg.train
     if t_cfg.threads:
         torch.set_num_threads(t_cfg.threads)
-    ckpt = latest_checkpoint(out) if resume else None
-    if resume and ckpt is None:
+    if resume and not resume_candidates(out):
         raise FileNotFoundError(f"--resume: no checkpoint in {out / 'checkpoints'}")
-    if ckpt is None and (out / "checkpoints" / "latest").exists():
+    if not resume and (out / "checkpoints" / "latest").exists():
         raise FileExistsError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
-    if ckpt is not None:
+    saved_steps = None
+    if resume:
         given, cfg = cfg, load_config(out / "config.toml")  # the run's own resolved config wins
         for key in LAUNCH_SETTINGS:  # except how this launch runs it
             setattr(cfg.train, key, getattr(given.train, key))
-        ignored = _differences(given, cfg)
+        saved_steps, cfg.train.steps = cfg.train.steps, given.train.steps  # and how long it runs
+        ignored = _differences(_effective(given), cfg)
         if ignored and env.main:
             print(f"note: --resume continues with {out / 'config.toml'}; ignoring {', '.join(ignored)}")
     if env.main and out.is_dir():
@@ -155,14 +209,17 @@ def _train(cfg: Config, out: Path, resume: bool, progress: bool, env: DistEnv) -
     t_cfg = cfg.train
     t_cfg.batch_shards = resolve_shards(t_cfg.batch_size, t_cfg.batch_shards, env.world)
     data, templates = resolve_data(cfg)
-    if ckpt is None:
+    if not resume:
         resolve_image_tokenizer(cfg)
     torch.manual_seed(t_cfg.seed)
-    tok = TextTokenizer.load(out / "tokenizer") if ckpt else build_tokenizer(cfg, data, templates)
+    tok = TextTokenizer.load(out / "tokenizer") if resume else build_tokenizer(cfg, data, templates)
     core = UnifiedModel(cfg, tok)
     core.image_stats = ImageStats.of(data.images)  # what inputs to caption look like (no effect on training)
     check_answer_length(core, data, templates)
-    if ckpt is None and env.main:  # a learned image tokenizer (VAE / VQ) trains first, then stays frozen
+    check_sequence_length(core, data, templates)
+    if not resume and env.main:  # a learned image tokenizer (VAE / VQ) trains first, then stays frozen
+        for what, steps, key in core.preparation(data.labels):
+            print(f"{what} first: {steps} steps ({key}); set {key}=N to shorten it for a smoke test", flush=True)
         captions = one_caption_each(data, templates, t_cfg.seed)
         codec_stats = core.prepare(data.images, data.labels, t_cfg.seed, progress, captions)
         if codec_stats:
@@ -176,9 +233,8 @@ def _train(cfg: Config, out: Path, resume: bool, progress: bool, env: DistEnv) -
     sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(t_cfg.warmup, t_cfg.steps, t_cfg.min_lr_ratio))
     ema = EMA(core, t_cfg.ema) if t_cfg.ema > 0 else None
     start, flops = 0, FlopTally()
-    if ckpt is not None:
-        state = load_checkpoint(ckpt, core, ema, opt, sched)
-        start, flops = state["step"], FlopTally(**state.get("flops", {}))
+    if resume:
+        start, flops = _resume(out, cfg, saved_steps, core, ema, opt, sched, env)
     elif env.main:
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out / "config.toml", dump_toml(cfg))
@@ -190,13 +246,14 @@ def _train(cfg: Config, out: Path, resume: bool, progress: bool, env: DistEnv) -
 
     shards = t_cfg.batch_shards
     stream = ExampleStream(data, templates, cfg.data, t_cfg.batch_size // shards, t_cfg.seed)
-    board = _tensorboard(out) if t_cfg.tensorboard and env.main else None
+    validation = Validation.build(cfg, templates, env)
+    board = _tensorboard(out, purge_step=start + 1 if start else None) if t_cfg.tensorboard and env.main else None
     n_params = sum(p.numel() for p in core.parameters())
     bar = tqdm(total=t_cfg.steps, initial=start, disable=not progress, desc=f"train {cfg.name}", unit="step")
     bad_steps = BadSteps(core, t_cfg.max_bad_steps)
     model.train()
     tokens_seen, t0 = 0, time.perf_counter()
-    with open(out / "metrics.jsonl", "a") if env.main else nullcontext() as log:
+    with bar, open(out / "metrics.jsonl", "a") if env.main else nullcontext() as log:  # the bar closed also on ^C
         for step in range(start, t_cfg.steps):
             done = step + 1
             counting = bool(t_cfg.flops_every) and step % t_cfg.flops_every == 0
@@ -212,7 +269,8 @@ def _train(cfg: Config, out: Path, resume: bool, progress: bool, env: DistEnv) -
                 gen = torch.Generator().manual_seed(t_cfg.seed * 7_919 + k)
                 with grad_sync(model, sync=i == len(mine) - 1), count_flops() if counting else nullcontext() as counter:
                     with torch.autocast(env.device.type, torch.bfloat16, enabled=t_cfg.precision == "bf16"):
-                        loss, metrics = model(batch, gen)
+                        with replica_quiet(env):
+                            loss, metrics = model(batch, gen)
                     (loss / len(mine)).backward()
                 tokens += batch.tokens.numel()
                 counted += counter.get_total_flops() if counting else 0
@@ -245,7 +303,9 @@ def _train(cfg: Config, out: Path, resume: bool, progress: bool, env: DistEnv) -
                 if ema is not None:
                     ema.update(core)
                 bad_steps.good()
-                logging = done % t_cfg.log_every == 0 or done == t_cfg.steps
+                validating = validation is not None and validation.due(done, t_cfg.steps)
+                val = validation(core) if validating else {}  # every process: its val shards
+                logging = done % t_cfg.log_every == 0 or done == t_cfg.steps or validating
                 if logging and routing:  # every process's shards: the step's routing, whatever the process count
                     routing = {k: env.sum(v.clone()).reshape(v.shape) for k, v in routing.items()}
                 if env.main and logging:
@@ -259,6 +319,7 @@ def _train(cfg: Config, out: Path, resume: bool, progress: bool, env: DistEnv) -
                         "params": n_params,
                         **flops.row(),
                         **core.routing_stats(routing),
+                        **val,
                     }
                     log.write(json.dumps(row) + "\n")
                     log.flush()
@@ -266,14 +327,46 @@ def _train(cfg: Config, out: Path, resume: bool, progress: bool, env: DistEnv) -
                     if board is not None:
                         for k_, v in row.items():
                             if k_ not in ("step", "params") and isinstance(v, (int, float)):
-                                board.add_scalar(f"train/{k_}", v, done)
+                                tag = f"val/{k_.removeprefix('val_')}" if k_ in val else f"train/{k_}"
+                                board.add_scalar(tag, v, done)
             bar.update(1)
             if done % t_cfg.save_every == 0 or done == t_cfg.steps:
                 save_checkpoint(out, core, ema, opt, sched, done, {"flops": asdict(flops)})
-    bar.close()
     if board is not None:
         board.close()
     return out
+
+
+def _resume(out: Path, cfg: Config, saved_steps: int, core, ema, opt, sched, env: DistEnv) -> tuple[int, FlopTally]:
+    """Load the newest checkpoint that loads (a damaged newer one is set aside with a warning) and apply a new
+    ``train.steps``: the LR schedule is then recomputed over the new total. Returns (step, FLOP tally)."""
+    ckpt, state, failed = load_resumable(out, core, ema, opt, sched)
+    if len(set(env.gather(ckpt.name))) > 1:
+        raise ValueError(f"the processes could not load the same checkpoint of {out / 'checkpoints'}")
+    start, steps = state["step"], cfg.train.steps
+    if env.main:
+        for bad, why in failed:
+            kept = set_aside(bad)
+            where = f"kept as {kept}" if kept != bad else "missing"
+            print(f"warning: {bad} does not load ({why}); resuming from {ckpt} instead ({where})", file=sys.stderr)
+        if failed:
+            point_latest(out, ckpt)
+    if steps < start:
+        raise ValueError(f"train.steps = {steps} is below step {start} of {ckpt}: pass --set train.steps >= {start}")
+    if steps != saved_steps:
+        # LambdaLR keeps its step count from the checkpoint and its new lambda: the next steps follow the new
+        # schedule; this step's LR, which the optimizer carried over, is recomputed too.
+        for group, base, factor in zip(opt.param_groups, sched.base_lrs, sched.lr_lambdas, strict=True):
+            group["lr"] = base * factor(sched.last_epoch)
+        if env.main:
+            saved = load_config(out / "config.toml")
+            saved.train.steps = steps
+            atomic_write_text(out / "config.toml", dump_toml(saved))
+            print(
+                f"note: --resume changes train.steps from {saved_steps} to {steps}: the run continues from step "
+                f"{start} to {steps}, its LR schedule (warmup + cosine) recomputed over {steps} steps"
+            )
+    return start, FlopTally(**state.get("flops", {}))
 
 
 def _reduce(env: DistEnv, sums: dict[str, float], *counts: int) -> tuple:
@@ -284,6 +377,16 @@ def _reduce(env: DistEnv, sums: dict[str, float], *counts: int) -> tuple:
     total = env.sum(torch.tensor([sums[n] for n in names] + list(counts), dtype=torch.float64))
     means = {n: float(v) / env.world for n, v in zip(names, total[: len(names)].tolist(), strict=True)}
     return (means, *(int(c) for c in total[len(names) :].tolist()))
+
+
+def _effective(given: Config) -> Config:
+    """``given`` as a run would resolve it (``codec.tokenizer``'s geometry adopted), to compare with a saved run."""
+    given = given.model_copy(deep=True)
+    try:
+        resolve_image_tokenizer(given)
+    except ValueError:  # the tokenizer directory is gone: compare what was given
+        pass
+    return given
 
 
 def _differences(given: Config, saved: Config) -> list[str]:
@@ -327,9 +430,11 @@ def _trim_metrics(path: Path, step: int) -> None:
     atomic_write_text(path, "".join(r + "\n" for r in rows))
 
 
-def _tensorboard(out: Path):
+def _tensorboard(out: Path, purge_step: int | None = None):
+    """The run's SummaryWriter; on resume ``purge_step`` (the first step to log again) makes readers drop the
+    events an interrupted run logged from that step on, so no step appears twice."""
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:  # tensorboard is a declared dependency; tolerate a slim install
         return None
-    return SummaryWriter(str(out / "tb"))
+    return SummaryWriter(str(out / "tb"), purge_step=purge_step)

@@ -7,12 +7,17 @@ step ``s`` therefore replays exactly the data an uninterrupted run would have se
 """
 
 import random
+from typing import TYPE_CHECKING
 
 import torch
 
 from unimm.config import DataSection
 from unimm.data import CaptionTemplates, ImageTextData
-from unimm.tasks import Example
+from unimm.sequence import Batch
+from unimm.tasks import Example, training_spans
+
+if TYPE_CHECKING:
+    from unimm.models import UnifiedModel
 
 
 def one_caption_each(data: ImageTextData, templates: CaptionTemplates | None, seed: int = 0) -> list[str] | None:
@@ -82,6 +87,13 @@ class ExampleStream:
         if self.shift:
             images = torch.stack([translate(im, dy, dx) for im, (dy, dx) in zip(images, shifts, strict=True)])
         return images, examples
+
+
+def make_batch(model: "UnifiedModel", images: torch.Tensor, examples: list[Example]) -> Batch:
+    """A micro-batch of the stream (images [B, C, H, W], examples) packed in the model's layouts."""
+    return model.pack(
+        [training_spans(ex, im, model.layout, model.tokenizer) for ex, im in zip(examples, images, strict=True)]
+    )
 
 
 def translate(image: torch.Tensor, dy: int, dx: int, fill: float = -1.0) -> torch.Tensor:

@@ -133,6 +133,10 @@ class ConnectorWriter(Writer):
         pred = self.decoder(x_t.view_as(x0), self.objective.level(t), cond, cond_mask)
         return self.objective.loss(pred, target.view_as(x0))
 
+    def preparation(self) -> list[tuple[str, int, str]]:
+        decoder = [("pre-training the caption-to-image decoder", self.settings.pretrain_steps, "writer.pretrain_steps")]
+        return super().preparation() + (decoder if self.frozen else [])
+
     def prepare(self, data: PrepareData) -> dict:
         """Fit the codec; in ``frozen`` mode pre-train the decoder on (image, caption ids) pairs, then freeze it."""
         images = data.images
