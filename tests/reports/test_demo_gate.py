@@ -1,6 +1,7 @@
 """`unimm demo-check`: CI's floors on a fresh demo — one line naming each metric that fell, exit 1; and CI runs it."""
 
 import json
+import re
 from pathlib import Path
 
 from typer.testing import CliRunner
@@ -61,3 +62,20 @@ def test_no_report_or_a_corrupt_one_fails(tmp_path):
     path.write_text('{"eval": ')
     passed, message = check_report(path)
     assert not passed and "not valid JSON" in message
+
+
+def test_the_committed_demo_report_passes_the_floors():
+    passed, message = check_report(ROOT / "docs" / "demo" / "report.json")
+    assert passed, message
+
+
+def test_ci_runs_the_demo_check_after_the_readme_test_command():
+    steps = [ln.strip() for ln in (ROOT / ".ci" / "run").read_text().splitlines() if ln.strip().startswith("make ")]
+    assert "make test" in steps and "make demo-check" in steps
+    assert steps.index("make test") < steps.index("make demo-check")
+    makefile = (ROOT / "Makefile").read_text()
+    recipe = re.search(r"^demo-check:.*\n((?:\t.*\n)+)", makefile, re.M)
+    assert recipe and "unimm demo-check" in recipe.group(1), "make demo-check must run `unimm demo-check`"
+    assert "demo" in recipe.group(0).splitlines()[0], "make demo-check must depend on make demo"
+    readme = (ROOT / "README.md").read_text()
+    assert "make test" in readme and "demo-check" in readme
