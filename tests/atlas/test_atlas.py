@@ -216,9 +216,7 @@ def test_confounds_are_what_differs_outside_the_entailed_part_sections():
     ca, cq = chameleon.first.run.config, quick.first.run.config
     assert set(entailed_sections("writer.kind", ca, cq)) == {"writer", "codec", "denoiser", "sample"}
     # writer.weight, the codec, the denoiser and the settings of another sampler come with the writer
-    assert Pair(ar_vs_diffusion, chameleon, quick).differences() == (
-        "data.shift (2 vs 0), train.lr (0.002 vs 0.003)"
-    )
+    assert Pair(ar_vs_diffusion, chameleon, quick).differences() == ("data.shift (2 vs 0), train.lr (0.002 vs 0.003)")
     assert "sample" not in entailed_sections("writer.kind", ca, ca)
     # same writer kind: its own settings are confounds of the reader axis (janus's codes get their own vocabulary)
     confounds = Pair(shared_vs_decoupled, chameleon, janus).differences()
