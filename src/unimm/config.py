@@ -95,7 +95,9 @@ class TrainSection(_Section):
     weight_decay: float = Field(0.05, ge=0)
     betas: tuple[float, float] = (0.9, 0.95)
     grad_clip: float = Field(1.0, ge=0)
-    ema: float = Field(0.0, ge=0, lt=1, description="EMA decay of weights; 0 = off")
+    ema: float = Field(
+        0.0, ge=0, lt=1, description="EMA decay of weights (bias-corrected: the init carries no weight); 0 = off"
+    )
     seed: int = 0
     save_every: int = Field(500, gt=0)
     log_every: int = Field(10, gt=0)

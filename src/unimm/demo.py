@@ -214,7 +214,10 @@ def report_document(r: dict[str, Any], root: Path) -> Document:
         [[str(t["steps"]), t["status"], f"{cell(t['total_wall_s'], '.1f')} s", cell(t["tokens_per_s"], ".0f"),
           *(cell(t[k], ".4f") for k in ("final_loss", "final_text_loss", "final_image_loss"))]],
     )  # fmt: skip
-    doc.paragraph("tokens/s is the throughput logged in the last row of `metrics.jsonl` (packed tokens incl. padding).")
+    doc.paragraph(
+        "tokens/s is the throughput logged in the last row of `metrics.jsonl` (packed tokens incl. padding). "
+        f"Evaluated weights: {t.get('weights', 'EMA (older run: not recorded)')}."
+    )
     _tokenizer_paragraph(doc, r.get("image_tokenizer"))
     _expert_paragraph(doc, r.get("experts"), root)
     doc.image(root / "loss.png", "training loss")
@@ -350,6 +353,7 @@ def run_demo(
             "final_loss": last.get("loss"),
             "final_text_loss": last.get("text_loss"),
             "final_image_loss": last.get("image_loss"),
+            "weights": f"EMA, bias-corrected, decay {mcfg.train.ema}" if mcfg.train.ema > 0 else "raw (train.ema = 0)",
             **training,
         },
         "image_tokenizer": json.loads((out / "codec.json").read_text()) if (out / "codec.json").is_file() else None,

@@ -30,17 +30,24 @@ def warmup_cosine(warmup: int, total: int, min_ratio: float):
 
 
 class EMA:
-    """Exponential moving average of a model's floating-point parameters and buffers."""
+    """Bias-corrected exponential moving average of a model's floating-point parameters and buffers.
+
+    After ``n`` updates with weights ``w_1 .. w_n`` the shadow holds ``sum_i (1-d) d^(n-i) w_i / (1 - d^n)``:
+    Adam's bias correction, so the initial (random) weights carry no weight at all, however short the run.
+    The update is a lerp with rate ``(1-d) / (1-d^n)``: 1 at the first update (a copy), ``1-d`` in the limit.
+    """
 
     def __init__(self, model: nn.Module, decay: float) -> None:
-        self.decay = decay
+        self.decay, self.updates = decay, 0
         self.shadow = {k: v.detach().clone() for k, v in model.state_dict().items() if v.is_floating_point()}
 
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
+        self.updates += 1
+        rate = (1 - self.decay) / (1 - self.decay**self.updates)
         for k, v in model.state_dict().items():
             if k in self.shadow:
-                self.shadow[k].lerp_(v, 1 - self.decay)
+                self.shadow[k].lerp_(v, rate)
 
     def state_dict(self, model: nn.Module) -> dict[str, torch.Tensor]:
         """Full state dict of ``model`` with the averaged tensors in place of the live ones."""

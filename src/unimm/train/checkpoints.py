@@ -131,6 +131,8 @@ def save_checkpoint(
         tmp.mkdir(parents=True)
     _barrier()
     state = {"step": step, "scheduler": sched.state_dict(), **(extra or {})}
+    if ema is not None:
+        state["ema_updates"] = ema.updates  # its bias correction depends on it
     live = ema.state_dict(model) if ema is not None else model.state_dict()
     if isinstance(model, FSDPModule):
         state["optimizer_groups"] = _save_sharded(tmp / "dcp", model, opt, ema)
@@ -171,6 +173,8 @@ def load_checkpoint(ckpt: Path, model: nn.Module, ema: EMA | None, opt: Optimize
             opt.load_state_dict(state["optimizer"])
         if ema is not None:
             assign_full(ema.shadow, ema_weights)
+    if ema is not None:  # checkpoints from before the count was kept: one update per step is close enough
+        ema.updates = state.get("ema_updates", state["step"])
     sched.load_state_dict(state["scheduler"])
     return state
 
