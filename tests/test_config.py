@@ -164,11 +164,20 @@ def test_old_style_config_names_the_upgrade_command(section):
     assert "old-style config" in msg and "unimm config upgrade" in msg
 
 
+# what a preset changed after the redesign that no old-style key can express: (section, key) -> today's value;
+# the upgraded old file keeps the old meaning (bagel routed its MoT layers by modality before layers.route)
+CHANGED_SINCE = {"bagel": {("layers", "route"): "role"}}
+
+
 @pytest.mark.parametrize("old", sorted(OLD_PRESETS.glob("*.toml")), ids=lambda p: p.stem)
 def test_upgrade_of_each_old_preset_gives_the_committed_preset(old):
     raw = tomllib.loads(old.read_text())
     assert "image" in raw and "objective" in raw  # the fixture is the old form
-    assert validate(upgrade(raw)).model_dump() == load_config(ROOT / "configs" / old.name).model_dump()
+    upgraded = validate(upgrade(raw)).model_dump()
+    for (section, key), value in CHANGED_SINCE.get(old.stem, {}).items():
+        assert upgraded[section][key] != value
+        upgraded[section][key] = value
+    assert upgraded == load_config(ROOT / "configs" / old.name).model_dump()
 
 
 def test_old_presets_are_the_eleven_presets_of_before_the_redesign():

@@ -106,3 +106,15 @@ def test_full_attention_lets_every_real_position_see_every_other():
     batch = collate([a, b], pad_id=0, full_attention=True)
     assert batch.attn_mask[0].all()
     assert batch.attn_mask[1, 0].tolist() == [True] + [False] * 6  # and padding stays hidden
+
+
+def test_generated_marks_the_positions_of_images_being_generated():
+    read = [TextSpan([1]), ImageSpan(torch.rand(1, 4, 4), (1, 2)), TextSpan([7])]
+    write = [TextSpan([1, 9]), ImageSpan(None, (2, 1), generate=True), TextSpan([2])]
+    batch = collate([pack(read, SP), pack(write, SP)], SP.pad, left_pad=True)
+    assert batch.generated().tolist() == [
+        [False] * 7,  # one position of left padding, then <bos> <boi> read read <eoi> 7
+        [False] * 3 + [True] * 2 + [False] * 2,
+    ]
+    text_only = collate([pack([TextSpan([1, 2])], SP)], SP.pad)
+    assert text_only.generated().tolist() == [[False, False]]

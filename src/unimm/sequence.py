@@ -141,6 +141,12 @@ class Batch:
     def to(self, device: torch.device | str) -> "Batch":
         return Batch(**{k: v.to(device) for k, v in self.__dict__.items()})
 
+    def generated(self) -> torch.Tensor:
+        """[B, L] bool: the positions of the images being generated; False at text and at images read."""
+        if self.image_generate.numel() == 0:
+            return torch.zeros_like(self.valid)
+        return (self.image_id >= 0) & self.image_generate[self.image_id.clamp_min(0)]
+
 
 def attention_mask(block: torch.Tensor, valid: torch.Tensor, full_attention: bool = False) -> torch.Tensor:
     """block, valid: [B, L] -> bool [B, L, L] (True = may attend).

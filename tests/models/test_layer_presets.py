@@ -83,3 +83,18 @@ def test_bad_expert_settings_are_named(digits_dir):
         load_config(None, tiny_overrides(digits_dir, layers='{kind = "modality-moe", experts = 5, top_k = 1}'))
     with pytest.raises(ConfigError, match="unknown config key 'layers.experts' for layers kind 'dense'"):
         load_config(None, tiny_overrides(digits_dir, **{"layers.experts": 4}))
+
+
+@pytest.mark.parametrize("route", ["modality", "role"])
+def test_modality_moe_route_decides_the_expert_half_of_images_read(digits_dir, route):
+    """Only images read (captioning): by modality their tokens use the image half of the experts (2-3), by role
+    the text half (0-1), which then takes every token."""
+    layers = f'{{kind = "modality-moe", experts = 4, top_k = 1, route = "{route}"}}'
+    cfg = tiny_preset(digits_dir, "quick", **TINY, layers=layers)
+    torch.manual_seed(0)
+    model = UnifiedModel(cfg, TextTokenizer.train(["a handwritten seven", "seven"], 300))
+    batch = make_batch(model, torch.rand(2, 1, 8, 8) * 2 - 1, [Example("caption", "seven")] * 2)
+    model(batch, torch.Generator().manual_seed(0))
+    tokens = torch.tensor(model.routing_stats()["expert_tokens"])  # [layer, expert]
+    image_half = int(tokens[:, 2:].sum())
+    assert (image_half > 0) == (route == "modality")

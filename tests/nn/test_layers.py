@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from unimm.config import ConfigError, load_config
 from unimm.nn.backbone import Backbone, BackboneConfig
 from unimm.nn.block import DenseBlock
 from unimm.nn.layers import MoELayersSettings
@@ -101,3 +102,25 @@ def test_moe_block_keeps_its_parameter_names():
         "mlp.shared_experts.gate_up_proj.weight",
         "mlp.shared_experts.down_proj.weight",
     }
+
+
+def test_route_is_a_setting_of_the_kinds_that_route_by_id():
+    assert LAYERS.validate({"kind": "mot"}, "layers").route == "modality"  # the default: routing as before
+    assert LAYERS.validate({"kind": "modality-moe", "route": "role"}, "layers").route == "role"
+    for kind in ("dense", "moe"):  # their blocks do not pick weights by id
+        with pytest.raises(ValueError, match=rf"unknown config key 'layers\.route' for layers kind '{kind}'"):
+            LAYERS.validate({"kind": kind, "route": "role"}, "layers")
+    with pytest.raises(ConfigError) as err:
+        load_config(None, ['layers={kind = "mot", route = "vit"}'])
+    assert str(err.value) == "bad value for 'layers.route': 'vit' — allowed: 'modality' or 'role'"
+
+
+def test_branch_ids_follow_the_route():
+    """A read image (positions 1-2) goes to branch 0 by role, a generated one (4-5) to branch 1 by either."""
+    modality = torch.tensor([[0, 1, 1, 0, 1, 1, 0]])
+    generated = torch.tensor([[False, False, False, False, True, True, False]])
+    for section in ({"kind": "dense"}, {"kind": "moe"}, {"kind": "mot"}, {"kind": "modality-moe"}):
+        assert torch.equal(build(**section).branch_ids(modality, generated), modality)
+    for kind in ("mot", "modality-moe"):
+        ids = build(kind=kind, route="role").branch_ids(modality, generated)
+        assert ids.tolist() == [[0, 0, 0, 0, 1, 1, 0]]

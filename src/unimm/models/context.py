@@ -1,10 +1,10 @@
 """What a part may use of the model it sits in: the ``ModelContext``.
 
 Writers, readers and text objectives never see the ``UnifiedModel``. They get this small object:
-the backbone (run it on embeddings, its token embedding and head), the text tokenizer, the task
-layout, the sampling settings (read when sampling runs, so a change after ``from_pretrained``
-takes effect) and the two other parts a part may ask for (the writer embeds what a ``shared``
-reader reads; a text objective reads images through the reader).
+the backbone (run it on embeddings, its token embedding and head; its blocks route by the ``[layers]``
+part's branch ids), the text tokenizer, the task layout, the sampling settings (read when sampling runs,
+so a change after ``from_pretrained`` takes effect) and the two other parts a part may ask for (the
+writer embeds what a ``shared`` reader reads; a text objective reads images through the reader).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from unimm.nn.backbone import Backbone
+from unimm.nn.decoding import IncrementalDecoder
 from unimm.sequence import Batch, SpecialIds, collate, pack
 from unimm.tasks import Layout, generation_prompt, quote_prompt
 from unimm.tokenizers.text import TextTokenizer
@@ -23,11 +24,13 @@ from unimm.tokenizers.text import TextTokenizer
 if TYPE_CHECKING:
     from unimm.config import Config, SampleSection
     from unimm.models.contracts import Reader, TextObjective, Writer
+    from unimm.nn.layers import Layers
 
 
 @dataclass(eq=False)
 class ModelContext:
     backbone: Backbone
+    layers: Layers  # the block kind; its ``branch_ids`` are what the blocks route by
     tokenizer: TextTokenizer
     layout: Layout
     special: SpecialIds
@@ -59,9 +62,21 @@ class ModelContext:
         """Logits over the text vocabulary only (image codes and [MASK] are never text)."""
         return F.linear(hidden, self.backbone.lm_head.weight[: self.text_vocab])
 
+    def branch_ids(self, batch: Batch) -> torch.Tensor:
+        """The ids [B, L] the blocks of ``batch``'s backbone pass route by (``layers.route``; else the modality)."""
+        return self.layers.branch_ids(batch.modality, batch.generated())
+
     def run(self, x: torch.Tensor, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The backbone over embeddings x [B, L, dim] laid out as ``batch`` -> (hidden [B, L, dim], aux losses)."""
-        return self.backbone(x, batch.positions, batch.modality, batch.attn_mask)
+        return self.backbone(x, batch.positions, self.branch_ids(batch), batch.attn_mask)
+
+    def decoder(self, x: torch.Tensor, batch: Batch, max_new: int, use_cache: bool = True) -> IncrementalDecoder:
+        """Incremental decoding after the left-padded prompt ``batch`` (embeddings x [B, L, dim]), routed as
+        ``run`` routes. Its steps append text or generated image codes, which every route sends by modality."""
+        ids = self.branch_ids(batch)
+        return IncrementalDecoder(
+            self.backbone, x, batch.positions, ids, batch.attn_mask, batch.valid, max_new, use_cache
+        )
 
     def run_with_images(self, base: torch.Tensor, batch: Batch, images: torch.Tensor) -> torch.Tensor:
         """Scatter image embeddings [N, n, dim] into the image positions of ``base`` [B, L, dim] (in order),

@@ -27,6 +27,7 @@ from unimm.models.context import ModelContext
 from unimm.models.contracts import PrepareData, Reader, TextObjective, Writer
 from unimm.models.inputs import check_images, unusual_message
 from unimm.nn.backbone import Backbone, BackboneConfig
+from unimm.nn.layers import Layers
 from unimm.sequence import Batch, SpecialIds
 from unimm.settings import LAYERS, READERS, TEXT, WRITERS
 from unimm.tasks import Layout
@@ -62,7 +63,8 @@ class UnifiedModel(nn.Module):
         self.writer.bind(self.text_vocab)
         self.text.bind(self.text_vocab + self.writer.extra_vocab)
         vocab = self.text_vocab + self.writer.extra_vocab + self.text.extra_vocab
-        self.backbone = Backbone(backbone_config(cfg, vocab), make_block=LAYERS.build(cfg.layers))
+        self.layers: Layers = LAYERS.build(cfg.layers)  # the block factory, and the ids its blocks route by
+        self.backbone = Backbone(backbone_config(cfg, vocab), make_block=self.layers)
         self.special = SpecialIds(tokenizer.pad_id, tokenizer.boi_id, tokenizer.eoi_id, tokenizer.img_id)
         self.layout = Layout(
             read_grid=self.reader.grid,
@@ -73,6 +75,7 @@ class UnifiedModel(nn.Module):
         )
         self.ctx = ModelContext(
             backbone=self.backbone,
+            layers=self.layers,
             tokenizer=tokenizer,
             layout=self.layout,
             special=self.special,
@@ -181,7 +184,7 @@ class UnifiedModel(nn.Module):
         x = self.backbone.embed_tokens(tokens)
         img = batch.image_id >= 0
         gen = batch.image_generate.to(x.device)
-        gen_pos = img & gen[batch.image_id.clamp_min(0)] if gen.numel() else img
+        gen_pos = batch.generated()
         state = None
         if img.any():
             images = batch.images.to(x.device)

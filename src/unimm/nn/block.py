@@ -2,7 +2,8 @@
 
 Block contract shared by every layer kind (dense, MoE, modality-MoE, MoT):
 ``block(x, modality, attn_mask, rope, cache) -> (x, aux_losses)`` where ``modality`` is
-``[B, L]`` (0 = text, 1 = image) and ``aux_losses`` a dict of scalars added to the loss.
+``[B, L]``, the ids the block routes by (0 = text, 1 = image, or by role under ``layers.route = "role"``,
+see ``nn/layers.py``) and ``aux_losses`` a dict of scalars added to the loss.
 
 Feed-forward contract: ``ff(x, modality) -> (y, aux_losses)`` with x, y ``[B, L, dim]``; the dense
 SwiGLU returns ``(y, {})``, a routed MoE feed-forward its balancing and z-losses.

@@ -23,18 +23,14 @@ class IncrementalDecoder:
         max_new: int,
         use_cache: bool = True,
     ) -> None:
-        """x: [B, L, dim] prompt embeddings (left-padded); positions [B, 3, L]; modality, valid [B, L];
+        """x: [B, L, dim] prompt embeddings (left-padded); positions [B, 3, L]; modality (the ids blocks route
+        by, ``ModelContext.branch_ids``), valid [B, L];
         attn_mask [B, L, L]. After construction ``last`` holds the hidden state of the last prompt position."""
         self.backbone = backbone
         self.cache = backbone.new_cache(x.shape[1] + max_new) if use_cache else None
         self.x, self.positions, self.modality, self.mask, self.valid = x, positions, modality, attn_mask, valid
         hidden, _ = backbone(x, positions, modality, attn_mask, self.cache)
         self.last = hidden[:, -1]
-
-    @classmethod
-    def for_batch(cls, backbone: Backbone, x: torch.Tensor, batch, max_new: int, use_cache: bool = True):
-        """Decode after a packed, left-padded prompt ``batch`` (its positions, modality, mask and valid rows)."""
-        return cls(backbone, x, batch.positions, batch.modality, batch.attn_mask, batch.valid, max_new, use_cache)
 
     def step(self, x_new: torch.Tensor, position: torch.Tensor, modality: int) -> torch.Tensor:
         """Append one position (x_new [B, dim], position [B, 3]) -> its hidden state [B, dim]."""

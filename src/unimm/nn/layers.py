@@ -13,8 +13,14 @@ Every block obeys the block contract of ``nn/block.py``:
   experts and capacity factor.
 - ``modality-moe``: the same experts split in two halves, text tokens routed among the first half and
   image tokens among the second (MoMa).
-- ``mot``: Mixture-of-Transformers (``MoTBlock``): per-modality norms, q/k/v/o projections and FFN,
+- ``mot``: Mixture-of-Transformers (``MoTBlock``): per-branch norms, q/k/v/o projections and FFN,
   one global attention (BAGEL, LMFusion).
+
+Blocks route by the ids ``Layers.branch_ids(modality, generated)`` gives for each position. The kinds that
+route by them (``modality-moe``, ``mot``) have ``route``: ``"modality"`` (text 0, every image token 1) or
+``"role"`` (text and images read 0, images being generated 1: BAGEL's understanding and generation experts).
+The other kinds get the modality. Every route sends text to 0 and a generated image token to 1, so a decoding
+step (which appends one of those) is routed by its modality under any route.
 
 With ``expert_hidden_dim = None`` an expert is ``hidden_dim // top_k`` wide, so a token's active FFN
 parameters equal the dense model's (the comparison the survey's "dense or MoE?" question needs).
@@ -23,6 +29,7 @@ parameters equal the dense model's (the comparison the survey's "dense or MoE?" 
 from collections.abc import Callable
 from typing import Literal
 
+import torch
 from pydantic import Field, model_validator
 from torch import nn
 
@@ -30,9 +37,24 @@ from unimm.nn.backbone import BackboneConfig, block_factory
 from unimm.nn.block import DenseBlock
 from unimm.nn.moe import MoEFeedForward
 from unimm.nn.mot import MoTBlock
+from unimm.sequence import TEXT
 from unimm.settings import LAYERS, Part, Settings
 
 BlockFactory = Callable[[BackboneConfig, int], nn.Module]
+
+
+def by_modality(modality: torch.Tensor, generated: torch.Tensor) -> torch.Tensor:
+    """Branch = modality: text 0, image tokens 1 whether read or generated."""
+    return modality
+
+
+def by_role(modality: torch.Tensor, generated: torch.Tensor) -> torch.Tensor:
+    """Branch 0 for text and the images read (understanding), the modality (1) for images being generated."""
+    return modality.masked_fill(~generated, TEXT)
+
+
+# ``layers.route`` -> the branch ids [B, L] of positions with modality and generated flags [B, L]
+ROUTES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {"modality": by_modality, "role": by_role}
 
 
 class Layers(Part):
@@ -44,6 +66,10 @@ class Layers(Part):
     def __call__(self, cfg: BackboneConfig, layer_idx: int) -> nn.Module:
         """Block ``layer_idx`` of a backbone shaped by ``cfg``."""
         raise NotImplementedError
+
+    def branch_ids(self, modality: torch.Tensor, generated: torch.Tensor) -> torch.Tensor:
+        """The ids [B, L] the blocks get as ``modality``: the modality itself unless the kind has a ``route``."""
+        return modality
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.settings!r})"
@@ -59,6 +85,25 @@ class DenseLayers(Layers):
 
     def __call__(self, cfg: BackboneConfig, layer_idx: int) -> nn.Module:
         return block_factory(cfg, layer_idx)
+
+
+class RouteSettings(Settings):
+    """The ``route`` of the kinds whose blocks pick weights by the id of each token (modality-moe, mot)."""
+
+    route: Literal["modality", "role"] = Field(
+        "modality",
+        description="the ids blocks route by: modality (text 0, image 1) or role (text and images read 0, "
+        "images being generated 1: BAGEL's understanding / generation experts)",
+    )
+
+
+class Routed(Layers):
+    """A kind whose blocks get the ids of its ``route`` setting."""
+
+    settings: RouteSettings
+
+    def branch_ids(self, modality: torch.Tensor, generated: torch.Tensor) -> torch.Tensor:
+        return ROUTES[self.settings.route](modality, generated)
 
 
 class ExpertSettings(Settings):
@@ -89,7 +134,7 @@ class MoELayersSettings(ExpertSettings):
         return self
 
 
-class ModalityMoELayersSettings(ExpertSettings):
+class ModalityMoELayersSettings(RouteSettings, ExpertSettings):
     kind: Literal["modality-moe"] = "modality-moe"
 
     @model_validator(mode="after")
@@ -131,21 +176,24 @@ class MoELayers(Layers):
 
 
 @LAYERS.register(ModalityMoELayersSettings)
-class ModalityMoELayers(MoELayers):
-    """MoMa: text tokens (modality 0) route among the first half of the experts, image tokens the second."""
+class ModalityMoELayers(Routed, MoELayers):
+    """MoMa: tokens of id 0 (text) route among the first half of the experts, of id 1 (image) the second."""
+
+    settings: ModalityMoELayersSettings
 
     def groups(self) -> list[list[int]]:
         half = self.settings.experts // 2
         return [list(range(half)), list(range(half, self.settings.experts))]
 
 
-class MoTLayersSettings(Settings):
+class MoTLayersSettings(RouteSettings):
     kind: Literal["mot"] = "mot"
 
 
 @LAYERS.register(MoTLayersSettings)
-class MoTLayers(Layers):
-    """Two branches of dense weights, text (modality 0) and image (modality 1), one global attention."""
+class MoTLayers(Routed):
+    """Two branches of dense weights, one global attention: by modality text 0 / image 1, by role
+    understanding 0 / generation 1."""
 
     def __call__(self, cfg: BackboneConfig, layer_idx: int) -> nn.Module:
         return MoTBlock(cfg.dim, cfg.heads, cfg.kv_heads, cfg.hidden_dim, layer_idx, 2, cfg.norm_eps, cfg.qkv_bias)

@@ -1,14 +1,16 @@
 """Mixture-of-Transformers block (MoT, Liang et al. 2024; the layer of BAGEL, Deng et al. 2025).
 
-Every modality gets its own copy of all non-embedding weights of the layer: input norm, q/k/v and output
-projections, post-attention norm and FFN. Token ``t`` of modality ``m`` uses branch ``m`` for all of
+Every branch gets its own copy of all non-embedding weights of the layer: input norm, q/k/v and output
+projections, post-attention norm and FFN. Token ``t`` with branch id ``m`` uses branch ``m`` for all of
 them, but self-attention is ONE global attention over the whole sequence::
 
     q_t, k_t, v_t = qkv_{m(t)}(norm1_{m(t)}(x_t))
     h_t = x_t + o_{m(t)}(Attention(q, k, v)_t)          # all tokens attend to all (per the mask)
     y_t = h_t + ffn_{m(t)}(norm2_{m(t)}(h_t))
 
-so the modalities interact only through attention, and the compute per token is that of a dense layer.
+so the branches interact only through attention, and the compute per token is that of a dense layer.
+The branch id is the modality (text 0, image 1) or, with ``layers.route = "role"``, the role (understanding
+0: text and images read; generation 1: images being generated), as ``nn/layers.py`` routes.
 """
 
 import torch
@@ -48,7 +50,7 @@ class _Dispatch:
 
 
 class MoTBlock(nn.Module):
-    """``num_branches`` sets of dense-layer weights selected per token by its modality id (clamped to
+    """``num_branches`` sets of dense-layer weights selected per token by its branch id (clamped to
     ``num_branches - 1``; ``modality=None`` means branch 0), with one global GQA attention (RoPE, SDPA,
     KV cache) exactly as :class:`~unimm.nn.attention.Attention` does it.
 
@@ -125,6 +127,6 @@ class MoTBlock(nn.Module):
         qkv = route(self.branches, x, lambda br, t: br.self_attn.qkv_proj(br.input_layernorm(t)))
         out = self.attend(*qkv.split(self.split, dim=-1), attn_mask, rope, cache)
         x = x + route(self.branches, out, lambda br, t: br.self_attn.o_proj(t))
-        # a branch's feed-forward is a dense SwiGLU (no aux losses); the dispatch already chose it by modality
+        # a branch's feed-forward is a dense SwiGLU (no aux losses); the dispatch already chose it by branch id
         x = x + route(self.branches, x, lambda br, t: br.mlp(br.post_attention_layernorm(t))[0])
         return x, {}

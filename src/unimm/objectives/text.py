@@ -18,7 +18,6 @@ import torch.nn.functional as F
 from pydantic import Field
 
 from unimm.models.contracts import TextObjective
-from unimm.nn.decoding import IncrementalDecoder
 from unimm.objectives.text_ar import text_ar_loss
 from unimm.samplers.masked import maskgit_sample
 from unimm.samplers.text import select_next
@@ -71,7 +70,7 @@ class ARText(TextObjective):
         batch = ctx.pack([understanding_prompt(im, ctx.layout, tok, question) for im in images], left_pad=True)
         ctx.check_length(batch.tokens.shape[1] + max_new, "question" if question else "caption prompt")
         batch = batch.to(dev)
-        dec = IncrementalDecoder.for_batch(ctx.backbone, ctx.embed_inputs(batch), batch, max_new, use_cache)
+        dec = ctx.decoder(ctx.embed_inputs(batch), batch, max_new, use_cache)
         out = torch.empty(len(images), 0, dtype=torch.long, device=dev)
         done = torch.zeros(len(images), dtype=torch.bool, device=dev)
         for i in range(max_new):

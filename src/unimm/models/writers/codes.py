@@ -26,7 +26,6 @@ from torch import nn
 
 from unimm.config import Config
 from unimm.models.contracts import Writer
-from unimm.nn.decoding import IncrementalDecoder
 from unimm.samplers.guidance import guide
 from unimm.samplers.masked import maskgit_sample, sample_mask
 from unimm.samplers.text import select_next
@@ -146,7 +145,7 @@ class ARCodeWriter(CodeWriter):
         for p, row in zip(prompts, ids, strict=False):
             ctx.check_length(len(row) + n + 1, f"prompt {quote_prompt(p)}")
         batch = ctx.pack([[TextSpan(row, loss=False)] for row in ids], left_pad=True).to(ctx.device)
-        dec = IncrementalDecoder.for_batch(ctx.backbone, ctx.backbone.embed_tokens(batch.tokens), batch, n, use_cache)
+        dec = ctx.decoder(ctx.backbone.embed_tokens(batch.tokens), batch, n, use_cache)
         start = batch.next_position
         rows, cols = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
         rows, cols = rows.flatten().tolist(), cols.flatten().tolist()
