@@ -1,4 +1,5 @@
-"""The decision atlas: budget -> steps, the verdict rule, resuming, and a two-strategy micro atlas end to end."""
+"""The decision atlas: budget -> steps, the verdict rule, the declared checks, resuming, and a two-strategy micro
+atlas end to end (the rule as a statistical test: test_verdict_rule.py)."""
 
 import json
 import re
@@ -10,9 +11,9 @@ from typer.testing import CliRunner
 from conftest import tiny_overrides
 from unimm.atlas import load_atlas, plan_runs, run_atlas
 from unimm.atlas.budget import StepCost, measure_step_cost, steps_for_budget
-from unimm.atlas.comparison import Comparison
+from unimm.atlas.comparison import Comparison, adjust
 from unimm.atlas.config import AtlasConfig
-from unimm.atlas.findings import CLAIMS, check_claim
+from unimm.atlas.findings import check_claims, summarise_all
 from unimm.atlas.plots import plot_quality_vs_flops
 from unimm.atlas.results import Cell, RunResult, Stat
 from unimm.atlas.runner import _Processes, _run_one
@@ -24,6 +25,8 @@ from unimm.train import train
 CONFIGS = Path(__file__).parents[2] / "configs"
 TINY = {"sample.max_new_tokens": 16, "train.ema": 0, "train.flops_every": 10}
 TINY_VQ = ["tokenizer.hidden=8", "tokenizer.code_dim=8", "tokenizer.codebook_size=16", "tokenizer.downsample=2"]
+QUICK = (CONFIGS / "atlas" / "quick.toml").read_text()
+CHECKS = QUICK[QUICK.index("\n[[checks]]") + 1 :]  # the checks the quick atlas declares (the last tables of its file)
 
 
 def _atlas_toml(digits_dir: Path, flops: float | str = 2e9, seeds: str = "[0]") -> str:
@@ -52,7 +55,7 @@ set = ["codec.steps=5", "codec.hidden=8", "codec.downsample=2"]
 [[strategies]]
 name = "chameleon"
 preset = "{CONFIGS / "chameleon.toml"}"
-"""
+{CHECKS}"""
 
 
 def _load(tmp_path: Path, text: str) -> AtlasConfig:
@@ -80,33 +83,68 @@ def _cell(run, values: dict[str, list[float]]) -> Cell:
     return Cell(run.cell, run.budget_name, results)
 
 
-def test_verdicts_follow_the_seed_spread_rule(digits_dir, tmp_path):
-    assert Comparison("prompt_accuracy", Stat([0.5]), Stat([0.9])).outcome == "one-seed"
+def test_verdicts_follow_the_t_test_rule(digits_dir, tmp_path):
+    assert Comparison("prompt_accuracy", Stat([0.5]), Stat([0.9])).outcome == "few-seeds"
     assert Comparison("prompt_accuracy", Stat([0.5, 0.7]), Stat([0.6, 0.8])).outcome == "within"  # overlap
-    assert Comparison("prompt_accuracy", Stat([0.50, 0.52]), Stat([0.80, 0.83])).outcome == "b"
+    welch = Comparison("prompt_accuracy", Stat([0.50, 0.52]), Stat([0.80, 0.83]))  # Welch: t = 16.9 on 1.8 df
+    assert welch.outcome == "b" and welch.test.kind == "welch" and welch.test.p < 0.01
     assert Comparison("fid", Stat([10.0, 11.0]), Stat([30.0, 31.0])).outcome == "a"  # lower FID is better
-    # the same seeds pair up: +0.10 and +0.11 in each seed is beyond a spread the unpaired rule cannot see past
+    # the same seeds pair up: +0.10 and +0.11 (t = 21 on 1 df, p = 0.03), a difference Welch's test cannot see
     paired = Comparison("prompt_accuracy", Stat([0.5, 0.7], [0, 1]), Stat([0.6, 0.81], [0, 1]))
-    assert (
-        paired.paired == pytest.approx([0.1, 0.11])
-        and paired.outcome == "b"
-        and "paired by seed" in (paired.sentence("A", "B"))
+    assert paired.test.kind == "paired" and paired.test.p == pytest.approx(0.0303, abs=1e-4)
+    assert paired.outcome == "b" and "paired t-test over seeds 0, 1, per-seed differences +0.100, +0.110" in (
+        paired.sentence("A", "B")
     )
+    assert "95 % CI [+0.041, +0.169]" in paired.sentence("A", "B")
     assert Comparison("prompt_accuracy", Stat([0.5, 0.7], [0, 1]), Stat([0.6, 0.65], [0, 1])).outcome == "within"
+    # changed on purpose: +0.10 and +0.05 in the two seeds passed the screening rule (|d| > 2 SE, same sign);
+    # as a t-test it is t = 3 on 1 df, p = 0.2
+    assert Comparison("prompt_accuracy", Stat([0.3, 0.4], [0, 1]), Stat([0.4, 0.45], [0, 1])).outcome == "within"
+    tiny = Comparison("prompt_accuracy", Stat([0.5, 0.7], [0, 1]), Stat([0.503, 0.7031], [0, 1]))
+    assert tiny.test.p < 0.05 and tiny.outcome == "small"  # significant, below the difference that matters
+    tied = Comparison("prompt_accuracy", Stat([0.5, 0.7], [0, 1]), Stat([0.6, 0.8], [0, 1]))  # no spread at all
+    assert tied.test.p == 1.0 and tied.outcome == "within" and "undefined" in tied.sentence("A", "B")
+    # a family: Holm multiplies the smallest p by the number of tests
+    family = [paired, Comparison("prompt_accuracy", Stat([0.5, 0.7], [0, 1]), Stat([0.6, 0.65], [0, 1]))]
+    adjust(family)
+    assert paired.p_adjusted == pytest.approx(2 * paired.test.p) and paired.outcome == "within"
+    assert "Holm-adjusted p = 0.061 over 2 tests" in paired.sentence("A", "B")
+
     atlas = _load(tmp_path, _atlas_toml(digits_dir))
     ar, diffusion = {r.strategy: r for r in plan_runs(atlas)}["chameleon"], plan_runs(atlas)[0]
-    transfusion = CLAIMS[0]
-    agree = check_claim(transfusion, [_cell(ar, {"prompt_accuracy": [0.3, 0.32]}),
-                                      _cell(diffusion, {"prompt_accuracy": [0.6, 0.62]})])  # fmt: skip
-    assert agree.verdict == "agrees" and "beyond the seed spread" in agree.evidence[0]
-    against = check_claim(transfusion, [_cell(ar, {"prompt_accuracy": [0.6, 0.62]}),
-                                        _cell(diffusion, {"prompt_accuracy": [0.3, 0.32]})])  # fmt: skip
-    assert against.verdict == "disagrees"
-    one = check_claim(
-        transfusion, [_cell(ar, {"prompt_accuracy": [0.3]}), _cell(diffusion, {"prompt_accuracy": [0.9]})]
-    )
-    assert one.verdict == "inconclusive" and "single seed" in one.reason
-    assert check_claim(CLAIMS[2], [_cell(ar, {"caption_accuracy": [0.5]})]).verdict == "not tested"
+
+    def transfusion(ar_values: list[float], diffusion_values: list[float]):
+        cells = [_cell(ar, {"prompt_accuracy": ar_values}), _cell(diffusion, {"prompt_accuracy": diffusion_values})]
+        return check_claims(atlas.checks, cells)[0]
+
+    agree = transfusion([0.30, 0.33], [0.60, 0.62])
+    assert agree.verdict == "agrees" and "significant, transfusion/dense/preset is better" in agree.evidence[0]
+    assert transfusion([0.60, 0.62], [0.30, 0.33]).verdict == "disagrees"
+    assert transfusion([0.30, 0.40], [0.45, 0.50]).verdict == "inconclusive"
+    one = transfusion([0.3], [0.9])
+    assert one.verdict == "not enough seeds" and "one seed on a side" in one.reason
+    assert [c.verdict for c in check_claims(atlas.checks, [_cell(ar, {"caption_accuracy": [0.5]})])] == [
+        "not tested"
+    ] * 3
+    # the comparisons under the survey's questions are their own Holm family
+    both = [_cell(ar, {"prompt_accuracy": [0.30, 0.33], "fid": [40.0, 44.0]}),
+            _cell(diffusion, {"prompt_accuracy": [0.60, 0.62], "fid": [41.0, 43.0]})]  # fmt: skip
+    (pair,) = summarise_all(both)[0].pairs
+    prompt, fid = pair.comparisons
+    assert (prompt.family, fid.family) == (2, 2) and prompt.p_adjusted == pytest.approx(2 * prompt.test.p)
+    assert "Holm-adjusted p" in pair.lines()[0] and prompt.outcome == "b" and fid.outcome == "within"
+
+
+def test_checks_are_declared_in_the_atlas_toml(tmp_path):
+    """The same three checks in both presets, each with its metric and the side the literature says is better."""
+    quick, full = load_atlas(CONFIGS / "atlas" / "quick.toml"), load_atlas(CONFIGS / "atlas" / "full.toml")
+    assert quick.checks == full.checks
+    declared = [(c.source.split(" (")[0], c.axis, c.a, c.b, c.metric, c.better) for c in quick.checks]
+    assert declared == [
+        ("Transfusion", "writer.kind", ["ar-codes"], ["latent"], "prompt_accuracy", "b"),
+        ("Mixture-of-Transformers", "layers.kind", ["dense"], ["mot"], "task_loss", "b"),
+        ("Janus", "reader.kind", ["shared"], ["vit"], "caption_accuracy", "b"),
+    ]
 
 
 def test_quality_vs_flops_is_drawn_when_there_are_several_budgets(digits_dir, tmp_path):
@@ -163,16 +201,17 @@ def test_micro_atlas_end_to_end_then_nothing_is_redone(digits_dir, tmp_path, mon
     assert "`prompt_accuracy` (higher is better)" in text and "no difference is claimed" in text
     # the confounds: settings outside the part sections the writer axis entails (writer.weight, the codec, ...)
     assert "Other settings that differ: data.shift (2 vs 0), train.lr (0.002 vs 0.003)." in text
-    assert "| Transfusion (Zhou et al. 2024, arXiv 2408.11039) |" in text and "**inconclusive**" in text
+    assert "| Transfusion (Zhou et al. 2024, arXiv 2408.11039) |" in text and "**not enough seeds**" in text
     assert "Mixture-of-Transformers" in text and "**not tested**" in text and "Janus" in text
     assert "does not answer this question" in text  # no dense / MoE pair in this atlas
     for fig in ("pareto.png", "loss_vs_flops.png", "samples.png"):
         assert (out / "figures" / fig).stat().st_size > 1000 and f"figures/{fig}" in text
     html = (out / "report.html").read_text()
     assert html.count("data:image/png;base64,") == 3 and "http" not in html and 'src="figures' not in html
-    assert "chameleon.dense.preset.2e09flops.s0" in html and "inconclusive" in html
+    assert "chameleon.dense.preset.2e09flops.s0" in html and "not enough seeds" in html
     report = json.loads((out / "report.json").read_text())
-    assert [c["verdict"] for c in report["claims"]] == ["inconclusive", "not tested", "not tested"]
+    assert [c["verdict"] for c in report["claims"]] == ["not enough seeds", "not tested", "not tested"]
+    assert report["claims"][0]["tests"][0]["p"] is None and report["claims"][1]["declared"]["metric"] == "task_loss"
 
     stamps = {n: (out / "runs" / n / "eval" / "eval.json").stat().st_mtime_ns for n in names}
     result = CliRunner().invoke(app, ["atlas", str(tmp_path / "atlas.toml"), "--out", str(out), "--jobs", "2"])
@@ -191,13 +230,27 @@ def test_atlas_presets_plan_every_strategy(monkeypatch):
     assert len(plan_runs(full)) == 198 and full.seeds == [0, 1, 2] and len(full.budget.values) == 3
 
 
-@pytest.mark.parametrize("bad", ['[budget]\nflops = 1e9\nwall_s = 10', "[budget]\nflops = 1e9\n[[strategies]]\n"
-                                 'name = "x"\npreset = "configs/quick.toml"\nlayers = ["sparse"]'])  # fmt: skip
-def test_bad_atlas_configs_are_one_line_errors(tmp_path, bad):
+GOOD_CHECK = CHECKS[: CHECKS.index("[[checks]]", 1)]  # the first declared check
+ONE_STRATEGY = '[[strategies]]\nname = "x"\npreset = "configs/quick.toml"\n'
+
+
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        ("[budget]\nflops = 1e9\nwall_s = 10\n" + ONE_STRATEGY, "budget"),
+        ("[budget]\nflops = 1e9\n" + ONE_STRATEGY + 'layers = ["sparse"]', "layer kind"),
+        (GOOD_CHECK.replace('"prompt_accuracy"', '"prompt_acc"'), "'checks.0.metric': unknown metric 'prompt_acc'"),
+        (GOOD_CHECK.replace('better = "b"', 'better = "latent"'), "'checks.0.better': 'latent' — allowed: 'a' or 'b'"),
+        (GOOD_CHECK.replace('b = ["latent"]', 'b = ["diffusion"]'), "unknown writer.kind value(s) ['diffusion']"),
+    ],
+)  # fmt: skip
+def test_bad_atlas_configs_are_one_line_errors(tmp_path, bad, message):
     from unimm.config import ConfigError
 
-    with pytest.raises(ConfigError, match="budget|layer kind"):
-        _load(tmp_path, bad)
+    text = bad if bad.startswith("[budget]") else "[budget]\nflops = 1e9\n" + ONE_STRATEGY + bad
+    with pytest.raises(ConfigError, match=re.escape(message)) as err:
+        _load(tmp_path, text)
+    assert len(str(err.value).splitlines()) == 1, err.value
 
 
 def test_confounds_are_what_differs_outside_the_entailed_part_sections():
@@ -216,8 +269,10 @@ def test_confounds_are_what_differs_outside_the_entailed_part_sections():
     ca, cq = chameleon.first.run.config, quick.first.run.config
     assert set(entailed_sections("writer.kind", ca, cq)) == {"writer", "codec", "denoiser", "sample"}
     # writer.weight, the codec, the denoiser and the settings of another sampler come with the writer
-    assert Pair(ar_vs_diffusion, chameleon, quick).differences() == ("data.shift (2 vs 0), train.lr (0.002 vs 0.003)")
+    assert Pair(ar_vs_diffusion.axis, chameleon, quick).differences() == (
+        "data.shift (2 vs 0), train.lr (0.002 vs 0.003)"
+    )
     assert "sample" not in entailed_sections("writer.kind", ca, ca)
     # same writer kind: its own settings are confounds of the reader axis (janus's codes get their own vocabulary)
-    confounds = Pair(shared_vs_decoupled, chameleon, janus).differences()
+    confounds = Pair(shared_vs_decoupled.axis, chameleon, janus).differences()
     assert "writer.vocab (shared vs separate)" in confounds and "reader." not in confounds

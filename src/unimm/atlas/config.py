@@ -1,4 +1,5 @@
-"""The atlas TOML: which strategies, layer kinds, sizes, seeds and budgets to sweep, and how to evaluate them.
+"""The atlas TOML: which strategies, layer kinds, sizes, seeds and budgets to sweep, how to evaluate them, and
+which published findings to check (each check's metric and expected direction are declared before the runs).
 
 Paths (presets, tokenizer config, data) are relative to the working directory, as for ``unimm train``.
 """
@@ -7,14 +8,18 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Literal
 
 import tomllib
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from unimm.atlas.metrics import HIGHER_IS_BETTER
 from unimm.config import ConfigError, _format
-from unimm.settings import LAYERS
+from unimm.settings import LAYERS, READERS, TEXT, WRITERS, Registry
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
+# the four strategy axes of docs/architecture.md and the registry of each one's kinds
+AXES: dict[str, Registry] = {"writer.kind": WRITERS, "reader.kind": READERS, "layers.kind": LAYERS, "text.kind": TEXT}
 
 
 class _Strict(BaseModel):
@@ -84,6 +89,40 @@ class StrategyEntry(_Strict):
     seeds: list[int] | None = Field(None, description="seeds for this strategy; None = the atlas's")
 
 
+class CheckEntry(_Strict):
+    """A published directional finding, declared before the runs: matched pairs of cells that differ only in
+    ``axis`` (kinds ``a`` vs kinds ``b``) are compared on ``metric``, and the literature says ``better`` wins."""
+
+    source: str = Field(description="the publication, e.g. 'Janus (Wu et al. 2024, arXiv 2410.13848)'")
+    statement: str = Field(description="the finding in words")
+    axis: Literal["writer.kind", "reader.kind", "layers.kind", "text.kind"]
+    a: list[str] = Field(min_length=1, description="kinds on the axis of side A")
+    b: list[str] = Field(min_length=1, description="kinds on the axis of side B")
+    metric: str = Field(description="the one metric the verdict is about (its direction is the metric's own)")
+    better: Literal["a", "b"] = Field(description="the side the literature says is better on the metric")
+
+    @field_validator("metric")
+    @classmethod
+    def _known_metric(cls, v: str) -> str:
+        if v not in HIGHER_IS_BETTER:
+            raise ValueError(f"unknown metric {v!r}; use one of {sorted(HIGHER_IS_BETTER)}")
+        return v
+
+    @model_validator(mode="after")
+    def _known_kinds(self) -> CheckEntry:
+        kinds = AXES[self.axis].kinds()
+        unknown = [k for k in self.a + self.b if k not in kinds]
+        if unknown:
+            raise ValueError(f"unknown {self.axis} value(s) {unknown}; use one of {kinds}")
+        if set(self.a) & set(self.b):
+            raise ValueError(f"sides a and b share {sorted(set(self.a) & set(self.b))}")
+        return self
+
+    @property
+    def expects_b(self) -> bool:
+        return self.better == "b"
+
+
 class AtlasConfig(_Strict):
     name: str = "atlas"
     description: str = ""
@@ -98,6 +137,7 @@ class AtlasConfig(_Strict):
     eval: EvalSection = EvalSection()
     tokenizer: TokenizerSection | None = None
     strategies: list[StrategyEntry] = Field(min_length=1)
+    checks: list[CheckEntry] = Field([], description="published findings checked; one Holm family per report")
 
     @model_validator(mode="after")
     def _names_and_kinds(self) -> AtlasConfig:

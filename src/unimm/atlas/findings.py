@@ -6,17 +6,20 @@ question. Presets may still differ in other settings (loss weights, vocabulary, 
 lists those beyond what the axis itself entails. What the axis entails is read off the part sections, not
 kept by hand: the axis's own section, every other part section whose kind differs between the two (with
 the other axes equal, only the axis can have changed it, e.g. the codec a writer needs) and the sampler
-(each writer names its own). Differences are judged by ``comparison.py``'s rule.
+(each writer names its own). Differences are judged by ``comparison.py``'s rule; the comparisons of the
+survey's questions form one Holm family, the checks of published findings (declared in the atlas TOML,
+``[[checks]]``) another.
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 
-from unimm.atlas.comparison import Comparison
+from unimm.atlas.comparison import ALPHA, Comparison, adjust
+from unimm.atlas.config import AXES, CheckEntry
 from unimm.atlas.results import Cell
 
-AXES = ("writer.kind", "reader.kind", "layers.kind", "text.kind")
 PART_SECTIONS = ("layers", "codec", "writer", "denoiser", "reader", "reader.connector", "text")
 IGNORED = ("name", "train.seed", "train.steps", "train.warmup", "train.save_every", "train.log_every",
            "train.threads", "train.parallel", "codec.tokenizer", "sample.sampler")  # fmt: skip
@@ -82,62 +85,42 @@ QUESTIONS = (
 )  # fmt: skip
 
 
-@dataclass(frozen=True)
-class Claim:
-    source: str
-    statement: str
-    question: str
-    kind: str  # the metric kind the claim is about; it says B beats A
-    b_values: frozenset[str] | None = None  # restrict side B (None: the question's)
-
-
-CLAIMS = (
-    Claim("Transfusion (Zhou et al. 2024, arXiv 2408.11039)",
-          "diffusion images beat discrete autoregressive images at equal compute", "ar-vs-diffusion", "generation"),
-    Claim("Mixture-of-Transformers (Liang et al. 2024, arXiv 2411.04996)",
-          "modality-untied weights (MoT) reach the dense model's loss with fewer FLOPs", "dense-vs-moe", "task_loss",
-          frozenset({"mot"})),
-    Claim("Janus (Wu et al. 2024, arXiv 2410.13848)",
-          "decoupling the understanding encoder from the generation tokenizer helps understanding",
-          "shared-vs-decoupled", "understanding"),
-)  # fmt: skip
-
-
 @dataclass
 class Pair:
-    question: Question
+    axis: str
     a: Cell
     b: Cell
 
     def value(self, cell: Cell) -> str:
-        return config_value(cell.first.run.config, self.question.axis)
+        return config_value(cell.first.run.config, self.axis)
 
     def differences(self, limit: int = 8) -> str:
         """Config keys in which the two cells differ besides the axis and what it entails (the confounds)."""
         ca, cb = self.a.first.run.config, self.b.first.run.config
         fa, fb = flatten(ca), flatten(cb)
-        skip = entailed_sections(self.question.axis, ca, cb)
+        skip = entailed_sections(self.axis, ca, cb)
         keys = sorted(fa.keys() | fb.keys(), key=lambda k: (list(fa) + list(fb)).index(k))
         diff = [k for k in keys if k not in IGNORED and k.rsplit(".", 1)[0] not in skip and fa.get(k) != fb.get(k)]
         shown = ", ".join(f"{k} ({fa.get(k)} vs {fb.get(k)})" for k in diff[:limit])
         return shown + (f" and {len(diff) - limit} more" if len(diff) > limit else "") if diff else "nothing"
 
 
-def matched_pairs(question: Question, cells: list[Cell], b_values: frozenset[str] | None = None) -> list[Pair]:
-    b_values = b_values or question.b_values
-    others = [k for k in AXES if k != question.axis]
+def matched_pairs(axis: str, a_values: Collection[str], b_values: Collection[str], cells: list[Cell]) -> list[Pair]:
+    """Every (A, B) of cells with the same size and budget and the other strategy axes equal, A's ``axis`` in
+    ``a_values`` and B's in ``b_values``."""
+    others = [k for k in AXES if k != axis]
     pairs = []
     for a in cells:
         ra = a.first.run
-        if config_value(ra.config, question.axis) not in question.a_values:
+        if config_value(ra.config, axis) not in a_values:
             continue
         for b in cells:
             rb = b.first.run
             same = (ra.size, ra.budget_name) == (rb.size, rb.budget_name) and all(
                 config_value(ra.config, k) == config_value(rb.config, k) for k in others
             )
-            if same and config_value(rb.config, question.axis) in b_values:
-                pairs.append(Pair(question, a, b))
+            if same and config_value(rb.config, axis) in b_values:
+                pairs.append(Pair(axis, a, b))
     return pairs
 
 
@@ -192,15 +175,27 @@ def _reach_sentence(pair: Pair) -> str | None:
 
 
 @dataclass
+class PairSummary:
+    pair: Pair
+    head: str  # the heading sentence
+    comparisons: list[Comparison]
+    notes: list[str]  # after the comparisons: FLOPs to reach the dense loss, the confounds
+
+    def lines(self) -> list[str]:
+        return [c.sentence(self.pair.a.key, self.pair.b.key) for c in self.comparisons] + self.notes
+
+
+@dataclass
 class Summary:
     question: Question
-    pairs: list[tuple[str, list[str]]] = field(default_factory=list)  # (heading sentence, comparisons)
+    pairs: list[PairSummary] = field(default_factory=list)
     note: str | None = None
 
 
 def summarise(question: Question, cells: list[Cell]) -> Summary:
-    """For each matched pair: a heading sentence, then one sentence per metric, and the confounds."""
-    pairs = matched_pairs(question, cells)
+    """For each matched pair: a heading sentence, one comparison per metric, and the confounds (p-values not
+    adjusted: ``summarise_all`` adjusts them over every question)."""
+    pairs = matched_pairs(question.axis, question.a_values, question.b_values, cells)
     if not pairs:
         return Summary(question, note=(
             f"No two finished cells differ only in `{question.axis}` (same size and budget, the other strategy "
@@ -216,42 +211,73 @@ def summarise(question: Question, cells: list[Cell]) -> Summary:
                 sizes.append(f"{c.key} {total / 1e6:.2f} M parameters ({active / 1e6:.2f} M active)")
         head = (f"**{a} vs {b}** at {p.a.budget} (`{question.axis}` = {p.value(p.a)} vs {p.value(p.b)}). "
                 + "; ".join(sizes) + ".")  # fmt: skip
-        lines = [c.sentence(a, b) for kind in question.kinds for c in comparisons(p, kind)]
+        notes = []
         if question.key == "dense-vs-moe" and (reach := _reach_sentence(p)):
-            lines.append(reach)
-        lines.append(f"Other settings that differ: {p.differences()}.")
-        out.pairs.append((head, lines))
+            notes.append(reach)
+        notes.append(f"Other settings that differ: {p.differences()}.")
+        found = [c for kind in question.kinds for c in comparisons(p, kind)]
+        out.pairs.append(PairSummary(p, head, found, notes))
+    return out
+
+
+def summarise_all(cells: list[Cell]) -> list[Summary]:
+    """Every question's summary; all their comparisons form one Holm family."""
+    out = [summarise(q, cells) for q in QUESTIONS]
+    adjust([c for s in out for p in s.pairs for c in p.comparisons])
     return out
 
 
 @dataclass
 class ClaimCheck:
-    claim: Claim
-    verdict: str  # agrees | disagrees | inconclusive | not tested
+    check: CheckEntry
+    verdict: str  # agrees | disagrees | inconclusive | not enough seeds | not tested
     reason: str
-    evidence: list[str]
+    tests: list[tuple[Pair, Comparison]]  # every matched pair with the check's metric on both sides
+
+    @property
+    def evidence(self) -> list[str]:
+        return [c.sentence(p.a.key, p.b.key) for p, c in self.tests]
 
 
-def check_claim(claim: Claim, cells: list[Cell]) -> ClaimCheck:
-    """Agrees / disagrees when matched pairs show the claimed side better / worse beyond the seed spread and
-    none shows the opposite; inconclusive otherwise; not tested without a matched pair."""
-    question = next(q for q in QUESTIONS if q.key == claim.question)
-    pairs = matched_pairs(question, cells, claim.b_values)
-    found = [(p, c) for p in pairs if (c := compare(p, claim.kind)) is not None]
+def claim_tests(check: CheckEntry, cells: list[Cell]) -> list[tuple[Pair, Comparison]]:
+    """The check's comparisons: every matched pair of its sides on its declared metric."""
+    out = []
+    for p in matched_pairs(check.axis, check.a, check.b, cells):
+        a, b = p.a.stat(check.metric), p.b.stat(check.metric)
+        if a is not None and b is not None:
+            out.append((p, Comparison(check.metric, a, b)))
+    return out
+
+
+def verdict(expects_b: bool, found: Sequence[Comparison]) -> tuple[str, str]:
+    """A check's verdict and why, from its comparisons (p-values already adjusted over the family): *agrees*
+    (*disagrees*) when a test is significant with the declared side better (worse) and none the other way."""
     if not found:
-        return ClaimCheck(claim, "not tested", "no matched pair of finished runs in this atlas", [])
-    evidence = [c.sentence(p.a.key, p.b.key) for p, c in found]
-    outcomes = [c.outcome for _, c in found]
-    n, n_b, n_a = len(outcomes), outcomes.count("b"), outcomes.count("a")
-    if n_b and n_a:
-        return ClaimCheck(
-            claim, "inconclusive", f"the {n} comparisons point both ways beyond the seed spread", evidence
-        )
-    if n_b or n_a:
-        rest = f"; {n - n_b - n_a} other(s) within the seed spread or single-seed" if n > n_b + n_a else ""
-        reason = f"{n_b + n_a} of {n} comparison(s) beyond the seed spread{rest}"
-        return ClaimCheck(claim, "agrees" if n_b else "disagrees", reason, evidence)
-    single, within = outcomes.count("one-seed"), outcomes.count("within")
-    parts = [f"{single} with a single seed on a side (no spread)" if single else "",
-             f"{within} within the seed spread" if within else ""]  # fmt: skip
-    return ClaimCheck(claim, "inconclusive", f"of {n} comparison(s): " + ", ".join(p for p in parts if p), evidence)
+        return "not tested", "no matched pair of finished runs in this atlas"
+    tested = [c for c in found if c.test is not None]
+    if not tested:
+        return "not enough seeds", f"{len(found)} comparison(s), each with one seed on a side: no t-test"
+    side = "b" if expects_b else "a"
+    outcomes = [c.outcome for c in tested]
+    n_for, n_against = outcomes.count(side), sum(o in ("a", "b") and o != side for o in outcomes)
+    rule = f"Holm-adjusted p < {ALPHA} over the report's checks"
+    rest = f"; {len(found) - len(tested)} more with one seed on a side (no test)" if len(found) > len(tested) else ""
+    if n_for and n_against:
+        return "inconclusive", f"significant both ways ({n_for} for, {n_against} against; {rule}){rest}"
+    if n_for or n_against:
+        which = "in" if n_for else "against"
+        reason = f"{n_for + n_against} of {len(tested)} test(s) significant {which} the declared direction ({rule})"
+        return ("agrees" if n_for else "disagrees"), reason + rest
+    small = outcomes.count("small")
+    floor = f"; {small} significant but below the difference that matters" if small else ""
+    return "inconclusive", f"none of {len(tested)} test(s) significant ({rule}){floor}{rest}"
+
+
+def check_claims(checks: Sequence[CheckEntry], cells: list[Cell]) -> list[ClaimCheck]:
+    """Every check's verdict; the tests of all checks form one Holm family."""
+    found = [claim_tests(check, cells) for check in checks]
+    adjust([c for tests in found for _, c in tests])
+    return [
+        ClaimCheck(check, *verdict(check.expects_b, [c for _, c in tests]), tests)
+        for check, tests in zip(checks, found, strict=True)
+    ]

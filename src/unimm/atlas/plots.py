@@ -10,7 +10,8 @@ import numpy as np
 from matplotlib.figure import Figure
 from PIL import Image
 
-from unimm.atlas.results import HIGHER_IS_BETTER, Cell, RunResult
+from unimm.atlas.metrics import HIGHER_IS_BETTER
+from unimm.atlas.results import Cell, RunResult
 from unimm.checkpoint import atomic_write
 
 

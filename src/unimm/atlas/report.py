@@ -4,11 +4,14 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from unimm.atlas.comparison import Comparison
 from unimm.atlas.config import AtlasConfig
-from unimm.atlas.findings import CLAIMS, PRIMARY, QUESTIONS, check_claim, summarise
+from unimm.atlas.findings import PRIMARY, ClaimCheck, check_claims, summarise_all
+from unimm.atlas.metrics import HIGHER_IS_BETTER
 from unimm.atlas.plan import PlannedRun, budget_label
 from unimm.atlas.plots import plot_expert_loads, plot_loss_vs_flops, plot_pareto, plot_quality_vs_flops, plot_samples
 from unimm.atlas.results import Cell, RunResult, group_cells, load_result
@@ -18,12 +21,19 @@ from unimm.document import Document
 
 RULE = (
     "**Reading the verdicts.** For a metric, d = mean(B) − mean(A) over training seeds. When both cells ran the "
-    "same seeds (two or more) the runs are paired by seed, which shares data order and noise, and SE = sd(d_s)/√n "
-    "over the per-seed differences; otherwise SE = √(s_A²/n_A + s_B²/n_B), s the standard deviation over seeds. "
-    "A side is called better only when |d| > 2·SE **and** it wins in every seed pair (or every seed of it beats "
-    "every seed of the other side) **and** |d| is above a floor that matters (0.005 for accuracies and other "
-    "rates, 1 % of the value for FID, losses and the like). With one seed on a side there is no spread and no "
-    "difference is claimed (inconclusive). With 2–3 seeds this is a screening rule, not a significance test. "
+    "same seeds (two or more) the runs are paired by seed, which shares data order and noise, and the per-seed "
+    "differences get a paired t-test (n − 1 degrees of freedom); otherwise, with two or more seeds on each side, "
+    "Welch's t-test (Welch–Satterthwaite degrees of freedom). p-values are two-sided, from the t distribution; "
+    "the 95 % confidence interval of d is the t-interval of the same test. With no spread at all (ties of a "
+    "discrete metric) the test is undefined and p is taken as 1. Multiple comparisons are "
+    "Holm-corrected: the checks of published findings are one family (every matched pair of every check, on the "
+    "metric and direction the atlas TOML declares before the runs), the comparisons under the survey's "
+    "questions another. A side is called better only when its Holm-adjusted p is below 0.05 **and** |d| is "
+    "above a floor that matters (0.005 for accuracies and other rates, 1 % of the value for FID, losses and the "
+    "like). A check *agrees* (*disagrees*) when a test is significant with the declared side better (worse) and "
+    "none the other way, and is *inconclusive* otherwise; with one seed on a side there is no test and no "
+    "verdict (*not enough seeds*). With two seeds a paired test has one degree of freedom: only a difference "
+    "that is many times its seed-to-seed variation is significant, so *inconclusive* is the common outcome. "
     "Pairs are matched on size, budget and the four strategy axes (image objective, understanding path, layer "
     "kind, text objective) except the one in question; other settings of the presets may differ and are listed "
     "with each pair."
@@ -93,19 +103,64 @@ def _overview(doc: Document, atlas: AtlasConfig, results: list[RunResult], out: 
         doc.bullets(tokenizers)
 
 
-def _claims(doc: Document, cells: list[Cell]) -> list[dict[str, Any]]:
+def _per_test(check: ClaimCheck, cell: Callable[[Comparison], str]) -> str:
+    """One table cell: ``cell(comparison)`` for each of the check's tests, named by pair when there are several."""
+    if len(check.tests) == 1:
+        return cell(check.tests[0][1])
+    return "; ".join(f"{p.a.key} vs {p.b.key}: {cell(c)}" for p, c in check.tests) or "–"
+
+
+def _ci(c: Comparison) -> str:
+    if c.test is None:
+        return f"{c.diff:+.3f} (one seed on a side)"
+    lo, hi = c.test.ci()
+    return f"{c.diff:+.3f} [{lo:+.3f}, {hi:+.3f}]"
+
+
+def _pvalue(p: float | None) -> str:
+    return "–" if p is None else f"{p:.3g}"
+
+
+def _test_json(c: Comparison) -> dict[str, Any]:
+    t = c.test
+    lo, hi = t.ci() if t else (None, None)
+    return {
+        "metric": c.metric,
+        "diff": c.diff,
+        "ci95": [lo, hi],
+        "test": t.kind if t else None,
+        "df": t.df if t else None,
+        "p": t.p if t else None,
+        "p_holm": c.p_adjusted,
+        "outcome": c.outcome,
+    }
+
+
+def _claims(doc: Document, atlas: AtlasConfig, cells: list[Cell]) -> list[dict[str, Any]]:
     doc.heading("Published findings, checked")
-    checks = [check_claim(c, cells) for c in CLAIMS]
-    doc.table(
-        ["source", "claim", "this atlas", "why"],
-        [[c.claim.source, c.claim.statement, f"**{c.verdict}**", c.reason] for c in checks],
-    )
+    if not atlas.checks:
+        doc.paragraph("This atlas declares no checks (`[[checks]]` in its TOML).")
+        return []
+    checks = check_claims(atlas.checks, cells)
+    rows = []
     for c in checks:
-        if c.evidence:
-            doc.paragraph(f"{c.claim.source.split(' (')[0]}: {c.verdict}. Evidence:")
+        k = c.check
+        better, worse = (k.b, k.a) if k.expects_b else (k.a, k.b)
+        direction = "higher" if HIGHER_IS_BETTER[k.metric] else "lower"
+        declared = f"`{k.metric}` ({direction} is better): `{k.axis}` {' / '.join(better)} beats {' / '.join(worse)}"
+        rows.append([k.source, k.statement, declared, f"**{c.verdict}**", _per_test(c, _ci),
+                     _per_test(c, lambda x: _pvalue(x.test.p if x.test else None)),
+                     _per_test(c, lambda x: _pvalue(x.p_adjusted)), c.reason])  # fmt: skip
+    doc.table(["source", "claim", "declared test", "this atlas", "difference B − A [95 % CI]", "p", "p (Holm)",
+               "why"], rows)  # fmt: skip
+    for c in checks:
+        if c.tests:
+            doc.paragraph(f"{c.check.source.split(' (')[0]}: {c.verdict}. Evidence:")
             doc.bullets(c.evidence)
-    return [{"source": c.claim.source, "claim": c.claim.statement, "verdict": c.verdict, "reason": c.reason,
-             "evidence": c.evidence} for c in checks]  # fmt: skip
+    return [{"source": c.check.source, "claim": c.check.statement, "declared": c.check.model_dump(),
+             "verdict": c.verdict, "reason": c.reason, "evidence": c.evidence,
+             "tests": [{"pair": [p.a.key, p.b.key], **_test_json(x)} for p, x in c.tests]}
+            for c in checks]  # fmt: skip
 
 
 def _figures(doc: Document, cells: list[Cell], results: list[RunResult], folder: Path) -> None:
@@ -147,18 +202,19 @@ def write_report(atlas: AtlasConfig, runs: list[PlannedRun], out: Path) -> Path:
     figures.mkdir(parents=True, exist_ok=True)
     doc = Document(f"unimm decision atlas: {atlas.name}")
     _overview(doc, atlas, results, out)
-    claims = _claims(doc, cells)
+    claims = _claims(doc, atlas, cells)
     doc.heading("The survey's questions")
     summaries = {}
-    for q in QUESTIONS:
-        s = summarise(q, cells)
-        summaries[q.key] = {"note": s.note, "pairs": [{"pair": h, "lines": lines} for h, lines in s.pairs]}
+    for s in summarise_all(cells):
+        q = s.question
+        summaries[q.key] = {"note": s.note, "pairs": [{"pair": p.head, "lines": p.lines(),
+                            "tests": [_test_json(c) for c in p.comparisons]} for p in s.pairs]}  # fmt: skip
         doc.heading(f"{q.title}: {q.a_label} vs {q.b_label}", 3)
         if s.note:
             doc.paragraph(s.note)
-        for head, lines in s.pairs:
-            doc.paragraph(head)
-            doc.bullets(lines)
+        for p in s.pairs:
+            doc.paragraph(p.head)
+            doc.bullets(p.lines())
     doc.paragraph(RULE)
     _figures(doc, cells, results, figures)
     doc.heading("Every run")

@@ -8,25 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from unimm.atlas.metrics import METRICS
 from unimm.atlas.plan import PlannedRun
-
-# flat metric name -> (section of eval.json, key); "higher" says which direction is better
-METRICS: dict[str, tuple[str, str, bool]] = {
-    "caption_accuracy": ("understanding", "caption_accuracy", True),
-    "vqa_accuracy": ("understanding", "vqa_accuracy", True),
-    "exact_match": ("understanding", "exact_match", True),
-    "caption_bleu_4": ("understanding", "caption_bleu_4", True),
-    "caption_cider": ("understanding", "caption_cider", True),
-    "prompt_accuracy": ("generation", "prompt_accuracy", True),
-    "fid": ("generation", "fid", False),
-    "kid_mean": ("generation", "kid_mean", False),
-    "precision": ("generation", "precision", True),
-    "recall": ("generation", "recall", True),
-    "clip_score": ("generation", "clip_score", True),
-    "caption_latency_s": ("understanding", "latency_s", False),
-    "gen_latency_s": ("generation", "latency_s", False),
-}
-HIGHER_IS_BETTER = {k: v[2] for k, v in METRICS.items()} | {"task_loss": False}
 
 
 def _json(path: Path) -> dict[str, Any] | None:

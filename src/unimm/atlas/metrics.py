@@ -1,0 +1,26 @@
+"""The metrics the atlas reads from every run: where each lives in ``eval.json`` and which direction is better."""
+
+from __future__ import annotations
+
+# flat metric name -> (section of eval.json, key, higher is better)
+METRICS: dict[str, tuple[str, str, bool]] = {
+    "caption_accuracy": ("understanding", "caption_accuracy", True),
+    "vqa_accuracy": ("understanding", "vqa_accuracy", True),
+    "exact_match": ("understanding", "exact_match", True),
+    "caption_bleu_4": ("understanding", "caption_bleu_4", True),
+    "caption_cider": ("understanding", "caption_cider", True),
+    "prompt_accuracy": ("generation", "prompt_accuracy", True),
+    "fid": ("generation", "fid", False),
+    "kid_mean": ("generation", "kid_mean", False),
+    "precision": ("generation", "precision", True),
+    "recall": ("generation", "recall", True),
+    "clip_score": ("generation", "clip_score", True),
+    "caption_latency_s": ("understanding", "latency_s", False),
+    "gen_latency_s": ("generation", "latency_s", False),
+}
+# every metric a comparison can use: the evaluation's and the final training loss (read from metrics.jsonl)
+HIGHER_IS_BETTER: dict[str, bool] = {k: v[2] for k, v in METRICS.items()} | {"task_loss": False}
+# metrics that are rates in [0, 1]: a difference below 0.005 does not matter
+RATES = frozenset(
+    {"caption_accuracy", "vqa_accuracy", "exact_match", "caption_bleu_4", "prompt_accuracy", "precision", "recall"}
+)
