@@ -18,7 +18,8 @@ from dataclasses import dataclass
 
 from unimm.atlas.results import HIGHER_IS_BETTER, Stat
 
-RATES = {"caption_accuracy", "vqa_accuracy", "exact_match", "caption_bleu_4", "prompt_accuracy", "precision", "recall"}
+RATES = {"caption_accuracy", "rank_accuracy", "vqa_accuracy", "exact_match", "caption_bleu_4", "prompt_accuracy",
+         "precision", "recall"}  # fmt: skip
 
 
 @dataclass

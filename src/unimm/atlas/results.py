@@ -13,6 +13,8 @@ from unimm.atlas.plan import PlannedRun
 # flat metric name -> (section of eval.json, key); "higher" says which direction is better
 METRICS: dict[str, tuple[str, str, bool]] = {
     "caption_accuracy": ("understanding", "caption_accuracy", True),
+    "rank_accuracy": ("understanding", "rank_accuracy", True),
+    "caption_nll": ("understanding", "caption_nll", False),
     "vqa_accuracy": ("understanding", "vqa_accuracy", True),
     "exact_match": ("understanding", "exact_match", True),
     "caption_bleu_4": ("understanding", "caption_bleu_4", True),
