@@ -227,7 +227,9 @@ def eval_(
         _fail(err)
     paths = write_eval(result, out or run / "eval", title=f"{model.cfg.name} ({run})")
     u, g = result["understanding"], result["generation"]
-    head = {k: u[k] for k in ("caption_accuracy", "exact_match", "vqa_accuracy") if k in u}
+    head = {
+        k: u[k] for k in ("caption_accuracy", "rank_accuracy", "exact_match", "vqa_accuracy") if u.get(k) is not None
+    }
     head.update({k: g[k] for k in ("prompt_accuracy", "fid", "clip_score") if k in g})
     typer.echo(" ".join(f"{k}={v:.4g}" for k, v in head.items()))
     typer.echo(f"wrote {paths['json']} and {paths['md']}")

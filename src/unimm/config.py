@@ -153,6 +153,9 @@ class SampleSection(_Section):
     image_top_k: int | None = Field(None, gt=0, description="ar codes: keep the k most likely codes")
     choice_temperature: float = Field(4.5, ge=0, description="maskgit: Gumbel noise on confidences, annealed")
     text_steps: int | None = Field(None, gt=0, description="masked text: unmasking steps; None = one per token")
+    score_draws: int | None = Field(
+        None, gt=0, description="masked text: mask draws per text when scoring texts (ELBO); None = one per token"
+    )
     head_steps: int = Field(50, gt=0, description="mar: denoising steps of the per-patch head (sample.steps = groups)")
     cfg: float = Field(3.0, ge=0)
     temperature: float = Field(0.0, ge=0, description="0 = greedy text decoding")

@@ -15,11 +15,13 @@ from unimm.atlas.comparison import Comparison, adjust
 from unimm.atlas.config import AtlasConfig
 from unimm.atlas.findings import check_claims, summarise_all
 from unimm.atlas.plots import plot_quality_vs_flops
-from unimm.atlas.results import Cell, RunResult, Stat
+from unimm.atlas.prepare import eval_suite
+from unimm.atlas.results import HIGHER_IS_BETTER, Cell, RunResult, Stat, load_result
 from unimm.atlas.runner import _Processes, _run_one
 from unimm.atlas.worker import train_run, trained_steps
 from unimm.cli import app
 from unimm.config import load_config
+from unimm.eval.suites import SUITES
 from unimm.train import train
 
 CONFIGS = Path(__file__).parents[2] / "configs"
@@ -197,6 +199,8 @@ def test_micro_atlas_end_to_end_then_nothing_is_redone(digits_dir, tmp_path, mon
     for name in names:  # a table row per run with its metrics filled in
         row = next(line for line in text.splitlines() if line.startswith(f"| `{name}` | done |"))
         assert len(re.findall(r"\d\.\d{3}", row)) >= 5, row
+        assert 0 <= load_result(plan_runs(atlas)[names.index(name)], out / "runs" / name).values["rank_accuracy"] <= 1
+    assert "| caption acc | rank acc | VQA acc |" in text
     assert "**chameleon/dense/preset vs transfusion/dense/preset** at 2e09flops" in text
     assert "`prompt_accuracy` (higher is better)" in text and "no difference is claimed" in text
     # the confounds: settings outside the part sections the writer axis entails (writer.weight, the codec, ...)
@@ -218,6 +222,12 @@ def test_micro_atlas_end_to_end_then_nothing_is_redone(digits_dir, tmp_path, mon
     assert result.exit_code == 0, result.output
     assert "2 finished, 0 to run" in result.output and "report.html" in result.output
     assert stamps == {n: (out / "runs" / n / "eval" / "eval.json").stat().st_mtime_ns for n in names}
+
+
+def test_rank_accuracy_is_on_in_the_atlas_suite_and_can_be_switched_off(tmp_path):
+    atlas = _load(tmp_path, "[budget]\nflops = 1e9\n[eval]\nrank = false\n[[strategies]]\nname = 'a'\npreset = 'x'\n")
+    assert SUITES["atlas"].rank and eval_suite(atlas.eval).rank is False
+    assert HIGHER_IS_BETTER["rank_accuracy"] and not HIGHER_IS_BETTER["caption_nll"]
 
 
 def test_atlas_presets_plan_every_strategy(monkeypatch):

@@ -12,7 +12,7 @@ from unimm.config import load_config
 from unimm.data import load_split, templates_for
 from unimm.eval.classifier import load_or_train_classifier
 from unimm.eval.cost import parameter_counts
-from unimm.eval.harness import Suite, evaluate, generation_jobs
+from unimm.eval.harness import Suite, evaluate, generation_jobs, understanding
 from unimm.models import UnifiedModel
 from unimm.train import train
 
@@ -27,7 +27,7 @@ def run_dir(digits_dir, tmp_path_factory):
 
 def _numbers(result: dict) -> dict:
     """Everything but the timings and the memory peak (which vary between identical calls)."""
-    drop = {"samples_per_s", "latency_s", "peak_memory_mib"}
+    drop = {"samples_per_s", "latency_s", "peak_memory_mib", "rank_samples_per_s"}
 
     def walk(x):
         if isinstance(x, dict):
@@ -45,9 +45,25 @@ def test_same_seed_gives_the_same_numbers_twice(run_dir, tmp_path):
     torch.testing.assert_close(a["_images"], b["_images"])
     u, g = a["understanding"], a["generation"]
     assert u["n"] == 12 and u["vqa_n"] == 12 and 0 <= u["caption_accuracy"] <= 1 and "caption_bleu_4" in u
+    assert (
+        u["rank_n"] == 12 and 0 <= u["rank_accuracy"] <= 1 and 0 < u["caption_nll"] < 10 and u["rank_samples_per_s"] > 0
+    )
     assert g["n"] == 20 and g["seed"] == 3 and {"fid", "kid_mean", "precision", "recall", "clip_score"} <= set(g)
     assert a["cost"]["training"]["train_flops"] > 0 and a["cost"]["params"]["total"] > 0
     assert 0 < a["evaluators"]["classifier_test_accuracy"] <= 1
+
+
+def test_rank_accuracy_does_not_read_the_captions(run_dir, digits_dir, monkeypatch):
+    """A tiny model trained a few steps: its rank accuracy and caption NLL stay the same when its captions are
+    replaced by text naming no class (caption accuracy 0), and do not depend on the batch size."""
+    model = UnifiedModel.from_pretrained(run_dir)
+    test = load_split(digits_dir, "test", 8, 1)
+    real = understanding(model, test, TINY)
+    monkeypatch.setattr(model, "caption", lambda images, question=None: ["zzz"] * len(images))
+    garbage = understanding(model, test, Suite(**{**TINY.__dict__, "batch_size": 5}))
+    assert garbage["caption_accuracy"] == 0 and garbage["unparsed"] == 12 and garbage["rank_n"] == 12
+    assert garbage["rank_accuracy"] == real["rank_accuracy"]
+    assert garbage["caption_nll"] == pytest.approx(real["caption_nll"], rel=1e-5)
 
 
 class _PerfectGenerator(torch.nn.Module):
@@ -62,6 +78,12 @@ class _PerfectGenerator(torch.nn.Module):
 
     def caption(self, images, question=None):
         return self.inner.caption(images, question=question)
+
+    def score_texts(self, images, texts, question=None, generator=None):
+        return self.inner.score_texts(images, texts, question, generator)
+
+    def text_token_counts(self, texts):
+        return self.inner.text_token_counts(texts)
 
     def generate(self, prompts, generator=None, **kw):
         return torch.stack([self.pool[self.templates.parse(p)][i % 2] for i, p in enumerate(prompts)])
@@ -96,7 +118,9 @@ def test_cli_writes_json_markdown_and_sample_grids(run_dir, tmp_path, monkeypatc
     assert res.exit_code == 0, res.output
     data = json.loads((tmp_path / "eval" / "eval.json").read_text())
     assert data["suite"]["name"] == "tiny" and "_images" not in data
-    assert "## Generation" in (tmp_path / "eval" / "eval.md").read_text()
+    md = (tmp_path / "eval" / "eval.md").read_text()
+    assert "## Generation" in md and "| rank_accuracy |" in md and "| caption_nll |" in md
+    assert "rank_accuracy=" in res.output
     assert (tmp_path / "eval" / "samples.png").is_file()
     assert len(list((tmp_path / "eval" / "samples").glob("*.png"))) == 20  # one grid per distinct prompt
     bad = CliRunner().invoke(app, ["eval", str(run_dir), "--suite", "huge"])

@@ -1,5 +1,6 @@
 """The harness's caption, VQA and generated-image accuracy, measured on fake models whose answers we know."""
 
+import math
 import random
 
 import pytest
@@ -8,6 +9,8 @@ import torch
 from unimm.data import load_split, templates_for
 from unimm.eval.classifier import accuracy, train_classifier
 from unimm.eval.harness import Suite, class_prompts, generation, understanding
+from unimm.eval.ranking import class_scores
+from unimm.eval.report import eval_document, understanding_rows
 
 
 @pytest.fixture(scope="module")
@@ -21,18 +24,32 @@ def templates(data):
 
 
 class FakeCaptioner:
-    """Looks each image up in ``data`` and names its class, or talks nonsense."""
+    """Looks each image up in ``data`` and names its class, or talks nonsense; scores the texts that name the
+    image's class at -0.5 nats per token and every other text at -3 (or cannot score texts at all)."""
 
-    def __init__(self, data, garbage: bool = False) -> None:
-        self.data, self.garbage, self.questions = data, garbage, []
+    def __init__(self, data, garbage: bool = False, scores: bool = True) -> None:
+        self.data, self.garbage, self.scores, self.questions = data, garbage, scores, []
+        self.templates = templates_for(data)
+
+    def labels(self, images) -> list[int]:
+        flat = self.data.images.flatten(1)
+        return [int(self.data.labels[int((flat == img.flatten()).all(1).nonzero()[0])]) for img in images]
 
     def caption(self, images, question=None):
         self.questions.append(question)
-        flat = self.data.images.flatten(1)
-        idx = [int((flat == img.flatten()).all(1).nonzero()[0]) for img in images]
         if self.garbage:
-            return ["a blurry squiggle" for _ in idx]
-        return [f"a handwritten {self.data.class_names[int(self.data.labels[i])]}" for i in idx]
+            return ["a blurry squiggle" for _ in images]
+        return [f"a handwritten {self.data.class_names[y]}" for y in self.labels(images)]
+
+    def text_token_counts(self, texts):
+        return [len(t.split()) + 1 for t in texts]
+
+    def score_texts(self, images, texts, question=None, generator=None):
+        if not self.scores:
+            raise NotImplementedError("this objective has no likelihood")
+        named = torch.tensor([self.templates.parse(t) for t in texts])
+        per_token = torch.where(named[None] == torch.tensor(self.labels(images))[:, None], -0.5, -3.0)
+        return per_token * torch.tensor(self.text_token_counts(texts), dtype=torch.float)
 
 
 class FakeGenerator:
@@ -61,6 +78,7 @@ def _suite(n: int, batch_size: int = 100, per_class: int = 1) -> Suite:
 def test_true_captions_score_one(data, templates):
     res = understanding(FakeCaptioner(data), data, _suite(60, batch_size=25))
     assert res["caption_accuracy"] == 1.0 and res["n"] == 60 and res["unparsed"] == 0
+    assert res["rank_accuracy"] == 1.0 and res["rank_n"] == 60 and res["caption_nll"] == pytest.approx(0.5)
     assert res["vqa_accuracy"] == 1.0 and res["vqa_n"] == 60 and res["vqa_unparsed"] == 0
     label = int(data.labels[0])
     assert res["examples"][0] == {
@@ -73,6 +91,27 @@ def test_garbage_captions_score_zero(data, templates):
     res = understanding(FakeCaptioner(data, garbage=True), data, _suite(30))
     assert res["caption_accuracy"] == 0.0 and res["unparsed"] == 30
     assert res["vqa_accuracy"] == 0.0 and res["vqa_unparsed"] == 30
+    assert res["rank_accuracy"] == 1.0 and res["rank_n"] == 30  # it still tells the classes apart
+
+
+def test_a_model_that_cannot_score_texts_gets_none_and_the_reason(data):
+    res = understanding(FakeCaptioner(data, scores=False), data, _suite(20))
+    assert res["rank_accuracy"] is None and res["caption_nll"] is None
+    assert res["rank_note"] == "this objective has no likelihood" and res["caption_accuracy"] == 1.0
+
+
+def test_ranking_can_be_switched_off(data):
+    res = understanding(FakeCaptioner(data, scores=False), data, Suite(**{**_suite(20).__dict__, "rank": False}))
+    assert not {"rank_accuracy", "caption_nll", "rank_n", "rank_note"} & set(res)
+
+
+def test_a_class_scores_the_log_of_the_mean_probability_of_its_captions():
+    """One very likely caption outweighs a consistently mediocre class (the mean of log-probabilities would
+    pick class 1)."""
+    scores = torch.tensor([[-1.0, -10.0, -3.0, -3.0]])
+    per_class = class_scores(scores, [[0, 1], [2, 3]])
+    assert float(per_class[0, 0]) == pytest.approx(math.log((math.exp(-1) + math.exp(-10)) / 2))
+    assert float(per_class[0, 1]) == pytest.approx(-3.0) and int(per_class.argmax()) == 0
 
 
 def test_vqa_asks_one_fixed_question(data, templates):
@@ -101,3 +140,17 @@ def test_real_images_as_generations_score_the_classifier_accuracy(data, template
     assert sum(res["prompt_accuracy_per_class"]) / 10 == pytest.approx(res["prompt_accuracy"])
     assert "fid" not in res and "clip_score" not in res  # no feature extractor, no CLIP
     assert torch.equal(images[10], data.images[torch.nonzero(data.labels == 2).flatten()[0]])
+
+
+def test_the_report_lists_the_rank_metrics_and_says_why_they_are_missing(tmp_path):
+    u = {"n": 4, "samples_per_s": 1.0, "latency_s": 0.1, "examples": [], "caption_accuracy": 0.5,
+         "rank_accuracy": None, "caption_nll": None, "rank_n": 4, "rank_note": "no likelihood"}  # fmt: skip
+    rows = understanding_rows(u)
+    assert rows == [["caption_accuracy", "0.5", "4"], ["rank_accuracy", "–", "4"], ["caption_nll", "–", "4"]]
+    result = {
+        "suite": {"name": "t"}, "seed": 0, "dataset": {"path": "d", "test_images": 4}, "understanding": u,
+        "generation": {"samples_per_s": 1.0, "latency_s": 0.1},
+        "cost": {"training": {}, "params": {"total": 1, "active": 1, "trainable": 1}, "peak_memory_mib": 1.0},
+        "evaluators": {"classifier_test_accuracy": None, "clip_test_retrieval_accuracy": None, "fid_features": None},
+    }  # fmt: skip
+    assert "No rank accuracy or caption NLL: no likelihood" in eval_document(result, "t", tmp_path).markdown(tmp_path)

@@ -68,8 +68,9 @@ class EvalSection(_Strict):
     batch_size: int | None = Field(None, gt=0)
     classifier_steps: int | None = Field(None, gt=0)
     clip_steps: int | None = Field(None, gt=0)
+    rank: bool | None = Field(None, description="rank the class captions by likelihood (rank_accuracy, caption_nll)")
 
-    def overrides(self) -> dict[str, int]:
+    def overrides(self) -> dict[str, int | bool]:
         return {k: v for k, v in self.model_dump(exclude={"suite", "seed"}).items() if v is not None}
 
 

@@ -28,7 +28,7 @@ PRIMARY = {
     "understanding": ("caption_accuracy", "exact_match", "caption_cider"),
     "task_loss": ("task_loss",),
 }
-SECONDARY = {"generation": ("fid",), "understanding": ("vqa_accuracy",), "task_loss": ()}
+SECONDARY = {"generation": ("fid",), "understanding": ("vqa_accuracy", "rank_accuracy"), "task_loss": ()}
 
 
 def flatten(config: dict, prefix: str = "") -> dict[str, object]:

@@ -5,6 +5,8 @@ from __future__ import annotations
 # flat metric name -> (section of eval.json, key, higher is better)
 METRICS: dict[str, tuple[str, str, bool]] = {
     "caption_accuracy": ("understanding", "caption_accuracy", True),
+    "rank_accuracy": ("understanding", "rank_accuracy", True),
+    "caption_nll": ("understanding", "caption_nll", False),
     "vqa_accuracy": ("understanding", "vqa_accuracy", True),
     "exact_match": ("understanding", "exact_match", True),
     "caption_bleu_4": ("understanding", "caption_bleu_4", True),
@@ -22,5 +24,14 @@ METRICS: dict[str, tuple[str, str, bool]] = {
 HIGHER_IS_BETTER: dict[str, bool] = {k: v[2] for k, v in METRICS.items()} | {"task_loss": False}
 # metrics that are rates in [0, 1]: a difference below 0.005 does not matter
 RATES = frozenset(
-    {"caption_accuracy", "vqa_accuracy", "exact_match", "caption_bleu_4", "prompt_accuracy", "precision", "recall"}
+    {
+        "caption_accuracy",
+        "rank_accuracy",
+        "vqa_accuracy",
+        "exact_match",
+        "caption_bleu_4",
+        "prompt_accuracy",
+        "precision",
+        "recall",
+    }
 )

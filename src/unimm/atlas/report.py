@@ -58,17 +58,17 @@ def _run_row(r: RunResult) -> list[str]:
     mem = f"{_fmt(i.get('peak_train_mib'), '.0f')} / {_fmt(i.get('peak_eval_mib'), '.0f')}"
     return [
         f"`{run.name}`", status, _fmt(i.get("trained_steps") or i.get("steps"), "d"), _fmt(flops, ".3g"), off, params,
-        _fmt(i.get("train_wall_s"), ".0f"), _fmt(v.get("caption_accuracy")), _fmt(v.get("vqa_accuracy")),
-        _fmt(v.get("caption_bleu_4")), _fmt(v.get("prompt_accuracy")), _fmt(v.get("fid"), ".2f"),
-        _fmt(v.get("clip_score"), ".1f"), _fmt(v.get("task_loss")), _fmt(v.get("caption_latency_s")),
-        _fmt(v.get("gen_latency_s")), mem,
+        _fmt(i.get("train_wall_s"), ".0f"), _fmt(v.get("caption_accuracy")), _fmt(v.get("rank_accuracy")),
+        _fmt(v.get("vqa_accuracy")), _fmt(v.get("caption_bleu_4")), _fmt(v.get("prompt_accuracy")),
+        _fmt(v.get("fid"), ".2f"), _fmt(v.get("clip_score"), ".1f"), _fmt(v.get("task_loss")),
+        _fmt(v.get("caption_latency_s")), _fmt(v.get("gen_latency_s")), mem,
     ]  # fmt: skip
 
 
 RUN_HEADER = [
     "run", "status", "steps", "train FLOPs", "vs budget", "params total / active (M)", "train wall s",
-    "caption acc", "VQA acc", "BLEU-4", "prompt acc", "FID", "CLIP score", "final train loss", "caption latency s",
-    "gen latency s", "peak MiB train / eval",
+    "caption acc", "rank acc", "VQA acc", "BLEU-4", "prompt acc", "FID", "CLIP score", "final train loss",
+    "caption latency s", "gen latency s", "peak MiB train / eval",
 ]  # fmt: skip
 
 

@@ -7,7 +7,9 @@ alignment). Their own held-out accuracy is part of the result. Given a seed the 
 deterministic (greedy captions, seeded sampling, seeded KID subsets); only the timings vary.
 
 - understanding: captions of held-out images (class accuracy when the captions name a class; BLEU,
-  CIDEr-D, ROUGE-L against the reference captions; exact match for stored free captions) and VQA;
+  CIDEr-D, ROUGE-L against the reference captions; exact match for stored free captions), VQA, and for
+  class-labelled data the format-free rank accuracy (the class whose captions are the most likely after the
+  image) with the held-out caption NLL;
 - generation: images for prompts drawn from the test split (classifier agreement with the prompted
   class, FID / KID / precision / recall against real test images, CLIP score, and GenEval-style checks
   on the shapes data);
@@ -43,6 +45,7 @@ from unimm.eval.distribution import (
     precision_recall,
 )
 from unimm.eval.geneval import geneval_scores
+from unimm.eval.ranking import rank_classes
 from unimm.eval.suites import SUITES as SUITES  # re-exported: callers and tests know it here
 from unimm.eval.suites import Suite, suite_by_name
 from unimm.eval.text_metrics import caption_metrics
@@ -62,11 +65,13 @@ def _batched(fn, items: list, batch_size: int, desc: str, progress: bool) -> tup
     return out, seconds
 
 
-def understanding(model, test: ImageTextData, suite: Suite, progress: bool = False) -> dict[str, Any]:
+def understanding(model, test: ImageTextData, suite: Suite, progress: bool = False, seed: int = 0) -> dict[str, Any]:
     """Captions (and VQA answers when the dataset has class templates) of the first held-out images.
 
     With class templates every text is parsed back to a class (``CaptionTemplates.parse``, -1: none or
-    several), and each example carries its ``label`` and the ``caption_class`` / ``answer_class`` read."""
+    several), and each example carries its ``label`` and the ``caption_class`` / ``answer_class`` read; with
+    ``suite.rank`` the class captions of the labelled images are also ranked by likelihood (``ranking.py``,
+    masked text's estimate seeded with ``seed``)."""
     n = len(test) if suite.understand_n is None else min(suite.understand_n, len(test))
     idx = list(range(n))
     images = test.images[:n]
@@ -93,9 +98,11 @@ def understanding(model, test: ImageTextData, suite: Suite, progress: bool = Fal
         for e in out["examples"]:
             e["caption_class"] = parsed[e["index"]]
     out.update({f"caption_{k}": v for k, v in caption_metrics(captions, refs).items() if k != "n"})
+    keep = [i for i in idx if labels[i] >= 0]
+    if templates is not None and suite.rank and keep:
+        out.update(rank_classes(model, images[keep], test.labels[keep], templates, suite.batch_size, seed, progress))
     if templates is not None:
         question, _ = templates.vqa(0, random.Random(0))
-        keep = [i for i in idx if labels[i] >= 0]
         answers, _ = _batched(lambda b: model.caption(images[b], question=question), keep, suite.batch_size, "vqa",
                               progress)  # fmt: skip
         answers = {i: a for i, a in zip(keep, (a for batch in answers for a in batch), strict=True)}
@@ -222,7 +229,7 @@ def evaluate(
             "clip_test_retrieval_accuracy": clip_acc,
             "fid_features": features,
         },
-        "understanding": understanding(model, test, s, progress),
+        "understanding": understanding(model, test, s, progress, seed),
     }
     gen, images, prompts = generation(model, test, s, seed, clf, clip, extractor, progress)
     device = next(model.parameters()).device

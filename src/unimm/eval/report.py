@@ -56,6 +56,8 @@ def write_sample_grids(images, prompts: list[str], out: Path, per_prompt: int = 
 METRIC_HEADER = ["metric", "value", "n"]
 _UNDERSTANDING = (
     "caption_accuracy",
+    "rank_accuracy",
+    "caption_nll",
     "exact_match",
     "vqa_accuracy",
     "caption_bleu_4",
@@ -71,7 +73,7 @@ def _rows(section: dict[str, Any], keys: tuple[str, ...], counts: dict[str, str]
 
 def understanding_rows(u: dict[str, Any]) -> list[list[str]]:
     """(metric, value, n) for the understanding numbers an evaluation has; shared by eval.md and the demo."""
-    return _rows(u, _UNDERSTANDING, {"vqa_accuracy": "vqa_n"})
+    return _rows(u, _UNDERSTANDING, {"vqa_accuracy": "vqa_n", "rank_accuracy": "rank_n", "caption_nll": "rank_n"})
 
 
 def generation_rows(g: dict[str, Any]) -> list[list[str]]:
@@ -94,6 +96,8 @@ def eval_document(result: dict[str, Any], title: str, out: Path) -> Document:
     )
     doc.heading("Understanding")
     doc.table(METRIC_HEADER, understanding_rows(u))
+    if u.get("rank_note"):
+        doc.paragraph(f"No rank accuracy or caption NLL: {u['rank_note']}")
     doc.heading("Generation")
     doc.table(METRIC_HEADER, generation_rows(g))
     t, p = c["training"], c["params"]
@@ -103,6 +107,7 @@ def eval_document(result: dict[str, Any], title: str, out: Path) -> Document:
         ["training FLOPs (counted)", cell(t.get("train_flops"))],
         ["training steps / tokens / wall s", " / ".join(cell(t.get(k)) for k in ("step", "tokens", "train_wall_s"))],
         ["caption: samples/s, latency of one (s)", f"{cell(u['samples_per_s'])}, {cell(u['latency_s'])}"],
+        ["caption ranking: samples/s", cell(u.get("rank_samples_per_s"))],
         ["generation: samples/s, latency of one (s)", f"{cell(g['samples_per_s'])}, {cell(g['latency_s'])}"],
         ["peak memory (MiB)", cell(c["peak_memory_mib"])],
     ])  # fmt: skip

@@ -16,6 +16,7 @@ class Suite:
     classifier_steps: int = 600  # training steps of the evaluator networks (cached once trained)
     clip_steps: int = 300
     distribution: bool = True  # FID / KID / precision-recall and CLIP score (needs the CLIP evaluator)
+    rank: bool = True  # rank the class captions of the understood images by likelihood (rank_accuracy, caption_nll)
 
 
 SUITES = {

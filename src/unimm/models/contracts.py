@@ -195,3 +195,17 @@ class TextObjective(ABC):
         use_cache: bool,
     ) -> list[str]:
         """Images [B, C, H, W] -> captions, or answers to ``question``."""
+
+    @abstractmethod
+    def score(
+        self,
+        ctx: ModelContext,
+        images: torch.Tensor,
+        texts: list[str],
+        question: str | None,
+        generator: torch.Generator | None,
+    ) -> torch.Tensor:
+        """Images [B, C, H, W] x candidate texts -> [B, T] log-likelihoods of each text as the caption (or the
+        answer to ``question``) of each image, summed over the text's answer tokens (``tasks.answer_ids``:
+        its tokens and ``<eos>``), exact or a documented estimate; ``NotImplementedError`` (with the
+        reason) where the objective cannot score texts."""

@@ -11,31 +11,34 @@ RANGE_TOLERANCE = 1e-3
 DARK_BACKGROUND = -0.5  # a training background below this: every real image has pixels below 0
 
 
-def check_images(images: torch.Tensor, channels: int, image_size: int, stats: ImageStats | None) -> None:
-    """``ValueError`` unless ``images`` are float ``[B, channels, image_size, image_size]`` in [-1, 1].
+def check_images(
+    images: torch.Tensor, channels: int, image_size: int, stats: ImageStats | None, what: str = "caption"
+) -> None:
+    """``ValueError`` unless ``images`` are float ``[B, channels, image_size, image_size]`` in [-1, 1]; the
+    message names the method ``what`` that got them.
 
     With ``stats`` of black-background training images (MNIST), a batch with no pixel below 0 is taken for
     [0, 1] images and refused too.
     """
     expected = f"float images [B, {channels}, {image_size}, {image_size}] in [-1, 1]"
     if not isinstance(images, torch.Tensor):
-        raise ValueError(f"caption expects a tensor of {expected}, got {type(images).__name__}")
+        raise ValueError(f"{what} expects a tensor of {expected}, got {type(images).__name__}")
     if not images.is_floating_point():
-        raise ValueError(f"caption expects {expected}, got dtype {images.dtype}; convert uint8 x with x / 127.5 - 1")
+        raise ValueError(f"{what} expects {expected}, got dtype {images.dtype}; convert uint8 x with x / 127.5 - 1")
     if images.ndim != 4 or tuple(images.shape[1:]) != (channels, image_size, image_size):
-        raise ValueError(f"caption expects {expected}, got shape {list(images.shape)}")
+        raise ValueError(f"{what} expects {expected}, got shape {list(images.shape)}")
     if images.numel() == 0:
         return
     if not bool(torch.isfinite(images).all()):
-        raise ValueError(f"caption expects {expected}; the images hold NaN or inf")
+        raise ValueError(f"{what} expects {expected}; the images hold NaN or inf")
     lo, hi = (float(v) for v in torch.aminmax(images.detach()))
     if lo < -1 - RANGE_TOLERANCE or hi > 1 + RANGE_TOLERANCE:
         hint = "; [0, 255] images: x / 127.5 - 1" if lo >= 0 else ""
-        raise ValueError(f"caption expects {expected}, got values in [{lo:.4g}, {hi:.4g}]{hint}")
+        raise ValueError(f"{what} expects {expected}, got values in [{lo:.4g}, {hi:.4g}]{hint}")
     dark = stats is not None and sum(stats.background) / len(stats.background) < DARK_BACKGROUND
     if dark and lo >= 0:
         raise ValueError(
-            f"caption expects {expected}, got values in [{lo:.4g}, {hi:.4g}]: no pixel is darker than mid-grey, "
+            f"{what} expects {expected}, got values in [{lo:.4g}, {hi:.4g}]: no pixel is darker than mid-grey, "
             f"while the training images have a black background ({stats.background[0]:.2f}); [0, 1] images: x * 2 - 1"
         )
 

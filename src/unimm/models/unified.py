@@ -10,7 +10,7 @@ section names a kind registered in ``settings.py``:
 - ``text`` (``[text]``): the text objective with its caption decoder, next-token or masked.
 The parts reach the model only through ``ctx`` (``ModelContext``). ``forward`` is the training loss on
 a packed batch; ``caption`` and ``generate`` are the two directions of use, each delegated to the part
-that owns the algorithm.
+that owns the algorithm; ``score_texts`` (the likelihood of given texts after an image) is the text objective's.
 """
 
 import warnings
@@ -30,7 +30,7 @@ from unimm.nn.backbone import Backbone, BackboneConfig
 from unimm.nn.layers import Layers
 from unimm.sequence import Batch, SpecialIds
 from unimm.settings import LAYERS, READERS, TEXT, WRITERS
-from unimm.tasks import Layout
+from unimm.tasks import Layout, answer_ids
 from unimm.tokenizers.text import TextTokenizer
 
 
@@ -258,18 +258,46 @@ class UnifiedModel(nn.Module):
         tested against). ``ValueError`` for another dtype, shape or value range (``models/inputs.py``); a
         warning, once per model, for images far from the training images (``image_stats``)."""
         s = self.cfg.sample
-        check_images(images, self.cfg.data.channels, self.cfg.data.image_size, self.image_stats)
-        if self.image_stats is not None and not self._warned_unusual:
-            message = unusual_message(images, self.image_stats)
-            if message is not None:
-                self._warned_unusual = True
-                warnings.warn(message, UserWarning, stacklevel=3)  # the caller, past no_grad's wrapper
-        images = images.to(self.ctx.device).float()
+        images = self._images_to_read(images, "caption")
         temperature = s.temperature if temperature is None else temperature
         max_new = max_new_tokens or s.max_new_tokens
         return self.text.caption(
             self.ctx, images, question, max_new, temperature, top_k or s.top_k, top_p or s.top_p, generator, use_cache
         )
+
+    @torch.no_grad()
+    def score_texts(
+        self,
+        images: torch.Tensor,
+        texts: list[str],
+        question: str | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """Images [B, C, H, W] in [-1, 1] x texts -> [B, T] float: log p(text | image), or the answer to
+        ``question``, summed over the tokens the text objective would produce for it (``text_token_counts``:
+        its tokens and ``<eos>``, for masked text padded with ``<eos>`` to ``text.answer_len``). Next-token text:
+        exact; masked text: an ELBO estimated with masks drawn from ``generator`` (None: seed 0). Batched, no
+        gradients; images are checked as ``caption`` checks them, texts must be a non-empty list of str."""
+        if isinstance(texts, str) or not texts or not all(isinstance(t, str) for t in texts):
+            raise ValueError(f"score_texts expects a non-empty list of str, got {texts!r:.80}")
+        images = self._images_to_read(images, "score_texts")
+        generator = generator if generator is not None else torch.Generator().manual_seed(0)
+        return self.text.score(self.ctx, images, list(texts), question, generator).float()
+
+    def text_token_counts(self, texts: list[str]) -> list[int]:
+        """How many tokens ``score_texts`` sums over for each text."""
+        return [len(answer_ids(t, self.tokenizer, self.layout)) for t in texts]
+
+    def _images_to_read(self, images: torch.Tensor, what: str) -> torch.Tensor:
+        """``ValueError`` for another dtype, shape or value range, a warning (once per model) for images far
+        from the training images; the images as float on the model's device."""
+        check_images(images, self.cfg.data.channels, self.cfg.data.image_size, self.image_stats, what)
+        if self.image_stats is not None and not self._warned_unusual:
+            message = unusual_message(images, self.image_stats)
+            if message is not None:
+                self._warned_unusual = True
+                warnings.warn(message, UserWarning, stacklevel=4)  # the caller, past no_grad's wrapper
+        return images.to(self.ctx.device).float()
 
     def check_length(self, length: int, what: str) -> None:
         self.ctx.check_length(length, what)

@@ -31,3 +31,17 @@ class KVCache:
 
     def advance(self, n: int) -> None:
         self.length += n
+
+    def take(self, rows: torch.Tensor, extra: int) -> "KVCache":
+        """A new cache holding the stored positions of batch ``rows`` (an index, repeats allowed: one prefix
+        shared by several continuations) with room for ``extra`` more positions."""
+        out = KVCache(len(self.k), self.length + extra)
+        out.length = self.length
+        for i, (k, v) in enumerate(zip(self.k, self.v, strict=True)):
+            if k is None or v is None:
+                raise ValueError(f"layer {i} has stored nothing yet")
+            out.k[i] = k.new_empty(len(rows), k.shape[1], out.max_len, k.shape[3])
+            out.v[i] = v.new_empty(len(rows), v.shape[1], out.max_len, v.shape[3])
+            out.k[i][:, :, : self.length] = k[rows, :, : self.length]
+            out.v[i][:, :, : self.length] = v[rows, :, : self.length]
+        return out

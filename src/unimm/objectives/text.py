@@ -8,6 +8,9 @@
   bidirectionally attended sequence; captions are produced by unmasking all answer positions in
   parallel over ``sample.text_steps`` rounds (MaskGIT's confidence rule). The answer length is
   ``text.answer_len``, a property of the trained model, not a sampling setting.
+
+Each also scores given texts after an image (``score``, ``text_scoring.py``): the exact log-likelihood for
+next-token text, a seeded estimate of the ELBO for masked text.
 """
 
 from dataclasses import dataclass
@@ -19,6 +22,7 @@ from pydantic import Field
 
 from unimm.models.contracts import TextObjective
 from unimm.objectives.text_ar import text_ar_loss
+from unimm.objectives.text_scoring import ar_log_likelihood, masked_elbo
 from unimm.samplers.masked import maskgit_sample
 from unimm.samplers.text import select_next
 from unimm.sequence import IGNORE, TEXT, Batch, TextSpan
@@ -83,6 +87,11 @@ class ARText(TextObjective):
             dec.step(ctx.backbone.embed_tokens(nxt), (batch.next_position + i)[:, None].expand(-1, 3), TEXT)
         return [tok.decode(_until_eos(row, tok.eos_id)) for row in out.tolist()]
 
+    @torch.no_grad()
+    def score(self, ctx, images, texts, question, generator) -> torch.Tensor:
+        """The exact teacher-forced log-likelihood (``generator`` is unused)."""
+        return ar_log_likelihood(ctx, images, texts, question)
+
 
 @dataclass
 class MaskedTextState:
@@ -146,3 +155,9 @@ class MaskedText(TextObjective):
             device=dev,
         )
         return [tok.decode(_until_eos(row, tok.eos_id)) for row in ids.tolist()]
+
+    @torch.no_grad()
+    def score(self, ctx, images, texts, question, generator) -> torch.Tensor:
+        """A lower bound on the log-likelihood, estimated with ``sample.score_draws`` random masks (None: one of
+        each size) drawn from ``generator`` (``text_scoring.masked_elbo``)."""
+        return masked_elbo(ctx, images, texts, question, self.mask_id, ctx.sample.score_draws, generator)
