@@ -14,9 +14,10 @@ from unimm.atlas.budget import StepCost, measure_step_cost, steps_for_budget
 from unimm.atlas.comparison import Comparison, adjust
 from unimm.atlas.config import AtlasConfig
 from unimm.atlas.findings import check_claims, summarise_all
+from unimm.atlas.metrics import HIGHER_IS_BETTER
 from unimm.atlas.plots import plot_quality_vs_flops
 from unimm.atlas.prepare import eval_suite
-from unimm.atlas.results import HIGHER_IS_BETTER, Cell, RunResult, Stat, load_result
+from unimm.atlas.results import Cell, RunResult, Stat, load_result
 from unimm.atlas.runner import _Processes, _run_one
 from unimm.atlas.worker import train_run, trained_steps
 from unimm.cli import app
