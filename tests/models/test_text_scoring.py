@@ -6,7 +6,6 @@ import torch
 
 from conftest import PRESETS, tiny_preset
 from unimm.models import UnifiedModel
-from unimm.nn.decoding import IncrementalDecoder
 from unimm.objectives.text import MaskedTextState
 from unimm.objectives.text_scoring import ar_log_likelihood, elbo_masks, masked_elbo
 from unimm.objectives.text_trie import build_trie, trie_groups
@@ -73,7 +72,7 @@ def _decoded_log_likelihood(model: UnifiedModel, image: torch.Tensor, text: str)
     ctx, tok = model.ctx, model.tokenizer
     batch = ctx.pack([understanding_prompt(image, model.layout, tok)], left_pad=True)
     ids = answer_ids(text, tok, model.layout)
-    dec = IncrementalDecoder.for_batch(ctx.backbone, ctx.embed_inputs(batch), batch, len(ids), use_cache=False)
+    dec = ctx.decoder(ctx.embed_inputs(batch), batch, len(ids), use_cache=False)
     total = 0.0
     for i, nxt in enumerate(ids):
         total += float(torch.log_softmax(ctx.text_logits(dec.last), -1)[0, nxt])
