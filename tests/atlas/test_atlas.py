@@ -236,6 +236,15 @@ def test_atlas_presets_plan_every_strategy(monkeypatch):
     runs = plan_runs(quick)
     assert len(runs) == 15 and {r.config["model"]["dim"] for r in runs} == {96}
     assert len(plan_runs(full)) == 198 and full.seeds == [0, 1, 2] and len(full.budget.values) == 3
+    # quick: an equal side budget per prepared part; full: everything inside the budget, the presets' preparation
+    assert (quick.budget.regime, quick.budget.side_flops, quick.budget.shared_tokenizer) == (
+        "pretrained",
+        2e12,
+        "charged",
+    )
+    assert runs[0].spec()["ledger"] == {"regime": "pretrained", "side_flops": 2e12, "shared_tokenizer": "charged"}
+    assert (full.budget.regime, full.budget.shared_tokenizer) == ("scratch", "charged")
+    assert not [s.set for s in full.strategies if any("pretrain_steps" in o or "writer.train" in o for o in s.set)]
 
 
 GOOD_CHECK = CHECKS[: CHECKS.index("[[checks]]", 1)]  # the first declared check
