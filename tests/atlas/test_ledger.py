@@ -139,3 +139,48 @@ def test_bad_ledger_settings_are_one_line_errors(digits_dir, tmp_path, budget, m
     with pytest.raises(ConfigError, match=re.escape(message)) as err:
         _atlas(tmp_path, digits_dir, budget, [])
     assert len(str(err.value).splitlines()) == 1
+
+
+def test_what_each_regime_charges_to_the_budget(tmp_path):
+    from unimm.atlas.charges import preparation_charge, shared_charge
+
+    tok = tmp_path / "tok"
+    tok.mkdir()
+    (tok / "ledger.json").write_text(json.dumps({"total": 7e9, "wall_s": 12.5}))
+    prep = {"vq_psnr": 17.0, "flops.codec.steps": 3e9, "flops.reader.pretrain_steps": 1e9, "prep_wall_s": 4.0}
+
+    def spec(regime: str, shared: str) -> dict:
+        return {"ledger": {"regime": regime, "side_flops": 1.0 if regime == "pretrained" else None,
+                           "shared_tokenizer": shared}}  # fmt: skip
+
+    assert shared_charge(spec("scratch", "charged"), str(tok), "flops") == {"codec.tokenizer": 7e9}
+    assert shared_charge(spec("scratch", "charged"), str(tok), "wall_s") == {"codec.tokenizer": 12.5}
+    assert shared_charge(spec("scratch", "separate"), str(tok), "flops") == {}
+    assert shared_charge(spec("pretrained", "charged"), str(tok), "flops") == {}  # on the side line instead
+    assert preparation_charge(spec("scratch", "charged"), prep, "flops") == {
+        "codec.steps": 3e9,
+        "reader.pretrain_steps": 1e9,
+    }
+    assert preparation_charge(spec("scratch", "charged"), prep, "wall_s") == {"preparation wall s": 4.0}
+    assert preparation_charge(spec("pretrained", "charged"), prep, "flops") == {}
+    assert preparation_charge({}, prep, "flops") == {"codec.steps": 3e9, "reader.pretrain_steps": 1e9}  # old spec
+    (tok / "ledger.json").unlink()
+    with pytest.raises(ValueError, match="has no ledger.json: its FLOPs are unknown"):
+        shared_charge(spec("scratch", "charged"), str(tok), "flops")
+
+
+def test_the_shared_tokenizer_spends_the_side_budget_in_the_pretrained_regime(digits_dir, tmp_path):
+    from unimm.atlas.prepare import _config, tokenizer_steps
+    from unimm.atlas.side import tokenizer_step_price
+
+    vq = '["tokenizer.hidden=8", "tokenizer.code_dim=8", "tokenizer.codebook_size=16", "tokenizer.downsample=2"]'
+    path = str(digits_dir)
+    assert (
+        tokenizer_steps(_atlas(tmp_path, digits_dir, "flops = 1e9\n[tokenizer]\nsteps = 12", []), path, None, None)
+        == 12
+    )
+    assert tokenizer_steps(_atlas(tmp_path, digits_dir, "flops = 1e9\n[tokenizer]", []), path, None, None) == 1000
+    side = f'flops = 1e9\nregime = "pretrained"\nside_flops = 3e8\n[tokenizer]\nset = {vq}'
+    pretrained = _atlas(tmp_path, digits_dir, side, [])
+    price = tokenizer_step_price(_config(pretrained, path, None, None, 1))
+    assert tokenizer_steps(pretrained, path, None, None) == math.ceil(3e8 / price) > 1

@@ -28,6 +28,11 @@ def items(prep: dict[str, Any], prefix: str) -> dict[str, float | None]:
     return {k.removeprefix(prefix): v for k, v in prep.items() if k.startswith(prefix)}
 
 
+def part_stats(prep: dict[str, Any]) -> dict[str, Any]:
+    """A preparation record without its ledger entries: what the parts report about themselves."""
+    return {k: v for k, v in prep.items() if not k.startswith(("flops.", "shared_flops.")) and k != "prep_wall_s"}
+
+
 def build_ledger(
     prep: dict[str, Any],
     tokenizer: str | None,
