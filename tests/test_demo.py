@@ -2,6 +2,7 @@
 
 import json
 import shutil
+from pathlib import Path
 
 from typer.testing import CliRunner
 
@@ -117,3 +118,14 @@ def test_demo_resumes_an_unfinished_run(digits_dir, tmp_path):
     assert r["training"]["status"] == "resumed from step 2"
     assert (out / "checkpoints" / "step_0000004" / "train_state.pt").is_file()
     assert json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])["step"] == 4
+
+
+def test_the_tokenizer_paragraph_leaves_the_ledger_entries_to_the_ledger():
+    from unimm.demo import _tokenizer_paragraph
+    from unimm.document import Document
+
+    doc = Document("t")
+    stats = {"vae_recon_mse": 0.01, "flops.codec.steps": 1e9, "shared_flops.codec.tokenizer": None, "prep_wall_s": 2}
+    _tokenizer_paragraph(doc, stats)
+    text = doc.markdown(Path("."))
+    assert "vae_recon_mse 0.01" in text and "flops" not in text and "prep_wall_s" not in text

@@ -351,7 +351,7 @@ def tokenizer_train(
     out: Annotated[Path, typer.Option(help="output directory")] = Path("runs/tokenizer"),
     set_: SetOption = [],
 ) -> None:
-    """Train an image tokenizer; writes tokenizer.safetensors, config.toml and metrics.json."""
+    """Train an image tokenizer; writes tokenizer.safetensors, config.toml, metrics.json and ledger.json (its FLOPs)."""
     from unimm.cli_checks import check_out_dir
     from unimm.config import ConfigError, TokenizerConfig, load_config
     from unimm.tokenizers.train import train_tokenizer

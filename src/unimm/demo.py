@@ -33,6 +33,7 @@ from unimm.models import UnifiedModel
 from unimm.provenance import provenance
 from unimm.train import train
 from unimm.train.checkpoints import latest_checkpoint
+from unimm.train.ledger import part_stats
 
 console = Console()
 
@@ -270,6 +271,7 @@ def _provenance_section(doc: Document, p: dict[str, Any]) -> None:
 
 def _tokenizer_paragraph(doc: Document, stats: dict[str, float] | None) -> None:
     """The image tokenizer's reconstruction (from ``codec.json``), when the run has a learned one."""
+    stats = part_stats(stats or {})  # its FLOPs are in the run's ledger.json
     if stats:
         cells = ", ".join(f"{k} {v:.4g}" for k, v in stats.items())
         doc.paragraph(f"Image tokenizer (frozen while the transformer trains), on training images: {cells}.")

@@ -2,11 +2,15 @@
 fitting loop that parts pre-trained on their own (ViT reader, connector decoder) share."""
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
+from contextlib import nullcontext
+from typing import Any
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
+
+from unimm.flops import FitFlops
 
 
 def build_optimizer(model: nn.Module, lr: float, weight_decay: float, betas: tuple[float, float]):
@@ -56,25 +60,31 @@ class EMA:
 
 def pretrain(
     params: list[nn.Parameter],
-    step_loss: Callable[[], torch.Tensor],
+    draw: Callable[[], Any],
+    step_loss: Callable[[Any], torch.Tensor],
     steps: int,
     lr: float,
     schedule: Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LRScheduler],
     weight_decay: float = 0.0,
     desc: str = "pre-train",
     progress: bool = True,
+    flops: FitFlops | None = None,
+    key: Callable[[Any], Hashable] = lambda batch: None,
 ) -> float:
-    """``steps`` AdamW updates of ``params`` on ``step_loss()`` (a fresh batch each call) under the LR
-    ``schedule`` built on the optimizer; gradients are cleared at the end. Returns the last loss."""
+    """``steps`` AdamW updates of ``params`` on ``step_loss(draw())`` (a fresh batch each step) under the LR
+    ``schedule`` built on the optimizer; gradients are cleared at the end. Returns the last loss. ``flops``
+    counts the steps (forward, backward, update), a step's ``key(batch)`` naming what sets its cost."""
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
     sched = schedule(opt)
     bar = tqdm(range(steps), disable=not progress, desc=desc, unit="step")
     loss = torch.zeros(())
     for _ in bar:
-        loss = step_loss()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        batch = draw()
+        with flops.step(key(batch)) if flops is not None else nullcontext():
+            loss = step_loss(batch)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
         sched.step()
         bar.set_postfix(loss=f"{float(loss.detach()):.4f}")
     opt.zero_grad(set_to_none=True)

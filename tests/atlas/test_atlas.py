@@ -193,10 +193,19 @@ def test_micro_atlas_end_to_end_then_nothing_is_redone(digits_dir, tmp_path, mon
     assert sorted(o.status for o in outcomes) == ["done", "done"], outcomes
     names = [r.name for r in plan_runs(atlas)]
     assert names == ["transfusion.dense.preset.2e09flops.s0", "chameleon.dense.preset.2e09flops.s0"]
-    for name in names:
-        flops = json.loads((out / "runs" / name / "metrics.jsonl").read_text().splitlines()[-1])["train_flops"]
-        assert abs(flops / 2e9 - 1) < 0.1, (name, flops)  # the counted FLOPs land on the budget
+    report = json.loads((out / "report.json").read_text())
+    ledgers = {r["name"]: r for r in report["ledger"]["runs"]}
+    for name in names:  # everything counted, the shared tokenizer charged to the VQ run: lands on the budget
+        ledger = json.loads((out / "runs" / name / "ledger.json").read_text())
+        assert ledgers[name]["total"] == ledger["total_with_shared"] == sum(ledgers[name]["parts"].values())
+        assert abs(ledger["total_with_shared"] / 2e9 - 1) < 0.1, (name, ledger)
+    assert (
+        "shared: codec.tokenizer" in ledgers[names[1]]["parts"]
+        and ledgers[names[0]]["parts"]["preparation: codec.steps"]
+    )
     text = md.read_text()
+    assert "**The ledger: regime `scratch`.**" in text and "**charged in full to every run that uses it**" in text
+    assert "## The FLOP ledger" in text and "codec.tokenizer" in text and "(charged)" in text
     for name in names:  # a table row per run with its metrics filled in
         row = next(line for line in text.splitlines() if line.startswith(f"| `{name}` | done |"))
         assert len(re.findall(r"\d\.\d{3}", row)) >= 5, row
@@ -214,7 +223,6 @@ def test_micro_atlas_end_to_end_then_nothing_is_redone(digits_dir, tmp_path, mon
     html = (out / "report.html").read_text()
     assert html.count("data:image/png;base64,") == 3 and "http" not in html and 'src="figures' not in html
     assert "chameleon.dense.preset.2e09flops.s0" in html and "not enough seeds" in html
-    report = json.loads((out / "report.json").read_text())
     assert [c["verdict"] for c in report["claims"]] == ["not enough seeds", "not tested", "not tested"]
     assert report["claims"][0]["tests"][0]["p"] is None and report["claims"][1]["declared"]["metric"] == "task_loss"
 
@@ -239,6 +247,15 @@ def test_atlas_presets_plan_every_strategy(monkeypatch):
     runs = plan_runs(quick)
     assert len(runs) == 15 and {r.config["model"]["dim"] for r in runs} == {96}
     assert len(plan_runs(full)) == 198 and full.seeds == [0, 1, 2] and len(full.budget.values) == 3
+    # quick: an equal side budget per prepared part; full: everything inside the budget, the presets' preparation
+    assert (quick.budget.regime, quick.budget.side_flops, quick.budget.shared_tokenizer) == (
+        "pretrained",
+        2e12,
+        "charged",
+    )
+    assert runs[0].spec()["ledger"] == {"regime": "pretrained", "side_flops": 2e12, "shared_tokenizer": "charged"}
+    assert (full.budget.regime, full.budget.shared_tokenizer) == ("scratch", "charged")
+    assert not [s.set for s in full.strategies if any("pretrain_steps" in o or "writer.train" in o for o in s.set)]
 
 
 GOOD_CHECK = CHECKS[: CHECKS.index("[[checks]]", 1)]  # the first declared check

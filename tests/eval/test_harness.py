@@ -148,3 +148,23 @@ def test_free_captions_get_text_metrics_and_shapes_get_geneval(tmp_path):
 def test_inception_features_need_local_weights_and_say_so(run_dir, tmp_path):
     res = CliRunner().invoke(app, ["eval", str(run_dir), "--inception", str(tmp_path / "missing.pth")])
     assert res.exit_code == 2 and ("torch-fidelity" in res.output or "not found" in res.output)
+
+
+def test_cost_has_inference_flops_and_the_runs_ledger(run_dir, digits_dir, tmp_path):
+    from unimm.eval.report import eval_document
+    from unimm.flops import count_flops
+
+    model = UnifiedModel.from_pretrained(run_dir)
+    result = evaluate(model, TINY, seed=3, cache_dir=tmp_path, run_dir=run_dir)
+    test, prompts = load_split(digits_dir, "test", 8, 1), result["_prompts"][:4]
+    with torch.no_grad(), count_flops() as caption:
+        model.caption(test.images[:4])
+    with torch.no_grad(), count_flops() as generate:
+        model.generate(prompts, generator=torch.Generator().manual_seed(3))
+    inference = result["cost"]["inference"]
+    assert inference["flops_per_caption"] == caption.get_total_flops() / 4 > 0
+    assert inference["flops_per_image"] == generate.get_total_flops() / 4 > 0
+    ledger = result["cost"]["training"]["ledger"]
+    assert ledger == json.loads((run_dir / "ledger.json").read_text()) and ledger["total"] > 0
+    text = eval_document(result, "tiny", tmp_path).markdown(tmp_path)
+    assert "inference FLOPs per caption / per generated image" in text and "total FLOPs of the run" in text

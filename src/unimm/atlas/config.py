@@ -27,11 +27,21 @@ class _Strict(BaseModel):
 
 
 class BudgetSection(_Strict):
-    """Exactly one of ``flops`` (counted training FLOPs) or ``wall_s`` (seconds of transformer training);
-    a list gives several budgets, each a run of its own."""
+    """Exactly one of ``flops`` (counted FLOPs) or ``wall_s`` (seconds); a list gives several budgets, each a run
+    of its own. ``regime`` says what the budget pays for (docs/atlas.md, "The ledger"): ``scratch``, everything
+    that goes into a run's model (its preparation, then training steps with what is left); ``pretrained``, the
+    training steps only, every part's preparation (VAE / VQ fit, ViT and decoder pre-training) getting the same
+    ``side_flops`` of its own before, reported as a line of its own."""
 
-    flops: list[float] | None = Field(None, description="training FLOPs per run (FlopCounterMode's count)")
-    wall_s: list[float] | None = Field(None, description="seconds of transformer training per run")
+    flops: list[float] | None = Field(None, description="FLOPs per run (FlopCounterMode's count)")
+    wall_s: list[float] | None = Field(None, description="seconds per run")
+    regime: Literal["scratch", "pretrained"] = Field("scratch", description="what the budget pays for")
+    side_flops: float | None = Field(
+        None, gt=0, description="pretrained: FLOPs of each part's preparation, priced per step, the same for all"
+    )
+    shared_tokenizer: Literal["charged", "separate"] = Field(
+        "charged", description="the shared VQ tokenizer: charged in full to every run that uses it, or one line"
+    )
     measure_steps: int = Field(3, gt=0, description="real training steps measured to price one step")
     checkpoints: int = Field(4, gt=0, description="checkpoints per run (an interrupted run resumes from the last)")
 
@@ -46,6 +56,8 @@ class BudgetSection(_Strict):
             raise ValueError("[budget] needs exactly one of flops or wall_s")
         if any(v <= 0 for v in self.values):
             raise ValueError("[budget] values must be positive")
+        if (self.regime == "pretrained") != (self.side_flops is not None):
+            raise ValueError("[budget] side_flops is the pretrained regime's side budget: set it with (only with) it")
         return self
 
     @property
@@ -78,8 +90,11 @@ class TokenizerSection(_Strict):
     """One VQ tokenizer (``unimm tokenizer train``) shared by every VQ run of the same data, trained first."""
 
     config: str = "configs/tok/vq.toml"
-    steps: int = Field(1000, gt=0)
+    steps: int | None = Field(None, gt=0, description="fit steps (scratch; 1000 when unset); pretrained: side_flops")
     set: list[str] = []
+
+    def fit_steps(self) -> int:
+        return self.steps or 1000
 
 
 class StrategyEntry(_Strict):
@@ -148,6 +163,8 @@ class AtlasConfig(_Strict):
             raise ValueError(f"names must be lower-case letters, digits, '-' or '_': {bad}")
         if len({s.name for s in self.strategies}) != len(self.strategies):
             raise ValueError("strategy names must be unique")
+        if self.budget.regime == "pretrained" and self.tokenizer is not None and self.tokenizer.steps is not None:
+            raise ValueError("[tokenizer] steps: the pretrained regime sets them from [budget] side_flops")
         for kinds in [self.layers] + [s.layers for s in self.strategies if s.layers]:
             unknown = [k for k in kinds if k != "preset" and k not in LAYERS.kinds()]
             if unknown:

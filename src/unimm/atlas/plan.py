@@ -31,6 +31,9 @@ class PlannedRun:
     preset: str
     overrides: tuple[str, ...]
     config: dict[str, Any] = field(compare=False, hash=False, repr=False)  # resolved, before training
+    regime: str = "scratch"  # what the budget pays for ([budget] regime)
+    side_flops: float | None = None  # pretrained: each prepared part's side budget
+    shared_tokenizer: str = "charged"  # a shared tokenizer: charged to the run, or a separate line
 
     @property
     def cell(self) -> str:
@@ -53,6 +56,7 @@ class PlannedRun:
             "layers": self.layers,
             "size": self.size,
             "budget": {"kind": self.budget_kind, "value": self.budget},
+            "ledger": {"regime": self.regime, "side_flops": self.side_flops, "shared_tokenizer": self.shared_tokenizer},
             "seed": self.seed,
             "preset": self.preset,
             "overrides": list(self.overrides),
@@ -97,6 +101,9 @@ def plan_runs(atlas: AtlasConfig) -> list[PlannedRun]:
                             preset=s.preset,
                             overrides=overrides,
                             config=cfg.model_dump(),
+                            regime=atlas.budget.regime,
+                            side_flops=atlas.budget.side_flops,
+                            shared_tokenizer=atlas.budget.shared_tokenizer,
                         )
                         runs.setdefault(run.name, run)
     return list(runs.values())

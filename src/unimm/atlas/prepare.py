@@ -1,7 +1,10 @@
 """What the runs share, made once before they start: the VQ tokenizer of the VQ runs and the evaluators.
 
-Both are outside every run's budget. The evaluators (classifier, CLIP) are trained here, with the suite's
-recipe, into the harness's cache, so parallel runs find them instead of each training them.
+The shared tokenizer's fit is counted (its ``ledger.json``) and charged to every run that uses it, or reported
+as a line of its own (``[budget] shared_tokenizer``); its steps are ``[tokenizer] steps`` in the scratch regime
+and are priced from ``side_flops`` in the pretrained one (``atlas/side.py``). The evaluators (classifier, CLIP)
+measure the runs and go into no model: they are outside every budget, trained here with the suite's recipe into
+the harness's cache, so parallel runs find them instead of each training them.
 """
 
 from __future__ import annotations
@@ -27,9 +30,27 @@ def eval_suite(ev: EvalSection | dict):
     return Suite(**{**SUITES[ev["suite"]].__dict__, **ev["overrides"]})
 
 
-def _slug(path: str, size: int | None) -> str:
+def _slug(path: str, size: int | None, steps: int) -> str:
     digest = hashlib.sha256(str(Path(path).resolve()).encode()).hexdigest()[:8]
-    return f"vq-{Path(path).name}-{size or 'native'}-{digest}"
+    return f"vq-{Path(path).name}-{size or 'native'}-{steps}steps-{digest}"
+
+
+def _config(atlas: AtlasConfig, path: str, size: int | None, channels: int | None, steps: int) -> TokenizerConfig:
+    t = atlas.tokenizer
+    overrides = [f"data.path={json.dumps(path)}", f"train.steps={steps}", *t.set]
+    overrides += [f"data.image_size={size}"] if size else []
+    overrides += [f"data.channels={channels}"] if channels else []
+    return load_config(t.config, overrides, schema=TokenizerConfig)
+
+
+def tokenizer_steps(atlas: AtlasConfig, path: str, size: int | None, channels: int | None) -> int:
+    """``[tokenizer] steps``, or in the pretrained regime the steps that spend ``side_flops``."""
+    from unimm.atlas.side import side_steps, tokenizer_step_price
+
+    if atlas.budget.regime != "pretrained":
+        return atlas.tokenizer.fit_steps()
+    price = tokenizer_step_price(_config(atlas, path, size, channels, 1))
+    return side_steps({"tokenizer.steps": price}, atlas.budget.side_flops)["tokenizer.steps"]
 
 
 def shared_tokenizers(atlas: AtlasConfig, runs: list[PlannedRun], out: Path, console: Console) -> dict[tuple, str]:
@@ -40,15 +61,13 @@ def shared_tokenizers(atlas: AtlasConfig, runs: list[PlannedRun], out: Path, con
         return {}
     found = {}
     for path, size, channels in sorted({r.data_key() for r in runs if r.uses_shared_tokenizer()}, key=str):
-        folder = out / "tokenizers" / _slug(path, size)
-        if not (folder / "tokenizer.safetensors").is_file():
-            t = atlas.tokenizer
-            overrides = [f"data.path={json.dumps(path)}", f"train.steps={t.steps}", *t.set]
-            overrides += [f"data.image_size={size}"] if size else []
-            overrides += [f"data.channels={channels}"] if channels else []
-            console.print(f"shared VQ tokenizer for {path}: {t.steps} steps -> {folder}")
-            result = train_tokenizer(load_config(t.config, overrides, schema=TokenizerConfig), folder, progress=False)
-            console.print(f"  validation PSNR {result['val']['psnr']:.2f} dB")
+        steps = tokenizer_steps(atlas, path, size, channels)
+        folder = out / "tokenizers" / _slug(path, size, steps)
+        if not (folder / "tokenizer.safetensors").is_file() or not (folder / "ledger.json").is_file():
+            console.print(f"shared VQ tokenizer for {path}: {steps} steps -> {folder}")
+            result = train_tokenizer(_config(atlas, path, size, channels, steps), folder, progress=False)
+            flops = json.loads((folder / "ledger.json").read_text())["total"]
+            console.print(f"  validation PSNR {result['val']['psnr']:.2f} dB, {flops:.3g} FLOPs")
         found[(path, size, channels)] = str(folder.resolve())
     return found
 

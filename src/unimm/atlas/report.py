@@ -48,11 +48,15 @@ def _fmt(v: Any, spec: str = ".3f") -> str:
     return "–" if v is None else format(v, spec)
 
 
+def _flops(v: float | None) -> str:
+    return _fmt(v, ".3g")
+
+
 def _run_row(r: RunResult) -> list[str]:
     v, i, run = r.values, r.info, r.run
     status = r.status if r.status != "failed" else f"failed ({i.get('failure', '')})"
-    flops = i.get("train_flops")
-    spent = flops if run.budget_kind == "flops" else i.get("loop_s")
+    flops = r.ledger.total if r.ledger else None
+    spent = (r.ledger.budgeted if r.ledger else None) if run.budget_kind == "flops" else i.get("loop_s")
     off = f"{spent / run.budget - 1:+.1%}" if spent else "–"
     params = f"{i['params_total'] / 1e6:.2f} / {i['params_active'] / 1e6:.2f}" if "params_total" in i else "–"
     mem = f"{_fmt(i.get('peak_train_mib'), '.0f')} / {_fmt(i.get('peak_eval_mib'), '.0f')}"
@@ -66,7 +70,7 @@ def _run_row(r: RunResult) -> list[str]:
 
 
 RUN_HEADER = [
-    "run", "status", "steps", "train FLOPs", "vs budget", "params total / active (M)", "train wall s",
+    "run", "status", "steps", "total FLOPs", "vs budget", "params total / active (M)", "train wall s",
     "caption acc", "rank acc", "VQA acc", "BLEU-4", "prompt acc", "FID", "CLIP score", "final train loss",
     "caption latency s", "gen latency s", "peak MiB train / eval",
 ]  # fmt: skip
@@ -82,25 +86,85 @@ def _overview(doc: Document, atlas: AtlasConfig, results: list[RunResult], out: 
     doc.paragraph(
         f"{len(results)} planned runs: {len(done)} finished, {len(failed)} failed, "
         f"{len(results) - len(done) - len(failed)} not run yet. Budget per run: {budgets} "
-        f"({'counted training FLOPs' if atlas.budget.kind == 'flops' else 'seconds of transformer training'}); "
+        f"({'counted FLOPs' if atlas.budget.kind == 'flops' else 'seconds'}, regime `{atlas.budget.regime}`); "
         f"training seeds {seeds}; evaluation suite `{atlas.eval.suite}`, sampling seed {atlas.eval.seed} for every run."
     )
-    doc.paragraph(
-        "Each run's steps were set before training from real steps priced on its own data stream "
-        "(`unimm/atlas/budget.py`): FLOPs as torch's FlopCounterMode counts forward and backward, the count "
-        "training logs as `train_flops`. Preparation is outside the budget: the shared VQ tokenizer, a run's "
-        "own VAE fit, ViT pre-training and the connector's decoder pre-training (their time is inside "
-        "*train wall s*). Warm-up is capped at a fifth of a run's steps."
-    )
+    doc.paragraph(LEDGER[atlas.budget.regime].format(side=atlas.budget.side_flops or 0.0))
+    doc.paragraph(SHARED[atlas.budget.shared_tokenizer])
     if failed:
         doc.bullets([f"`{r.run.name}`: {r.info.get('failure', 'failed')}" for r in failed])
     tokenizers = []
     for metrics in sorted(out.glob("tokenizers/*/metrics.json")):
-        m = json.loads(metrics.read_text())
-        tokenizers.append(f"`{metrics.parent.name}`: {m['steps']} steps, validation PSNR {m['val']['psnr']:.2f} dB")
+        m, ledger = json.loads(metrics.read_text()), metrics.parent / "ledger.json"
+        spent = f"{json.loads(ledger.read_text())['total']:.3g} FLOPs" if ledger.is_file() else "FLOPs not recorded"
+        tokenizers.append(
+            f"`{metrics.parent.name}`: {m['steps']} steps, {spent}, validation PSNR {m['val']['psnr']:.2f} dB"
+        )
     if tokenizers:
         doc.paragraph("Shared VQ tokenizer(s), used frozen by every VQ run of their dataset:")
         doc.bullets(tokenizers)
+
+
+LEDGER = {
+    "scratch": (
+        "**The ledger: regime `scratch`.** Everything that goes into a run's model is trained inside its budget "
+        "and counted with the counter training uses (torch's FlopCounterMode, forward and backward; "
+        "`unimm/atlas/budget.py`): its own preparation (VAE or VQ fit, ViT pre-training, decoder pre-training), "
+        "then training steps with what is left, priced on real steps of the run's own data stream. Frozen "
+        "encoders (the VAE's or the VQ tokenizer's encoder) are charged once per distinct input, as if their "
+        "outputs were precomputed, for every strategy alike; their per-step forward is left out of the step "
+        "count. Warm-up is capped at a fifth of a run's steps."
+    ),
+    "pretrained": (
+        "**The ledger: regime `pretrained`.** Every part a run prepares (VAE or VQ fit, ViT pre-training, decoder "
+        "pre-training) and the shared VQ tokenizer get the same side budget of {side:.3g} FLOPs each, converted "
+        "to steps by pricing one of the part's steps (`unimm/atlas/side.py`); then the parts are frozen or "
+        "fine-tuned as the presets say, and the main budget pays for the training steps (priced on real steps of "
+        "the run's own data stream) and for the frozen encoders, charged once per distinct input as if their "
+        "outputs were precomputed, for every strategy alike. The side budget is its own line (*side FLOPs*); "
+        "counts are torch's FlopCounterMode, forward and backward, as training counts. Warm-up is capped at a "
+        "fifth of a run's steps."
+    ),
+}
+SHARED = {
+    "charged": "The shared VQ tokenizer is **charged in full to every run that uses it** "
+    '(`[budget] shared_tokenizer = "charged"`).',
+    "separate": "The shared VQ tokenizer is **not charged to the runs**: it is reported once, as a separate line "
+    '(`[budget] shared_tokenizer = "separate"`), equal for every run that uses it.',
+}
+
+
+def _ledger(doc: Document, results: list[RunResult]) -> list[dict[str, Any]]:
+    """The FLOP ledger of every run: preparation by item, the shared tokenizer, the frozen encoders, the training
+    steps, the total, what the main budget paid and inference FLOPs; returns it for report.json."""
+    doc.heading("The FLOP ledger")
+    rows, data = [], []
+    for r in results:
+        g, i = r.ledger, r.info
+        if g is None:
+            rows.append([f"`{r.run.name}`"] + ["–"] * 9)
+            continue
+        prep = "; ".join(f"{k} {v:.3g}" for k, v in g.preparation.items()) or "none"
+        shared = "; ".join(f"{k} {_flops(v)}" for k, v in g.shared.items())
+        shared = f"{shared} ({'charged' if g.shared_charged else 'separate'})" if shared else "–"
+        rows.append([f"`{r.run.name}`", prep, shared, _flops(g.encoders), _flops(g.training), _flops(g.total),
+                     _flops(g.budgeted), _flops(g.side), _flops(i.get("flops_per_caption")),
+                     _flops(i.get("flops_per_image"))])  # fmt: skip
+        data.append({"name": r.run.name, "parts": g.parts(), "total": g.total, "budgeted": g.budgeted,
+                     "side": g.side, "shared": g.shared, "shared_charged": g.shared_charged})  # fmt: skip
+    doc.table(["run", "preparation FLOPs (by item)", "shared tokenizer FLOPs", "frozen encoders, once",
+               "training steps", "total", "main budget paid", "side FLOPs", "FLOPs / caption", "FLOPs / image"],
+              rows)  # fmt: skip
+    doc.paragraph(
+        "*total* is every counted FLOP that went into the run's model: its preparation items, the shared "
+        "tokenizer when charged, the frozen encoders once per distinct input (a shifted copy of an image counts "
+        "as an input of its own) and the training steps. *main budget paid* is the total in the scratch regime "
+        "and the frozen encoders plus the training steps in the pretrained one, whose preparation is the *side "
+        "FLOPs*. Not in any run: the evaluators (classifier, CLIP), which only measure, and the probes of "
+        "reconstruction and accuracy after a fit. *FLOPs / caption* and *FLOPs / image* are inference, counted "
+        "on one batch of 4 of each by the evaluation."
+    )
+    return data
 
 
 def _per_test(check: ClaimCheck, cell: Callable[[Comparison], str]) -> str:
@@ -217,12 +281,14 @@ def write_report(atlas: AtlasConfig, runs: list[PlannedRun], out: Path) -> Path:
             doc.bullets(p.lines())
     doc.paragraph(RULE)
     _figures(doc, cells, results, figures)
+    ledger = _ledger(doc, results)
     doc.heading("Every run")
     doc.table(RUN_HEADER, [_run_row(r) for r in results])
     doc.paragraph(
         "Metrics from `unimm eval`'s harness (docs/eval.md); *final train loss* is the text loss plus the weighted "
-        "image loss (router terms left out), mean of the last 5 logged steps; *vs budget* compares the counted "
-        "FLOPs (or, for a wall-time budget, the training loop's seconds) with the budget; peak memory is the "
+        "image loss (router terms left out), mean of the last 5 logged steps; *total FLOPs* is the ledger's total; "
+        "*vs budget* compares what the main budget paid (or, for a wall-time budget, the training loop's seconds) "
+        "with the budget; peak memory is the "
         "resident set of the training and of the evaluation process (GPU allocator peak on a GPU); *train wall s* "
         "counts finished training sessions (an interrupted one is not counted). Per-run reports: "
         "`runs/<run>/eval/eval.md`."
@@ -232,6 +298,12 @@ def write_report(atlas: AtlasConfig, runs: list[PlannedRun], out: Path) -> Path:
     data = {
         "atlas": atlas.name,
         "runs": [{"name": r.run.name, "status": r.status, "values": r.values, "info": r.info} for r in results],
+        "ledger": {
+            "regime": atlas.budget.regime,
+            "side_flops": atlas.budget.side_flops,
+            "shared_tokenizer": atlas.budget.shared_tokenizer,
+            "runs": ledger,
+        },  # fmt: skip
         "claims": claims,
         "questions": summaries,
     }

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from unimm.atlas.charges import settings
+from unimm.atlas.ledger import RunLedger
 from unimm.atlas.metrics import METRICS
 from unimm.atlas.plan import PlannedRun
 
@@ -44,6 +46,7 @@ class RunResult:
     info: dict[str, Any] = field(default_factory=dict)  # steps, FLOPs, params, times, memory, failure
     curve: list[tuple[float, float]] = field(default_factory=list)  # (train_flops, task loss) per logged row
     rows: list[dict[str, Any]] = field(default_factory=list)  # metrics.jsonl
+    ledger: RunLedger | None = None  # ledger.json against the atlas's [budget] settings
 
 
 def load_result(run: PlannedRun, folder: Path) -> RunResult:
@@ -67,6 +70,9 @@ def load_result(run: PlannedRun, folder: Path) -> RunResult:
         info["failure"] = f"{failed['phase']} exited with {failed['returncode']}; see {failed['log']}"
     if budget:
         info.update(steps=budget["steps"], expected_flops=budget["expected_flops"])
+    ledger = _json(folder / "ledger.json")
+    if ledger is not None:
+        result.ledger = RunLedger.read(ledger, settings(run.spec()))
     if train:
         info.update(
             train_wall_s=train.get("wall_s"), peak_train_mib=train.get("peak_cuda_mib") or train.get("peak_rss_mib")
@@ -87,6 +93,8 @@ def load_result(run: PlannedRun, folder: Path) -> RunResult:
             peak_eval_mib=(_json(folder / "eval" / "atlas_eval.json") or {}).get("peak_mib"),
             train_flops=t.get("train_flops"),
             trained_steps=t.get("step"),
+            flops_per_caption=cost.get("inference", {}).get("flops_per_caption"),
+            flops_per_image=cost.get("inference", {}).get("flops_per_image"),
         )
     elif result.rows and "train_flops" in result.rows[-1]:
         info["train_flops"] = result.rows[-1]["train_flops"]

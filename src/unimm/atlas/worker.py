@@ -1,9 +1,12 @@
 """One atlas run in its own process: ``python -m unimm.atlas.worker train|eval RUN_DIR``.
 
 ``RUN_DIR/atlas_run.json`` (written by the runner) holds the run's spec and its launch settings. ``train``
-prices a step and fixes the steps once (``budget.json``), then trains, resuming an interrupted run and
-skipping a finished one; its wall time (preparation included) and peak memory go to ``atlas_train.json``
-and ``report/training_time.json`` (read by the eval harness). ``eval`` runs ``unimm eval``'s harness and
+sets the steps of the parts it prepares from the side budget (pretrained regime, ``atlas/side.py``), prices a
+training step, prepares, and then fixes the training steps once from what is left of the budget
+(``budget.json``, written after preparation: ``atlas/budget.py``, ``atlas/charges.py``); then it trains, resuming
+an interrupted run and skipping a finished one. Its wall time (preparation included) and peak memory go to
+``atlas_train.json`` and ``report/training_time.json`` (read by the eval harness); training writes the run's
+FLOP ledger, ``ledger.json``. ``eval`` runs ``unimm eval``'s harness and
 writes ``eval/``, plus ``eval/strip.png`` + ``strip.json``: the first generated image of each class, the
 same prompts for every run, for the report's side-by-side grid.
 """
@@ -22,7 +25,7 @@ from typing import Any
 import torch
 
 from unimm.checkpoint import atomic_write, atomic_write_text, load_state
-from unimm.config import load_config
+from unimm.config import Config, load_config
 from unimm.train.checkpoints import latest_checkpoint
 
 
@@ -60,38 +63,77 @@ def _join_one_process_group() -> None:
     os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
 
 
+def _launch_overrides(launch: dict[str, Any], device: str) -> list[str]:
+    extra = [f"train.threads={launch['threads']}"] if launch.get("threads") else []
+    extra += [f"codec.tokenizer={json.dumps(launch['tokenizer'])}"] if launch.get("tokenizer") else []
+    return extra + (["train.parallel=ddp"] if device == "cuda" else [])
+
+
+def _schedule(plan: dict[str, Any]) -> list[str]:
+    return [f"train.{k}={plan[k]}" for k in ("steps", "warmup", "save_every", "log_every")]
+
+
+def _planner(run_dir: Path, spec: dict[str, Any], launch: dict[str, Any], overrides: list[str], device: str):
+    """A fresh run: its parts' side steps (pretrained regime), the price of a training step, and the callback that
+    sets the steps after preparation from what is left of the budget and writes ``budget.json``."""
+    from unimm.atlas.budget import budget_plan, check_left, measure_step_cost
+    from unimm.atlas.charges import preparation_charge, settings, shared_charge
+    from unimm.atlas.side import preparation_prices, side_steps
+
+    ledger, b = settings(spec), spec["budget"]
+    side: dict[str, Any] = {"side_flops": ledger["side_flops"], "prices": {}, "steps": {}, "overrides": []}
+    if ledger["regime"] == "pretrained":
+        side["prices"] = preparation_prices(load_config(spec["preset"], overrides))
+        side["steps"] = side_steps(side["prices"], ledger["side_flops"])
+        side["overrides"] = [f"{k}={v}" for k, v in side["steps"].items()]
+    cfg = load_config(spec["preset"], [*overrides, *side["overrides"]])
+    shared = shared_charge(spec, launch.get("tokenizer"), b["kind"])
+    check_left(run_dir.name, b["kind"], b["value"], shared, ledger["regime"])  # before preparing anything
+    cost = measure_step_cost(cfg, launch["measure_steps"], timed=b["kind"] == "wall_s", device=device)
+
+    def plan(cfg: Config, prep: dict[str, Any]) -> None:
+        charged = {**preparation_charge(spec, prep, b["kind"]), **shared}
+        left = check_left(run_dir.name, b["kind"], b["value"], charged, ledger["regime"])
+        steps = budget_plan(cfg, b["kind"], left, cost, launch["checkpoints"])
+        record = {"kind": b["kind"], "budget": b["value"], **ledger, "charged": charged, "side": side, **steps}
+        atomic_write_text(run_dir / "budget.json", json.dumps(record, indent=2))
+        for key in ("steps", "warmup", "save_every", "log_every"):
+            setattr(cfg.train, key, record[key])
+
+    return cfg, plan
+
+
 def train_run(run_dir: Path) -> None:
-    from unimm.atlas.budget import budget_plan
     from unimm.train import train
 
     job = json.loads((run_dir / "atlas_run.json").read_text())
     spec, launch = job["spec"], job["launch"]
     device = _device(launch)
-    extra = [f"train.threads={launch['threads']}"] if launch.get("threads") else []
-    extra += [f"codec.tokenizer={json.dumps(launch['tokenizer'])}"] if launch.get("tokenizer") else []
-    extra += ["train.parallel=ddp"] if device == "cuda" else []
-    overrides = [*spec["overrides"], *extra]
-    plan = read_json(run_dir / "budget.json")
-    if plan is None:  # fixed once: a resumed run keeps the steps it started with
-        cfg = load_config(spec["preset"], overrides)
-        b = spec["budget"]
-        plan = budget_plan(cfg, b["kind"], b["value"], launch["measure_steps"], launch["checkpoints"], device)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(run_dir / "budget.json", json.dumps(plan, indent=2))
-    schedule = [f"train.{k}={plan[k]}" for k in ("warmup", "save_every", "log_every")]
-    cfg = load_config(spec["preset"], [*overrides, f"train.steps={plan['steps']}", *schedule])
+    overrides = [*spec["overrides"], *_launch_overrides(launch, device)]
+    planned = read_json(run_dir / "budget.json")  # fixed once: a resumed run keeps its steps and side steps
     log = read_json(run_dir / "atlas_train.json") or {"sessions": [], "wall_s": 0.0, "peak_rss_mib": 0.0}
     done = trained_steps(run_dir)
-    if done is not None and done >= plan["steps"] and (run_dir / "model.safetensors").is_file():
+    if (
+        planned is not None
+        and done is not None
+        and done >= planned["steps"]
+        and (run_dir / "model.safetensors").is_file()
+    ):
         print(f"{run_dir.name}: already trained ({done} steps)")
         log["finished"] = True
         atomic_write_text(run_dir / "atlas_train.json", json.dumps(log, indent=2))
         return
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if planned is None:
+        cfg, plan = _planner(run_dir, spec, launch, overrides, device)
+    else:
+        cfg, plan = load_config(spec["preset"], [*overrides, *planned["side"]["overrides"], *_schedule(planned)]), None
     if device == "cuda":
         _join_one_process_group()
-    print(f"{run_dir.name}: training {plan['steps']} steps" + (f", resuming from {done}" if done else ""), flush=True)
+    steps = f"{planned['steps']} steps" if planned else "its budget after preparation"
+    print(f"{run_dir.name}: training {steps}" + (f", resuming from {done}" if done else ""), flush=True)
     t0 = time.perf_counter()
-    train(cfg, run_dir, resume=done is not None, progress=False)
+    train(cfg, run_dir, resume=done is not None, progress=False, plan=plan)
     wall = time.perf_counter() - t0
     log["sessions"].append({"resumed_from": done, "wall_s": round(wall, 2)})
     log["wall_s"] = round(log["wall_s"] + wall, 2)

@@ -1,4 +1,5 @@
-"""Cost metrics: parameters (total / active per token / trainable), peak memory, timing, training cost."""
+"""Cost metrics: parameters (total / active per token / trainable), peak memory, timing, inference FLOPs per
+caption and per generated image, training cost (steps, tokens, FLOPs, wall time and the run's FLOP ledger)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from unimm.flops import count_flops
 from unimm.nn.moe import MoEFeedForward
 from unimm.nn.mot import MoTBlock
 
@@ -51,9 +53,25 @@ def timed(fn: Callable[[], Any], repeats: int = 3) -> tuple[Any, float]:
     return out, sorted(times)[len(times) // 2]
 
 
+def inference_flops(model: nn.Module, images: torch.Tensor, prompts: list[str], seed: int) -> dict[str, Any]:
+    """FLOPs of one caption and of one generated image, as ``count_flops`` counts them: one small batch of each
+    (``images``, ``prompts``) counted and divided by its size; decoding lengths vary, so this is that batch's."""
+    with torch.no_grad(), count_flops() as caption:
+        model.caption(images)
+    with torch.no_grad(), count_flops() as generate:
+        model.generate(prompts, generator=torch.Generator().manual_seed(seed))
+    return {
+        "flops_per_caption": caption.get_total_flops() / len(images),
+        "flops_per_image": generate.get_total_flops() / len(prompts),
+        "captions_counted": len(images),
+        "images_counted": len(prompts),
+    }
+
+
 def training_cost(run_dir: str | Path | None) -> dict[str, Any]:
-    """From a run directory: steps, tokens and FLOPs (``metrics.jsonl``, counted during training) and the
-    training wall time (``report/training_time.json`` written by ``unimm demo``), when recorded."""
+    """From a run directory: steps, tokens, FLOPs (``metrics.jsonl``, counted during training; ``train_flops``
+    without the frozen encoder, ``encoder_flops`` charged once per distinct input), the run's FLOP ledger
+    (``ledger.json``) and the training wall time (``report/training_time.json``), when recorded."""
     if run_dir is None:
         return {}
     run_dir = Path(run_dir)
@@ -63,7 +81,11 @@ def training_cost(run_dir: str | Path | None) -> dict[str, Any]:
         lines = metrics.read_text().splitlines()
         if lines:
             last = json.loads(lines[-1])
-            out.update({k: last[k] for k in ("step", "train_flops", "tokens", "tokens_per_s") if k in last})
+            keys = ("step", "train_flops", "encoder_flops", "tokens", "tokens_per_s")
+            out.update({k: last[k] for k in keys if k in last})
+    ledger = run_dir / "ledger.json"
+    if ledger.is_file():
+        out["ledger"] = json.loads(ledger.read_text())
     timing = run_dir / "report" / "training_time.json"
     if timing.is_file():
         out["train_wall_s"] = json.loads(timing.read_text()).get("wall_s")

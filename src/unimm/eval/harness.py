@@ -14,7 +14,8 @@ deterministic (greedy captions, seeded sampling, seeded KID subsets); only the t
   class, FID / KID / precision / recall against real test images, CLIP score, and GenEval-style checks
   on the shapes data);
 - cost: parameters total / active / trainable, latency and samples/s of both directions, peak memory,
-  and the training FLOPs / tokens / wall time the run recorded.
+  inference FLOPs per caption and per generated image, and the training FLOPs / tokens / wall time and the
+  FLOP ledger the run recorded.
 
 ``unimm eval`` and ``unimm demo`` both report through ``evaluate``; the demo uses the ``demo`` suite.
 """
@@ -36,7 +37,7 @@ from unimm.data.datasets import ImageTextData
 from unimm.eval.cache import default_cache
 from unimm.eval.classifier import load_or_train_classifier
 from unimm.eval.clip import clip_score, load_or_train_clip
-from unimm.eval.cost import parameter_counts, peak_memory_mib, timed, training_cost
+from unimm.eval.cost import inference_flops, parameter_counts, peak_memory_mib, timed, training_cost
 from unimm.eval.distribution import (
     FeatureExtractor,
     extract_features,
@@ -238,6 +239,7 @@ def evaluate(
         "params": parameter_counts(model),
         "peak_memory_mib": peak_memory_mib(device),
         "training": training_cost(run_dir),
+        "inference": inference_flops(model, test.images[:4], prompts[:4], seed),
     }
     result["_images"], result["_prompts"] = images, prompts
     return result

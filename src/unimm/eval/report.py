@@ -84,6 +84,26 @@ def generation_rows(g: dict[str, Any]) -> list[list[str]]:
     return _rows(g, _GENERATION, {"prompt_accuracy": "prompt_accuracy_n"}) + extra
 
 
+def flops(value: float | None) -> str:
+    """A FLOP count in three significant digits, "–" when missing."""
+    return "–" if value is None else f"{float(value):.3g}"
+
+
+def ledger_rows(ledger: dict[str, Any] | None) -> list[list[str]]:
+    """The run's FLOP ledger (``ledger.json``) as rows: preparation by item, shared parts, the frozen encoder
+    charged once per distinct input, the run's total and the total with shared parts."""
+    if not ledger:
+        return []
+    rows = [[f"preparation FLOPs: {k}", flops(v)] for k, v in ledger["preparation"].items()]
+    rows += [[f"shared part FLOPs: {k} ({v['path']})", flops(v["flops"])] for k, v in ledger["shared"].items()]
+    e = ledger["frozen_encoders"]
+    rows.append(["frozen encoder FLOPs, once per distinct input (per input x inputs)",
+                 f"{flops(e['flops'])} ({flops(e['flops_per_input'])} x {e['distinct_inputs']:,})"])  # fmt: skip
+    rows.append(["total FLOPs of the run (with shared parts)",
+                 f"{flops(ledger['total'])} ({flops(ledger['total_with_shared'])})"])  # fmt: skip
+    return rows
+
+
 def eval_document(result: dict[str, Any], title: str, out: Path) -> Document:
     """``eval.md`` as a document (images relative to ``out``)."""
     u, g, c, e = result["understanding"], result["generation"], result["cost"], result["evaluators"]
@@ -100,15 +120,18 @@ def eval_document(result: dict[str, Any], title: str, out: Path) -> Document:
         doc.paragraph(f"No rank accuracy or caption NLL: {u['rank_note']}")
     doc.heading("Generation")
     doc.table(METRIC_HEADER, generation_rows(g))
-    t, p = c["training"], c["params"]
+    t, p, i = c["training"], c["params"], c.get("inference", {})
     doc.heading("Cost")
     doc.table(["what", "value"], [
         ["parameters total / active / trainable", f"{p['total']:,} / {p['active']:,} / {p['trainable']:,}"],
-        ["training FLOPs (counted)", cell(t.get("train_flops"))],
+        ["training-step FLOPs (counted, frozen encoder apart)", flops(t.get("train_flops"))],
+        *ledger_rows(t.get("ledger")),
         ["training steps / tokens / wall s", " / ".join(cell(t.get(k)) for k in ("step", "tokens", "train_wall_s"))],
         ["caption: samples/s, latency of one (s)", f"{cell(u['samples_per_s'])}, {cell(u['latency_s'])}"],
         ["caption ranking: samples/s", cell(u.get("rank_samples_per_s"))],
         ["generation: samples/s, latency of one (s)", f"{cell(g['samples_per_s'])}, {cell(g['latency_s'])}"],
+        ["inference FLOPs per caption / per generated image",
+         f"{flops(i.get('flops_per_caption'))} / {flops(i.get('flops_per_image'))}"],
         ["peak memory (MiB)", cell(c["peak_memory_mib"])],
     ])  # fmt: skip
     doc.image(out / "samples.png", "samples")

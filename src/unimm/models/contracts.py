@@ -88,7 +88,8 @@ class Writer(nn.Module, ABC):
         return self.codec.preparation()
 
     def prepare(self, data: PrepareData) -> dict:
-        """Fit the codec on the training images; returns statistics for the run's codec.json."""
+        """Fit the codec on the training images; returns statistics for the run's codec.json (the FLOPs spent,
+        counted with ``unimm.flops``, under ``flops.<item>``: the run's ledger reads them)."""
         return self.codec.prepare(data.images, seed=data.seed, progress=data.progress)
 
     def fixed_modules(self) -> list[nn.Module]:
@@ -146,7 +147,7 @@ class Reader(nn.Module, ABC):
         return []
 
     def prepare(self, data: PrepareData) -> dict:
-        """Pre-train an encoder before the transformer trains (nothing by default)."""
+        """Pre-train an encoder before the transformer trains (nothing by default); statistics as ``Writer.prepare``."""
         return {}
 
     @abstractmethod

@@ -17,6 +17,7 @@ from pydantic import Field, SerializeAsAny, field_validator, model_validator
 from torch import nn
 
 from unimm.config import Config, rope_head_dim
+from unimm.flops import FitFlops
 from unimm.models.contracts import PrepareData, Reader
 from unimm.models.vit import ViTEncoder
 from unimm.optim import pretrain
@@ -94,7 +95,8 @@ class ViTReader(Reader):
         return [("pre-training the ViT reader as a classifier", steps, "reader.pretrain_steps")]
 
     def prepare(self, data: PrepareData) -> dict:
-        """Pre-train the ViT as a classifier (mean-pooled features -> linear head, discarded after)."""
+        """Pre-train the ViT as a classifier (mean-pooled features -> linear head, discarded after); its FLOPs go
+        to ``flops.reader.pretrain_steps`` (the accuracy probe after it measures and is not counted)."""
         labels, steps = data.labels, self.settings.pretrain_steps
         if not self.preparation(labels):
             return {}
@@ -103,12 +105,13 @@ class ViTReader(Reader):
         gen = torch.Generator().manual_seed(data.seed)
         head = nn.Linear(self.vit.norm.weight.shape[0], int(labels.max()) + 1)
 
-        def step_loss() -> torch.Tensor:
-            idx = torch.randint(0, len(images), (64,), generator=gen)
+        def step_loss(idx: torch.Tensor) -> torch.Tensor:
             return F.cross_entropy(head(self.vit(images[idx]).mean(1)), labels[idx])
 
+        fit = FitFlops()  # fixed-shape batches: the first step is counted
         loss = pretrain(
             [*self.vit.parameters(), *head.parameters()],
+            lambda: torch.randint(0, len(images), (64,), generator=gen),
             step_loss,
             steps,
             data.lr,
@@ -116,11 +119,16 @@ class ViTReader(Reader):
             weight_decay=0.05,
             desc="pre-train ViT",
             progress=data.progress,
+            flops=fit,
         )
         with torch.no_grad():
             probe = slice(0, min(len(images), 1000))
             acc = (head(self.vit(images[probe]).mean(1)).argmax(-1) == labels[probe]).float().mean()
-        return {"vit_pretrain_loss": loss, "vit_pretrain_train_accuracy": float(acc)}
+        return {
+            "vit_pretrain_loss": loss,
+            "vit_pretrain_train_accuracy": float(acc),
+            "flops.reader.pretrain_steps": fit.flops,
+        }
 
     def read(self, ctx, images: torch.Tensor) -> torch.Tensor:
         """images [N, C, H, W] -> input embeddings [N, h*w, dim]."""

@@ -13,6 +13,7 @@ from einops import rearrange
 from pydantic import Field
 from torch import nn
 
+from unimm.flops import FitFlops, count_flops
 from unimm.nn.conv import conv_decoder, conv_encoder
 from unimm.settings import CODECS, Settings
 from unimm.tokenizers.fit import fit_image_tokenizer
@@ -133,14 +134,22 @@ class VAEPatches(nn.Module):
         return [("fitting the VAE codec", self.fit_steps, "codec.steps")]
 
     def prepare(self, images: torch.Tensor, seed: int = 0, batch_size: int = 64, progress: bool = True) -> dict:
-        """Train the VAE on ``images`` [N, C, H, W], set the latent scale to 1/std, then freeze it."""
+        """Train the VAE on ``images`` [N, C, H, W], set the latent scale to 1/std, then freeze it. The FLOPs
+        go to ``flops.codec.steps`` (the fit) and ``flops.codec.scale_pass`` (encoding every image once)."""
+        fit = FitFlops()
         m = fit_image_tokenizer(
-            self.vae, images, self.fit_steps, batch_size, seed=seed, progress=progress, desc="fit VAE"
+            self.vae, images, self.fit_steps, batch_size, seed=seed, progress=progress, desc="fit VAE", flops=fit
         )
-        with torch.no_grad():
+        with torch.no_grad(), count_flops() as scale_pass:
             self.scale.fill_(1.0)
             latents = torch.cat([self.vae.encode(images[i : i + 256])[0] for i in range(0, len(images), 256)])
             self.scale.fill_(1.0 / latents.std().item())
             self.fitted.fill_(True)
         self.vae.requires_grad_(False)
-        return {"vae_recon_mse": m["mse"], "vae_kl": m["kl"], "vae_scale": float(self.scale)}
+        return {
+            "vae_recon_mse": m["mse"],
+            "vae_kl": m["kl"],
+            "vae_scale": float(self.scale),
+            "flops.codec.steps": fit.flops,
+            "flops.codec.scale_pass": scale_pass.get_total_flops(),
+        }

@@ -5,6 +5,7 @@ Fitted on the run's own images before the transformer trains (``prepare``), or l
 saved inside the model, so a trained run never needs the tokenizer directory again.
 """
 
+import json
 from pathlib import Path
 from typing import Literal
 
@@ -14,6 +15,7 @@ from pydantic import Field
 from torch import nn
 
 from unimm.checkpoint import load_weights
+from unimm.flops import FitFlops
 from unimm.settings import CODECS, Settings
 from unimm.tokenizers.fit import fit_image_tokenizer
 from unimm.tokenizers.vqvae import VQVAE, psnr
@@ -90,20 +92,29 @@ class VQCodes(nn.Module):
         return [] if self.pretrained else [("fitting the VQ codec", self.fit_steps, "codec.steps")]
 
     def prepare(self, images: torch.Tensor, seed: int = 0, batch_size: int = 64, progress: bool = True) -> dict:
-        """Fit (or load) the tokenizer, freeze it, report its reconstruction on ``images`` [:1000]."""
+        """Fit (or load) the tokenizer, freeze it, report its reconstruction on ``images`` [:1000]. A fit's FLOPs
+        go to ``flops.codec.steps``; a loaded one's (from its ``ledger.json``; None when it has none) to
+        ``shared_flops.codec.tokenizer``: it was trained once, outside the run. The reconstruction probe
+        measures, it builds nothing, and is not counted."""
         if self.pretrained:
             state = load_weights(Path(self.pretrained) / "tokenizer.safetensors")
             missing, unexpected = self.vq.load_state_dict(state, strict=False)
             if missing or unexpected:
                 raise ValueError(f"{self.pretrained}: tokenizer weights do not match codec.* ({missing[:3]})")
+            ledger = Path(self.pretrained) / "ledger.json"
+            spent = {
+                "shared_flops.codec.tokenizer": json.loads(ledger.read_text())["total"] if ledger.is_file() else None
+            }
         else:
+            fit = FitFlops()
             fit_image_tokenizer(
-                self.vq, images, self.fit_steps, batch_size, seed=seed, progress=progress, desc="fit VQ"
+                self.vq, images, self.fit_steps, batch_size, seed=seed, progress=progress, desc="fit VQ", flops=fit
             )
+            spent = {"flops.codec.steps": fit.flops}
         self.vq.eval().requires_grad_(False)
         self.fitted.fill_(True)
         probe = images[:1000]
         codes = self.encode(probe)
         mse = float((self.decode(codes) - probe).pow(2).mean())
         usage = torch.bincount(codes.flatten(), minlength=self.num_codes).gt(0).float().mean()
-        return {"vq_recon_mse": mse, "vq_psnr": float(psnr(torch.tensor(mse))), "vq_usage": float(usage)}
+        return {"vq_recon_mse": mse, "vq_psnr": float(psnr(torch.tensor(mse))), "vq_usage": float(usage), **spent}

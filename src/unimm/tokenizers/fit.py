@@ -3,15 +3,18 @@
 Used by ``unimm tokenizer train`` and by the codecs a training run fits before its transformer.
 A tokenizer exposes ``training_loss(images, generator) -> (loss, metrics)``; with
 ``return_recon=True`` it also returns the reconstruction, which the optional perceptual and
-adversarial terms (``unimm.tokenizers.losses``, both off by default) are computed on.
+adversarial terms (``unimm.tokenizers.losses``, both off by default) are computed on. A ``FitFlops`` passed
+as ``flops`` counts the loop's FLOPs (forward, backward and the discriminator's step; a step's key is its phase).
 """
 
 from collections.abc import Callable
+from contextlib import nullcontext
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from unimm.flops import FitFlops
 from unimm.optim import warmup_cosine
 from unimm.tokenizers.losses import PerceptualLoss, d_hinge_loss, g_hinge_loss
 
@@ -32,6 +35,7 @@ def fit_image_tokenizer(
     adversarial_start: int = 0,
     perceptual: PerceptualLoss | None = None,
     perceptual_weight: float = 0.0,
+    flops: FitFlops | None = None,
 ) -> dict[str, float]:
     """AdamW with warmup + cosine on random batches of ``images`` [N, C, H, W]; returns the last metrics.
 
@@ -53,32 +57,33 @@ def fit_image_tokenizer(
     bar = tqdm(range(steps), disable=not progress, desc=desc, unit="step")
     metrics: dict = {}
     for step in bar:
-        x = images[torch.randint(0, len(images), (batch_size,), generator=gen)]
         adv_now = use_adv and step >= adversarial_start
-        if not (use_perc or adv_now):
-            loss, metrics = model.training_loss(x, gen)
-        else:
-            loss, metrics, recon = model.training_loss(x, gen, return_recon=True)
-            if use_perc:
-                p = perceptual(recon, x)
-                loss = loss + perceptual_weight * p
-                metrics["perceptual"] = p.detach()
+        with flops.step(adv_now) if flops is not None else nullcontext():
+            x = images[torch.randint(0, len(images), (batch_size,), generator=gen)]
+            if not (use_perc or adv_now):
+                loss, metrics = model.training_loss(x, gen)
+            else:
+                loss, metrics, recon = model.training_loss(x, gen, return_recon=True)
+                if use_perc:
+                    p = perceptual(recon, x)
+                    loss = loss + perceptual_weight * p
+                    metrics["perceptual"] = p.detach()
+                if adv_now:
+                    discriminator.requires_grad_(False)  # the generator term must not touch D's grads
+                    g = g_hinge_loss(discriminator(recon))
+                    discriminator.requires_grad_(True)
+                    loss = loss + adversarial_weight * g
+                    metrics["g_loss"] = g.detach()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
             if adv_now:
-                discriminator.requires_grad_(False)  # the generator term must not touch D's grads
-                g = g_hinge_loss(discriminator(recon))
-                discriminator.requires_grad_(True)
-                loss = loss + adversarial_weight * g
-                metrics["g_loss"] = g.detach()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        if adv_now:
-            d = d_hinge_loss(discriminator(x), discriminator(recon.detach()))
-            d_opt.zero_grad(set_to_none=True)
-            d.backward()
-            d_opt.step()
-            metrics["d_loss"] = d.detach()
+                d = d_hinge_loss(discriminator(x), discriminator(recon.detach()))
+                d_opt.zero_grad(set_to_none=True)
+                d.backward()
+                d_opt.step()
+                metrics["d_loss"] = d.detach()
         if on_step is not None:
             on_step(step, loss.detach(), metrics)
         bar.set_postfix(mse=f"{float(metrics['mse']):.4f}")

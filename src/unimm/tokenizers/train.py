@@ -2,10 +2,13 @@
 
 Writes ``config.toml`` (resolved), ``tokenizer.safetensors`` and ``metrics.json`` (reconstruction
 MSE / PSNR on the validation split; for VQ also codebook usage and perplexity) into ``out``,
-and a ``metrics.jsonl`` training log.
+a ``metrics.jsonl`` training log, and ``ledger.json``: the FLOPs of the fit (counted as training counts them,
+``unimm.flops.FitFlops``) and its wall seconds, so that every run that uses the tokenizer can be charged for it.
+The validation passes measure the tokenizer and are not counted.
 """
 
 import json
+import time
 from pathlib import Path
 
 import torch
@@ -14,6 +17,7 @@ from torch import nn
 from unimm.checkpoint import atomic_write_text, load_weights, save_weights
 from unimm.config import TokenizerConfig, dump_toml, load_config
 from unimm.data import load_split
+from unimm.flops import FitFlops
 from unimm.models.vae import SmallVAE
 from unimm.tokenizers.fit import fit_image_tokenizer
 from unimm.tokenizers.losses import PatchDiscriminator, PerceptualLoss, random_conv_features
@@ -92,11 +96,18 @@ def train_tokenizer(cfg: TokenizerConfig, out: str | Path, progress: bool = True
 
         t = cfg.train
         desc = f"train {cfg.tokenizer.kind} tokenizer"
-        extra = build_tokenizer_losses(cfg)
-        fit_image_tokenizer(model, data.images, t.steps, t.batch_size, t.lr, t.seed, progress, desc, on_step, **extra)
+        extra, fit, t0 = build_tokenizer_losses(cfg), FitFlops(), time.perf_counter()
+        fit_image_tokenizer(
+            model, data.images, t.steps, t.batch_size, t.lr, t.seed, progress, desc, on_step, **extra, flops=fit
+        )
+        seconds = time.perf_counter() - t0
     result = {"val": evaluate_tokenizer(model, val.images), "val_untrained": before, "steps": cfg.train.steps}
     save_weights(model.state_dict(), out / "tokenizer.safetensors")
     atomic_write_text(out / "metrics.json", json.dumps(result, indent=2))
+    rec = fit.record()
+    ledger = {"preparation": {"tokenizer.steps": rec["flops"]}, "total": rec["flops"], "steps": rec["steps"],
+              "flops_per_step": rec["per_step"], "wall_s": round(seconds, 2)}  # fmt: skip
+    atomic_write_text(out / "ledger.json", json.dumps(ledger, indent=2))
     return result
 
 

@@ -4,14 +4,18 @@ Run directory layout: ``config.toml`` (resolved), ``tokenizer/``, ``image_stats.
 the training images, to judge inputs), ``model.safetensors`` (latest weights, EMA weights when EMA is on),
 ``checkpoints/step_NNNNNNN/`` (``model.safetensors``, ``ema.safetensors``, ``train_state.pt``; or a sharded
 ``dcp/`` under FSDP2), ``checkpoints/latest`` (name of the newest complete checkpoint), ``metrics.jsonl``,
-tensorboard events under ``tb/``. Data parallelism (``train.parallel``), the shard layout and checkpoint
-formats are in ``distributed.py`` and ``checkpoints.py``.
+tensorboard events under ``tb/``, ``codec.json`` (what preparation fitted, its FLOPs by item and wall seconds) and
+``ledger.json`` (every FLOP that went into the model, by item: ``train/ledger.py``; training steps are counted
+without the frozen codec encoder, which is charged once per distinct input: ``train/frozen.py``). Data
+parallelism (``train.parallel``), the shard layout and checkpoint formats are in ``distributed.py`` and
+``checkpoints.py``.
 """
 
 import json
 import shlex
 import sys
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -23,7 +27,6 @@ from unimm.checkpoint import atomic_write_text
 from unimm.config import Config, TokenizerConfig, dump_toml, load_config
 from unimm.data import load_split, templates_for
 from unimm.data.image_stats import ImageStats
-from unimm.flops import count_flops
 from unimm.models import UnifiedModel
 from unimm.optim import EMA, build_optimizer, warmup_cosine
 from unimm.tasks import longest_sequences
@@ -47,6 +50,8 @@ from unimm.train.distributed import (
     setup_distributed,
     wrap_model,
 )
+from unimm.train.frozen import EncoderInputs, StepFlops, encodes
+from unimm.train.ledger import build_ledger, write_ledger
 from unimm.train.stream import ExampleStream, make_batch, one_caption_each
 from unimm.train.validation import Validation
 
@@ -128,38 +133,62 @@ def resolve_image_tokenizer(cfg: Config) -> None:
 class FlopTally:
     """Training FLOPs: counted exactly on every ``train.flops_every``-th step, and extended to the steps in
     between by their token counts (a step's FLOPs are close to proportional to its packed tokens). Each process
-    counts its own shards and the step's counts are summed over the processes, so the tally is the run's."""
+    counts its own shards and the step's counts are summed over the processes, so the tally is the run's. The
+    frozen codec's encoder is measured apart on the counted steps (``train/frozen.py``): ``train_flops`` leaves it
+    out, and ``encoder_flops`` charges it once per distinct input."""
 
     counted_flops: int = 0
     counted_tokens: int = 0
     tokens: int = 0
+    encoder_flops: int = 0  # the frozen encoder's FLOPs on the counted steps (not in counted_flops)
+    encoder_inputs: int = 0  # the images it encoded there
 
-    def add(self, tokens: int, flops: int | None) -> None:
+    def add(self, tokens: int, flops: int | None, encoder_flops: int = 0, encoder_inputs: int = 0) -> None:
         self.tokens += tokens
         if flops is not None:
             self.counted_flops += flops
             self.counted_tokens += tokens
+            self.encoder_flops += encoder_flops
+            self.encoder_inputs += encoder_inputs
 
-    def row(self) -> dict:
+    @property
+    def per_input(self) -> float:
+        """The frozen encoder's FLOPs per encoded image."""
+        return self.encoder_flops / self.encoder_inputs if self.encoder_inputs else 0.0
+
+    def train_flops(self) -> int | None:
+        if not self.counted_tokens:
+            return None
+        return round(self.counted_flops / self.counted_tokens * self.tokens)
+
+    def row(self, distinct_inputs: int | None = None) -> dict:
         if not self.counted_tokens:
             return {}
-        return {"train_flops": round(self.counted_flops / self.counted_tokens * self.tokens), "tokens": self.tokens}
+        out = {"train_flops": self.train_flops(), "tokens": self.tokens}
+        if distinct_inputs is not None:
+            out["encoder_flops"] = round(self.per_input * distinct_inputs)
+        return out
+
+
+Plan = Callable[[Config, dict], None]  # (config, preparation record) -> None: may set cfg.train's steps
 
 
 LAUNCH_SETTINGS = ("parallel", "activation_checkpointing", "threads", "max_bad_steps")  # --resume takes these anew
 
 
-def train(cfg: Config, out: str | Path, resume: bool = False, progress: bool = True) -> Path:
+def train(cfg: Config, out: str | Path, resume: bool = False, progress: bool = True, plan: Plan | None = None) -> Path:
     """Train ``cfg`` into run directory ``out``; with ``resume`` continue from its latest checkpoint (or extend
     a run to a new ``train.steps``). Under torchrun every process calls this (``train.parallel`` = ddp / fsdp;
-    ddp when left at none); rank 0 alone writes the logs."""
+    ddp when left at none); rank 0 alone writes the logs. ``plan`` (a fresh run only) is called after
+    preparation, on every process with rank 0's preparation record, and may set ``cfg.train``'s steps and
+    schedule from what preparation cost (the atlas's budgets)."""
     env = setup_distributed(cfg.train.parallel)
     if env.parallel != cfg.train.parallel:
         if env.main:
             print(f"note: launched as {env.world} processes with train.parallel = 'none': training with ddp")
         cfg.train.parallel = env.parallel
     try:
-        return _train(cfg, Path(out), resume, progress and env.main, env)
+        return _train(cfg, Path(out), resume, progress and env.main, env, plan)
     except KeyboardInterrupt:
         if env.main:
             print(resume_hint(Path(out), env.world), file=sys.stderr, flush=True)
@@ -187,7 +216,7 @@ def resume_hint(out: Path, world: int = 1) -> str:
     return f"interrupted: the last checkpoint is step {step} ({out / 'checkpoints' / name}); continue with: {command}"
 
 
-def _train(cfg: Config, out: Path, resume: bool, progress: bool, env: DistEnv) -> Path:
+def _train(cfg: Config, out: Path, resume: bool, progress: bool, env: DistEnv, plan: Plan | None) -> Path:
     t_cfg = cfg.train
     if t_cfg.threads:
         torch.set_num_threads(t_cfg.threads)
@@ -221,12 +250,17 @@ def _train(cfg: Config, out: Path, resume: bool, progress: bool, env: DistEnv) -
         for what, steps, key in core.preparation(data.labels):
             print(f"{what} first: {steps} steps ({key}); set {key}=N to shorten it for a smoke test", flush=True)
         captions = one_caption_each(data, templates, t_cfg.seed)
-        codec_stats = core.prepare(data.images, data.labels, t_cfg.seed, progress, captions)
-        if codec_stats:
+        t_prep = time.perf_counter()
+        prep = core.prepare(data.images, data.labels, t_cfg.seed, progress, captions)
+        if prep:
+            prep["prep_wall_s"] = round(time.perf_counter() - t_prep, 2)
             out.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(out / "codec.json", json.dumps(codec_stats, indent=2))
+            atomic_write_text(out / "codec.json", json.dumps(prep, indent=2))
     else:  # resumed, or another rank: the weights come from the checkpoint or from rank 0
         core.freeze_fixed()
+        prep = json.loads((out / "codec.json").read_text()) if resume and (out / "codec.json").is_file() else {}
+    if plan is not None and not resume:
+        plan(cfg, env.gather(prep)[0])
     core.backbone.activation_checkpointing = t_cfg.activation_checkpointing
     model = wrap_model(core, env, t_cfg.precision)
     opt = build_optimizer(core, t_cfg.lr, t_cfg.weight_decay, t_cfg.betas)
@@ -251,6 +285,17 @@ def _train(cfg: Config, out: Path, resume: bool, progress: bool, env: DistEnv) -
     n_params = sum(p.numel() for p in core.parameters())
     bar = tqdm(total=t_cfg.steps, initial=start, disable=not progress, desc=f"train {cfg.name}", unit="step")
     bad_steps = BadSteps(core, t_cfg.max_bad_steps)
+    encoded = (
+        EncoderInputs(stream, t_cfg.grad_accum * shards, encodes(core.reader.shared)).advance(start)
+        if env.main
+        else None
+    )
+
+    def ledger(steps: int) -> dict:
+        tokenizer = getattr(cfg.codec, "tokenizer", None)
+        return build_ledger(prep, tokenizer, steps, flops.train_flops(), flops.per_input, encoded.distinct,
+                            encoded.inputs)  # fmt: skip
+
     model.train()
     tokens_seen, t0 = 0, time.perf_counter()
     with bar, open(out / "metrics.jsonl", "a") if env.main else nullcontext() as log:  # the bar closed also on ^C
@@ -259,7 +304,8 @@ def _train(cfg: Config, out: Path, resume: bool, progress: bool, env: DistEnv) -
             counting = bool(t_cfg.flops_every) and step % t_cfg.flops_every == 0
             mine = local_shards(step, t_cfg.grad_accum, shards, env)
             sums: dict[str, float] = {}
-            tokens, counted, bad_here = 0, 0, []
+            tokens, bad_here = 0, []
+            meter = StepFlops(core.writer.codec)  # the step's FLOPs, the frozen encoder measured apart
             routing: dict[str, torch.Tensor] = {}
             for i, k in enumerate(mine):
                 images, examples = stream.batch(k)
@@ -267,22 +313,24 @@ def _train(cfg: Config, out: Path, resume: bool, progress: bool, env: DistEnv) -
                 if env.device.type != "cpu":
                     batch = batch.to(env.device)
                 gen = torch.Generator().manual_seed(t_cfg.seed * 7_919 + k)
-                with grad_sync(model, sync=i == len(mine) - 1), count_flops() if counting else nullcontext() as counter:
+                with grad_sync(model, sync=i == len(mine) - 1), meter.count() if counting else nullcontext():
                     with torch.autocast(env.device.type, torch.bfloat16, enabled=t_cfg.precision == "bf16"):
                         with replica_quiet(env):
                             loss, metrics = model(batch, gen)
                     (loss / len(mine)).backward()
                 tokens += batch.tokens.numel()
-                counted += counter.get_total_flops() if counting else 0
                 routing = _add(routing, core.routing_counts())
                 values = {name: float(v) for name, v in metrics.items()}
                 if not all(map(_finite, values.values())):
                     bad_here.append(describe_batch(k, examples))
                 for name, v in values.items():
                     sums[name] = sums.get(name, 0.0) + v / len(mine)
-            sums, tokens, counted, n_bad = _reduce(env, sums, tokens, counted, len(bad_here))
-            flops.add(tokens, counted if counting else None)
+            counts = (meter.flops, meter.encoder_flops, meter.encoder_inputs)
+            sums, tokens, counted, enc_flops, enc_inputs, n_bad = _reduce(env, sums, tokens, *counts, len(bad_here))
+            flops.add(tokens, counted if counting else None, enc_flops, enc_inputs)
             tokens_seen += tokens
+            if encoded is not None:
+                encoded.advance(done)
             grad_norm = grad_norm_and_clip(model, t_cfg.grad_clip)
             bad_loss = n_bad > 0 or not all(map(_finite, sums.values()))  # the same verdict on every rank
             if bad_loss or not _finite(grad_norm):
@@ -317,7 +365,7 @@ def _train(cfg: Config, out: Path, resume: bool, progress: bool, env: DistEnv) -
                         "lr": sched.get_last_lr()[0],
                         "tokens_per_s": round(tokens_seen / elapsed, 1),
                         "params": n_params,
-                        **flops.row(),
+                        **flops.row(encoded.distinct),
                         **core.routing_stats(routing),
                         **val,
                     }
@@ -332,6 +380,8 @@ def _train(cfg: Config, out: Path, resume: bool, progress: bool, env: DistEnv) -
             bar.update(1)
             if done % t_cfg.save_every == 0 or done == t_cfg.steps:
                 save_checkpoint(out, core, ema, opt, sched, done, {"flops": asdict(flops)})
+                if env.main:
+                    write_ledger(out, ledger(done))
     if board is not None:
         board.close()
     return out

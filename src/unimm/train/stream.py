@@ -70,23 +70,26 @@ class ExampleStream:
             return Example("caption", caption())
         return Example("t2i", caption(), drop_condition=rng.random() < self.obj.cond_drop)
 
-    def batch(self, k: int) -> tuple[torch.Tensor, list[Example]]:
-        """Micro-batch ``k`` -> (images [B, C, H, W], examples)."""
+    def samples(self, k: int) -> list[tuple[int, Example, tuple[int, int]]]:
+        """Micro-batch ``k`` without its pixels: (dataset index, example, augmentation shift (dy, dx)) per sample."""
         start = k * self.batch_size
-        idx, examples, shifts = [], [], []
+        out = []
         for g in range(start, start + self.batch_size):
             i = self._item(g)
             rng = random.Random(self.seed * 1_000_003 + g)
-            idx.append(i)
-            examples.append(self._example(i, rng))
-            if self.shift and examples[-1].task != "t2i":  # augment only what is read, not what is generated
-                shifts.append((rng.randint(-self.shift, self.shift), rng.randint(-self.shift, self.shift)))
-            else:
-                shifts.append((0, 0))
-        images = self.data.images[idx]
+            example = self._example(i, rng)
+            augment = self.shift and example.task != "t2i"  # augment only what is read, not what is generated
+            shift = (rng.randint(-self.shift, self.shift), rng.randint(-self.shift, self.shift)) if augment else (0, 0)
+            out.append((i, example, shift))
+        return out
+
+    def batch(self, k: int) -> tuple[torch.Tensor, list[Example]]:
+        """Micro-batch ``k`` -> (images [B, C, H, W], examples)."""
+        samples = self.samples(k)
+        images = self.data.images[[i for i, _, _ in samples]]
         if self.shift:
-            images = torch.stack([translate(im, dy, dx) for im, (dy, dx) in zip(images, shifts, strict=True)])
-        return images, examples
+            images = torch.stack([translate(im, dy, dx) for im, (_, _, (dy, dx)) in zip(images, samples, strict=True)])
+        return images, [ex for _, ex, _ in samples]
 
 
 def make_batch(model: "UnifiedModel", images: torch.Tensor, examples: list[Example]) -> Batch:

@@ -24,6 +24,7 @@ from pydantic import Field, model_validator
 from torch import nn
 
 from unimm.config import Config
+from unimm.flops import FitFlops, count_flops
 from unimm.models.connectors import MLPConnector
 from unimm.models.contracts import PrepareData, Writer
 from unimm.models.dit import DiT
@@ -138,7 +139,9 @@ class ConnectorWriter(Writer):
         return super().preparation() + (decoder if self.frozen else [])
 
     def prepare(self, data: PrepareData) -> dict:
-        """Fit the codec; in ``frozen`` mode pre-train the decoder on (image, caption ids) pairs, then freeze it."""
+        """Fit the codec; in ``frozen`` mode pre-train the decoder on (image, caption ids) pairs, then freeze it.
+        The pre-training's FLOPs go to ``flops.writer.decoder_latents`` (encoding every image once) and
+        ``flops.writer.pretrain_steps`` (a step's cost is set by its longest caption: each length counted once)."""
         images = data.images
         stats = self.codec.prepare(images, seed=data.seed, progress=data.progress)
         if not self.frozen:
@@ -147,28 +150,36 @@ class ConnectorWriter(Writer):
             raise ValueError("writer.train = 'frozen' pre-trains the decoder on captions; none were given")
         captions = data.captions
         gen = torch.Generator().manual_seed(data.seed)
-        with torch.no_grad():
+        with torch.no_grad(), count_flops() as encoding:
             latents = torch.cat([self.codec.encode(images[i : i + 512]) for i in range(0, len(images), 512)])
 
-        def step_loss() -> torch.Tensor:
+        def draw() -> tuple[list[int], list[list[int]]]:
             idx = torch.randint(0, len(images), (64,), generator=gen).tolist()
             drop = (torch.rand(len(idx), generator=gen) < data.cond_drop).tolist()
-            cond, mask = self.captions([[] if d else captions[i] for i, d in zip(idx, drop, strict=True)])
+            return idx, [[] if d else captions[i] for i, d in zip(idx, drop, strict=True)]
+
+        def step_loss(batch: tuple[list[int], list[list[int]]]) -> torch.Tensor:
+            idx, ids = batch
+            cond, mask = self.captions(ids)
             return self.denoise_loss(latents[idx], cond, gen, mask)[0]
 
-        steps = self.settings.pretrain_steps
+        steps, fit = self.settings.pretrain_steps, FitFlops()
         loss = pretrain(
             [*self.decoder.parameters(), *self.captions.parameters()],
+            draw,
             step_loss,
             steps,
             data.lr,
             lambda opt: torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(min(100, steps // 10), steps, 0.1)),
             desc="pre-train decoder",
             progress=data.progress,
+            flops=fit,
+            key=lambda batch: max(map(len, batch[1])),  # the padded caption length
         )
         for module in self.fixed_modules():
             module.requires_grad_(False)
-        return {**stats, "decoder_pretrain_loss": loss}
+        spent = {"flops.writer.decoder_latents": encoding.get_total_flops(), "flops.writer.pretrain_steps": fit.flops}
+        return {**stats, "decoder_pretrain_loss": loss, **spent}
 
     def read_inputs(self, ctx, images: torch.Tensor) -> torch.Tensor:
         raise ValueError("the connector writer cannot embed images it reads; use reader.kind = 'vit'")

@@ -1,0 +1,100 @@
+"""Frozen encoders in the FLOP ledger: charged once per distinct input, as if their outputs were precomputed.
+
+The writer's codec (a VAE's or a VQ-VAE's encoder; pixel patches cost nothing) is fitted before training and
+then frozen: what it makes of a training image never changes, so a run could encode each input once and reuse
+the latents. The ledger charges it that way, for every strategy alike (no latents are actually cached):
+
+- ``StepFlops`` counts a training step as training always has (``count_flops()`` around forward + backward)
+  and measures the codec's ``encode`` apart, inside the same step: the step's FLOPs exclude it, and the
+  encoder's FLOPs per input are kept;
+- ``EncoderInputs`` replays the deterministic example stream and counts the distinct inputs the codec encodes
+  over a run's steps: a (dataset image, augmentation shift) pair for every example whose image the codec encodes
+  (every image when the reader is shared, since it reads through the writer; otherwise the generated ones).
+  A shifted copy of an image is an input of its own (a cache would hold it), so with ``data.shift`` fewer repeats
+  are saved. The count is at most the dataset size times the number of shifts.
+
+The once-charge is then FLOPs per input x distinct inputs. Encoders that train (a ViT reader, fine-tuned) and
+frozen parts that act on trainable inputs (the connector's frozen decoder) are counted at every step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
+
+from torch import nn
+
+from unimm.flops import count_flops
+
+if TYPE_CHECKING:
+    from unimm.tasks import Example
+    from unimm.train.stream import ExampleStream
+
+
+class StepFlops:
+    """FLOPs of training steps less the frozen codec's ``encode``, plus that encoder's FLOPs and inputs."""
+
+    def __init__(self, codec: nn.Module) -> None:
+        self.codec = codec
+        self.flops = 0  # counted FLOPs without the encoder
+        self.encoder_flops = 0
+        self.encoder_inputs = 0  # images encoded (with repeats)
+
+    def _metered(self, encode: Callable):
+        def metered(images, *args, **kwargs):
+            with count_flops() as counter:
+                out = encode(images, *args, **kwargs)
+            self.encoder_flops += counter.get_total_flops()
+            self.encoder_inputs += int(images.shape[0])
+            return out
+
+        return metered
+
+    @contextmanager
+    def count(self) -> Iterator[None]:
+        """Count what runs inside: forward + backward of a micro-batch."""
+        before = self.encoder_flops
+        self.codec.encode = self._metered(type(self.codec).encode.__get__(self.codec))
+        try:
+            with count_flops() as counter:
+                yield
+        finally:
+            del self.codec.encode  # the codec's own method again
+        self.flops += counter.get_total_flops() - (self.encoder_flops - before)
+
+    @property
+    def per_input(self) -> float:
+        """Encoder FLOPs per encoded image (0 when nothing was encoded)."""
+        return self.encoder_flops / self.encoder_inputs if self.encoder_inputs else 0.0
+
+
+def encodes(shared_reader: bool) -> Callable[[Example], bool]:
+    """Whether the writer's codec encodes an example's image in training (``UnifiedModel.forward``): a shared
+    reader (``Reader.shared``) reads through the writer, so every image; otherwise only the generated (t2i) ones."""
+    return lambda example: shared_reader or example.task == "t2i"
+
+
+class EncoderInputs:
+    """Distinct inputs of the frozen codec over a run's first ``steps`` steps, replayed from the stream."""
+
+    def __init__(self, stream: ExampleStream, micro_per_step: int, encoded: Callable[[Example], bool]) -> None:
+        self.stream, self.micro, self.encoded = stream, micro_per_step, encoded
+        self.seen: set[tuple[int, tuple[int, int]]] = set()
+        self.steps = 0
+        self.inputs = 0  # encoded images with repeats
+
+    def advance(self, steps: int) -> EncoderInputs:
+        """Take in the steps up to ``steps`` (steps already taken in are not replayed)."""
+        for step in range(self.steps, steps):
+            for k in range(step * self.micro, (step + 1) * self.micro):
+                for index, example, shift in self.stream.samples(k):
+                    if self.encoded(example):
+                        self.seen.add((index, shift))
+                        self.inputs += 1
+        self.steps = max(self.steps, steps)
+        return self
+
+    @property
+    def distinct(self) -> int:
+        return len(self.seen)
