@@ -116,7 +116,7 @@ def test_a_runs_total_is_the_sum_of_its_counted_parts_charged_or_separate():
 
 
 def test_the_encoder_once_charge_buys_fewer_steps_only_until_inputs_repeat(digits_dir):
-    cfg = load_config(CONFIGS / "quick.toml", tiny_overrides(digits_dir, **{"codec.patch_size": 1}))
+    cfg = load_config(CONFIGS / "quick.toml", tiny_overrides(digits_dir, **{"codec.patch_size": 1, "data.shift": 0}))
     cost = StepCost(flops=1000.0, tokens=1, seconds=None, measured_steps=1, encoder_flops_per_input=100.0)
     encoder = encoder_inputs(cfg)  # 200 images, 8 a step, no shift: every input new for 25 steps
     # 25 steps: 25 000 + 200 x 100 = 45 000; after that each step adds 1000 only

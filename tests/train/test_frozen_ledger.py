@@ -20,8 +20,8 @@ from unimm.train.stream import ExampleStream
 LIKE = {"chameleon": {}, "quick": {"codec.patch_size": 1}, "janus": {}}
 
 
-def _model(digits_dir, preset: str):
-    cfg = tiny_preset(digits_dir, preset, **LIKE[preset])
+def _model(digits_dir, preset: str, **extra):
+    cfg = tiny_preset(digits_dir, preset, **LIKE[preset], **extra)
     data, templates = resolve_data(cfg)
     torch.manual_seed(0)
     model = UnifiedModel(cfg, build_tokenizer(cfg, data, templates))
@@ -53,7 +53,7 @@ def test_a_step_is_counted_without_the_frozen_encoder(digits_dir, preset):
 def test_distinct_inputs_are_image_and_shift_and_capped_by_the_dataset(digits_dir):
     """Without augmentation the distinct inputs stop at the dataset size; with shifts each shifted copy is an input
     of its own: the count equals the distinct pixel contents the encoder is given."""
-    quick, stream = _model(digits_dir, "quick")
+    quick, stream = _model(digits_dir, "quick", **{"data.shift": 0})  # the demo's layout, unaugmented
     n = len(stream.data)
     steps = n // stream.batch_size + 5  # past one epoch
     plain = EncoderInputs(stream, 1, encodes(quick.reader.shared)).advance(steps)
