@@ -260,6 +260,7 @@ def _provenance_section(doc: Document, p: dict[str, Any]) -> None:
     doc.table(["what", "value"], [
         ["git commit", f"`{p['commit']}`{dirty.get(p['dirty'], '')}"],
         ["source SHA-256", f"`{p['source_sha256']}`"],
+        ["code at evaluation", _evaluated_on(p)],
         ["config SHA-256 (`config.toml`)", f"`{p['config_sha256']}`"],
         ["command", f"`{p['command']}`" if p["command"] else "–"],
         ["wall time, training (all calls) / evaluation / this call",
@@ -267,6 +268,16 @@ def _provenance_section(doc: Document, p: dict[str, Any]) -> None:
         ["date (UTC)", p["date"]],
         ["software, machine", f"torch {p['torch']}, Python {p['python']}; {p['machine']}"],
     ])  # fmt: skip
+
+
+def _evaluated_on(p: dict[str, Any]) -> str:
+    """Whether the report ran on the code that trained the run (older reports: not recorded)."""
+    if p.get("same_code") is None:
+        return "not compared (training code not recorded)"
+    if p["same_code"]:
+        return "the same code"
+    now = p["evaluated_on"]
+    return f"other code: commit `{now['commit']}`, source SHA-256 `{now['source_sha256'][:12]}…`"
 
 
 def _tokenizer_paragraph(doc: Document, stats: dict[str, float] | None) -> None:

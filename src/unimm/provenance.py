@@ -8,6 +8,7 @@ the docs names the code and the settings that produced it.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import platform
 import shlex
@@ -65,12 +66,52 @@ def source_hash() -> str:
     return h.hexdigest()
 
 
-def provenance(config_toml: str | Path, wall_s: dict[str, float | None], command: str | None = None) -> dict:
-    """The provenance block of a result computed from the run whose resolved config is ``config_toml``;
-    ``wall_s`` holds the wall times (seconds) of its phases, ``command`` the command line that ran it."""
+TRAINED_ON = "trained_on.json"  # in a run directory: the code each training session ran
+
+
+def code_state() -> dict[str, Any]:
+    """The code this process runs, as of now: git commit and dirty flag, source hash, date."""
     return {
         **git_state(),
         "source_sha256": source_hash(),
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def record_training_code(run_dir: str | Path, step: int) -> None:
+    """Append the code a training session of ``run_dir`` starts on (at ``step``) to its ``trained_on.json``: a
+    report written later, after a ``git pull`` or an edit, still names the code that produced the weights."""
+    path = Path(run_dir) / TRAINED_ON
+    sessions = json.loads(path.read_text()) if path.is_file() else []
+    sessions.append({"from_step": step, **code_state()})
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(sessions, indent=1) + "\n")
+    os.replace(tmp, path)
+
+
+def training_code(run_dir: str | Path) -> list[dict[str, Any]] | None:
+    """The sessions of ``record_training_code`` (None for a run trained before they were recorded)."""
+    path = Path(run_dir) / TRAINED_ON
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def provenance(config_toml: str | Path, wall_s: dict[str, float | None], command: str | None = None) -> dict:
+    """The provenance block of a result computed from the run whose resolved config is ``config_toml``;
+    ``wall_s`` holds the wall times (seconds) of its phases, ``command`` the command line that ran it.
+    ``commit`` / ``dirty`` / ``source_sha256`` are the code that trained the run when it recorded it (the first
+    training session; ``trained_on`` lists every session) and ``evaluated_on`` the code running now, so a
+    tree that changed between training and the report is visible (``same_code`` False)."""
+    now = code_state()
+    sessions = training_code(Path(config_toml).parent)
+    trained = sessions[0] if sessions else now
+    same = all(s["source_sha256"] == now["source_sha256"] for s in sessions) if sessions else None
+    return {
+        "commit": trained["commit"],
+        "dirty": trained["dirty"],
+        "source_sha256": trained["source_sha256"],
+        "trained_on": sessions,
+        "evaluated_on": now,
+        "same_code": same,
         "config_sha256": file_hash(config_toml),
         "wall_s": wall_s,
         "command": command,

@@ -54,7 +54,7 @@ set = {json.dumps(TINY_VQ)}
 [[strategies]]
 name = "transfusion"
 preset = "{CONFIGS / "quick.toml"}"
-set = ["codec.steps=5", "codec.hidden=8", "codec.downsample=2"]
+set = ["train.lr=0.002", "codec.steps=5", "codec.hidden=8", "codec.downsample=2"]
 [[strategies]]
 name = "chameleon"
 preset = "{CONFIGS / "chameleon.toml"}"
@@ -126,6 +126,13 @@ def test_verdicts_follow_the_t_test_rule(digits_dir, tmp_path):
     assert transfusion([0.30, 0.40], [0.45, 0.50]).verdict == "inconclusive"
     one = transfusion([0.3], [0.9])
     assert one.verdict == "not enough seeds" and "one seed on a side" in one.reason
+    # the same numbers for a pair that also differs in the learning rate (the preset's own): no verdict
+    unmatched = _load(tmp_path, _atlas_toml(digits_dir).replace('"train.lr=0.002", ', ""))
+    runs = plan_runs(unmatched)
+    cells = [_cell({r.strategy: r for r in runs}["chameleon"], {"prompt_accuracy": [0.30, 0.33]}),
+             _cell(runs[0], {"prompt_accuracy": [0.60, 0.62]})]  # fmt: skip
+    confounded = check_claims(unmatched.checks, cells)[0]
+    assert confounded.verdict == "no verdict" and "train.lr (0.002 vs 0.003)" in confounded.reason
     assert [c.verdict for c in check_claims(atlas.checks, [_cell(ar, {"caption_accuracy": [0.5]})])] == [
         "not tested"
     ] * 3
@@ -214,7 +221,7 @@ def test_micro_atlas_end_to_end_then_nothing_is_redone(digits_dir, tmp_path, mon
     assert "**chameleon/dense/preset vs transfusion/dense/preset** at 2e09flops" in text
     assert "`prompt_accuracy` (higher is better)" in text and "no difference is claimed" in text
     # the confounds: settings outside the part sections the writer axis entails (writer.weight, the codec, ...)
-    assert "Other settings that differ: train.lr (0.002 vs 0.003)." in text
+    assert "Other settings that differ: nothing." in text  # transfusion runs at chameleon's lr: a matched pair
     assert "| Transfusion (Zhou et al. 2024, arXiv 2408.11039) |" in text and "**not enough seeds**" in text
     assert "Mixture-of-Transformers" in text and "**not tested**" in text and "Janus" in text
     assert "does not answer this question" in text  # no dense / MoE pair in this atlas

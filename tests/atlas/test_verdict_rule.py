@@ -93,3 +93,19 @@ def test_a_large_difference_with_five_seeds_is_found_in_its_direction(paired):
             family = [_draw(rng, "normal", 5, paired, shift=-2.0)] + [_draw(rng, "normal", 5, paired) for _ in "xy"]
             found.append(_verdicts(family, expects_b)[0])
         assert found.count(right) >= 0.95 * reps and not any(v in FALSE and v != right for v in found), found
+
+
+def test_a_pair_that_differs_beyond_the_axis_gets_no_verdict():
+    """Issue 16 item 4: a large, significant difference between cells that also differ in another setting is
+    shown with its test but judged neither way, and it does not enlarge the Holm family of the real tests."""
+    seeds = [0, 1, 2, 3, 4]
+    a, b = Stat([0.50, 0.52, 0.49, 0.51, 0.50], seeds), Stat([0.70, 0.71, 0.69, 0.72, 0.70], seeds)
+    confounded = Comparison("caption_accuracy", a, b, confounds="train.lr (0.002 vs 0.003)")
+    matched = Comparison("caption_accuracy", a, Stat([0.60, 0.63, 0.58, 0.62, 0.61], seeds))
+    adjust([confounded, matched])
+    assert confounded.test.p < 1e-4 and confounded.outcome == "confounded" and confounded.p_adjusted is None
+    assert matched.family == 1 and matched.outcome == "b"  # a family of one: the confounded one is not in it
+    line = confounded.sentence("A", "B")
+    assert "paired t-test" in line and "also differ in train.lr (0.002 vs 0.003): no verdict" in line
+    assert verdict(True, [confounded])[0] == "no verdict"
+    assert verdict(True, [confounded, matched])[0] == "agrees"  # judged on the matched pair alone

@@ -7,6 +7,7 @@ import re
 import torch
 
 from conftest import tiny_overrides
+from unimm import provenance as prov
 from unimm.config import load_config
 from unimm.demo import run_demo
 from unimm.eval.harness import Suite
@@ -28,7 +29,35 @@ def test_demo_report_records_its_provenance(digits_dir, tmp_path):
     assert wall["train"] > 0 and wall["evaluate"] > 0 and wall["this_call"] >= wall["train"] + wall["evaluate"] - 0.02
     assert p["command"] == "unimm demo --out run" and p["torch"] == torch.__version__ and p["date"][:2] == "20"
     assert "## Provenance" in md.read_text() and p["config_sha256"] in md.read_text()
+    # training recorded the code it ran on; the report ran on the same code
+    assert [s["from_step"] for s in p["trained_on"]] == [0] and p["same_code"] is True
+    assert p["trained_on"][0]["source_sha256"] == p["source_sha256"] == p["evaluated_on"]["source_sha256"]
+    assert "| code at evaluation | the same code |" in md.read_text()
 
 
 def test_outside_git_the_commit_is_unknown(tmp_path):
     assert git_state(tmp_path) == {"commit": "unknown", "dirty": None}
+
+
+def test_a_report_written_after_the_code_changed_names_the_training_code(tmp_path, monkeypatch):
+    """A run trained on one commit and reported after a pull: the block names the training code and says the
+    evaluation ran on other code; every training session (a resume) is listed."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.toml").write_text('name = "x"\n')
+    prov.record_training_code(run, 0)
+    trained = prov.code_state()
+    monkeypatch.setattr(prov, "source_hash", lambda: "f" * 64)
+    monkeypatch.setattr(prov, "git_state", lambda root=None: {"commit": "e" * 40, "dirty": False})
+    prov.record_training_code(run, 600)  # resumed on the new code
+    p = prov.provenance(run / "config.toml", {"train": 1.0, "evaluate": 1.0, "this_call": 2.0})
+    assert (p["commit"], p["source_sha256"]) == (trained["commit"], trained["source_sha256"])
+    assert [s["from_step"] for s in p["trained_on"]] == [0, 600] and p["trained_on"][1]["commit"] == "e" * 40
+    assert p["evaluated_on"]["source_sha256"] == "f" * 64 and p["same_code"] is False
+
+
+def test_a_run_without_a_record_falls_back_to_the_code_of_the_report(tmp_path):
+    (tmp_path / "config.toml").write_text('name = "x"\n')
+    p = prov.provenance(tmp_path / "config.toml", {"train": None, "evaluate": 1.0, "this_call": 1.0})
+    assert p["trained_on"] is None and p["same_code"] is None
+    assert p["source_sha256"] == p["evaluated_on"]["source_sha256"] == prov.source_hash()

@@ -118,6 +118,7 @@ class Comparison:
     b: Stat
     p_adjusted: float | None = None
     family: int = 1
+    confounds: str | None = None  # settings the two cells also differ in, besides the axis: no verdict then
 
     @property
     def higher(self) -> bool:
@@ -146,7 +147,10 @@ class Comparison:
     @property
     def outcome(self) -> str:
         """``b`` / ``a``: that side better (significant, above the floor); ``small``: significant but below the
-        floor; ``within``: not significant; ``few-seeds``: no test."""
+        floor; ``within``: not significant; ``few-seeds``: no test; ``confounded``: the cells also differ in
+        ``confounds``, so no side is called better whatever the test says."""
+        if self.confounds is not None:
+            return "confounded"
         if self.test is None:
             return "few-seeds"
         if self.p >= ALPHA:
@@ -186,6 +190,9 @@ class Comparison:
         head = (f"`{self.metric}` ({direction} is better): {a_name} {self.a.text()} vs {b_name} {self.b.text()}, "
                 f"{self.numbers()}")  # fmt: skip
         o = self.outcome
+        if o == "confounded":
+            test = f"; {self.test_text()}" if self.test is not None else ""
+            return head + f"{test}; the cells also differ in {self.confounds}: no verdict (not a matched pair)."
         if o == "few-seeds":
             return head + "; not enough seeds for a t-test (one seed on a side): no difference is claimed."
         tail = {
@@ -198,7 +205,8 @@ class Comparison:
 
 
 def adjust(family: Sequence[Comparison]) -> None:
-    """Holm-adjust the p-values of the comparisons that have a test, as one family (sets ``p_adjusted``)."""
-    tested = [c for c in family if c.test is not None]
+    """Holm-adjust the p-values of the comparisons that have a test and no confounds, as one family (sets
+    ``p_adjusted``); a confounded comparison is not a test of anything, so it does not enlarge the family."""
+    tested = [c for c in family if c.test is not None and c.confounds is None]
     for c, p in zip(tested, holm([c.test.p for c in tested]), strict=True):
         c.p_adjusted, c.family = p, len(tested)

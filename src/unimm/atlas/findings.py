@@ -3,7 +3,8 @@
 A question compares *matched pairs* of cells: same size and budget, the four strategy axes of
 docs/architecture.md (the kinds of writer, reader, layers and text objective) equal except the one in
 question. Presets may still differ in other settings (loss weights, vocabulary, augmentation); every pair
-lists those beyond what the axis itself entails. What the axis entails is read off the part sections, not
+lists those beyond what the axis itself entails, and a pair with any of them gets no verdict (its comparisons
+are shown, outside the Holm family, as "not a matched pair"). What the axis entails is read off the part sections, not
 kept by hand: the axis's own section, every other part section whose kind differs between the two (with
 the other axes equal, only the axis can have changed it, e.g. the codec a writer needs) and the sampler
 (each writer names its own). Differences are judged by ``comparison.py``'s rule; the comparisons of the
@@ -96,13 +97,19 @@ class Pair:
 
     def differences(self, limit: int = 8) -> str:
         """Config keys in which the two cells differ besides the axis and what it entails (the confounds)."""
+        return self.confounds(limit) or "nothing"
+
+    def confounds(self, limit: int = 8) -> str | None:
+        """``differences``, or None for a matched pair: one that differs only on the axis (and what it entails)."""
         ca, cb = self.a.first.run.config, self.b.first.run.config
         fa, fb = flatten(ca), flatten(cb)
         skip = entailed_sections(self.axis, ca, cb)
         keys = sorted(fa.keys() | fb.keys(), key=lambda k: (list(fa) + list(fb)).index(k))
         diff = [k for k in keys if k not in IGNORED and k.rsplit(".", 1)[0] not in skip and fa.get(k) != fb.get(k)]
+        if not diff:
+            return None
         shown = ", ".join(f"{k} ({fa.get(k)} vs {fb.get(k)})" for k in diff[:limit])
-        return shown + (f" and {len(diff) - limit} more" if len(diff) > limit else "") if diff else "nothing"
+        return shown + (f" and {len(diff) - limit} more" if len(diff) > limit else "")
 
 
 def matched_pairs(axis: str, a_values: Collection[str], b_values: Collection[str], cells: list[Cell]) -> list[Pair]:
@@ -129,7 +136,7 @@ def compare(pair: Pair, kind: str) -> Comparison | None:
     for metric in PRIMARY[kind] + SECONDARY[kind]:
         a, b = pair.a.stat(metric), pair.b.stat(metric)
         if a is not None and b is not None:
-            return Comparison(metric, a, b)
+            return Comparison(metric, a, b, confounds=pair.confounds())
     return None
 
 
@@ -140,7 +147,7 @@ def comparisons(pair: Pair, kind: str) -> list[Comparison]:
     for metric in SECONDARY[kind]:
         a, b = pair.a.stat(metric), pair.b.stat(metric)
         if a is not None and b is not None and (first is None or metric != first.metric):
-            out.append(Comparison(metric, a, b))
+            out.append(Comparison(metric, a, b, confounds=pair.confounds()))
     return out
 
 
@@ -230,7 +237,7 @@ def summarise_all(cells: list[Cell]) -> list[Summary]:
 @dataclass
 class ClaimCheck:
     check: CheckEntry
-    verdict: str  # agrees | disagrees | inconclusive | not enough seeds | not tested
+    verdict: str  # agrees | disagrees | inconclusive | not enough seeds | no verdict (confounded) | not tested
     reason: str
     tests: list[tuple[Pair, Comparison]]  # every matched pair with the check's metric on both sides
 
@@ -245,7 +252,7 @@ def claim_tests(check: CheckEntry, cells: list[Cell]) -> list[tuple[Pair, Compar
     for p in matched_pairs(check.axis, check.a, check.b, cells):
         a, b = p.a.stat(check.metric), p.b.stat(check.metric)
         if a is not None and b is not None:
-            out.append((p, Comparison(check.metric, a, b)))
+            out.append((p, Comparison(check.metric, a, b, confounds=p.confounds())))
     return out
 
 
@@ -254,6 +261,11 @@ def verdict(expects_b: bool, found: Sequence[Comparison]) -> tuple[str, str]:
     (*disagrees*) when a test is significant with the declared side better (worse) and none the other way."""
     if not found:
         return "not tested", "no matched pair of finished runs in this atlas"
+    judged = [c for c in found if c.confounds is None]
+    if not judged:
+        return "no verdict", (f"every pair of its sides also differs outside the axis (e.g. {found[0].confounds}): "
+                              "only a pair that differs on the axis alone is judged")  # fmt: skip
+    found = judged
     tested = [c for c in found if c.test is not None]
     if not tested:
         return "not enough seeds", f"{len(found)} comparison(s), each with one seed on a side: no t-test"

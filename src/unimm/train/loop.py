@@ -29,6 +29,7 @@ from unimm.data import load_split, templates_for
 from unimm.data.image_stats import ImageStats
 from unimm.models import UnifiedModel
 from unimm.optim import EMA, build_optimizer, warmup_cosine
+from unimm.provenance import record_training_code
 from unimm.tasks import longest_sequences
 from unimm.tokenizers.text import TextTokenizer
 from unimm.train.bad_steps import BadSteps, describe_batch
@@ -276,6 +277,7 @@ def _train(cfg: Config, out: Path, resume: bool, progress: bool, env: DistEnv, p
     if env.main:
         core.image_stats.save(out)  # also into a run resumed from before the file was kept
         _trim_metrics(out / "metrics.jsonl", start)
+        record_training_code(out, start)  # reports name the code that trained, not the code that reports
     env.barrier()
 
     shards = t_cfg.batch_shards
