@@ -184,3 +184,49 @@ def test_the_shared_tokenizer_spends_the_side_budget_in_the_pretrained_regime(di
     pretrained = _atlas(tmp_path, digits_dir, side, [])
     price = tokenizer_step_price(_config(pretrained, path, None, None, 1))
     assert tokenizer_steps(pretrained, path, None, None) == math.ceil(3e8 / price) > 1
+
+
+def test_a_strategy_in_the_scratch_regime_beside_pretrained_ones_pays_for_the_same_parts(digits_dir, tmp_path):
+    side = 4e8
+    atlas = _atlas(tmp_path, digits_dir, f'flops = 1e9\nregime = "pretrained"\nside_flops = {side}', [])
+    twin = atlas.strategies[0].model_copy(update={"name": "transfusion-scratch", "regime": "scratch"})
+    atlas = atlas.model_copy(update={"strategies": [atlas.strategies[0], twin]})
+    assert atlas.regimes == {"pretrained", "scratch"}
+    pretrained, scratch = plan_runs(atlas)
+    assert (pretrained.regime, scratch.regime) == ("pretrained", "scratch") and scratch.side_flops == side
+    plans = []
+    for run in (pretrained, scratch):
+        folder = _start(tmp_path, run)
+        train_run(folder)
+        plans.append(json.loads((folder / "budget.json").read_text()))
+    p, s = plans
+    assert s["side"]["steps"] == p["side"]["steps"]  # the same parts, prepared with the side budget's steps
+    assert p["charged"] == {} and p["left"] == 1e9
+    assert set(s["charged"]) == {"codec.steps", "codec.scale_pass"} and s["left"] == 1e9 - sum(s["charged"].values())
+    assert s["steps"] < p["steps"]  # the scratch twin pays its preparation from its budget
+
+
+def test_a_strategy_regime_needs_the_side_budget_and_pairs_stay_within_a_regime(digits_dir, tmp_path):
+    from unimm.atlas.config import AtlasConfig
+
+    atlas = _atlas(tmp_path, digits_dir, "flops = 1e9", [])
+    raw = atlas.model_dump()
+    raw["strategies"][0]["regime"] = "pretrained"
+    with pytest.raises(ValueError, match="side_flops is the pretrained regime's side budget"):
+        AtlasConfig.model_validate(raw)
+    raw["budget"]["side_flops"] = 1e8
+    assert AtlasConfig.model_validate(raw).regimes == {"pretrained"}
+
+    from unimm.atlas.findings import matched_pairs
+    from unimm.atlas.results import RunResult, group_cells
+
+    raw["strategies"].append({**raw["strategies"][0], "name": "janus", "set": [*raw["strategies"][0]["set"],
+                              'reader={kind = "vit", patch = 2, dim = 16, depth = 1, heads = 2}']})  # fmt: skip
+    both = AtlasConfig.model_validate(raw)
+    runs = plan_runs(both)
+    cells = group_cells([RunResult(r, tmp_path, "done", {"caption_accuracy": 0.5}) for r in runs])
+    assert len(matched_pairs("reader.kind", {"shared"}, {"vit"}, cells)) == 1
+    raw["strategies"][1]["regime"] = "scratch"
+    runs = plan_runs(AtlasConfig.model_validate(raw))
+    cells = group_cells([RunResult(r, tmp_path, "done", {"caption_accuracy": 0.5}) for r in runs])
+    assert matched_pairs("reader.kind", {"shared"}, {"vit"}, cells) == []  # pretrained vs scratch: never a pair

@@ -116,13 +116,27 @@ def test_joint_decoder_learns_with_the_language_model(digits_dir):
     assert model.writer.decoder.out.weight.grad.abs().sum() > 0 and model.writer.queries.grad.abs().sum() > 0
 
 
+def test_finetuned_decoder_is_pretrained_then_learns_with_the_language_model(digits_dir):
+    """``writer.train = "finetune"``: pre-trained alone like ``frozen`` (its steps are preparation, priced for the
+    atlas's side budget), then the decoder gets gradients from the LLM's loss; the caption embedding stays fixed."""
+    model = _model(digits_dir, "connector-frozen", **{"writer.train": '"finetune"', "writer.pretrain_steps": 20})
+    w = model.writer
+    assert [key for _, _, key in model.preparation()][-1] == "writer.pretrain_steps"
+    assert any(p.abs().sum() > 0 for p in w.decoder.out.parameters())  # pre-training moved the zero-init output
+    assert all(not p.requires_grad for p in w.captions.parameters())
+    loss, _ = model(make_batch(model, torch.rand(4, 1, 8, 8) * 2 - 1, EXAMPLES))
+    loss.backward()
+    assert w.decoder.out.weight.grad.abs().sum() > 0 and w.queries.grad.abs().sum() > 0
+
+
 def test_connector_needs_the_vit_reader_and_frozen_needs_pretraining(digits_dir):
     with pytest.raises(
         ValueError, match="writer kind 'connector' cannot embed the images it reads.*reader.kind = 'vit'"
     ):
         _cfg(digits_dir, "connector-frozen", **{"reader": '{kind = "shared"}'})
-    with pytest.raises(ValueError, match=r"writer.train = 'frozen' needs writer.pretrain_steps > 0"):
-        _cfg(digits_dir, "connector-frozen", **{"writer.pretrain_steps": 0})
+    for mode in ("frozen", "finetune"):
+        with pytest.raises(ValueError, match=rf"writer.train = '{mode}' pre-trains the decoder: it needs writer"):
+            _cfg(digits_dir, "connector-frozen", **{"writer.train": f'"{mode}"', "writer.pretrain_steps": 0})
 
 
 def test_mar_masks_come_from_the_end_of_the_generation_order():

@@ -56,8 +56,6 @@ class BudgetSection(_Strict):
             raise ValueError("[budget] needs exactly one of flops or wall_s")
         if any(v <= 0 for v in self.values):
             raise ValueError("[budget] values must be positive")
-        if (self.regime == "pretrained") != (self.side_flops is not None):
-            raise ValueError("[budget] side_flops is the pretrained regime's side budget: set it with (only with) it")
         return self
 
     @property
@@ -103,6 +101,11 @@ class StrategyEntry(_Strict):
     set: list[str] = Field([], description="--set overrides for this strategy")
     layers: list[str] | None = Field(None, description="layer kinds for this strategy; None = the atlas's")
     seeds: list[int] | None = Field(None, description="seeds for this strategy; None = the atlas's")
+    regime: Literal["scratch", "pretrained"] | None = Field(
+        None,
+        description="what this strategy's budget pays for; None = [budget] regime. A strategy listed twice (two "
+        "names), once per regime, shows what the ledger's choice does to it; cells pair only within a regime",
+    )
 
 
 class CheckEntry(_Strict):
@@ -163,13 +166,24 @@ class AtlasConfig(_Strict):
             raise ValueError(f"names must be lower-case letters, digits, '-' or '_': {bad}")
         if len({s.name for s in self.strategies}) != len(self.strategies):
             raise ValueError("strategy names must be unique")
-        if self.budget.regime == "pretrained" and self.tokenizer is not None and self.tokenizer.steps is not None:
+        pretrained = "pretrained" in self.regimes
+        if pretrained != (self.budget.side_flops is not None):
+            raise ValueError(
+                "[budget] side_flops is the pretrained regime's side budget: set it with (only with) a pretrained "
+                "regime ([budget] regime or a strategy's regime)"
+            )
+        if pretrained and self.tokenizer is not None and self.tokenizer.steps is not None:
             raise ValueError("[tokenizer] steps: the pretrained regime sets them from [budget] side_flops")
         for kinds in [self.layers] + [s.layers for s in self.strategies if s.layers]:
             unknown = [k for k in kinds if k != "preset" and k not in LAYERS.kinds()]
             if unknown:
                 raise ValueError(f"unknown layer kind(s) {unknown}; use preset or one of {LAYERS.kinds()}")
         return self
+
+    @property
+    def regimes(self) -> set[str]:
+        """Every regime a run of the atlas uses."""
+        return {s.regime or self.budget.regime for s in self.strategies}
 
 
 def load_atlas(path: str | Path) -> AtlasConfig:

@@ -101,7 +101,7 @@ def plan_runs(atlas: AtlasConfig) -> list[PlannedRun]:
                             preset=s.preset,
                             overrides=overrides,
                             config=cfg.model_dump(),
-                            regime=atlas.budget.regime,
+                            regime=s.regime or atlas.budget.regime,
                             side_flops=atlas.budget.side_flops,
                             shared_tokenizer=atlas.budget.shared_tokenizer,
                         )

@@ -44,10 +44,11 @@ def _config(atlas: AtlasConfig, path: str, size: int | None, channels: int | Non
 
 
 def tokenizer_steps(atlas: AtlasConfig, path: str, size: int | None, channels: int | None) -> int:
-    """``[tokenizer] steps``, or in the pretrained regime the steps that spend ``side_flops``."""
+    """``[tokenizer] steps``, or, when a strategy uses the pretrained regime, the steps that spend ``side_flops``
+    (scratch runs beside it load the same tokenizer and pay its FLOPs from their budget)."""
     from unimm.atlas.side import side_steps, tokenizer_step_price
 
-    if atlas.budget.regime != "pretrained":
+    if atlas.budget.side_flops is None:
         return atlas.tokenizer.fit_steps()
     price = tokenizer_step_price(_config(atlas, path, size, channels, 1))
     return side_steps({"tokenizer.steps": price}, atlas.budget.side_flops)["tokenizer.steps"]

@@ -89,7 +89,16 @@ def _overview(doc: Document, atlas: AtlasConfig, results: list[RunResult], out: 
         f"({'counted FLOPs' if atlas.budget.kind == 'flops' else 'seconds'}, regime `{atlas.budget.regime}`); "
         f"training seeds {seeds}; evaluation suite `{atlas.eval.suite}`, sampling seed {atlas.eval.seed} for every run."
     )
-    doc.paragraph(LEDGER[atlas.budget.regime].format(side=atlas.budget.side_flops or 0.0))
+    for regime in sorted(atlas.regimes, key=lambda r: r != atlas.budget.regime):
+        doc.paragraph(LEDGER[regime].format(side=atlas.budget.side_flops or 0.0))
+    other = [s.name for s in atlas.strategies if (s.regime or atlas.budget.regime) != atlas.budget.regime]
+    if other:
+        doc.paragraph(
+            f"Strategies in the other regime: {', '.join(f'`{n}`' for n in other)}. They prepare the same parts "
+            "with the same side-budget steps as the pretrained runs, but in the scratch regime the run's budget pays "
+            "for that preparation (and the shared tokenizer), so they train fewer steps: the two regimes of one "
+            "strategy show what the ledger's choice does to it. Cells are compared only within a regime."
+        )
     doc.paragraph(SHARED[atlas.budget.shared_tokenizer])
     if failed:
         doc.bullets([f"`{r.run.name}`: {r.info.get('failure', 'failed')}" for r in failed])

@@ -74,15 +74,15 @@ def _schedule(plan: dict[str, Any]) -> list[str]:
 
 
 def _planner(run_dir: Path, spec: dict[str, Any], launch: dict[str, Any], overrides: list[str], device: str):
-    """A fresh run: its parts' side steps (pretrained regime), the price of a training step, and the callback that
-    sets the steps after preparation from what is left of the budget and writes ``budget.json``."""
+    """A fresh run: its parts' side steps (when the atlas has a side budget), the price of a training step, and the
+    callback that sets the steps after preparation from what is left of the budget and writes ``budget.json``."""
     from unimm.atlas.budget import budget_plan, check_left, measure_step_cost
     from unimm.atlas.charges import preparation_charge, settings, shared_charge
     from unimm.atlas.side import preparation_prices, side_steps
 
     ledger, b = settings(spec), spec["budget"]
     side: dict[str, Any] = {"side_flops": ledger["side_flops"], "prices": {}, "steps": {}, "overrides": []}
-    if ledger["regime"] == "pretrained":
+    if ledger["side_flops"] is not None:  # pretrained, or scratch beside it: the same parts, paid by the budget
         side["prices"] = preparation_prices(load_config(spec["preset"], overrides))
         side["steps"] = side_steps(side["prices"], ledger["side_flops"])
         side["overrides"] = [f"{k}={v}" for k, v in side["steps"].items()]

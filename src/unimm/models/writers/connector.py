@@ -11,7 +11,9 @@ reader, so the LLM never sees generation latents.
 - ``joint``: the decoder trains from scratch with the LLM, through the diffusion loss;
 - ``frozen`` (MetaQuery's cheap recipe): before the LLM trains, the decoder is pre-trained alone as a
   caption-to-image model on its own caption embedding (``writer.pretrain_steps``), then frozen;
-  only the queries, the connector and the LLM learn to drive it.
+  only the queries, the connector and the LLM learn to drive it;
+- ``finetune`` (MetaQuery's main recipe, Emu, SEED-X: a pre-trained diffusion decoder tuned further): pre-trained
+  alone as in ``frozen``, then trained on with the LLM through the diffusion loss.
 Classifier-free guidance runs the LLM on the prompt and on the empty prompt (trained by caption
 dropout) and mixes the decoder's two predictions.
 """
@@ -46,16 +48,20 @@ class ConnectorSettings(Settings):
     conditioning: Literal["cross", "in-context"] = Field(
         "cross", description="the decoder reads its condition by cross-attention or in context"
     )
-    train: Literal["joint", "frozen"] = Field(
-        "joint", description="decoder trained with the LLM, or pre-trained alone then frozen (MetaQuery)"
+    train: Literal["joint", "frozen", "finetune"] = Field(
+        "joint",
+        description="decoder trained from scratch with the LLM (joint), or pre-trained alone on captions then "
+        "frozen (frozen) or trained on with the LLM (finetune)",
     )
     pretrain_steps: int = Field(0, ge=0, description="the decoder's own caption->image pre-training steps")
     denoise_batch: int = Field(4, gt=0, description="noise draws per target image")
 
     @model_validator(mode="after")
     def _frozen_needs_pretraining(self) -> "ConnectorSettings":
-        if self.train == "frozen" and self.pretrain_steps == 0:
-            raise ValueError("writer.train = 'frozen' needs writer.pretrain_steps > 0")
+        if self.train != "joint" and self.pretrain_steps == 0:
+            raise ValueError(
+                f"writer.train = {self.train!r} pre-trains the decoder: it needs writer.pretrain_steps > 0"
+            )
         return self
 
 
@@ -106,15 +112,19 @@ class ConnectorWriter(Writer):
         )
         self.objective = DENOISERS.build(cfg.denoiser)
         self.frozen, self.max_len = settings.train == "frozen", cfg.model.max_seq_len
+        self.pretrained = settings.train != "joint"  # frozen or finetune: the decoder is pre-trained alone first
         self.captions: CaptionConditioner | None = None
 
     def bind(self, vocab_offset: int) -> None:
-        """The text vocabulary is known now: the decoder's own caption embedding (frozen mode) needs it."""
-        if self.frozen:
+        """The text vocabulary is known now: the decoder's own caption embedding (pre-training) needs it."""
+        if self.pretrained:
             self.captions = CaptionConditioner(vocab_offset, self.settings.dim, self.max_len)
 
     def fixed_modules(self) -> list[nn.Module]:
-        return [self.codec, self.decoder, self.captions] if self.frozen else [self.codec]
+        """The codec; after pre-training the caption embedding (only pre-training uses it) and, frozen, the decoder."""
+        if not self.pretrained:
+            return [self.codec]
+        return [self.codec, self.captions, *([self.decoder] if self.frozen else [])]
 
     def denoise_loss(
         self,
@@ -136,18 +146,19 @@ class ConnectorWriter(Writer):
 
     def preparation(self) -> list[tuple[str, int, str]]:
         decoder = [("pre-training the caption-to-image decoder", self.settings.pretrain_steps, "writer.pretrain_steps")]
-        return super().preparation() + (decoder if self.frozen else [])
+        return super().preparation() + (decoder if self.pretrained else [])
 
     def prepare(self, data: PrepareData) -> dict:
-        """Fit the codec; in ``frozen`` mode pre-train the decoder on (image, caption ids) pairs, then freeze it.
+        """Fit the codec; in ``frozen`` / ``finetune`` mode pre-train the decoder on (image, caption ids) pairs (then
+        freeze it, or leave it to train on with the LLM).
         The pre-training's FLOPs go to ``flops.writer.decoder_latents`` (encoding every image once) and
         ``flops.writer.pretrain_steps`` (a step's cost is set by its longest caption: each length counted once)."""
         images = data.images
         stats = self.codec.prepare(images, seed=data.seed, progress=data.progress)
-        if not self.frozen:
+        if not self.pretrained:
             return stats
         if data.captions is None:
-            raise ValueError("writer.train = 'frozen' pre-trains the decoder on captions; none were given")
+            raise ValueError(f"writer.train = {self.settings.train!r} pre-trains the decoder on captions; none given")
         captions = data.captions
         gen = torch.Generator().manual_seed(data.seed)
         with torch.no_grad(), count_flops() as encoding:
