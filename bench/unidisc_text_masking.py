@@ -12,7 +12,8 @@ Variants of the text objective (each a small subclass of ``MaskedText`` swapped 
 - ``uniform``: t ~ U(0, 1), the MDLM / LLaDA answer mask ratio (``text_mask_alpha = 1``);
 - ``elbo``: the same with each masked token's loss weighted 1/t, summed over the answer / its length;
 - ``prefix``: the prompt and image cannot attend to the answer;
-- ``joint``: the t2i prompt is masked and denoised too (UniDisc's corruption of both modalities);
+- ``joint``: the t2i prompt is masked and denoised too (a part of UniDisc's corruption of both modalities, which
+  the preset's ``text.joint`` now does in full);
 - ``all``: the whole answer is always masked (t = 1);
 - ``beta2``: t ~ Beta(2, 1) (``text_mask_alpha = 2``).
 
@@ -97,15 +98,17 @@ class AllMaskedText(MaskedText):
         return torch.ones(n, 1)
 
 
+# the variants are of answer-only masking, as when the results were committed (the preset now masks jointly)
+ANSWER_ONLY = ["text.joint=false", "text.weight=1"]
 # name -> (preset, overrides, text objective class or None for the preset's own)
 VARIANTS: dict[str, tuple[str, list[str], type[MaskedText] | None]] = {
     "show-o": ("show-o", [], None),
-    "uniform": ("unidisc", ["text.mask_alpha=1", "text.weight=1"], MaskedText),
-    "elbo": ("unidisc", ["text.mask_alpha=1", "text.weight=1"], ElboText),
-    "prefix": ("unidisc", ["text.mask_alpha=1", "text.weight=1"], PrefixText),
-    "joint": ("unidisc", ["text.mask_alpha=1", "text.weight=1"], JointText),
-    "all": ("unidisc", ["text.weight=1"], AllMaskedText),
-    "beta2": ("unidisc", ["text.mask_alpha=2", "text.weight=1"], MaskedText),
+    "uniform": ("unidisc", ["text.mask_alpha=1", *ANSWER_ONLY], MaskedText),
+    "elbo": ("unidisc", ["text.mask_alpha=1", *ANSWER_ONLY], ElboText),
+    "prefix": ("unidisc", ["text.mask_alpha=1", *ANSWER_ONLY], PrefixText),
+    "joint": ("unidisc", ["text.mask_alpha=1", *ANSWER_ONLY], JointText),
+    "all": ("unidisc", ANSWER_ONLY, AllMaskedText),
+    "beta2": ("unidisc", ["text.mask_alpha=2", *ANSWER_ONLY], MaskedText),
 }
 
 

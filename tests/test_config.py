@@ -166,7 +166,11 @@ def test_old_style_config_names_the_upgrade_command(section):
 
 # what a preset changed after the redesign that no old-style key can express: (section, key) -> today's value;
 # the upgraded old file keeps the old meaning (bagel routed its MoT layers by modality before layers.route)
-CHANGED_SINCE = {"bagel": {("layers", "route"): "role"}, "quick": {("data", "shift"): 2}}
+CHANGED_SINCE = {
+    "bagel": {("layers", "route"): "role"},
+    "quick": {("data", "shift"): 2},
+    "unidisc": {("text", "joint"): True},
+}
 
 
 @pytest.mark.parametrize("old", sorted(OLD_PRESETS.glob("*.toml")), ids=lambda p: p.stem)

@@ -118,3 +118,12 @@ def test_generated_marks_the_positions_of_images_being_generated():
     ]
     text_only = collate([pack([TextSpan([1, 2])], SP)], SP.pad)
     assert text_only.generated().tolist() == [[False, False]]
+
+
+def test_image_rows_name_the_example_each_image_sits_in():
+    """Joint masking gives each image its example's masking time through ``image_rows``."""
+    two = [TextSpan([1]), ImageSpan(torch.rand(1, 4, 4), (1, 2)), ImageSpan(None, (2, 1), generate=True)]
+    none = [TextSpan([1, 9])]
+    one = [TextSpan([1]), ImageSpan(torch.rand(1, 4, 4), (1, 1))]
+    batch = collate([pack(s, SP) for s in (two, none, one)], SP.pad)
+    assert batch.image_rows().tolist() == [0, 0, 2]

@@ -147,6 +147,13 @@ class Batch:
             return torch.zeros_like(self.valid)
         return (self.image_id >= 0) & self.image_generate[self.image_id.clamp_min(0)]
 
+    def image_rows(self) -> torch.Tensor:
+        """[num_images] long: the row (example) each image sits in."""
+        img = self.image_id >= 0
+        rows = torch.arange(self.image_id.shape[0], device=self.image_id.device)[:, None].expand_as(self.image_id)
+        out = torch.zeros(self.image_generate.numel(), dtype=torch.long, device=self.image_id.device)
+        return out.scatter(0, self.image_id[img], rows[img])
+
 
 def attention_mask(block: torch.Tensor, valid: torch.Tensor, full_attention: bool = False) -> torch.Tensor:
     """block, valid: [B, L] -> bool [B, L, L] (True = may attend).

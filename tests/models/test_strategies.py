@@ -129,7 +129,8 @@ def test_ar_codes_sampling_stays_inside_the_image_vocabulary(digits_dir):
 
 
 def test_masked_text_corrupts_only_answer_tokens(digits_dir):
-    model = _model(digits_dir, "unidisc")
+    """``text.joint = false``: only the answer is masked (``test_unidisc_joint.py``: the whole example)."""
+    model = _model(digits_dir, "unidisc", **{"text.joint": "false"})
     batch = make_batch(model, torch.rand(4, 1, 8, 8) * 2 - 1, EXAMPLES)
     tokens, state = model.text.corrupt(batch, torch.Generator().manual_seed(0))
     changed = tokens != batch.tokens
@@ -159,7 +160,7 @@ def test_masked_text_mask_alpha_reaches_corruption(digits_dir):
     """The configured alpha is what ``corrupt`` uses: a high alpha masks nearly the whole answer."""
     shares = {}
     for alpha in (1.0, 50.0):
-        model = _model(digits_dir, "unidisc", **{"text.mask_alpha": alpha})
+        model = _model(digits_dir, "unidisc", **{"text.mask_alpha": alpha, "text.joint": "false"})
         assert model.text.settings.mask_alpha == alpha
         batch = make_batch(model, torch.rand(200, 1, 8, 8) * 2 - 1, EXAMPLES * 50)
         answer = torch.nn.functional.pad(batch.targets[:, :-1] != IGNORE, (1, 0))

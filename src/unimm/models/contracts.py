@@ -21,6 +21,7 @@ from unimm.settings import CODECS, DENOISERS
 if TYPE_CHECKING:
     from unimm.config import Config
     from unimm.models.context import ModelContext
+    from unimm.objectives.joint import JointMask
     from unimm.sequence import Batch
 
 
@@ -48,6 +49,7 @@ class Writer(nn.Module, ABC):
     denoises = False  # needs a [denoiser] section
     reads = True  # can embed the images it reads (what a ``shared`` reader needs)
     causal = False  # True: the positions of a generated image see only earlier ones
+    joint = False  # can mask every image's codes at given times (``joint_inputs``, what ``text.joint`` needs)
     extra_vocab = 0  # token ids it adds to the vocabulary
     grid: tuple[int, int]
     codec: nn.Module
@@ -106,6 +108,14 @@ class Writer(nn.Module, ABC):
     ) -> tuple[torch.Tensor, Any]:
         """Training inputs of images [N, C, H, W] (``generate`` [N] bool: generated, else read) ->
         (embeddings [N, n, dim], the targets ``loss`` needs)."""
+
+    def joint_inputs(
+        self, ctx: ModelContext, images: torch.Tensor, mask: JointMask, generator: torch.Generator | None
+    ) -> tuple[torch.Tensor, Any]:
+        """Joint masking (``text.joint``): images [N, C, H, W], read and generated alike, corrupted at the times
+        ``mask.t`` [N] of their examples -> (embeddings [N, n, dim], the targets ``loss`` needs for all N);
+        ``loss`` then gets every image's positions as ``gen_pos``. Only writers with ``joint`` implement it."""
+        raise NotImplementedError(f"{type(self).__name__} cannot mask its images jointly with the text")
 
     @abstractmethod
     def loss(
@@ -170,9 +180,15 @@ class TextObjective(ABC):
     def weight(self) -> float:
         return self.settings.weight
 
-    def bind(self, mask_id: int) -> None:
-        """Learn the [MASK] id after the vocabulary before it (objectives without ``extra_vocab`` leave it unused)."""
-        self.mask_id = mask_id
+    def bind(self, mask_id: int, special_ids: tuple[int, ...] = ()) -> None:
+        """Learn the [MASK] id after the vocabulary before it (objectives without ``extra_vocab`` leave it unused)
+        and the ids of the tokenizer's special tokens (``<pad>``, ``<bos>``, ``<eos>``, ``<boi>``, ...)."""
+        self.mask_id, self.special_ids = mask_id, special_ids
+
+    def joint_mask(self, state: Any) -> JointMask | None:
+        """The masking time of each example [B] that the writer masks the codes of every image with (joint
+        masking, ``text.joint``), from ``corrupt``'s state; None (the default): each part masks on its own."""
+        return None
 
     @abstractmethod
     def corrupt(self, batch: Batch, generator: torch.Generator | None) -> tuple[torch.Tensor, Any]:

@@ -61,7 +61,7 @@ class UnifiedModel(nn.Module):
         # vocabulary: text tokens, then the writer's image codes (shared vocabulary), then [MASK] for text
         self.text_vocab = tokenizer.vocab_size
         self.writer.bind(self.text_vocab)
-        self.text.bind(self.text_vocab + self.writer.extra_vocab)
+        self.text.bind(self.text_vocab + self.writer.extra_vocab, tokenizer.special_ids)
         vocab = self.text_vocab + self.writer.extra_vocab + self.text.extra_vocab
         self.layers: Layers = LAYERS.build(cfg.layers)  # the block factory, and the ids its blocks route by
         self.backbone = Backbone(backbone_config(cfg, vocab), make_block=self.layers)
@@ -178,9 +178,12 @@ class UnifiedModel(nn.Module):
 
     def forward(self, batch: Batch, generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict]:
         """Training loss L = w_text * L_text + w_image * L_image + aux, and named metrics. Every random draw
-        (text masks, diffusion time and noise, code masks) comes from ``generator``."""
+        (text masks, diffusion time and noise, code masks) comes from ``generator``. Under joint masking
+        (``text.joint``: the text objective returns a ``joint_mask``) every image, read or generated, is masked
+        at its example's time by the writer and carries the image loss."""
         ctx = self.ctx
         tokens, text_state = self.text.corrupt(batch, generator)
+        joint = self.text.joint_mask(text_state)
         x = self.backbone.embed_tokens(tokens)
         img = batch.image_id >= 0
         gen = batch.image_generate.to(x.device)
@@ -188,7 +191,13 @@ class UnifiedModel(nn.Module):
         state = None
         if img.any():
             images = batch.images.to(x.device)
-            if self.reader.shared:  # the writer embeds read and generated images alike, in one pass
+            if joint is not None:  # one pass over all images, each denoised at its example's time
+                emb, state = self.writer.joint_inputs(
+                    ctx, images, joint.select(batch.image_rows().to(joint.t.device)), generator
+                )
+                x = x.masked_scatter(img.unsqueeze(-1), emb.to(x.dtype))
+                gen_pos = img
+            elif self.reader.shared:  # the writer embeds read and generated images alike, in one pass
                 emb, state = self.writer.train_inputs(ctx, images, gen, generator)
                 x = x.masked_scatter(img.unsqueeze(-1), emb.to(x.dtype))
             else:

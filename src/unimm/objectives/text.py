@@ -8,6 +8,12 @@
   bidirectionally attended sequence; captions are produced by unmasking all answer positions in
   parallel over ``sample.text_steps`` rounds (MaskGIT's confidence rule). The answer length is
   ``text.answer_len``, a property of the trained model, not a sampling setting.
+  With ``text.joint`` (UniDisc's joint masking, ``objectives/joint.py``) the whole example is noised instead:
+  one ``t`` per example (same Beta(alpha, 1), clamped to ``[1e-3, 1]``) masks its answer, its other words
+  (t2i prompt, VQA question) and, through the writer, the codes of its images, read or generated; the losses
+  of both modalities cover all their masked positions, optionally weighted by ``1 / t`` (``text.elbo_weight``,
+  MDLM's ELBO form). Structure is never masked: ``<bos>``, ``<sep>``, ``<boi>`` / ``<eoi>``, the ``<eos>``
+  that closes a t2i example, padding (``MaskedText.corruptible``).
 
 Each also scores given texts after an image (``score``, ``text_scoring.py``): the exact log-likelihood for
 next-token text, a seeded estimate of the ELBO for masked text.
@@ -18,16 +24,17 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from unimm.models.contracts import TextObjective
+from unimm.objectives.joint import T_MIN, JointMask, masked_loss
 from unimm.objectives.text_ar import text_ar_loss
 from unimm.objectives.text_scoring import ar_log_likelihood, masked_elbo
 from unimm.samplers.masked import maskgit_sample
 from unimm.samplers.text import select_next
 from unimm.sequence import IGNORE, TEXT, Batch, TextSpan
+from unimm.settings import READERS, WRITERS, Settings
 from unimm.settings import TEXT as TEXT_OBJECTIVES
-from unimm.settings import Settings
 from unimm.tasks import understanding_prompt
 
 
@@ -50,6 +57,26 @@ class MaskedTextSettings(Settings):
         "answer more often (more steps predict the answer from the image alone)",
     )
     answer_len: int = Field(16, gt=0, description="fixed answer length in tokens (padded with <eos>)")
+    joint: bool = Field(
+        False,
+        description="UniDisc's joint masking: one t per example (t ~ Beta(mask_alpha, 1), clamped to [1e-3, 1]) "
+        "masks each of its words (t2i prompt, VQA question, answer; never <bos>, <sep>, image markers or padding) "
+        "and each code of its images, read or generated, with probability t; the loss covers every masked "
+        "position of both modalities. Needs a writer that can (masked-codes) and reader.kind = 'shared'. "
+        "false: only the answer is masked here and the writer masks generated images on its own schedule",
+    )
+    elbo_weight: bool = Field(
+        False,
+        description="with joint: weight each masked position's loss by 1/t of its example and divide the sum by the "
+        "corruptible positions (MDLM's ELBO form, an upper bound on the NLL when mask_alpha = 1), for text and "
+        "image codes alike; t >= 1e-3 bounds the weight by 1000. false: the mean over masked positions",
+    )
+
+    @model_validator(mode="after")
+    def _elbo_needs_joint(self) -> "MaskedTextSettings":
+        if self.elbo_weight and not self.joint:
+            raise ValueError("text.elbo_weight = true needs text.joint = true (one t per example for both modalities)")
+        return self
 
 
 def _until_eos(ids: list[int], eos: int) -> list[int]:
@@ -95,7 +122,9 @@ class ARText(TextObjective):
 
 @dataclass
 class MaskedTextState:
-    masked: torch.Tensor  # [B, L] bool, answer positions replaced by [MASK]
+    masked: torch.Tensor  # [B, L] bool, positions replaced by [MASK]
+    t: torch.Tensor | None = None  # [B] text.joint: each example's masking time, shared with its image codes
+    corruptible: torch.Tensor | None = None  # [B, L] bool text.joint: the positions that could be masked
 
 
 @TEXT_OBJECTIVES.register(MaskedTextSettings)
@@ -106,20 +135,58 @@ class MaskedText(TextObjective):
 
     def __init__(self, settings: MaskedTextSettings) -> None:
         super().__init__(settings)
-        self.answer_len, self.mask_id = settings.answer_len, -1
+        self.answer_len, self.mask_id, self.special_ids = settings.answer_len, -1, ()
 
     def mask_ratio(self, n: int, generator=None) -> torch.Tensor:
-        """[n, 1] answer mask ratios t ~ Beta(alpha, 1), drawn by inverting its CDF t**alpha."""
+        """[n, 1] mask ratios t ~ Beta(alpha, 1), drawn by inverting its CDF t**alpha."""
         return torch.rand(n, 1, generator=generator) ** (1.0 / self.settings.mask_alpha)
 
+    @classmethod
+    def check_config(cls, cfg) -> None:
+        if not cfg.text.joint:
+            return
+        problems = []
+        if not WRITERS.cls(cfg.writer.kind).joint:
+            problems.append(f"writer kind {cfg.writer.kind!r} cannot mask its codes with the text's t")
+        if not READERS.cls(cfg.reader.kind).shared:
+            problems.append(f"reader kind {cfg.reader.kind!r} does not read images as the writer's codes")
+        if problems:
+            raise ValueError(
+                f"text.joint = true masks every image's codes: {'; '.join(problems)} "
+                "(use writer.kind = 'masked-codes' and reader.kind = 'shared', or text.joint = false)"
+            )
+
+    def corruptible(self, batch: Batch) -> torch.Tensor:
+        """[B, L] bool: the positions ``corrupt`` may replace by [MASK]. The answer (the positions whose own token
+        is a target: its words and its ``<eos>`` padding); with ``text.joint`` also every other text token that is
+        not a special token, i.e. the t2i prompt and the VQA question. Never ``<bos>``, ``<sep>``, ``<boi>`` /
+        ``<eoi>``, the ``<eos>`` closing a t2i example (the sampler gives it, as it gives ``<bos>``), image
+        positions (the writer masks those) or padding."""
+        answer = F.pad(batch.targets[:, :-1] != IGNORE, (1, 0))
+        if not self.settings.joint:
+            return answer
+        special = torch.tensor(self.special_ids, dtype=batch.tokens.dtype, device=batch.tokens.device)
+        words = batch.valid & (batch.modality == TEXT) & ~torch.isin(batch.tokens, special)
+        return answer | words
+
     def corrupt(self, batch: Batch, generator=None) -> tuple[torch.Tensor, MaskedTextState]:
-        answer = F.pad(batch.targets[:, :-1] != IGNORE, (1, 0))  # positions whose own token is a target
-        t = self.mask_ratio(batch.tokens.shape[0], generator).to(answer.device)
-        masked = answer & (torch.rand(answer.shape, generator=generator).to(answer.device) < t)
-        return batch.tokens.masked_fill(masked, self.mask_id), MaskedTextState(masked)
+        can = self.corruptible(batch)
+        t = self.mask_ratio(batch.tokens.shape[0], generator).to(can.device)
+        joint = self.settings.joint
+        t = t.clamp_min(T_MIN) if joint else t
+        masked = can & (torch.rand(can.shape, generator=generator).to(can.device) < t)
+        state = MaskedTextState(masked, t[:, 0], can) if joint else MaskedTextState(masked)
+        return batch.tokens.masked_fill(masked, self.mask_id), state
+
+    def joint_mask(self, state: MaskedTextState) -> JointMask | None:
+        return JointMask(state.t, self.settings.elbo_weight) if state.t is not None else None
 
     def loss(self, ctx, hidden: torch.Tensor, batch: Batch, state: MaskedTextState) -> torch.Tensor:
         m = state.masked
+        if state.t is not None:  # joint masking: mean, or ELBO-weighted sum, over the masked words
+            ce = F.cross_entropy(ctx.text_logits(hidden[m]).float(), batch.tokens[m], reduction="none")
+            t = state.t[:, None].expand_as(m)[m]
+            return masked_loss(ce, t, int(state.corruptible.sum()), self.settings.elbo_weight)
         if not bool(m.any()):
             return hidden.sum() * 0.0
         return F.cross_entropy(ctx.text_logits(hidden[m]).float(), batch.tokens[m])

@@ -44,6 +44,11 @@ class TextTokenizer:
         return self.tokenizer.get_vocab_size()
 
     @property
+    def special_ids(self) -> tuple[int, ...]:
+        """The ids of ``SPECIAL_TOKENS`` (the same in every tokenizer)."""
+        return tuple(range(len(SPECIAL_TOKENS)))
+
+    @property
     def pad_id(self) -> int:
         return 0
 

@@ -13,7 +13,9 @@ unrelated symbols; this is what lets a small model read VQ codes nearly as well 
 - ``ARCodeWriter``: next-code prediction in raster order, causal inside the span; sampled one code
   at a time with a KV cache and classifier-free guidance on the logits.
 - ``MaskedCodeWriter``: MaskGIT masked-token prediction, bidirectional inside the span, cosine
-  mask-ratio schedule in training; iterative parallel decoding with guidance in sampling.
+  mask-ratio schedule in training; iterative parallel decoding with guidance in sampling. Under joint
+  masking (``text.joint``, UniDisc) it masks the codes of every image, read or generated, at the time the
+  text objective drew for the image's example instead (``joint_inputs``, ``objectives/joint.py``).
 """
 
 from dataclasses import dataclass
@@ -26,6 +28,7 @@ from torch import nn
 
 from unimm.config import Config
 from unimm.models.contracts import Writer
+from unimm.objectives.joint import JointMask, bernoulli_mask, masked_loss
 from unimm.samplers.guidance import guide
 from unimm.samplers.masked import maskgit_sample, sample_mask
 from unimm.samplers.text import select_next
@@ -58,8 +61,9 @@ class MaskedCodeSettings(CodeSettings):
 
 @dataclass
 class CodeTargets:
-    codes: torch.Tensor  # [G, n] codes of the generated images
+    codes: torch.Tensor  # [G, n] codes of the generated images (joint masking: of every image)
     masked: torch.Tensor | None = None  # [G, n] bool, masked objective: positions that carry the loss
+    joint: JointMask | None = None  # joint masking: each image's masking time [G] and the loss's weighting
 
 
 class CodeWriter(Writer):
@@ -166,6 +170,7 @@ class ARCodeWriter(CodeWriter):
 @WRITERS.register(MaskedCodeSettings)
 class MaskedCodeWriter(CodeWriter):
     causal = False
+    joint = True
 
     @classmethod
     def samplers(cls, cfg: Config) -> tuple[str, ...]:
@@ -178,11 +183,25 @@ class MaskedCodeWriter(CodeWriter):
         inputs = codes.masked_fill(mask, self.mask_code)
         return self.embed_codes(ctx, inputs), CodeTargets(codes[generate], mask[generate])
 
+    def joint_inputs(self, ctx, images: torch.Tensor, mask: JointMask, generator=None):
+        """Every image's codes, read or generated, replaced by [MASK] independently with its example's
+        probability ``mask.t``."""
+        codes = self.codec.encode(images)
+        masked = bernoulli_mask(mask.t.to(codes.device), codes.shape[1], generator)
+        inputs = codes.masked_fill(masked, self.mask_code)
+        return self.embed_codes(ctx, inputs), CodeTargets(codes, masked, mask)
+
     def loss(self, ctx, hidden: torch.Tensor, gen_pos: torch.Tensor, state: CodeTargets, generator=None):
-        """Cross-entropy at the masked positions, predicted from their own hidden states."""
+        """Cross-entropy at the masked positions, predicted from their own hidden states (joint masking: mean or
+        ELBO-weighted, ``objectives/joint.masked_loss``)."""
         masked = state.masked.flatten()
         logits = self.code_logits(ctx, hidden[gen_pos][masked])
-        loss = F.cross_entropy(logits.float(), state.codes.flatten()[masked])
+        if state.joint is not None:
+            ce = F.cross_entropy(logits.float(), state.codes.flatten()[masked], reduction="none")
+            t = state.joint.t[:, None].expand_as(state.masked).flatten()[masked]
+            loss = masked_loss(ce, t, state.masked.numel(), state.joint.elbo)
+        else:
+            loss = F.cross_entropy(logits.float(), state.codes.flatten()[masked])
         return loss, {"image_loss": loss.detach()}
 
     @torch.no_grad()
