@@ -22,7 +22,7 @@ TINY = Suite("tiny", understand_n=None, per_class=2, prompts_n=20, batch_size=25
 
 def _numbers(result: dict) -> dict:
     """Everything but the timings and the memory peak (which vary between identical calls)."""
-    drop = {"samples_per_s", "latency_s", "peak_memory_mib", "rank_samples_per_s"}
+    drop = {"samples_per_s", "latency_s", "peak_memory_mib", "rank_samples_per_s", "heldout_samples_per_s"}
     if isinstance(result, dict):
         return {k: _numbers(v) for k, v in result.items() if k not in drop and not k.startswith("_")}
     return result

@@ -314,3 +314,35 @@ def test_confounds_are_what_differs_outside_the_entailed_part_sections():
     # same writer kind: its own settings are confounds of the reader axis (janus's codes get their own vocabulary)
     confounds = Pair(shared_vs_decoupled.axis, chameleon, janus).differences()
     assert "writer.vocab (shared vs separate)" in confounds and "reader." not in confounds
+
+
+def test_heldout_image_loss_is_an_atlas_metric_of_one_writer_and_codec(tmp_path):
+    """``heldout_image_loss`` (lower is better) is read from eval.json's generation section; a check may declare it
+    on any axis but writer.kind, and a pair whose codec differs gets no verdict on it (elsewhere the codec a part
+    kind entails is no confound)."""
+    from types import SimpleNamespace
+
+    from unimm.atlas.findings import Pair
+    from unimm.atlas.metrics import METRICS
+    from unimm.config import ConfigError
+
+    assert METRICS["heldout_image_loss"] == ("generation", "heldout_image_loss", False)
+    folder = tmp_path / "run"
+    (folder / "eval").mkdir(parents=True)
+    ev = {"generation": {"heldout_image_loss": 0.25}, "cost": {"params": {"total": 1, "active": 1}}}
+    (folder / "eval" / "eval.json").write_text(json.dumps(ev))
+    assert load_result(SimpleNamespace(config={}), folder).values["heldout_image_loss"] == 0.25
+    mot = CHECKS[CHECKS.index("[[checks]]", 1) :].split("\n\n")[0].replace('"task_loss"', '"heldout_image_loss"')
+    assert _load(tmp_path, "[budget]\nflops = 1e9\n" + ONE_STRATEGY + mot).checks[0].metric == "heldout_image_loss"
+    on_writer = GOOD_CHECK.replace('"prompt_accuracy"', '"heldout_image_loss"')
+    with pytest.raises(ConfigError, match="heldout_image_loss is in each writer's own unit"):
+        _load(tmp_path, "[budget]\nflops = 1e9\n" + ONE_STRATEGY + on_writer)
+
+    def cell(*sets: str) -> Cell:
+        run = SimpleNamespace(config=load_config(CONFIGS / "quick.toml", list(sets)).model_dump(), seed=0)
+        return Cell("quick", "b", [RunResult(run, Path("."), "done")])
+
+    dense, mot_pixels = cell(), cell('layers={kind = "mot"}', 'codec={kind = "pixels", patch_size = 4}')
+    pair = Pair("layers.kind", dense, mot_pixels)
+    assert pair.confounds() is None  # the codec's kind changed: entailed, a matched pair for other metrics
+    assert "codec.kind (vae vs pixels)" in pair.confounds(metric="heldout_image_loss")

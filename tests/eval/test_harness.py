@@ -27,7 +27,7 @@ def run_dir(digits_dir, tmp_path_factory):
 
 def _numbers(result: dict) -> dict:
     """Everything but the timings and the memory peak (which vary between identical calls)."""
-    drop = {"samples_per_s", "latency_s", "peak_memory_mib", "rank_samples_per_s"}
+    drop = {"samples_per_s", "latency_s", "peak_memory_mib", "rank_samples_per_s", "heldout_samples_per_s"}
 
     def walk(x):
         if isinstance(x, dict):
@@ -66,6 +66,31 @@ def test_rank_accuracy_does_not_read_the_captions(run_dir, digits_dir, monkeypat
     assert garbage["caption_nll"] == pytest.approx(real["caption_nll"], rel=1e-5)
 
 
+def test_heldout_image_loss_is_written_and_does_not_depend_on_the_batch_size(run_dir, digits_dir, tmp_path):
+    """eval.json's generation section holds the writer's held-out loss of the understood test images after their class
+    prompts (in a suite that ranks nothing too), eval.md shows it, and the batch size does not change it."""
+    from unimm.eval.harness import heldout_image_loss, heldout_prompts
+    from unimm.eval.report import write_eval
+    from unimm.eval.suites import SUITES
+
+    model = UnifiedModel.from_pretrained(run_dir)
+    suite = Suite(**{**TINY.__dict__, "rank": False, "distribution": False})
+    write_eval(evaluate(model, suite, seed=3, cache_dir=tmp_path, run_dir=run_dir), tmp_path / "eval", "tiny")
+    saved = json.loads((tmp_path / "eval" / "eval.json").read_text())
+    g = saved["generation"]
+    assert g["heldout_image_loss_n"] == 12 and g["heldout_image_loss"] > 0 and "rank_n" not in saved["understanding"]
+    test = load_split(digits_dir, "test", 8, 1)
+    idx, prompts = heldout_prompts(test, 12)
+    assert idx == list(range(12)) and [templates_for(test).parse(p) for p in prompts] == test.labels[:12].tolist()
+    expected = model.image_loss(test.images[:12], prompts, generator=torch.Generator().manual_seed(3)).mean()
+    assert g["heldout_image_loss"] == pytest.approx(float(expected), rel=1e-5)
+    other = heldout_image_loss(model, test, Suite(**{**suite.__dict__, "batch_size": 5}), seed=3)
+    assert other["heldout_image_loss"] == pytest.approx(g["heldout_image_loss"], rel=1e-5)
+    md = (tmp_path / "eval" / "eval.md").read_text()
+    assert "| heldout_image_loss |" in md and "held-out image loss: samples/s" in md
+    assert SUITES["atlas"].heldout and not SUITES["demo"].heldout  # the demo's 1,000 images: turned off
+
+
 class _PerfectGenerator(torch.nn.Module):
     """Answers every prompt with a real image of the prompted class that the judge classifies right."""
 
@@ -84,6 +109,9 @@ class _PerfectGenerator(torch.nn.Module):
 
     def text_token_counts(self, texts):
         return self.inner.text_token_counts(texts)
+
+    def image_loss(self, images, prompts, generator=None):
+        return self.inner.image_loss(images, prompts, generator)
 
     def generate(self, prompts, generator=None, **kw):
         return torch.stack([self.pool[self.templates.parse(p)][i % 2] for i, p in enumerate(prompts)])

@@ -13,7 +13,7 @@ from typing import Literal
 import tomllib
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from unimm.atlas.metrics import HIGHER_IS_BETTER
+from unimm.atlas.metrics import HIGHER_IS_BETTER, WRITER_UNITS
 from unimm.config import ConfigError, _format
 from unimm.settings import LAYERS, READERS, TEXT, WRITERS, Registry
 
@@ -79,6 +79,7 @@ class EvalSection(_Strict):
     classifier_steps: int | None = Field(None, gt=0)
     clip_steps: int | None = Field(None, gt=0)
     rank: bool | None = Field(None, description="rank the class captions by likelihood (rank_accuracy, caption_nll)")
+    heldout: bool | None = Field(None, description="the writer's held-out image loss (heldout_image_loss)")
 
     def overrides(self) -> dict[str, int | bool]:
         return {k: v for k, v in self.model_dump(exclude={"suite", "seed"}).items() if v is not None}
@@ -135,6 +136,9 @@ class CheckEntry(_Strict):
             raise ValueError(f"unknown {self.axis} value(s) {unknown}; use one of {kinds}")
         if set(self.a) & set(self.b):
             raise ValueError(f"sides a and b share {sorted(set(self.a) & set(self.b))}")
+        if self.metric in WRITER_UNITS and self.axis == "writer.kind":
+            raise ValueError(f"{self.metric} is in each writer's own unit: it compares runs of one writer kind, "
+                             "not across writer.kind")  # fmt: skip
         return self
 
     @property

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 from unimm.atlas.comparison import ALPHA, Comparison, adjust
 from unimm.atlas.config import AXES, CheckEntry
+from unimm.atlas.metrics import WRITER_UNITS
 from unimm.atlas.results import Cell
 
 PART_SECTIONS = ("layers", "codec", "writer", "denoiser", "reader", "reader.connector", "text")
@@ -99,11 +100,14 @@ class Pair:
         """Config keys in which the two cells differ besides the axis and what it entails (the confounds)."""
         return self.confounds(limit) or "nothing"
 
-    def confounds(self, limit: int = 8) -> str | None:
-        """``differences``, or None for a matched pair: one that differs only on the axis (and what it entails)."""
+    def confounds(self, limit: int = 8, metric: str | None = None) -> str | None:
+        """``differences``, or None for a matched pair: one that differs only on the axis (and what it entails). For a
+        ``metric`` in the writer's own unit (``WRITER_UNITS``) the writer, codec and denoiser are never entailed."""
         ca, cb = self.a.first.run.config, self.b.first.run.config
         fa, fb = flatten(ca), flatten(cb)
         skip = entailed_sections(self.axis, ca, cb)
+        if metric in WRITER_UNITS:
+            skip = [s for s in skip if s not in ("writer", "codec", "denoiser")]
         keys = sorted(fa.keys() | fb.keys(), key=lambda k: (list(fa) + list(fb)).index(k))
         diff = [k for k in keys if k not in IGNORED and k.rsplit(".", 1)[0] not in skip and fa.get(k) != fb.get(k)]
         if not diff:
@@ -252,7 +256,7 @@ def claim_tests(check: CheckEntry, cells: list[Cell]) -> list[tuple[Pair, Compar
     for p in matched_pairs(check.axis, check.a, check.b, cells):
         a, b = p.a.stat(check.metric), p.b.stat(check.metric)
         if a is not None and b is not None:
-            out.append((p, Comparison(check.metric, a, b, confounds=p.confounds())))
+            out.append((p, Comparison(check.metric, a, b, confounds=p.confounds(metric=check.metric))))
     return out
 
 

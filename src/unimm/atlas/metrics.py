@@ -17,11 +17,16 @@ METRICS: dict[str, tuple[str, str, bool]] = {
     "precision": ("generation", "precision", True),
     "recall": ("generation", "recall", True),
     "clip_score": ("generation", "clip_score", True),
+    # the writer's loss of held-out images (Writer.eval_loss): compare only runs with the same writer kind and codec
+    "heldout_image_loss": ("generation", "heldout_image_loss", False),
     "caption_latency_s": ("understanding", "latency_s", False),
     "gen_latency_s": ("generation", "latency_s", False),
 }
 # every metric a comparison can use: the evaluation's and the final training loss (read from metrics.jsonl)
 HIGHER_IS_BETTER: dict[str, bool] = {k: v[2] for k, v in METRICS.items()} | {"task_loss": False}
+# metrics in the writer's own unit (Writer.eval_loss): compared only between runs with the same writer, codec and
+# denoiser settings, so never on the writer.kind axis
+WRITER_UNITS = frozenset({"heldout_image_loss"})
 # metrics that are rates in [0, 1]: a difference below 0.005 does not matter
 RATES = frozenset(
     {

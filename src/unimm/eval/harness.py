@@ -12,7 +12,7 @@ deterministic (greedy captions, seeded sampling, seeded KID subsets); only the t
   image) with the held-out caption NLL;
 - generation: images for prompts drawn from the test split (classifier agreement with the prompted
   class, FID / KID / precision / recall against real test images, CLIP score, and GenEval-style checks
-  on the shapes data);
+  on the shapes data), and the writer's held-out image loss of the understood images after their prompts;
 - cost: parameters total / active / trainable, latency and samples/s of both directions, peak memory,
   inference FLOPs per caption and per generated image, and the training FLOPs / tokens / wall time and the
   FLOP ledger the run recorded.
@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 import random
 import time
+from collections import Counter
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -116,6 +117,50 @@ def understanding(model, test: ImageTextData, suite: Suite, progress: bool = Fal
             i = e["index"]
             e.update(label=labels[i], answer=answers.get(i), answer_class=answered.get(i))
     return out
+
+
+def heldout_prompts(test: ImageTextData, n: int) -> tuple[list[int], list[str]]:
+    """The first ``n`` test images that have a prompt, with the prompt each would be generated from: its stored
+    caption, or a caption template of its class, the class's templates taken in turn (as generation walks them)."""
+    if test.captions is not None:
+        return list(range(n)), list(test.captions[:n])
+    if not test.class_names:
+        return [], []
+    templates, seen = templates_for(test), Counter()
+    idx, prompts = [], []
+    for i, label in enumerate(test.labels[:n].tolist()):
+        if label >= 0:
+            captions = templates.all_captions(label)
+            idx.append(i), prompts.append(captions[seen[label] % len(captions)])
+            seen[label] += 1
+    return idx, prompts
+
+
+def heldout_image_loss(model, test: ImageTextData, suite: Suite, seed: int, progress: bool = False) -> dict[str, Any]:
+    """The writer's held-out image loss (``UnifiedModel.image_loss``) of the images ``understanding`` reads, each with
+    its ``heldout_prompts`` prompt: ``heldout_image_loss`` (the mean per image), ``heldout_image_loss_n`` and
+    ``heldout_samples_per_s``. Every batch draws from a generator seeded with ``seed``, and the writers share their
+    draws among a batch's images, so the number does not depend on the batch size. A writer without one gets None
+    and ``heldout_image_loss_note`` saying why."""
+    n = len(test) if suite.understand_n is None else min(suite.understand_n, len(test))
+    idx, prompts = heldout_prompts(test, n)
+    if not idx:
+        return {}
+
+    def losses(batch: list[int]) -> torch.Tensor:
+        gen = torch.Generator().manual_seed(seed)
+        return model.image_loss(test.images[[idx[i] for i in batch]], [prompts[i] for i in batch], generator=gen)
+
+    try:
+        chunks, seconds = _batched(lambda b: losses(b).cpu(), list(range(len(idx))), suite.batch_size, "image loss",
+                                   progress)  # fmt: skip
+    except NotImplementedError as err:
+        return {"heldout_image_loss": None, "heldout_image_loss_n": len(idx), "heldout_image_loss_note": str(err)}
+    return {
+        "heldout_image_loss": float(torch.cat(chunks).double().mean()),
+        "heldout_image_loss_n": len(idx),
+        "heldout_samples_per_s": len(idx) / seconds,
+    }
 
 
 def class_prompts(templates: CaptionTemplates, label: int, count: int) -> list[str]:
@@ -235,6 +280,8 @@ def evaluate(
     gen, images, prompts = generation(model, test, s, seed, clf, clip, extractor, progress)
     device = next(model.parameters()).device
     result["generation"] = gen
+    if s.heldout:
+        gen.update(heldout_image_loss(model, test, s, seed, progress))
     result["cost"] = {
         "params": parameter_counts(model),
         "peak_memory_mib": peak_memory_mib(device),

@@ -64,7 +64,16 @@ _UNDERSTANDING = (
     "caption_cider",
     "caption_rouge_l",
 )
-_GENERATION = ("prompt_accuracy", "fid", "kid_mean", "precision", "recall", "clip_score", "clip_score_real")
+_GENERATION = (
+    "prompt_accuracy",
+    "fid",
+    "kid_mean",
+    "precision",
+    "recall",
+    "clip_score",
+    "clip_score_real",
+    "heldout_image_loss",
+)
 
 
 def _rows(section: dict[str, Any], keys: tuple[str, ...], counts: dict[str, str]) -> list[list[str]]:
@@ -81,7 +90,19 @@ def generation_rows(g: dict[str, Any]) -> list[list[str]]:
     geneval = g.get("geneval") or {}
     checks = tuple(k for k in geneval if not k.endswith("_n"))
     extra = [[f"geneval {k}", *rest] for k, *rest in _rows(geneval, checks, {k: k + "_n" for k in checks})]
-    return _rows(g, _GENERATION, {"prompt_accuracy": "prompt_accuracy_n"}) + extra
+    counts = {"prompt_accuracy": "prompt_accuracy_n", "heldout_image_loss": "heldout_image_loss_n"}
+    return _rows(g, _GENERATION, counts) + extra
+
+
+def heldout_note(g: dict[str, Any]) -> str:
+    """What ``heldout_image_loss`` is, under the generation table (or why it is missing)."""
+    if g.get("heldout_image_loss_note"):
+        return f"No held-out image loss: {g['heldout_image_loss_note']}"
+    return (
+        "`heldout_image_loss`: the writer's loss of held-out test images after the prompts they would be generated "
+        "from (`Writer.eval_loss`: nats per VQ code, or squared error per latent element at fixed noise levels), "
+        "comparable only between runs with the same writer kind and codec; `caption_nll` is its text counterpart."
+    )
 
 
 def flops(value: float | None) -> str:
@@ -120,6 +141,8 @@ def eval_document(result: dict[str, Any], title: str, out: Path) -> Document:
         doc.paragraph(f"No rank accuracy or caption NLL: {u['rank_note']}")
     doc.heading("Generation")
     doc.table(METRIC_HEADER, generation_rows(g))
+    if "heldout_image_loss" in g:
+        doc.paragraph(heldout_note(g))
     t, p, i = c["training"], c["params"], c.get("inference", {})
     doc.heading("Cost")
     doc.table(["what", "value"], [
@@ -129,6 +152,7 @@ def eval_document(result: dict[str, Any], title: str, out: Path) -> Document:
         ["training steps / tokens / wall s", " / ".join(cell(t.get(k)) for k in ("step", "tokens", "train_wall_s"))],
         ["caption: samples/s, latency of one (s)", f"{cell(u['samples_per_s'])}, {cell(u['latency_s'])}"],
         ["caption ranking: samples/s", cell(u.get("rank_samples_per_s"))],
+        ["held-out image loss: samples/s", cell(g.get("heldout_samples_per_s"))],
         ["generation: samples/s, latency of one (s)", f"{cell(g['samples_per_s'])}, {cell(g['latency_s'])}"],
         ["inference FLOPs per caption / per generated image",
          f"{flops(i.get('flops_per_caption'))} / {flops(i.get('flops_per_image'))}"],

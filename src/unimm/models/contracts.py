@@ -4,7 +4,8 @@
 
 Every random draw in ``train_inputs``, ``loss`` and ``corrupt`` comes from the step's ``generator``
 (seeded by ``(train.seed, step, shard)``), never from the global RNG: that is what makes resume
-bit-exact and the result independent of the number of processes.
+bit-exact and the result independent of the number of processes. ``Writer.eval_loss`` draws from the
+evaluation's generator the same way.
 """
 
 from __future__ import annotations
@@ -17,6 +18,10 @@ import torch
 from torch import nn
 
 from unimm.settings import CODECS, DENOISERS
+
+# ``Writer.eval_loss``'s fixed grid in [0, 1]: the midpoints of five equal slices, so that averaging over it is the
+# midpoint rule for the expectation training draws u ~ U(0, 1) for (a flow time, a DDPM step, a mask ratio gamma(u))
+EVAL_GRID = (0.1, 0.3, 0.5, 0.7, 0.9)
 
 if TYPE_CHECKING:
     from unimm.config import Config
@@ -140,6 +145,20 @@ class Writer(nn.Module, ABC):
         use_cache: bool = True,
     ) -> torch.Tensor:
         """Text prompts -> images [B, C, H, W] in [-1, 1], guided with ``scale`` (1 = no guidance)."""
+
+    def eval_loss(
+        self, ctx: ModelContext, images: torch.Tensor, prompts: list[str], generator: torch.Generator
+    ) -> torch.Tensor:
+        """A held-out image loss per image [N]: images [N, C, H, W] in [-1, 1] as generated from ``prompts``, in the
+        text-to-image layout of training and sampling (``ctx.generation_batch``; no condition dropped, no
+        guidance). It is the writer's training loss made deterministic: exact where the writer has an exact
+        likelihood (teacher-forced code NLL), else averaged over ``EVAL_GRID`` (noise levels, mask ratios) with
+        every draw (noise, masks, orders) from ``generator`` and shared by the images of the call, so an image's
+        loss does not depend on the others. Its unit is the writer's (nats per code, squared error per latent
+        element): numbers compare only between models with the same writer kind and codec (and denoiser).
+        ``UnifiedModel.image_loss`` calls it in eval mode without gradients. The default raises
+        ``NotImplementedError`` (the evaluation then reports None with the reason)."""
+        raise NotImplementedError(f"writer kind {self.settings.kind!r} defines no held-out image loss (eval_loss)")
 
 
 class Reader(nn.Module, ABC):

@@ -10,7 +10,8 @@ section names a kind registered in ``settings.py``:
 - ``text`` (``[text]``): the text objective with its caption decoder, next-token or masked.
 The parts reach the model only through ``ctx`` (``ModelContext``). ``forward`` is the training loss on
 a packed batch; ``caption`` and ``generate`` are the two directions of use, each delegated to the part
-that owns the algorithm; ``score_texts`` (the likelihood of given texts after an image) is the text objective's.
+that owns the algorithm; ``score_texts`` (the likelihood of given texts after an image) is the text objective's,
+``image_loss`` (a held-out loss of given images after their prompts) the writer's.
 """
 
 import warnings
@@ -247,6 +248,28 @@ class UnifiedModel(nn.Module):
             raise ValueError(f"sampler {sampler!r} does not pair with writer kind {self.cfg.writer.kind!r}: {allowed}")
         steps = s.steps if steps is None else steps
         return self.writer.generate(self.ctx, prompts, scale, steps, sampler, generator, use_cache)
+
+    @torch.no_grad()
+    def image_loss(
+        self, images: torch.Tensor, prompts: list[str], generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """Images [B, C, H, W] in [-1, 1], each with the prompt it would be generated from -> [B] float: the writer's
+        held-out image loss of each (``Writer.eval_loss``: exact teacher-forced NLL of VQ codes, else the loss at a
+        fixed grid of noise levels / mask ratios; nats per code or squared error per latent element, comparable
+        only between models with the same writer kind and codec). In eval mode (the mode is restored after),
+        without gradients or guidance; every draw from ``generator`` (None: seed 0). Images are checked as
+        ``caption`` checks them; ``NotImplementedError`` for a writer without one."""
+        images = self._images_to_read(images, "image_loss")
+        prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+        if len(prompts) != len(images) or not all(isinstance(p, str) for p in prompts):
+            raise ValueError(f"image_loss expects one prompt (a str) per image: {len(images)} images, {prompts!r:.80}")
+        generator = generator if generator is not None else torch.Generator().manual_seed(0)
+        was_training = self.training
+        self.eval()
+        try:
+            return self.writer.eval_loss(self.ctx, images, prompts, generator).float()
+        finally:
+            self.train(was_training)
 
     # ----------------------------------------------------------------------------- understanding
     @torch.no_grad()

@@ -27,6 +27,7 @@ class ImageObjective(Protocol):
     def corrupt(self, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: ...
     def level(self, t: torch.Tensor) -> torch.Tensor: ...
     def loss(self, pred: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]: ...
+    def row_loss(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor: ...
     def run_sampler(self, sampler: str, model_fn, noise: torch.Tensor, steps: int, generator=None, **kw): ...
 
 
@@ -34,6 +35,12 @@ def regression_loss(pred: torch.Tensor, target: torch.Tensor) -> tuple[torch.Ten
     """Mean squared error over every generated patch element (fp32), and its metric."""
     loss = torch.nn.functional.mse_loss(pred.float(), target.float())
     return loss, {"image_loss": loss.detach()}
+
+
+def regression_row_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """pred, target [M, ...] -> [M]: the squared error of each row, averaged over its elements (fp32); for rows
+    of one size their mean is ``regression_loss``."""
+    return (pred.float() - target.float()).square().flatten(1).mean(1)
 
 
 class DDPMSettings(Settings):
@@ -86,6 +93,7 @@ class DDPMObjective:
         return (t.float() + 1) / self.schedule.num_train_timesteps
 
     loss = staticmethod(regression_loss)
+    row_loss = staticmethod(regression_row_loss)
 
     def run_sampler(
         self, sampler: str, model_fn, noise: torch.Tensor, steps: int, generator=None, **kw
@@ -127,6 +135,7 @@ class FlowObjective:
         return t.float()
 
     loss = staticmethod(regression_loss)
+    row_loss = staticmethod(regression_row_loss)
 
     def run_sampler(
         self, sampler: str, model_fn, noise: torch.Tensor, steps: int, generator=None, **kw

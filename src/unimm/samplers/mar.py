@@ -12,7 +12,7 @@ from typing import Literal
 
 import torch
 
-from unimm.samplers.masked import cosine_mask_ratio
+from unimm.samplers.masked import cosine_mask_ratio, masked_count
 
 Order = Literal["raster", "random"]
 
@@ -49,7 +49,5 @@ def order_mask(order: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
 def training_mask(order: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
     """[B, n] bool: a cosine-schedule share ``cos(pi/2 u)``, u ~ U(0, 1), of each row masked (>= 1 position),
     taken from the end of the row's generation order."""
-    b, n = order.shape
-    ratio = cosine_mask_ratio(torch.rand(b, generator=generator))
-    count = (ratio * n).ceil().clamp(1, n).long()
-    return order_mask(order, count.to(order.device))
+    ratio = cosine_mask_ratio(torch.rand(order.shape[0], generator=generator))
+    return order_mask(order, masked_count(ratio, order.shape[1]).long().to(order.device))

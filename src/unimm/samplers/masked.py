@@ -20,12 +20,21 @@ def cosine_mask_ratio(r: torch.Tensor | float) -> torch.Tensor:
     return torch.cos(torch.as_tensor(r, dtype=torch.float32) * math.pi / 2)
 
 
+def masked_count(ratio: torch.Tensor, length: int) -> torch.Tensor:
+    """How many of ``length`` positions a mask ratio [n] masks: ceil(ratio * length), at least one."""
+    return (ratio * length).ceil().clamp(1, length)
+
+
+def ratio_mask(ratio: torch.Tensor, length: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Masks [n, length] bool: row i masks ``masked_count(ratio[i])`` positions drawn uniformly at random."""
+    rank = torch.rand(ratio.shape[0], length, generator=generator).argsort(-1).argsort(-1)
+    return rank < masked_count(ratio, length)[:, None]
+
+
 def sample_mask(n: int, length: int, generator: torch.Generator | None = None, min_ratio: float = 0.0) -> torch.Tensor:
     """Training masks [n, length] bool: a ratio gamma(u), u ~ U(0, 1), per row; at least one masked."""
     ratio = cosine_mask_ratio(torch.rand(n, generator=generator)).clamp_min(min_ratio)
-    count = (ratio * length).ceil().clamp(1, length)
-    rank = torch.rand(n, length, generator=generator).argsort(-1).argsort(-1)
-    return rank < count[:, None]
+    return ratio_mask(ratio, length, generator)
 
 
 def _gumbel(shape: torch.Size, generator: torch.Generator | None) -> torch.Tensor:

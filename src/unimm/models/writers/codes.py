@@ -27,10 +27,10 @@ from pydantic import Field
 from torch import nn
 
 from unimm.config import Config
-from unimm.models.contracts import Writer
+from unimm.models.contracts import EVAL_GRID, Writer
 from unimm.objectives.joint import JointMask, bernoulli_mask, masked_loss
 from unimm.samplers.guidance import guide
-from unimm.samplers.masked import maskgit_sample, sample_mask
+from unimm.samplers.masked import cosine_mask_ratio, maskgit_sample, ratio_mask, sample_mask
 from unimm.samplers.text import select_next
 from unimm.sequence import IMAGE, TextSpan
 from unimm.settings import WRITERS, Settings
@@ -129,12 +129,27 @@ class ARCodeWriter(CodeWriter):
         codes = self.codec.encode(images)
         return self.embed_codes(ctx, codes), CodeTargets(codes[generate])
 
-    def loss(self, ctx, hidden: torch.Tensor, gen_pos: torch.Tensor, state: CodeTargets, generator=None):
-        """Code i is predicted from the hidden state one position earlier (``<boi>`` for the first)."""
+    def next_code_logits(self, ctx, hidden: torch.Tensor, gen_pos: torch.Tensor) -> torch.Tensor:
+        """Logits [G * n, K] of the generated codes in order: code i from the hidden state one position earlier
+        (``<boi>`` for the first)."""
         prev = F.pad(hidden[:, :-1], (0, 0, 1, 0))
-        logits = self.code_logits(ctx, prev[gen_pos])
+        return self.code_logits(ctx, prev[gen_pos])
+
+    def loss(self, ctx, hidden: torch.Tensor, gen_pos: torch.Tensor, state: CodeTargets, generator=None):
+        logits = self.next_code_logits(ctx, hidden, gen_pos)
         loss = F.cross_entropy(logits.float(), state.codes.flatten())
         return loss, {"image_loss": loss.detach()}
+
+    @torch.no_grad()
+    def eval_loss(self, ctx, images: torch.Tensor, prompts: list[str], generator=None) -> torch.Tensor:
+        """The exact negative log-likelihood of each image's VQ codes given its prompt, teacher-forced in raster
+        order: nats per code (the mean over the h*w codes), the training loss of one image. Nothing is drawn
+        (``generator`` is unused); it compares only between models with the same VQ codec."""
+        batch, base = ctx.generation_batch(prompts, guided=False)
+        emb, state = self.train_inputs(ctx, images, torch.ones(len(images), dtype=torch.bool, device=images.device))
+        hidden, _ = ctx.run(base.masked_scatter((batch.image_id >= 0).unsqueeze(-1), emb.to(base.dtype)), batch)
+        logits = self.next_code_logits(ctx, hidden, batch.generated())
+        return F.cross_entropy(logits.float(), state.codes.flatten(), reduction="none").view_as(state.codes).mean(1)
 
     @torch.no_grad()
     def generate(
@@ -203,6 +218,23 @@ class MaskedCodeWriter(CodeWriter):
         else:
             loss = F.cross_entropy(logits.float(), state.codes.flatten()[masked])
         return loss, {"image_loss": loss.detach()}
+
+    @torch.no_grad()
+    def eval_loss(self, ctx, images: torch.Tensor, prompts: list[str], generator=None) -> torch.Tensor:
+        """The masked-code cross-entropy of each image given its prompt, nats per masked code: at each mask ratio
+        gamma(u), u in ``EVAL_GRID`` (0.99, 0.89, 0.71, 0.45, 0.16 of the codes, as training's cosine schedule
+        draws them), one mask of uniformly random positions from ``generator``, shared by the images; the mean
+        over the masked codes, then over the five ratios. It compares only between models with the same VQ codec."""
+        batch, base = ctx.generation_batch(prompts, guided=False)
+        codes = self.codec.encode(images)
+        ratios = cosine_mask_ratio(torch.tensor(EVAL_GRID))
+        per_ratio = []
+        for mask in ratio_mask(ratios, codes.shape[1], generator).to(codes.device):
+            mask = mask.expand_as(codes)
+            hidden = ctx.run_with_images(base, batch, self.embed_codes(ctx, codes.masked_fill(mask, self.mask_code)))
+            nll = F.cross_entropy(self.code_logits(ctx, hidden[mask]).float(), codes[mask], reduction="none")
+            per_ratio.append(nll.view(len(codes), -1).mean(1))
+        return torch.stack(per_ratio).mean(0)
 
     @torch.no_grad()
     def generate(

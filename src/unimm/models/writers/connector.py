@@ -28,7 +28,7 @@ from torch import nn
 from unimm.config import Config
 from unimm.flops import FitFlops, count_flops
 from unimm.models.connectors import MLPConnector
-from unimm.models.contracts import PrepareData, Writer
+from unimm.models.contracts import EVAL_GRID, PrepareData, Writer
 from unimm.models.dit import DiT
 from unimm.optim import pretrain, warmup_cosine
 from unimm.samplers.guidance import classifier_free_guidance
@@ -140,9 +140,21 @@ class ConnectorWriter(Writer):
         cond_mask = cond_mask.repeat(k, 1) if cond_mask is not None else None
         t = self.objective.sample_time(x0.shape[0], generator).to(x0.device)
         noise = torch.randn(x0.shape, generator=generator).to(x0)
+        return self.objective.loss(*self.denoise_prediction(x0, noise, t, cond, cond_mask))
+
+    def denoise_prediction(
+        self,
+        x0: torch.Tensor,
+        noise: torch.Tensor,
+        t: torch.Tensor,
+        cond: torch.Tensor,
+        cond_mask: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The decoder's prediction for x0 [G, n, P] noised with noise [G, n, P] to times t [G], given cond
+        [G, M, c], and its regression target, both [G, n, P]."""
         x_t, target = self.objective.corrupt(x0.flatten(0, 1), noise.flatten(0, 1), t.repeat_interleave(x0.shape[1]))
         pred = self.decoder(x_t.view_as(x0), self.objective.level(t), cond, cond_mask)
-        return self.objective.loss(pred, target.view_as(x0))
+        return pred, target.view_as(x0)
 
     def preparation(self) -> list[tuple[str, int, str]]:
         decoder = [("pre-training the caption-to-image decoder", self.settings.pretrain_steps, "writer.pretrain_steps")]
@@ -213,6 +225,22 @@ class ConnectorWriter(Writer):
         """The decoder's condition for each prompt [B, N, decoder_dim] (then for the empty prompt when guided)."""
         batch, base = ctx.generation_batch(prompts, guided=guided)
         return self.condition(ctx.run_with_images(base, batch, self.queries.expand(len(batch.tokens), -1, -1)))
+
+    @torch.no_grad()
+    def eval_loss(self, ctx, images: torch.Tensor, prompts: list[str], generator=None) -> torch.Tensor:
+        """The decoder's denoising loss of each image given its prompt (squared error of the denoiser's target per
+        latent element of the codec), conditioned as in training on the connector's map of the queries' states
+        after the prompt: at each time t = ``time_at(u)``, u in ``EVAL_GRID``, one noise draw from ``generator``,
+        shared by the images; the mean over the five times. It compares only between models with the same codec
+        and denoiser."""
+        cond = self.prompt_condition(ctx, prompts, guided=False)
+        x0 = self.codec.encode(images)
+        per_time = []
+        for u in EVAL_GRID:
+            t = self.objective.time_at(torch.full((len(x0),), u)).to(x0.device)
+            noise = torch.randn(x0.shape[1:], generator=generator).to(x0).expand_as(x0)
+            per_time.append(self.objective.row_loss(*self.denoise_prediction(x0, noise, t, cond)))
+        return torch.stack(per_time).mean(0)
 
     @torch.no_grad()
     def generate(

@@ -13,7 +13,7 @@ import torch
 from pydantic import Field
 
 from unimm.config import Config
-from unimm.models.contracts import Writer
+from unimm.models.contracts import EVAL_GRID, Writer
 from unimm.models.image_io import PatchEmbed, PatchHead
 from unimm.samplers.guidance import classifier_free_guidance
 from unimm.settings import DENOISERS, WRITERS, Settings
@@ -61,18 +61,43 @@ class LatentWriter(Writer):
         t_read = self.objective.time_at(torch.rand(n, generator=generator).to(dev) * max_noise)
         t = torch.where(generate, t, t_read)
         noise = torch.randn(x0.shape, generator=generator).to(dev)
-        x_t, target = self.objective.corrupt(x0.flatten(0, 1), noise.flatten(0, 1), t.repeat_interleave(x0.shape[1]))
-        x_t, target = x_t.view_as(x0), target.view_as(x0)
+        x_t, target = self.corrupt(x0, noise, t)
         level = self.objective.level(t)
         if max_noise == 0:  # read images exactly clean
             level = torch.where(generate, level, torch.zeros_like(level))
             x_t = torch.where(generate[:, None, None], x_t, x0)
-        emb = self.embed(x_t.flatten(0, 1), level.repeat_interleave(x0.shape[1]))
-        return emb.view(*x0.shape[:2], -1), LatentTargets(target[generate])
+        return self.embed_noised(x_t, level), LatentTargets(target[generate])
+
+    def corrupt(self, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """x0, noise [N, n, P], t [N] -> (x_t, the regression target), both [N, n, P]."""
+        x_t, target = self.objective.corrupt(x0.flatten(0, 1), noise.flatten(0, 1), t.repeat_interleave(x0.shape[1]))
+        return x_t.view_as(x0), target.view_as(x0)
+
+    def embed_noised(self, x_t: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
+        """x_t [N, n, P] at noise levels [N] -> input embeddings [N, n, dim]."""
+        return self.embed(x_t.flatten(0, 1), level.repeat_interleave(x_t.shape[1])).view(*x_t.shape[:2], -1)
 
     def loss(self, ctx, hidden: torch.Tensor, gen_pos: torch.Tensor, state: LatentTargets, generator=None):
         pred = self.head(hidden[gen_pos])
         return self.objective.loss(pred, state.target.flatten(0, 1))
+
+    @torch.no_grad()
+    def eval_loss(self, ctx, images: torch.Tensor, prompts: list[str], generator=None) -> torch.Tensor:
+        """The denoising loss of each image given its prompt: the training loss (squared error of the denoiser's
+        target, per latent element of the codec) at each time t = ``time_at(u)``, u in ``EVAL_GRID`` (flow: t =
+        0.1 ... 0.9; DDPM: steps 100 ... 899 of 1000), with one noise draw from ``generator`` per time, shared by
+        the images; the mean over the five times. It compares only between models with the same codec and
+        denoiser (kind and prediction target)."""
+        batch, base = ctx.generation_batch(prompts, guided=False)
+        x0 = self.codec.encode(images)
+        per_time = []
+        for u in EVAL_GRID:
+            t = self.objective.time_at(torch.full((len(x0),), u)).to(x0.device)
+            noise = torch.randn(x0.shape[1:], generator=generator).to(x0).expand_as(x0)
+            x_t, target = self.corrupt(x0, noise, t)
+            pred = self.head(ctx.run_with_images(base, batch, self.embed_noised(x_t, self.objective.level(t))))
+            per_time.append(self.objective.row_loss(pred, target))
+        return torch.stack(per_time).mean(0)
 
     @torch.no_grad()
     def generate(

@@ -20,10 +20,11 @@ from pydantic import Field
 from torch import nn
 
 from unimm.config import Config
-from unimm.models.contracts import Writer
+from unimm.models.contracts import EVAL_GRID, Writer
 from unimm.models.diffusion_head import DiffusionHead
 from unimm.samplers.guidance import guide
-from unimm.samplers.mar import generation_order, group_sizes, training_mask
+from unimm.samplers.mar import generation_order, group_sizes, order_mask, training_mask
+from unimm.samplers.masked import cosine_mask_ratio, masked_count
 from unimm.settings import DENOISERS, WRITERS, Settings
 
 
@@ -81,8 +82,41 @@ class MARWriter(Writer):
         x0 = state.x0[state.masked].repeat(repeat, 1)
         t = self.objective.sample_time(x0.shape[0], generator).to(x0.device)
         noise = torch.randn(x0.shape, generator=generator).to(x0)
+        return self.objective.loss(*self.head_prediction(z, x0, noise, t))
+
+    def head_prediction(
+        self, z: torch.Tensor, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The head's prediction for patches x0 [M, P] noised with noise [M, P] to times t [M], given z [M, dim],
+        and its regression target."""
         x_t, target = self.objective.corrupt(x0, noise, t)
-        return self.objective.loss(self.head(x_t, self.objective.level(t), z), target)
+        return self.head(x_t, self.objective.level(t), z), target
+
+    @torch.no_grad()
+    def eval_loss(self, ctx, images: torch.Tensor, prompts: list[str], generator=None) -> torch.Tensor:
+        """The diffusion-head loss of each image given its prompt (squared error of the denoiser's target per
+        latent element of the codec): one generation order from ``generator`` (raster, or one random permutation
+        shared by the images); for each mask ratio gamma(u), u in ``EVAL_GRID`` (0.99 ... 0.16 of the patches,
+        as training's cosine schedule draws them), the patches last in that order masked and one transformer
+        pass; then at each head time ``time_at(u)``, u in ``EVAL_GRID``, one noise draw per patch from
+        ``generator``, shared by the images. The mean over the masked patches, the five times and the five
+        ratios. It compares only between models with the same codec and denoiser."""
+        batch, base = ctx.generation_batch(prompts, guided=False)
+        x0 = self.codec.encode(images)
+        dev, (b, n) = x0.device, x0.shape[:2]
+        order = generation_order(1, n, self.settings.order, generator)
+        counts = masked_count(cosine_mask_ratio(torch.tensor(EVAL_GRID)), n).long()
+        per_ratio = []
+        for mask in order_mask(order.expand(len(counts), n), counts).to(dev):
+            z = ctx.run_with_images(base, batch, self.embed_patches(x0, ~mask.expand(b, n)))[:, mask]
+            per_time = []
+            for u in EVAL_GRID:
+                noise = torch.randn(z.shape[1], x0.shape[2], generator=generator).to(x0).expand(b, -1, -1)
+                t = self.objective.time_at(torch.full((b * z.shape[1],), u)).to(dev)
+                pred, target = self.head_prediction(z.flatten(0, 1), x0[:, mask].flatten(0, 1), noise.flatten(0, 1), t)
+                per_time.append(self.objective.row_loss(pred, target).view(b, -1).mean(1))
+            per_ratio.append(torch.stack(per_time).mean(0))
+        return torch.stack(per_ratio).mean(0)
 
     def sample_patches(
         self,
