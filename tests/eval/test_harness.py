@@ -205,6 +205,7 @@ def test_step_sweep_records_the_passes_each_image_took(preset, digits_dir, tmp_p
     native count (4 x 4 codes at 8 px with a 2x downsampling tokenizer). The same prompts for every point."""
     from conftest import tiny_preset
     from unimm.eval.harness import step_sweep
+    from unimm.eval.report import step_rows
     from unimm.train.loop import build_tokenizer, resolve_data
 
     cfg = tiny_preset(digits_dir, preset)
@@ -216,9 +217,10 @@ def test_step_sweep_records_the_passes_each_image_took(preset, digits_dir, tmp_p
     out = step_sweep(model, test, suite, seed=0, clf=clf)
     points = out["step_sweep"]
     assert all(p["n"] == 10 and 0 <= p["prompt_accuracy"] <= 1 and p["s_per_image"] > 0 for p in points)
+    rows = [r[:2] for r in step_rows(out)]  # eval.md's table: sampler steps, passes
     if preset == "show-o":
         assert [(p["steps"], p["passes"]) for p in points] == [(1, 1), (2, 2), (4, 4)] and "step_sweep_note" not in out
+        assert rows == [["1", "1"], ["2", "2"], ["4", "4"]]
     else:
-        assert [(p["steps"], p["passes"]) for p in points] == [(None, 16)] and "one backbone pass" in out[
-            "step_sweep_note"
-        ]
+        assert [(p["steps"], p["passes"]) for p in points] == [(None, 16)] and rows == [["native", "16"]]
+        assert "one backbone pass" in out["step_sweep_note"]

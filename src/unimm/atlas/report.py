@@ -158,8 +158,9 @@ STEPS_NOTE = (
     "for every run) at each listed sampler step count; *passes* are the backbone forward passes each image took, "
     "counted (a guided pass runs the conditional and unconditional rows together; a decoder or head after the "
     "backbone, as connector's DiT or mar's per-patch head, is not counted). An ar-codes writer takes one pass per "
-    "code whatever the step count, so it is one point at its own count. Accuracies are means over seeds with "
-    "Wilson 95 % intervals of the pooled images."
+    "code whatever the step count, so it is one point at its own count. A pass is not a unit of cost: a KV-cached "
+    "AR pass runs one new position, a masked or diffusion pass the whole image, so *s / image* is the wall-clock "
+    "cost. Accuracies are means over seeds with Wilson 95 % intervals of the pooled images."
 )
 DESCRIPTIVE = (
     "This comparison is **descriptive, not a verdict**: an AR cell has no step count to match, so there is no "
