@@ -346,3 +346,67 @@ def test_heldout_image_loss_is_an_atlas_metric_of_one_writer_and_codec(tmp_path)
     pair = Pair("layers.kind", dense, mot_pixels)
     assert pair.confounds() is None  # the codec's kind changed: entailed, a matched pair for other metrics
     assert "codec.kind (vae vs pixels)" in pair.confounds(metric="heldout_image_loss")
+
+
+def test_step_sweep_is_an_eval_option_of_sorted_unique_positive_counts(tmp_path):
+    """``[eval] step_sweep`` reaches the harness's suite as a tuple (off by default); bad lists are one-line errors."""
+    from unimm.config import ConfigError
+
+    base = "[budget]\nflops = 1e9\n" + ONE_STRATEGY + "[eval]\n"
+    atlas = _load(tmp_path, base + "step_sweep = [2, 4, 8]\nstep_sweep_per_class = 3\n")
+    suite = eval_suite(atlas.eval)
+    assert (suite.step_sweep, suite.step_sweep_per_class) == ((2, 4, 8), 3) and SUITES["atlas"].step_sweep == ()
+    assert eval_suite({"suite": "atlas", "overrides": atlas.eval.overrides()}).step_sweep == (2, 4, 8)  # via JSON
+    for bad, message in [("[4, 2]", "sorted and unique"), ("[2, 2]", "sorted and unique"), ("[0, 2]", "greater than 0"),
+                         ("[]", "at least one"), ("[2.5]", "valid integer")]:  # fmt: skip
+        with pytest.raises(ConfigError, match=re.escape(message)) as err:
+            _load(tmp_path, base + f"step_sweep = {bad}\n")
+        assert len(str(err.value).splitlines()) == 1, err.value
+    assert "step_sweep = [2, 4, 8, 16]" in QUICK and load_atlas(CONFIGS / "atlas" / "quick.toml").eval.step_sweep
+
+
+def _swept(name: str, kind: str, points: list[tuple], regime: str = "pretrained") -> Cell:
+    """A cell of two seeds whose runs swept (steps, passes, hits per seed out of 50)."""
+    from types import SimpleNamespace
+
+    run = SimpleNamespace(config={"writer": {"kind": kind}}, seed=0, regime=regime, cell=f"{name}/preset/tiny")
+    results = []
+    for seed in (0, 1):
+        sweep = [{"steps": s, "passes": p, "prompt_accuracy": h[seed] / 50, "n": 50, "s_per_image": 0.01 * p}
+                 for s, p, h in points]  # fmt: skip
+        results.append(RunResult(run, Path("."), "done", {}, {"step_sweep": sweep}))
+    return Cell(run.cell, "6e12flops", results)
+
+
+def test_quality_per_step_section_says_where_masked_reaches_ar(tmp_path):
+    """From synthetic sweeps: show-o passes chameleon's 0.50 (49 passes) first at 8 passes, unidisc never does; the
+    figure, table, Wilson intervals and the descriptive caveat are written; a scratch-regime AR cell is not paired."""
+    from unimm.atlas.report import _steps
+    from unimm.atlas.steps import masked_vs_ar, wilson
+    from unimm.document import Document
+
+    lo, hi = wilson(50, 100)
+    assert (round(lo, 4), round(hi, 4)) == (0.4038, 0.5962) and wilson(0, 10)[0] == 0.0  # Wilson (1927)
+    chameleon = _swept("chameleon", "ar-codes", [(None, 49, (24, 26))])
+    show_o = _swept(
+        "show-o", "masked-codes", [(2, 2, (10, 12)), (4, 4, (20, 22)), (8, 8, (25, 26)), (16, 16, (30, 30))]
+    )
+    unidisc = _swept("unidisc", "masked-codes", [(2, 2, (5, 5)), (16, 16, (20, 21))])
+    scratch = _swept("chameleon-scratch", "ar-codes", [(None, 49, (1, 1))], regime="scratch")
+    cells = [chameleon, show_o, unidisc, scratch]
+    reaches = masked_vs_ar(cells)
+    assert [(r.masked.key, r.ar.key, r.at.passes if r.at else None) for r in reaches] == [
+        ("show-o/preset/tiny", "chameleon/preset/tiny", 8),
+        ("unidisc/preset/tiny", "chameleon/preset/tiny", None),
+    ]
+    doc = Document("t")
+    data = _steps(doc, cells, tmp_path)
+    md = doc.markdown(tmp_path)
+    assert (tmp_path / "quality_per_step.png").stat().st_size > 1000 and "quality_per_step.png" in md
+    assert "## Quality per inference step" in md and "not a verdict" in md and "Holm family" in md
+    assert "reaches it at 8 passes (8 steps): 0.510 [" in md and "6.12x fewer passes" in md
+    assert "does not reach it within 16 passes (not reached" in md
+    assert "is 0.500 [0.404, 0.596]" in md  # chameleon: 50 of 100 images over two seeds
+    assert data["masked_vs_ar"][0]["reached_at_passes"] == 8 and len(data["cells"]) == 4
+    unswept = Cell("x", "b", [RunResult(chameleon.first.run, Path("."), "done", {"fid": 1.0})])
+    assert _steps(Document("t"), [unswept], tmp_path) == {"cells": [], "masked_vs_ar": []}

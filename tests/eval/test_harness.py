@@ -196,3 +196,31 @@ def test_cost_has_inference_flops_and_the_runs_ledger(run_dir, digits_dir, tmp_p
     assert ledger == json.loads((run_dir / "ledger.json").read_text()) and ledger["total"] > 0
     text = eval_document(result, "tiny", tmp_path).markdown(tmp_path)
     assert "inference FLOPs per caption / per generated image" in text and "total FLOPs of the run" in text
+
+
+@pytest.mark.parametrize("preset", ["show-o", "chameleon"])
+def test_step_sweep_records_the_passes_each_image_took(preset, digits_dir, tmp_path):
+    """Quality per inference step: show-o's MaskGIT runs one backbone pass per round, so its points follow the step
+    counts in order; chameleon's codes take one pass each whatever the step count, so it gets one point at that
+    native count (4 x 4 codes at 8 px with a 2x downsampling tokenizer). The same prompts for every point."""
+    from conftest import tiny_preset
+    from unimm.eval.harness import step_sweep
+    from unimm.eval.report import step_rows
+    from unimm.train.loop import build_tokenizer, resolve_data
+
+    cfg = tiny_preset(digits_dir, preset)
+    torch.manual_seed(0)
+    model = UnifiedModel(cfg, build_tokenizer(cfg, *resolve_data(cfg))).eval()
+    test = load_split(digits_dir, "test", 8, 1)
+    clf, _ = load_or_train_classifier(digits_dir, "train", 8, 1, tmp_path / "classifiers", steps=20)
+    suite = Suite(**{**TINY.__dict__, "step_sweep": (1, 2, 4), "step_sweep_per_class": 1, "batch_size": 4})
+    out = step_sweep(model, test, suite, seed=0, clf=clf)
+    points = out["step_sweep"]
+    assert all(p["n"] == 10 and 0 <= p["prompt_accuracy"] <= 1 and p["s_per_image"] > 0 for p in points)
+    rows = [r[:2] for r in step_rows(out)]  # eval.md's table: sampler steps, passes
+    if preset == "show-o":
+        assert [(p["steps"], p["passes"]) for p in points] == [(1, 1), (2, 2), (4, 4)] and "step_sweep_note" not in out
+        assert rows == [["1", "1"], ["2", "2"], ["4", "4"]]
+    else:
+        assert [(p["steps"], p["passes"]) for p in points] == [(None, 16)] and rows == [["native", "16"]]
+        assert "one backbone pass" in out["step_sweep_note"]

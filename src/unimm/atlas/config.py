@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Literal
 
 import tomllib
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, field_validator, model_validator
 
 from unimm.atlas.metrics import HIGHER_IS_BETTER, WRITER_UNITS
 from unimm.config import ConfigError, _format
@@ -80,8 +80,19 @@ class EvalSection(_Strict):
     clip_steps: int | None = Field(None, gt=0)
     rank: bool | None = Field(None, description="rank the class captions by likelihood (rank_accuracy, caption_nll)")
     heldout: bool | None = Field(None, description="the writer's held-out image loss (heldout_image_loss)")
+    step_sweep: list[PositiveInt] | None = Field(
+        None, description="quality per inference step: sampler step counts to generate at again (sorted, unique)"
+    )
+    step_sweep_per_class: int | None = Field(None, gt=0, description="images per class at each step count")
 
-    def overrides(self) -> dict[str, int | bool]:
+    @field_validator("step_sweep")
+    @classmethod
+    def _sorted_steps(cls, v: list[int] | None) -> list[int] | None:
+        if v is not None and (not v or v != sorted(set(v))):
+            raise ValueError(f"step counts must be sorted and unique (and at least one), got {v}")
+        return v
+
+    def overrides(self) -> dict[str, int | bool | list[int]]:
         return {k: v for k, v in self.model_dump(exclude={"suite", "seed"}).items() if v is not None}
 
 

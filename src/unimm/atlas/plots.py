@@ -1,5 +1,5 @@
 """The atlas's figures (matplotlib's object API, no global state): Pareto chart, quality and loss against
-FLOPs, side-by-side samples, expert load."""
+FLOPs, quality per inference step, side-by-side samples, expert load."""
 
 from __future__ import annotations
 
@@ -8,10 +8,12 @@ from pathlib import Path
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import ScalarFormatter
 from PIL import Image
 
 from unimm.atlas.metrics import HIGHER_IS_BETTER
 from unimm.atlas.results import Cell, RunResult
+from unimm.atlas.steps import step_points, writer_kind
 from unimm.checkpoint import atomic_write
 
 
@@ -101,6 +103,37 @@ def plot_loss_vs_flops(results: list[RunResult], path: Path) -> Path | None:
     ax.set(xlabel="training FLOPs (counted)", ylabel="training loss (text + weighted image, no router terms)",
            title="training loss vs compute (one line per run)")  # fmt: skip
     ax.set_yscale("log")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1, 0.5))
+    return _save(fig, path)
+
+
+def plot_quality_per_step(cells: list[Cell], path: Path) -> Path | None:
+    """Prompt accuracy against backbone passes per generated image (log x), one line per cell (means over seeds;
+    bars: Wilson 95 % intervals of the pooled images); a writer with a fixed pass count is one point."""
+    rows = [(c, step_points(c)) for c in cells]
+    rows = [(c, ps) for c, ps in rows if ps]
+    if not rows:
+        return None
+    colors = _colors([c.label for c, _ in rows])
+    fig = Figure(figsize=(9, 5.5), dpi=110)
+    ax = fig.subplots()
+    for c, ps in rows:
+        lo, hi = zip(*(p.interval for p in ps), strict=True)
+        y = [p.accuracy for p in ps]
+        err = [
+            [max(0.0, a - b) for a, b in zip(y, lo, strict=True)],
+            [max(0.0, b - a) for a, b in zip(y, hi, strict=True)],
+        ]
+        marker = {"ar-codes": "s", "masked-codes": "o"}.get(writer_kind(c), "^")
+        ax.errorbar([p.passes for p in ps], y, yerr=err, marker=marker, capsize=3, color=colors[c.label],
+                    label=f"{c.label} ({writer_kind(c)})")  # fmt: skip
+        if writer_kind(c) == "ar-codes":  # the level a masked cell has to reach
+            ax.axhline(y[-1], color=colors[c.label], ls=":", lw=0.8)
+    ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(ScalarFormatter())
+    ax.set(xlabel="backbone forward passes per generated image (log)", ylabel="prompt accuracy",
+           title="quality per inference step (mean over seeds; bars: Wilson 95 % interval)")  # fmt: skip
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1, 0.5))
     return _save(fig, path)

@@ -27,7 +27,10 @@ def eval_suite(ev: EvalSection | dict):
     ev = ev if isinstance(ev, dict) else {"suite": ev.suite, "overrides": ev.overrides()}
     if ev["suite"] not in SUITES:
         raise ValueError(f"[eval] suite = {ev['suite']!r} is not one of {SUITE_NAMES}")
-    return Suite(**{**SUITES[ev["suite"]].__dict__, **ev["overrides"]})
+    overrides = dict(ev["overrides"])
+    if "step_sweep" in overrides:  # a list in TOML and JSON, a tuple in the (frozen) suite
+        overrides["step_sweep"] = tuple(overrides["step_sweep"])
+    return Suite(**{**SUITES[ev["suite"]].__dict__, **overrides})
 
 
 def _slug(path: str, size: int | None, steps: int) -> str:

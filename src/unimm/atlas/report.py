@@ -13,9 +13,17 @@ from unimm.atlas.config import AtlasConfig
 from unimm.atlas.findings import PRIMARY, ClaimCheck, check_claims, summarise_all
 from unimm.atlas.metrics import HIGHER_IS_BETTER
 from unimm.atlas.plan import PlannedRun, budget_label
-from unimm.atlas.plots import plot_expert_loads, plot_loss_vs_flops, plot_pareto, plot_quality_vs_flops, plot_samples
+from unimm.atlas.plots import (
+    plot_expert_loads,
+    plot_loss_vs_flops,
+    plot_pareto,
+    plot_quality_per_step,
+    plot_quality_vs_flops,
+    plot_samples,
+)
 from unimm.atlas.results import Cell, RunResult, group_cells, load_result
 from unimm.atlas.runner import run_dir
+from unimm.atlas.steps import masked_vs_ar, step_points, writer_kind
 from unimm.checkpoint import atomic_write_text
 from unimm.document import Document
 
@@ -141,6 +149,54 @@ SHARED = {
     "separate": "The shared VQ tokenizer is **not charged to the runs**: it is reported once, as a separate line "
     '(`[budget] shared_tokenizer = "separate"`), equal for every run that uses it.',
 }
+
+
+STEPS_NOTE = (
+    "UniDisc (Swerdlow et al. 2025, arXiv 2503.20853) claims that masked discrete diffusion reaches a given image "
+    "quality with fewer forward passes than autoregressive decoding, which needs one per image token. Every run "
+    "generates a small fixed set of class prompts again (`[eval] step_sweep`: the same prompts and sampling seed "
+    "for every run) at each listed sampler step count; *passes* are the backbone forward passes each image took, "
+    "counted (a guided pass runs the conditional and unconditional rows together; a decoder or head after the "
+    "backbone, as connector's DiT or mar's per-patch head, is not counted). An ar-codes writer takes one pass per "
+    "code whatever the step count, so it is one point at its own count. A pass is not a unit of cost: a KV-cached "
+    "AR pass runs one new position, a masked or diffusion pass the whole image, so *s / image* is the wall-clock "
+    "cost. Accuracies are means over seeds with Wilson 95 % intervals of the pooled images."
+)
+DESCRIPTIVE = (
+    "This comparison is **descriptive, not a verdict**: an AR cell has no step count to match, so there is no "
+    "paired test, and it is not in the Holm family of the checks. *Reaches* means the masked cell's mean accuracy "
+    "is at least the AR cell's; with this few images per point the intervals show how much of that is noise."
+)
+
+
+def _steps(doc: Document, cells: list[Cell], folder: Path) -> dict[str, Any]:
+    """The section "Quality per inference step": figure, table, masked-vs-AR sentences; returns report.json's part."""
+    doc.heading("Quality per inference step")
+    swept = [(c, step_points(c)) for c in cells]
+    swept = [(c, ps) for c, ps in swept if ps]
+    if not swept:
+        doc.paragraph("No run has a step sweep (`[eval] step_sweep` in the atlas TOML).")
+        return {"cells": [], "masked_vs_ar": []}
+    doc.paragraph(STEPS_NOTE)
+    path = plot_quality_per_step(cells, folder / "quality_per_step.png")
+    if path:
+        doc.image(path, "prompt accuracy vs backbone passes per image")
+    doc.table(["cell", "writer", "sampler steps", "passes / image", "prompt acc [Wilson 95 %]", "n", "s / image"],
+              [[f"`{c.label}`", writer_kind(c), "native" if p.steps is None else str(p.steps), f"{p.passes:g}",
+                p.text(), str(p.n), _fmt(p.s_per_image, ".3g")] for c, ps in swept for p in ps])  # fmt: skip
+    reaches = masked_vs_ar(cells)
+    if reaches:
+        doc.paragraph("Masked codes against autoregressive codes (the fewest passes at which each masked cell "
+                      "reaches the AR cell's accuracy at its native pass count):")  # fmt: skip
+        doc.bullets([r.sentence() for r in reaches])
+        doc.paragraph(DESCRIPTIVE)
+    return {
+        "cells": [{"cell": c.key, "budget": c.budget, "writer": writer_kind(c),
+                   "points": [{"steps": p.steps, "passes": p.passes, "prompt_accuracy": p.accuracy,
+                               "ci95": list(p.interval), "n": p.n, "s_per_image": p.s_per_image} for p in ps]}
+                  for c, ps in swept],
+        "masked_vs_ar": [r.as_json() for r in reaches],
+    }  # fmt: skip
 
 
 def _ledger(doc: Document, results: list[RunResult]) -> list[dict[str, Any]]:
@@ -290,6 +346,7 @@ def write_report(atlas: AtlasConfig, runs: list[PlannedRun], out: Path) -> Path:
             doc.bullets(p.lines())
     doc.paragraph(RULE)
     _figures(doc, cells, results, figures)
+    steps = _steps(doc, cells, figures)
     ledger = _ledger(doc, results)
     doc.heading("Every run")
     doc.table(RUN_HEADER, [_run_row(r) for r in results])
@@ -315,6 +372,7 @@ def write_report(atlas: AtlasConfig, runs: list[PlannedRun], out: Path) -> Path:
         },  # fmt: skip
         "claims": claims,
         "questions": summaries,
+        "quality_per_step": steps,
     }
     atomic_write_text(out / "report.json", json.dumps(data, indent=2))
     return out / "report.md"

@@ -95,6 +95,7 @@ def load_result(run: PlannedRun, folder: Path) -> RunResult:
             trained_steps=t.get("step"),
             flops_per_caption=cost.get("inference", {}).get("flops_per_caption"),
             flops_per_image=cost.get("inference", {}).get("flops_per_image"),
+            step_sweep=ev.get("generation", {}).get("step_sweep"),
         )
     elif result.rows and "train_flops" in result.rows[-1]:
         info["train_flops"] = result.rows[-1]["train_flops"]

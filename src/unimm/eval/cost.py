@@ -7,7 +7,8 @@ import json
 import resource
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +52,21 @@ def timed(fn: Callable[[], Any], repeats: int = 3) -> tuple[Any, float]:
         out = fn()
         times.append(time.perf_counter() - t0)
     return out, sorted(times)[len(times) // 2]
+
+
+@contextmanager
+def counting_calls(module: nn.Module) -> Iterator[list[int]]:
+    """Count ``module``'s forward calls inside the block: yields a one-item list holding the count so far."""
+    count = [0]
+
+    def hook(*_) -> None:
+        count[0] += 1
+
+    handle = module.register_forward_pre_hook(hook)
+    try:
+        yield count
+    finally:
+        handle.remove()
 
 
 def inference_flops(model: nn.Module, images: torch.Tensor, prompts: list[str], seed: int) -> dict[str, Any]:

@@ -13,6 +13,9 @@ deterministic (greedy captions, seeded sampling, seeded KID subsets); only the t
 - generation: images for prompts drawn from the test split (classifier agreement with the prompted
   class, FID / KID / precision / recall against real test images, CLIP score, and GenEval-style checks
   on the shapes data), and the writer's held-out image loss of the understood images after their prompts;
+- quality per inference step (``suite.step_sweep``): a smaller fixed set of class prompts generated again at each
+  listed sampler step count, with its prompt accuracy, the backbone passes each image took (counted) and the
+  seconds per image; a writer with a fixed pass count (ar-codes: one per code) gets one point at it;
 - cost: parameters total / active / trainable, latency and samples/s of both directions, peak memory,
   inference FLOPs per caption and per generated image, and the training FLOPs / tokens / wall time and the
   FLOP ledger the run recorded.
@@ -26,7 +29,7 @@ import math
 import random
 import time
 from collections import Counter
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +41,7 @@ from unimm.data.datasets import ImageTextData
 from unimm.eval.cache import default_cache
 from unimm.eval.classifier import load_or_train_classifier
 from unimm.eval.clip import clip_score, load_or_train_clip
-from unimm.eval.cost import inference_flops, parameter_counts, peak_memory_mib, timed, training_cost
+from unimm.eval.cost import counting_calls, inference_flops, parameter_counts, peak_memory_mib, timed, training_cost
 from unimm.eval.distribution import (
     FeatureExtractor,
     extract_features,
@@ -214,6 +217,51 @@ def generation(
     return out, images, prompts
 
 
+def sweep_point(
+    model,
+    prompts: list[str],
+    labels: torch.Tensor,
+    steps: int | None,
+    suite: Suite,
+    seed: int,
+    clf,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Generate for ``prompts`` at ``steps`` (None: the writer's own count) with a generator seeded with ``seed``:
+    prompt accuracy, the backbone passes per image (forward calls per batch: each pass runs the whole batch, a
+    guided one with its unconditional twins) and the seconds per image."""
+    gen, kw = torch.Generator().manual_seed(seed), {} if steps is None else {"steps": steps}
+    with counting_calls(model.backbone) as calls:
+        chunks, seconds = _batched(lambda b: model.generate(b, generator=gen, **kw).cpu(), prompts, suite.batch_size,
+                                   f"generate at {steps or 'native'} steps", progress)  # fmt: skip
+    passes = calls[0] / len(chunks)
+    hits = prompt_following(clf, torch.cat(chunks), labels, per_class=False)
+    return {
+        "steps": steps,
+        "passes": int(passes) if passes.is_integer() else passes,
+        "prompt_accuracy": hits["prompt_accuracy"],
+        "n": hits["prompt_accuracy_n"],
+        "s_per_image": seconds / len(prompts),
+    }
+
+
+def step_sweep(model, test: ImageTextData, suite: Suite, seed: int, clf, progress: bool = False) -> dict[str, Any]:
+    """Quality per inference step: ``suite.step_sweep_per_class`` prompts per class (generation's order, the same
+    for every run) generated at each of ``suite.step_sweep``'s step counts -> ``{"step_sweep": [point, ...]}``
+    (``sweep_point``). A writer whose pass count is fixed (``Writer.stepped`` False: ar-codes, one pass per code)
+    gets one point at its own count, ``steps`` None, and ``step_sweep_note`` saying so."""
+    if clf is None or test.captions is not None:
+        return {"step_sweep": [], "step_sweep_note": "needs class-template prompts and the classifier"}
+    jobs = generation_jobs(test, replace(suite, per_class=suite.step_sweep_per_class))
+    prompts, labels = [p for p, _ in jobs], torch.tensor([y for _, y in jobs])
+    if not model.writer.stepped:
+        point = sweep_point(model, prompts, labels, None, suite, seed, clf, progress)
+        note = f"writer {model.cfg.writer.kind}: one backbone pass per generated token, whatever the step count"
+        return {"step_sweep": [point], "step_sweep_note": note}
+    points = [sweep_point(model, prompts, labels, k, suite, seed, clf, progress) for k in sorted(suite.step_sweep)]
+    return {"step_sweep": points}
+
+
 def prompt_following(clf, images: torch.Tensor, labels: torch.Tensor, per_class: bool) -> dict[str, Any]:
     """Share of images (those with a prompted class, label >= 0) that ``clf`` judges to show it; with
     ``per_class`` (class-balanced template prompts) also the share for each class."""
@@ -282,6 +330,8 @@ def evaluate(
     result["generation"] = gen
     if s.heldout:
         gen.update(heldout_image_loss(model, test, s, seed, progress))
+    if s.step_sweep:
+        gen.update(step_sweep(model, test, s, seed, clf, progress))
     result["cost"] = {
         "params": parameter_counts(model),
         "peak_memory_mib": peak_memory_mib(device),

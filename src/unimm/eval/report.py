@@ -105,6 +105,12 @@ def heldout_note(g: dict[str, Any]) -> str:
     )
 
 
+def step_rows(g: dict[str, Any]) -> list[list[str]]:
+    """``generation.step_sweep`` as rows: steps (native when the writer's count is fixed), passes, accuracy, n, s."""
+    return [[cell(p["steps"]) if p["steps"] is not None else "native", cell(p["passes"]), cell(p["prompt_accuracy"]),
+             cell(p["n"]), cell(p["s_per_image"])] for p in g["step_sweep"]]  # fmt: skip
+
+
 def flops(value: float | None) -> str:
     """A FLOP count in three significant digits, "–" when missing."""
     return "–" if value is None else f"{float(value):.3g}"
@@ -143,6 +149,11 @@ def eval_document(result: dict[str, Any], title: str, out: Path) -> Document:
     doc.table(METRIC_HEADER, generation_rows(g))
     if "heldout_image_loss" in g:
         doc.paragraph(heldout_note(g))
+    if g.get("step_sweep"):
+        doc.heading("Quality per inference step", 3)
+        doc.table(["sampler steps", "backbone passes / image", "prompt accuracy", "n", "s / image"], step_rows(g))
+        if g.get("step_sweep_note"):
+            doc.paragraph(g["step_sweep_note"])
     t, p, i = c["training"], c["params"], c.get("inference", {})
     doc.heading("Cost")
     doc.table(["what", "value"], [

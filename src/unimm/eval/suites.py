@@ -18,6 +18,9 @@ class Suite:
     distribution: bool = True  # FID / KID / precision-recall and CLIP score (needs the CLIP evaluator)
     rank: bool = True  # rank the class captions of the understood images by likelihood (rank_accuracy, caption_nll)
     heldout: bool = True  # the writer's held-out loss of the understood images after their prompts (heldout_image_loss)
+    # quality per inference step: sampler step counts to generate at again (generation.step_sweep); () = off
+    step_sweep: tuple[int, ...] = ()
+    step_sweep_per_class: int = 5  # images per class at each step count (the first prompts of generation's order)
 
 
 SUITES = {

@@ -55,6 +55,7 @@ class Writer(nn.Module, ABC):
     reads = True  # can embed the images it reads (what a ``shared`` reader needs)
     causal = False  # True: the positions of a generated image see only earlier ones
     joint = False  # can mask every image's codes at given times (``joint_inputs``, what ``text.joint`` needs)
+    stepped = True  # ``generate``'s ``steps`` sets how many passes its sampler runs (False: a fixed count)
     extra_vocab = 0  # token ids it adds to the vocabulary
     grid: tuple[int, int]
     codec: nn.Module

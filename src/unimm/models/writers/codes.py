@@ -120,6 +120,7 @@ class CodeWriter(Writer):
 @WRITERS.register(ARCodeSettings)
 class ARCodeWriter(CodeWriter):
     causal = True
+    stepped = False  # one backbone pass per code, whatever ``steps`` says
 
     @classmethod
     def samplers(cls, cfg: Config) -> tuple[str, ...]:
