@@ -230,7 +230,7 @@ def eval_(
     head = {
         k: u[k] for k in ("caption_accuracy", "rank_accuracy", "exact_match", "vqa_accuracy") if u.get(k) is not None
     }
-    head.update({k: g[k] for k in ("prompt_accuracy", "fid", "clip_score") if k in g})
+    head.update({k: g[k] for k in ("prompt_accuracy", "fid", "clip_score") if g.get(k) is not None})
     typer.echo(" ".join(f"{k}={v:.4g}" for k, v in head.items()))
     typer.echo(f"wrote {paths['json']} and {paths['md']}")
 

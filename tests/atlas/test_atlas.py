@@ -309,3 +309,17 @@ def test_confounds_are_what_differs_outside_the_entailed_part_sections():
     # same writer kind: its own settings are confounds of the reader axis (janus's codes get their own vocabulary)
     confounds = Pair(shared_vs_decoupled.axis, chameleon, janus).differences()
     assert "writer.vocab (shared vs separate)" in confounds and "reader." not in confounds
+
+
+def test_the_run_table_shows_fid_with_its_bootstrap_interval(tmp_path):
+    from unimm.atlas.report import RUN_HEADER, _run_row
+
+    atlas = _load(tmp_path, f"[budget]\nflops = 1e9\n[[strategies]]\nname = 'a'\npreset = '{CONFIGS / 'quick.toml'}'\n")
+    folder = tmp_path / "runs" / "a"
+    (folder / "eval").mkdir(parents=True)
+    (folder / "atlas_done.json").write_text("{}")
+    ev = {"generation": {"fid": 12.345, "fid_ci": [10.0, 15.5]}, "cost": {"params": {"total": 1, "active": 1}}}
+    (folder / "eval" / "eval.json").write_text(json.dumps(ev))
+    result = load_result(plan_runs(atlas)[0], folder)
+    assert result.values["fid"] == 12.345 and result.info["fid_ci"] == [10.0, 15.5]
+    assert dict(zip(RUN_HEADER, _run_row(result), strict=True))["FID [95 % CI]"] == "12.35 [10.00, 15.50]"

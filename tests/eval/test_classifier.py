@@ -49,3 +49,21 @@ def test_cache_hit_loads_identical_weights_without_training(digits_dir, tmp_path
         assert torch.equal(value, again.state_dict()[key]), key
     with pytest.raises(AssertionError, match="retrained"):  # other settings: a different key
         load_or_train_classifier(digits_dir, cache_dir=tmp_path, steps=21)
+
+
+def test_the_judge_has_a_64_wide_bottleneck_and_older_cache_entries_are_not_reused(digits_dir, tmp_path, monkeypatch):
+    """FID's feature space is the judge's 64-d bottleneck (1,000 images per set estimate its covariance); a
+    classifier cached before it (architecture 1, no bottleneck) has another key and is not loaded instead."""
+    assert ImageClassifier(1, 8, 10).feature_dim == 512
+    clf = ImageClassifier(1, 8, 10, bottleneck=classifier.FEATURE_DIM)
+    assert classifier.FEATURE_DIM == 64 and clf.feature_dim == 64
+    assert clf.features(torch.zeros(2, 1, 8, 8)).shape == (2, 64) and clf(torch.zeros(2, 1, 8, 8)).shape == (2, 10)
+    with monkeypatch.context() as m:
+        m.setattr(classifier, "ARCH_VERSION", 1)
+        old, _ = load_or_train_classifier(digits_dir, cache_dir=tmp_path, steps=5, bottleneck=None)
+    assert old.feature_dim == 512
+    new, _ = load_or_train_classifier(digits_dir, cache_dir=tmp_path, steps=5)
+    assert new.feature_dim == 64 and len(list(tmp_path.glob("classifier-*.safetensors"))) == 2
+    again, _ = load_or_train_classifier(digits_dir, cache_dir=tmp_path, steps=5)  # from the cache: same network
+    images = load_split(digits_dir, "test").images
+    assert again.feature_dim == 64 and torch.equal(again.features(images), new.features(images))
