@@ -410,3 +410,17 @@ def test_quality_per_step_section_says_where_masked_reaches_ar(tmp_path):
     assert data["masked_vs_ar"][0]["reached_at_passes"] == 8 and len(data["cells"]) == 4
     unswept = Cell("x", "b", [RunResult(chameleon.first.run, Path("."), "done", {"fid": 1.0})])
     assert _steps(Document("t"), [unswept], tmp_path) == {"cells": [], "masked_vs_ar": []}
+
+
+def test_the_run_table_shows_fid_with_its_bootstrap_interval(tmp_path):
+    from unimm.atlas.report import RUN_HEADER, _run_row
+
+    atlas = _load(tmp_path, f"[budget]\nflops = 1e9\n[[strategies]]\nname = 'a'\npreset = '{CONFIGS / 'quick.toml'}'\n")
+    folder = tmp_path / "runs" / "a"
+    (folder / "eval").mkdir(parents=True)
+    (folder / "atlas_done.json").write_text("{}")
+    ev = {"generation": {"fid": 12.345, "fid_ci": [10.0, 15.5]}, "cost": {"params": {"total": 1, "active": 1}}}
+    (folder / "eval" / "eval.json").write_text(json.dumps(ev))
+    result = load_result(plan_runs(atlas)[0], folder)
+    assert result.values["fid"] == 12.345 and result.info["fid_ci"] == [10.0, 15.5]
+    assert dict(zip(RUN_HEADER, _run_row(result), strict=True))["FID [95 % CI]"] == "12.35 [10.00, 15.50]"

@@ -12,7 +12,8 @@ from unimm.config import load_config
 from unimm.data import load_split, templates_for
 from unimm.eval.classifier import load_or_train_classifier
 from unimm.eval.cost import parameter_counts
-from unimm.eval.harness import Suite, evaluate, generation_jobs, understanding
+from unimm.eval.harness import SUITES, Suite, evaluate, generation_jobs, understanding
+from unimm.eval.suites import MIN_DISTRIBUTION_SAMPLES
 from unimm.models import UnifiedModel
 from unimm.train import train
 
@@ -51,6 +52,17 @@ def test_same_seed_gives_the_same_numbers_twice(run_dir, tmp_path):
     assert g["n"] == 20 and g["seed"] == 3 and {"fid", "kid_mean", "precision", "recall", "clip_score"} <= set(g)
     assert a["cost"]["training"]["train_flops"] > 0 and a["cost"]["params"]["total"] > 0
     assert 0 < a["evaluators"]["classifier_test_accuracy"] <= 1
+
+
+def test_suites_with_distribution_metrics_generate_at_least_1000_images(digits_dir):
+    """FID / KID / precision-recall see >= 1,000 generated images in every suite that has them (10 classes or
+    free captions), the atlas's above all; the same images serve prompt accuracy."""
+    test = load_split(digits_dir, "test", 8, 1)  # 10 classes with caption templates
+    assert MIN_DISTRIBUTION_SAMPLES == 1000 and SUITES["atlas"].distribution
+    assert len(generation_jobs(test, SUITES["atlas"])) >= 1000
+    for suite in SUITES.values():
+        if suite.distribution:
+            assert len(generation_jobs(test, suite)) >= 1000 and suite.prompts_n >= 1000, suite.name
 
 
 def test_rank_accuracy_does_not_read_the_captions(run_dir, digits_dir, monkeypatch):
@@ -151,6 +163,13 @@ def test_cli_writes_json_markdown_and_sample_grids(run_dir, tmp_path, monkeypatc
     assert "rank_accuracy=" in res.output
     assert (tmp_path / "eval" / "samples.png").is_file()
     assert len(list((tmp_path / "eval" / "samples").glob("*.png"))) == 20  # one grid per distinct prompt
+    g = data["generation"]  # the distribution metrics: set sizes, feature width, intervals; FID refused on 20 images
+    assert (g["n_generated"], g["n_real"], g["feature_dim"]) == (20, 50, 64) and g["bootstrap"]["reps"] == 200
+    assert g["fid"] is None and g["fid_ci"] is None and "singular" in g["fid_note"]
+    assert "20 generated and 50 real" in g["distribution_note"]
+    for metric, key in (("kid_mean", "kid_ci"), ("precision", "precision_ci"), ("recall", "recall_ci")):
+        assert g[key][0] <= g[metric] <= g[key][1], metric
+    assert f"| precision | {g['precision']:.4g} [" in md and "bootstrap interval (200 resamples" in md
     bad = CliRunner().invoke(app, ["eval", str(run_dir), "--suite", "huge"])
     assert bad.exit_code == 2 and "unknown suite 'huge'" in bad.output
 

@@ -8,9 +8,10 @@ import torch
 
 from unimm.data import load_split, templates_for
 from unimm.eval.classifier import accuracy, train_classifier
+from unimm.eval.distribution import FeatureExtractor
 from unimm.eval.harness import Suite, class_prompts, generation, understanding
 from unimm.eval.ranking import class_scores
-from unimm.eval.report import eval_document, understanding_rows
+from unimm.eval.report import eval_document, generation_rows, understanding_rows
 
 
 @pytest.fixture(scope="module")
@@ -140,6 +141,26 @@ def test_real_images_as_generations_score_the_classifier_accuracy(data, template
     assert sum(res["prompt_accuracy_per_class"]) / 10 == pytest.approx(res["prompt_accuracy"])
     assert "fid" not in res and "clip_score" not in res  # no feature extractor, no CLIP
     assert torch.equal(images[10], data.images[torch.nonzero(data.labels == 2).flatten()[0]])
+
+
+def test_generation_scores_the_distribution_on_one_feature_pass_with_intervals(data, templates):
+    """Real digits as the generations (10 per class, 100 images) against the 200 real ones: every distribution
+    metric with its bootstrap interval, FID too (100 > 64 features); the report shows value [lo, hi]."""
+    clf = train_classifier(data, steps=60, batch_size=64)
+    suite = Suite(**{**_suite(0, 50, 10).__dict__, "bootstrap_reps": 50})
+    res, images, _ = generation(FakeGenerator(data, templates), data, suite, 0, clf, None, FeatureExtractor(clf))
+    assert (res["n"], res["n_generated"], res["n_real"], res["feature_dim"]) == (100, 100, 200, 64)
+    for metric, key in (
+        ("fid", "fid_ci"),
+        ("kid_mean", "kid_ci"),
+        ("precision", "precision_ci"),
+        ("recall", "recall_ci"),
+    ):
+        assert res[key][0] <= res[metric] <= res[key][1], metric
+    assert res["precision"] == 1.0 and res["bootstrap"]["reps"] == 50  # every generation is a real training digit
+    assert "fid_note" not in res and "100 generated and 200 real" in res["distribution_note"]
+    fid = next(row for row in generation_rows(res) if row[0] == "fid")
+    assert fid == ["fid", f"{res['fid']:.4g} [{res['fid_ci'][0]:.4g}, {res['fid_ci'][1]:.4g}]", "100 / 200"]
 
 
 def test_the_report_lists_the_rank_metrics_and_says_why_they_are_missing(tmp_path):

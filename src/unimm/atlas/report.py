@@ -60,6 +60,11 @@ def _flops(v: float | None) -> str:
     return _fmt(v, ".3g")
 
 
+def _fid(v: float | None, ci: list[float] | None) -> str:
+    """FID with its bootstrap interval from eval.json, ``12.34 [10.10, 15.20]``."""
+    return _fmt(v, ".2f") if v is None or not ci else f"{v:.2f} [{ci[0]:.2f}, {ci[1]:.2f}]"
+
+
 def _run_row(r: RunResult) -> list[str]:
     v, i, run = r.values, r.info, r.run
     status = r.status if r.status != "failed" else f"failed ({i.get('failure', '')})"
@@ -72,14 +77,14 @@ def _run_row(r: RunResult) -> list[str]:
         f"`{run.name}`", status, _fmt(i.get("trained_steps") or i.get("steps"), "d"), _fmt(flops, ".3g"), off, params,
         _fmt(i.get("train_wall_s"), ".0f"), _fmt(v.get("caption_accuracy")), _fmt(v.get("rank_accuracy")),
         _fmt(v.get("vqa_accuracy")), _fmt(v.get("caption_bleu_4")), _fmt(v.get("prompt_accuracy")),
-        _fmt(v.get("fid"), ".2f"), _fmt(v.get("clip_score"), ".1f"), _fmt(v.get("task_loss")),
+        _fid(v.get("fid"), i.get("fid_ci")), _fmt(v.get("clip_score"), ".1f"), _fmt(v.get("task_loss")),
         _fmt(v.get("caption_latency_s")), _fmt(v.get("gen_latency_s")), mem,
     ]  # fmt: skip
 
 
 RUN_HEADER = [
     "run", "status", "steps", "total FLOPs", "vs budget", "params total / active (M)", "train wall s",
-    "caption acc", "rank acc", "VQA acc", "BLEU-4", "prompt acc", "FID", "CLIP score", "final train loss",
+    "caption acc", "rank acc", "VQA acc", "BLEU-4", "prompt acc", "FID [95 % CI]", "CLIP score", "final train loss",
     "caption latency s", "gen latency s", "peak MiB train / eval",
 ]  # fmt: skip
 
@@ -351,7 +356,9 @@ def write_report(atlas: AtlasConfig, runs: list[PlannedRun], out: Path) -> Path:
     doc.heading("Every run")
     doc.table(RUN_HEADER, [_run_row(r) for r in results])
     doc.paragraph(
-        "Metrics from `unimm eval`'s harness (docs/eval.md); *final train loss* is the text loss plus the weighted "
+        "Metrics from `unimm eval`'s harness (docs/eval.md); *FID [95 % CI]*: the run's FID with its bootstrap "
+        "interval over resamples of its generated and real images (sampling noise of one evaluation, not the "
+        "seed-to-seed spread the verdicts test); *final train loss* is the text loss plus the weighted "
         "image loss (router terms left out), mean of the last 5 logged steps; *total FLOPs* is the ledger's total; "
         "*vs budget* compares what the main budget paid (or, for a wall-time budget, the training loop's seconds) "
         "with the budget; peak memory is the "

@@ -85,6 +85,7 @@ def load_result(run: PlannedRun, folder: Path) -> RunResult:
             v = ev.get(section, {}).get(key)
             if isinstance(v, (int, float)):
                 result.values[name] = float(v)
+        info["fid_ci"] = ev.get("generation", {}).get("fid_ci")  # the FID's bootstrap interval (eval/distribution.py)
         cost = ev["cost"]
         t = cost.get("training", {})
         info.update(

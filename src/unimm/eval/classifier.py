@@ -18,17 +18,26 @@ from unimm.data import ImageTextData, load_split
 from unimm.eval.cache import cache_path, default_cache, read_evaluator, save_evaluator
 
 ARCH_VERSION = 1  # bump when the network or training recipe changes: old cache entries stop matching
+# FID's feature network: the judge's architecture with a FEATURE_DIM-wide bottleneck, trained and cached apart (the
+# key names the bottleneck); the judge itself (prompt accuracy) keeps the 512-d head, so its verdicts are unchanged
+FEATURE_DIM = 64  # 1,000 samples per set estimate a 64x64 covariance well
 
 
 class ImageClassifier(nn.Module):
-    """Three 3x3 conv layers (two followed by 2x2 max-pool when the map is large enough) and a linear head.
+    """Three 3x3 conv layers (two followed by 2x2 max-pool when the map is large enough), pooled to a 4x4 map
+    (``width * 16`` values), an optional linear bottleneck and a linear head.
 
     Takes images ``[B, C, H, W]`` in [-1, 1] of side ``image_size`` (8 to 64) and returns logits ``[B, K]``.
+    ``features`` gives the ``feature_dim`` values the head reads: the bottleneck's output before the ReLU
+    that the head applies (every unit varies, none is cut to zero), or without a bottleneck the pooled map.
     """
 
-    def __init__(self, channels: int, image_size: int, num_classes: int, width: int = 32) -> None:
+    def __init__(
+        self, channels: int, image_size: int, num_classes: int, width: int = 32, bottleneck: int | None = None
+    ) -> None:
         super().__init__()
         self.channels, self.image_size, self.num_classes = channels, image_size, num_classes
+        self.bottleneck = bottleneck
         pools = [image_size // 2 >= 4, image_size // 4 >= 4]  # 8x8 input pools once, 28x28 twice
         layers: list[nn.Module] = []
         c_in = channels
@@ -37,8 +46,13 @@ class ImageClassifier(nn.Module):
             if i < 2 and pools[i]:
                 layers.append(nn.MaxPool2d(2))
             c_in = c_out
-        self.features = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(4), nn.Flatten())
-        self.head = nn.Linear(width * 16, num_classes)
+        layers += [nn.AdaptiveAvgPool2d(4), nn.Flatten()]
+        self.feature_dim = bottleneck or width * 16
+        if bottleneck:
+            layers.append(nn.Linear(width * 16, bottleneck))
+        self.features = nn.Sequential(*layers)
+        linear = nn.Linear(self.feature_dim, num_classes)
+        self.head = nn.Sequential(nn.ReLU(), linear) if bottleneck else linear
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         if images.shape[1:] != (self.channels, self.image_size, self.image_size):
@@ -69,8 +83,10 @@ def train_classifier(
     lr: float = 1e-2,
     seed: int = 0,
     progress: bool = False,
+    bottleneck: int | None = None,
 ) -> ImageClassifier:
-    """Train on the labelled images of ``data`` with AdamW and a one-cycle schedule.
+    """Train on the labelled images of ``data`` with AdamW and a one-cycle schedule (``bottleneck``: see
+    ``ImageClassifier``).
 
     Deterministic given ``seed`` (initialisation and batch order use their own generators; the global
     RNG is left untouched). Unlabelled images (label -1) are skipped.
@@ -81,7 +97,7 @@ def train_classifier(
         raise ValueError(f"dataset {data.name!r} has no labelled images to train a classifier on")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        clf = ImageClassifier(images.shape[1], images.shape[-1], num_classes_of(data))
+        clf = ImageClassifier(images.shape[1], images.shape[-1], num_classes_of(data), bottleneck=bottleneck)
     opt = torch.optim.AdamW(clf.parameters(), lr=lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.15)
     gen = torch.Generator().manual_seed(seed)
@@ -131,6 +147,7 @@ def load_or_train_classifier(
     batch_size: int = 128,
     seed: int = 0,
     progress: bool = False,
+    bottleneck: int | None = None,
 ) -> tuple[ImageClassifier, float]:
     """A classifier for the dataset at ``data_path`` and its accuracy on ``eval_split``.
 
@@ -142,17 +159,22 @@ def load_or_train_classifier(
         split=split, image_size=image_size, channels=channels, eval_split=eval_split,
         steps=steps, batch_size=batch_size, seed=seed, arch=ARCH_VERSION,
     )  # fmt: skip
+    if bottleneck:  # the feature network: a key of its own (the judge's key is as it was before bottlenecks)
+        settings["bottleneck"] = bottleneck
     path = cache_path("classifier", data_path, settings, cache_dir or default_cache() / "classifiers")
     if path.is_file():
         return _load(path)
     data = load_split(data_path, split, image_size, channels)
-    clf = train_classifier(data, steps=steps, batch_size=batch_size, seed=seed, progress=progress)
+    clf = train_classifier(
+        data, steps=steps, batch_size=batch_size, seed=seed, progress=progress, bottleneck=bottleneck
+    )
     held_out = load_split(data_path, eval_split, image_size, channels)
     acc = accuracy(clf, held_out.images, held_out.labels)
     meta = {
         "channels": str(clf.channels),
         "image_size": str(clf.image_size),
         "num_classes": str(clf.num_classes),
+        "bottleneck": str(clf.bottleneck or 0),
         "test_accuracy": repr(acc),
         "settings": json.dumps(settings),
     }
@@ -162,6 +184,7 @@ def load_or_train_classifier(
 
 def _load(path: Path) -> tuple[ImageClassifier, float]:
     state, meta = read_evaluator(path)
-    clf = ImageClassifier(int(meta["channels"]), int(meta["image_size"]), int(meta["num_classes"]))
+    shape = (int(meta["channels"]), int(meta["image_size"]), int(meta["num_classes"]))
+    clf = ImageClassifier(*shape, bottleneck=int(meta.get("bottleneck", 0)) or None)
     clf.load_state_dict(state)
     return clf.eval(), float(meta["test_accuracy"])

@@ -2,17 +2,19 @@
 
 Everything is judged on the run's own dataset (its test split) by evaluator networks trained
 in-project and cached by the content hash of their data and recipe: a CNN classifier (prompt
-following, and its penultimate features for FID / KID / precision-recall) and a small CLIP (text-image
+following; the same network with a 64-d bottleneck, trained apart, gives the features of FID / KID /
+precision-recall) and a small CLIP (text-image
 alignment). Their own held-out accuracy is part of the result. Given a seed the numbers are
-deterministic (greedy captions, seeded sampling, seeded KID subsets); only the timings vary.
+deterministic (greedy captions, seeded sampling, seeded bootstrap resamples); only the timings vary.
 
 - understanding: captions of held-out images (class accuracy when the captions name a class; BLEU,
   CIDEr-D, ROUGE-L against the reference captions; exact match for stored free captions), VQA, and for
   class-labelled data the format-free rank accuracy (the class whose captions are the most likely after the
   image) with the held-out caption NLL;
 - generation: images for prompts drawn from the test split (classifier agreement with the prompted
-  class, FID / KID / precision / recall against real test images, CLIP score, and GenEval-style checks
-  on the shapes data), and the writer's held-out image loss of the understood images after their prompts;
+  class, FID / KID / precision / recall against real test images with bootstrap intervals, CLIP score, and
+  GenEval-style checks on the shapes data), and the writer's held-out image loss of the understood images after
+  their prompts;
 - quality per inference step (``suite.step_sweep``): a smaller fixed set of class prompts generated again at each
   listed sampler step count, with its prompt accuracy, the backbone passes each image took (counted) and the
   seconds per image; a writer with a fixed pass count (ar-codes: one per code) gets one point at it;
@@ -39,20 +41,14 @@ from tqdm.auto import tqdm
 from unimm.data import CaptionTemplates, load_split, templates_for
 from unimm.data.datasets import ImageTextData
 from unimm.eval.cache import default_cache
-from unimm.eval.classifier import load_or_train_classifier
+from unimm.eval.classifier import FEATURE_DIM, load_or_train_classifier
 from unimm.eval.clip import clip_score, load_or_train_clip
 from unimm.eval.cost import counting_calls, inference_flops, parameter_counts, peak_memory_mib, timed, training_cost
-from unimm.eval.distribution import (
-    FeatureExtractor,
-    extract_features,
-    fid_kid,
-    inception_extractor,
-    precision_recall,
-)
+from unimm.eval.distribution import FeatureExtractor, distribution_metrics, extract_features, inception_extractor
 from unimm.eval.geneval import geneval_scores
 from unimm.eval.ranking import rank_classes
+from unimm.eval.suites import MIN_DISTRIBUTION_SAMPLES, Suite, suite_by_name
 from unimm.eval.suites import SUITES as SUITES  # re-exported: callers and tests know it here
-from unimm.eval.suites import Suite, suite_by_name
 from unimm.eval.text_metrics import caption_metrics
 
 
@@ -201,10 +197,7 @@ def generation(
     if clf is not None and bool((labels >= 0).any()):
         out.update(prompt_following(clf, images, labels, per_class=test.captions is None))
     if extractor is not None:
-        real = test.images[: max(len(images), min(len(test), 1000))]
-        out.update(fid_kid(real, images, extractor, seed=seed))
-        feats = extract_features(extractor, real), extract_features(extractor, images)
-        out.update(precision_recall(*feats))
+        out.update(distribution_scores(test, images, extractor, suite, seed))
     if clip is not None:
         out["clip_score"] = clip_score(clip, images, prompts)
         n_ref = min(len(test), len(images))
@@ -262,6 +255,23 @@ def step_sweep(model, test: ImageTextData, suite: Suite, seed: int, clf, progres
     return {"step_sweep": points}
 
 
+def distribution_scores(
+    test: ImageTextData, images: torch.Tensor, extractor, suite: Suite, seed: int
+) -> dict[str, Any]:
+    """FID, KID, precision and recall of the generated ``images`` against as many real test images (at least
+    ``MIN_DISTRIBUTION_SAMPLES`` when the split has them), with bootstrap intervals seeded by ``seed``; each
+    set's features are extracted once. A ``distribution_note`` says when either set is under the minimum."""
+    real = test.images[: max(len(images), min(len(test), MIN_DISTRIBUTION_SAMPLES))]
+    feats = extract_features(extractor, real), extract_features(extractor, images)
+    out = distribution_metrics(*feats, reps=suite.bootstrap_reps, seed=seed)
+    if min(len(real), len(images)) < MIN_DISTRIBUTION_SAMPLES:
+        out["distribution_note"] = (
+            f"{len(images)} generated and {len(real)} real images (the test split has {len(test)}): under the "
+            f"{MIN_DISTRIBUTION_SAMPLES:,} per set docs/eval.md asks of these metrics"
+        )
+    return out
+
+
 def prompt_following(clf, images: torch.Tensor, labels: torch.Tensor, per_class: bool) -> dict[str, Any]:
     """Share of images (those with a prompted class, label >= 0) that ``clf`` judges to show it; with
     ``per_class`` (class-balanced template prompts) also the share for each class."""
@@ -309,10 +319,16 @@ def evaluate(
                                             progress=progress, class_names=names)  # fmt: skip
         if inception is not None:  # the standard FID features, from weights the user has locally
             extractor, features = inception, f"InceptionV3 ({inception_weights})"
-        elif clf is not None:
-            extractor, features = FeatureExtractor(clf), "classifier penultimate layer"
+        elif clf is not None:  # the judge's architecture with a 64-unit bottleneck, trained apart for the features
+            feature_clf, feature_acc = load_or_train_classifier(
+                path, "train", size, ch, cache / "classifiers", steps=s.classifier_steps, progress=progress,
+                bottleneck=FEATURE_DIM,
+            )  # fmt: skip
+            extractor = FeatureExtractor(feature_clf)
+            features = f"{FEATURE_DIM}-d bottleneck of a feature classifier ({feature_acc:.1%} test accuracy)"
         else:
-            extractor, features = FeatureExtractor(clip.image_encoder), "CLIP image encoder"
+            extractor = FeatureExtractor(clip.image_encoder, output=True)
+            features = f"CLIP image embedding ({extractor.num_features}-d)"
     torch.manual_seed(seed)
     result: dict[str, Any] = {
         "suite": asdict(s),

@@ -13,6 +13,7 @@ from matplotlib.figure import Figure
 
 from unimm.checkpoint import atomic_write, atomic_write_text
 from unimm.document import Document, cell
+from unimm.eval.distribution import INTERVALS
 from unimm.io import grid_image
 
 
@@ -85,13 +86,36 @@ def understanding_rows(u: dict[str, Any]) -> list[list[str]]:
     return _rows(u, _UNDERSTANDING, {"vqa_accuracy": "vqa_n", "rank_accuracy": "rank_n", "caption_nll": "rank_n"})
 
 
+def with_interval(value: Any, ci: list[float] | None) -> str:
+    """A value and its interval: ``12.3 [10.1, 15.2]`` (the value alone without one)."""
+    return cell(value) if ci is None or value is None else f"{cell(value)} [{cell(ci[0])}, {cell(ci[1])}]"
+
+
 def generation_rows(g: dict[str, Any]) -> list[list[str]]:
-    """(metric, value, n) for the generation numbers an evaluation has; shared by eval.md and the demo."""
+    """(metric, value, n) for the generation numbers an evaluation has, the distribution metrics with their
+    bootstrap interval and "generated / real" counts; shared by eval.md and the demo."""
     geneval = g.get("geneval") or {}
     checks = tuple(k for k in geneval if not k.endswith("_n"))
     extra = [[f"geneval {k}", *rest] for k, *rest in _rows(geneval, checks, {k: k + "_n" for k in checks})]
     counts = {"prompt_accuracy": "prompt_accuracy_n", "heldout_image_loss": "heldout_image_loss_n"}
-    return _rows(g, _GENERATION, counts) + extra
+    rows = _rows(g, _GENERATION, counts)
+    for row in rows:
+        if row[0] in INTERVALS and "n_real" in g:
+            row[1:] = [with_interval(g[row[0]], g.get(INTERVALS[row[0]][0])), f"{g['n_generated']} / {g['n_real']}"]
+    return rows + extra
+
+
+def distribution_text(g: dict[str, Any], features: str | None) -> str:
+    """How the distribution metrics were measured, and why any of them is missing (empty without them)."""
+    if "n_real" not in g:
+        return ""
+    b = g["bootstrap"]
+    text = (
+        f"FID, KID and precision / recall (k = {g['k']}) compare {g['n_generated']} generated with {g['n_real']} "
+        f"real test images on {g['feature_dim']}-d features ({features}); in brackets their {b['level']:.0%} "
+        f"bootstrap interval ({b['reps']} resamples of both sets, seed {b['seed']}; {b['interval']}: docs/eval.md)."
+    )
+    return " ".join([text, *(g[k] + "." for k in ("fid_note", "distribution_note") if g.get(k))])
 
 
 def heldout_note(g: dict[str, Any]) -> str:
@@ -154,6 +178,8 @@ def eval_document(result: dict[str, Any], title: str, out: Path) -> Document:
         doc.table(["sampler steps", "backbone passes / image", "prompt accuracy", "n", "s / image"], step_rows(g))
         if g.get("step_sweep_note"):
             doc.paragraph(g["step_sweep_note"])
+    if text := distribution_text(g, e["fid_features"]):
+        doc.paragraph(text)
     t, p, i = c["training"], c["params"], c.get("inference", {})
     doc.heading("Cost")
     doc.table(["what", "value"], [

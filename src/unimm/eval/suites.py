@@ -5,6 +5,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# images per set (generated, real test) that FID / KID / precision-recall should see: docs/eval.md. Every
+# suite with distribution metrics generates at least this many for a 10-class dataset; fewer are reported with
+# a ``distribution_note``.
+MIN_DISTRIBUTION_SAMPLES = 1000
+
 
 @dataclass(frozen=True)
 class Suite:
@@ -21,14 +26,17 @@ class Suite:
     # quality per inference step: sampler step counts to generate at again (generation.step_sweep); () = off
     step_sweep: tuple[int, ...] = ()
     step_sweep_per_class: int = 5  # images per class at each step count (the first prompts of generation's order)
+    bootstrap_reps: int = 200  # resamples of both image sets behind each distribution metric's interval
 
 
+# The generated images serve both prompt accuracy and the distribution metrics (one set of samples).
 SUITES = {
-    "quick": Suite("quick", understand_n=500, per_class=30, prompts_n=300),
+    "quick": Suite("quick", understand_n=500, per_class=100, prompts_n=1000),
     "full": Suite("full", understand_n=None, per_class=100, prompts_n=1000),
-    "atlas": Suite("atlas", understand_n=200, per_class=10, prompts_n=100),  # many runs: under a minute each
-    # `unimm demo`: full's sample counts; KID over 1,000 images and training the CLIP would add minutes on a CPU, the
-    # held-out image loss 3.2x captioning's time (five backbone passes per image: bench/results/heldout_loss.md)
+    "atlas": Suite("atlas", understand_n=200, per_class=100, prompts_n=1000),
+    # `unimm demo`: full's counts without the distribution metrics (their CLIP would add minutes of training on a
+    # CPU) and the held-out image loss (3.2x captioning's time: five backbone passes per image,
+    # bench/results/heldout_loss.md)
     "demo": Suite("demo", understand_n=None, per_class=100, prompts_n=1000, distribution=False, heldout=False),
 }
 SUITE_NAMES = " | ".join(SUITES)  # as help and errors list them
