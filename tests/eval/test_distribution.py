@@ -10,7 +10,7 @@ from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.kid import KernelInceptionDistance
 
 from unimm.data import load_split
-from unimm.eval.classifier import train_classifier
+from unimm.eval.classifier import FEATURE_DIM, train_classifier
 from unimm.eval.distribution import (
     FeatureExtractor,
     _Resampler,
@@ -34,7 +34,8 @@ def images(digits_dir):
 
 @pytest.fixture(scope="module")
 def extractor(digits_dir):
-    return FeatureExtractor(train_classifier(load_split(digits_dir, "train"), steps=20, batch_size=64))
+    data = load_split(digits_dir, "train")  # FID's feature network: the judge's with the 64-d bottleneck
+    return FeatureExtractor(train_classifier(data, steps=20, batch_size=64, bottleneck=FEATURE_DIM))
 
 
 def noisy(images, strength, seed=0):

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from unimm.data import load_split, templates_for
-from unimm.eval.classifier import accuracy, train_classifier
+from unimm.eval.classifier import FEATURE_DIM, accuracy, train_classifier
 from unimm.eval.distribution import FeatureExtractor
 from unimm.eval.harness import Suite, class_prompts, generation, understanding
 from unimm.eval.ranking import class_scores
@@ -146,7 +146,7 @@ def test_real_images_as_generations_score_the_classifier_accuracy(data, template
 def test_generation_scores_the_distribution_on_one_feature_pass_with_intervals(data, templates):
     """Real digits as the generations (10 per class, 100 images) against the 200 real ones: every distribution
     metric with its bootstrap interval, FID too (100 > 64 features); the report shows value [lo, hi]."""
-    clf = train_classifier(data, steps=60, batch_size=64)
+    clf = train_classifier(data, steps=60, batch_size=64, bottleneck=FEATURE_DIM)  # the feature network
     suite = Suite(**{**_suite(0, 50, 10).__dict__, "bootstrap_reps": 50})
     res, images, _ = generation(FakeGenerator(data, templates), data, suite, 0, clf, None, FeatureExtractor(clf))
     assert (res["n"], res["n_generated"], res["n_real"], res["feature_dim"]) == (100, 100, 200, 64)
