@@ -1,6 +1,6 @@
 """Do the distribution metrics' bootstrap intervals cover what they claim, and is 200 resamples enough?
 
-On MNIST (``data/mnist``: 8,000 training digits) with the judge classifier's 64-d features (trained as the
+On MNIST (``data/mnist``: 8,000 training digits) with the 64-d features of FID's feature classifier (trained as the
 harness trains it, into ``--cache``), two "generators" are simulated with real training digits, so that
 their truth can be measured: ``same`` draws from the data's own distribution, ``no sevens`` from the digits
 without the sevens (a dropped mode). "Real" sets come from the first 4,000 training digits, "generated" sets
@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 
 from unimm.data import load_split
-from unimm.eval.classifier import load_or_train_classifier
+from unimm.eval.classifier import FEATURE_DIM, load_or_train_classifier
 from unimm.eval.distribution import INTERVALS, FeatureExtractor, bootstrap, extract_features, interval
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -43,8 +43,8 @@ METRICS = ("fid", "kid_mean", "precision", "recall")
 
 
 def features(data: Path, cache: Path) -> tuple[torch.Tensor, torch.Tensor]:
-    """The judge's features of every training digit and their labels."""
-    clf, _ = load_or_train_classifier(data, "train", cache_dir=cache / "classifiers")
+    """The feature classifier's features of every training digit and their labels."""
+    clf, _ = load_or_train_classifier(data, "train", cache_dir=cache / "classifiers", bottleneck=FEATURE_DIM)
     train = load_split(data, "train")
     return extract_features(FeatureExtractor(clf), train.images), train.labels
 
@@ -147,7 +147,7 @@ def markdown(r: dict) -> str:
         f"# Bootstrap intervals of the distribution metrics: coverage on MNIST, {r['n']} images per set",
         "",
         f"{r['cpu']}, torch {r['torch']}, {r['threads']} thread(s), load average at start {r['load_average']:.2f}, "
-        f"{r['date']}, {r['wall_s']:.0f} s. {r['feature_dim']}-d judge features; truth from {r['truth_draws']} "
+        f"{r['date']}, {r['wall_s']:.0f} s. {r['feature_dim']}-d feature-classifier features; truth from {r['truth_draws']} "
         f"independent draws, intervals (200 resamples, 95 %) from {r['checked_draws']} more.",
         "",
         "| scenario | metric | truth mean | truth 95 % range | percentile: coverage, width | "

@@ -24,17 +24,15 @@ from pathlib import Path
 
 import torch
 
-from unimm.config import load_config
 from unimm.data import load_split
 from unimm.eval.classifier import FEATURE_DIM, ImageClassifier
 from unimm.eval.distribution import FeatureExtractor, distribution_metrics, extract_features
 from unimm.eval.harness import generation_jobs
 from unimm.eval.suites import SUITES
-from unimm.models import UnifiedModel
-from unimm.train.loop import build_tokenizer, resolve_data, resolve_image_tokenizer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import cpu_model  # noqa: E402
+from untrained import untrained_model  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
@@ -44,11 +42,7 @@ PRESETS = {"quick": "transfusion: latent flow", "chameleon": "chameleon: VQ code
 
 def generate(preset: str, data: Path, count: int, batch_size: int) -> tuple[torch.Tensor, dict]:
     """The images for the first ``count`` atlas-suite prompts, and the seconds they took."""
-    cfg = load_config(ROOT / "configs" / f"{preset}.toml", [f'data.path="{data}"', *TINY])
-    train, templates = resolve_data(cfg)
-    resolve_image_tokenizer(cfg)
-    torch.manual_seed(0)
-    model = UnifiedModel(cfg, build_tokenizer(cfg, train, templates)).eval()
+    cfg, model = untrained_model(preset, data, TINY)
     test = load_split(data, "test", cfg.data.image_size, cfg.data.channels)
     prompts = [p for p, _ in generation_jobs(test, SUITES["atlas"])][:count]
     gen, chunks = torch.Generator().manual_seed(0), []
@@ -137,7 +131,7 @@ def markdown(r: dict) -> str:
           f"{g['generate_cpu_s']} | {g['cpu_s_per_image']} |" for k, g in r["generation"].items()],
         "",
         f"Distribution metrics on {c['n_generated']} generated and {c['n_real']} real images ({c['feature_dim']}-d "
-        f"judge features), wall / CPU seconds: feature pass {c['features_s']} / {c['features_cpu_s']}, point "
+        f"feature-classifier features), wall / CPU seconds: feature pass {c['features_s']} / {c['features_cpu_s']}, point "
         f"estimates {c['point_s']} / {c['point_cpu_s']}, with {c['reps']} bootstrap resamples {c['bootstrap_s']} / "
         f"{c['bootstrap_cpu_s']}.",
         "",

@@ -18,15 +18,13 @@ from pathlib import Path
 
 import torch
 
-from unimm.config import load_config
 from unimm.data import load_split
 from unimm.eval.harness import heldout_image_loss
 from unimm.eval.suites import SUITES
-from unimm.models import UnifiedModel
-from unimm.train.loop import build_tokenizer, resolve_data, resolve_image_tokenizer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import cpu_model  # noqa: E402
+from untrained import caption_seconds, untrained_model  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
@@ -42,17 +40,10 @@ MODELS = [
 
 
 def measure(preset: str, sets: list[str], data: Path, count: int | None, batch_size: int) -> dict:
-    cfg = load_config(ROOT / "configs" / f"{preset}.toml", [f'data.path="{data}"', *sets])
-    train, templates = resolve_data(cfg)
-    resolve_image_tokenizer(cfg)
-    torch.manual_seed(0)
-    model = UnifiedModel(cfg, build_tokenizer(cfg, train, templates)).eval()
+    cfg, model = untrained_model(preset, data, sets)
     test = load_split(data, "test", cfg.data.image_size, cfg.data.channels, cfg.data.class_names)
     n = len(test) if count is None else min(count, len(test))
-    t0 = time.perf_counter()
-    for i in range(0, n, batch_size):
-        model.caption(test.images[i : min(n, i + batch_size)])
-    caption_s = time.perf_counter() - t0
+    caption_s = caption_seconds(model, test.images[:n], batch_size)
     suite = replace(SUITES["demo"], understand_n=n, batch_size=batch_size)
     t0 = time.perf_counter()
     out = heldout_image_loss(model, test, suite, seed=0)

@@ -12,20 +12,17 @@ import datetime
 import json
 import os
 import sys
-import time
 from pathlib import Path
 
 import torch
 
-from unimm.config import load_config
 from unimm.data import load_split, templates_for
 from unimm.eval.ranking import rank_classes
 from unimm.eval.suites import SUITES
-from unimm.models import UnifiedModel
-from unimm.train.loop import build_tokenizer, resolve_data, resolve_image_tokenizer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import cpu_model  # noqa: E402
+from untrained import caption_seconds, untrained_model  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
@@ -40,18 +37,11 @@ MODELS = [
 
 
 def measure(preset: str, sets: list[str], data: Path, count: int | None, batch_size: int) -> dict:
-    cfg = load_config(ROOT / "configs" / f"{preset}.toml", [f'data.path="{data}"', *sets])
-    train, templates = resolve_data(cfg)
-    resolve_image_tokenizer(cfg)
-    torch.manual_seed(0)
-    model = UnifiedModel(cfg, build_tokenizer(cfg, train, templates)).eval()
+    cfg, model = untrained_model(preset, data, sets)
     test = load_split(data, "test", cfg.data.image_size, cfg.data.channels)
     n = len(test) if count is None else min(count, len(test))
     images, labels = test.images[:n], test.labels[:n]
-    t0 = time.perf_counter()
-    for i in range(0, n, batch_size):
-        model.caption(images[i : i + batch_size])
-    caption_s = time.perf_counter() - t0
+    caption_s = caption_seconds(model, images, batch_size)
     rank = rank_classes(model, images, labels, templates_for(test), batch_size, seed=0)
     rank_s = n / rank["rank_samples_per_s"]
     texts = sum(len(templates_for(test).all_captions(c)) for c in range(templates_for(test).num_classes))
