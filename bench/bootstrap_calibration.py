@@ -1,6 +1,6 @@
 """Do the distribution metrics' bootstrap intervals cover what they claim, and is 200 resamples enough?
 
-On MNIST (``data/mnist``: 8,000 training digits) with the 64-d features of FID's feature classifier (trained as the
+On MNIST (``data/mnist``: 8,000 training digits) with the 64-d features of the FID feature classifier (as the
 harness trains it, into ``--cache``), two "generators" are simulated with real training digits, so that
 their truth can be measured: ``same`` draws from the data's own distribution, ``no sevens`` from the digits
 without the sevens (a dropped mode). "Real" sets come from the first 4,000 training digits, "generated" sets
@@ -147,7 +147,7 @@ def markdown(r: dict) -> str:
         f"# Bootstrap intervals of the distribution metrics: coverage on MNIST, {r['n']} images per set",
         "",
         f"{r['cpu']}, torch {r['torch']}, {r['threads']} thread(s), load average at start {r['load_average']:.2f}, "
-        f"{r['date']}, {r['wall_s']:.0f} s. {r['feature_dim']}-d feature-classifier features; truth from {r['truth_draws']} "
+        f"{r['date']}, {r['wall_s']:.0f} s. {r['feature_dim']}-d features; truth from {r['truth_draws']} "
         f"independent draws, intervals (200 resamples, 95 %) from {r['checked_draws']} more.",
         "",
         "| scenario | metric | truth mean | truth 95 % range | percentile: coverage, width | "

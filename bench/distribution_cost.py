@@ -131,7 +131,7 @@ def markdown(r: dict) -> str:
           f"{g['generate_cpu_s']} | {g['cpu_s_per_image']} |" for k, g in r["generation"].items()],
         "",
         f"Distribution metrics on {c['n_generated']} generated and {c['n_real']} real images ({c['feature_dim']}-d "
-        f"feature-classifier features), wall / CPU seconds: feature pass {c['features_s']} / {c['features_cpu_s']}, point "
+        f"features), wall / CPU seconds: feature pass {c['features_s']} / {c['features_cpu_s']}, point "
         f"estimates {c['point_s']} / {c['point_cpu_s']}, with {c['reps']} bootstrap resamples {c['bootstrap_s']} / "
         f"{c['bootstrap_cpu_s']}.",
         "",
