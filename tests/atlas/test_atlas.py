@@ -255,7 +255,12 @@ def test_atlas_presets_plan_every_strategy(monkeypatch):
     presets = {p.stem for p in CONFIGS.glob("*.toml")} - {"transfusion"}  # quick.toml is the transfusion layout
     assert {Path(s.preset).stem for s in quick.strategies} == presets == {Path(s.preset).stem for s in full.strategies}
     runs = plan_runs(quick)
-    assert len(runs) == 26 and {r.config["model"]["dim"] for r in runs} == {96}
+    assert len(runs) == 30 and {r.config["model"]["dim"] for r in runs} == {96}
+    assert {r.dataset for r in runs} == {"mnist", "shapes"}  # shapes beside MNIST: the transfusion check again
+    assert (
+        sorted(r.strategy for r in runs if r.dataset == "shapes")
+        == ["chameleon-shapes"] * 2 + ["transfusion-shapes"] * 2
+    )
     scratch = {r.strategy for r in runs if r.regime == "scratch"}  # the parts' cost paid from the budget, beside
     assert scratch == {"chameleon-scratch", "janus-scratch", "bagel-scratch", "connector-scratch"}
     assert len(plan_runs(full)) == 198 and full.seeds == [0, 1, 2] and len(full.budget.values) == 3
@@ -424,3 +429,41 @@ def test_the_run_table_shows_fid_with_its_bootstrap_interval(tmp_path):
     result = load_result(plan_runs(atlas)[0], folder)
     assert result.values["fid"] == 12.345 and result.info["fid_ci"] == [10.0, 15.5]
     assert dict(zip(RUN_HEADER, _run_row(result), strict=True))["FID [95 % CI]"] == "12.35 [10.00, 15.50]"
+
+
+def test_a_second_dataset_plans_its_own_runs_pairs_only_with_itself_and_reports_geneval(tmp_path):
+    """A strategy's ``data`` sets data.path for its runs only; a check pairs cells of one dataset (the shapes pair
+    is tested beside the MNIST one, never MNIST against shapes); GenEval-style and exact-match numbers are read from
+    eval.json and get a section of their own."""
+    from unimm.atlas.findings import matched_pairs
+    from unimm.atlas.report import _compositional
+    from unimm.document import Document
+
+    quick, chameleon = CONFIGS / "quick.toml", CONFIGS / "chameleon.toml"
+    text = f"""[budget]\nflops = 1e9\n[[strategies]]\nname = "t"\npreset = "{quick}"\n[[strategies]]
+name = "c"\npreset = "{chameleon}"\n[[strategies]]\nname = "t-shapes"\npreset = "{quick}"\ndata = "data/shapes"
+[[strategies]]\nname = "c-shapes"\npreset = "{chameleon}"\ndata = "data/shapes"\n"""
+    runs = plan_runs(_load(tmp_path, text))
+    assert [(r.strategy, r.dataset) for r in runs] == [("t", "mnist"), ("c", "mnist"), ("t-shapes", "shapes"),
+                                                       ("c-shapes", "shapes")]  # fmt: skip
+    assert runs[2].config["data"]["path"] == "data/shapes" and runs[2].data_key() != runs[0].data_key()
+    cells = [Cell(r.cell, r.budget_name, [RunResult(r, Path("."), "done")]) for r in runs]
+    pairs = matched_pairs("writer.kind", ["ar-codes"], ["latent"], cells)
+    assert sorted((p.a.key, p.b.key) for p in pairs) == [("c-shapes/dense/preset", "t-shapes/dense/preset"),
+                                                         ("c/dense/preset", "t/dense/preset")]  # fmt: skip
+    folder = tmp_path / "runs" / "t-shapes"
+    (folder / "eval").mkdir(parents=True)
+    (folder / "atlas_done.json").write_text("{}")
+    geneval = {"object": 0.9, "object_n": 10, "count": 0.5, "colour": 0.75, "position": None, "overall": 0.25}
+    ev = {"understanding": {"exact_match": 0.125}, "generation": {"geneval": geneval},
+          "cost": {"params": {"total": 1, "active": 1}}}  # fmt: skip
+    (folder / "eval" / "eval.json").write_text(json.dumps(ev))
+    result = load_result(runs[2], folder)
+    assert result.values["geneval_overall"] == 0.25 and result.values["exact_match"] == 0.125
+    assert "geneval_position" not in result.values and "geneval_object_n" not in result.values
+    doc = Document("t")
+    rows = _compositional(doc, [load_result(runs[0], tmp_path / "runs" / "t"), result])
+    md = doc.markdown(tmp_path)
+    assert [r["name"] for r in rows] == [runs[2].name] and rows[0]["geneval_colour"] == 0.75
+    assert "GenEval-style" in md and f"| `{runs[2].name}` | shapes | 0.125 |" in md
+    assert _compositional(Document("t"), [load_result(runs[0], tmp_path / "runs" / "t")]) == []

@@ -113,6 +113,11 @@ class StrategyEntry(_Strict):
     set: list[str] = Field([], description="--set overrides for this strategy")
     layers: list[str] | None = Field(None, description="layer kinds for this strategy; None = the atlas's")
     seeds: list[int] | None = Field(None, description="seeds for this strategy; None = the atlas's")
+    data: str | None = Field(
+        None,
+        description="data.path for this strategy's runs; None = the atlas's. A strategy listed again on another "
+        "dataset (a name of its own) puts that dataset beside the first; cells pair only within a dataset",
+    )
     regime: Literal["scratch", "pretrained"] | None = Field(
         None,
         description="what this strategy's budget pays for; None = [budget] regime. A strategy listed twice (two "

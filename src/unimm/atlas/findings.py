@@ -117,8 +117,8 @@ class Pair:
 
 
 def matched_pairs(axis: str, a_values: Collection[str], b_values: Collection[str], cells: list[Cell]) -> list[Pair]:
-    """Every (A, B) of cells with the same size, budget and regime and the other strategy axes equal, A's ``axis`` in
-    ``a_values`` and B's in ``b_values``."""
+    """Every (A, B) of cells with the same data, size, budget and regime and the other strategy axes equal, A's
+    ``axis`` in ``a_values`` and B's in ``b_values``."""
     others = [k for k in AXES if k != axis]
     pairs = []
     for a in cells:
@@ -127,9 +127,12 @@ def matched_pairs(axis: str, a_values: Collection[str], b_values: Collection[str
             continue
         for b in cells:
             rb = b.first.run
-            same = (ra.size, ra.budget_name, ra.regime) == (rb.size, rb.budget_name, rb.regime) and all(
-                config_value(ra.config, k) == config_value(rb.config, k) for k in others
-            )
+            same = (ra.dataset, ra.size, ra.budget_name, ra.regime) == (
+                rb.dataset,
+                rb.size,
+                rb.budget_name,
+                rb.regime,
+            ) and all(config_value(ra.config, k) == config_value(rb.config, k) for k in others)
             if same and config_value(rb.config, axis) in b_values:
                 pairs.append(Pair(axis, a, b))
     return pairs

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-# flat metric name -> (section of eval.json, key, higher is better)
+# flat metric name -> (section of eval.json, key (dotted: nested), higher is better)
 METRICS: dict[str, tuple[str, str, bool]] = {
     "caption_accuracy": ("understanding", "caption_accuracy", True),
     "rank_accuracy": ("understanding", "rank_accuracy", True),
@@ -17,6 +17,11 @@ METRICS: dict[str, tuple[str, str, bool]] = {
     "precision": ("generation", "precision", True),
     "recall": ("generation", "recall", True),
     "clip_score": ("generation", "clip_score", True),
+    # GenEval-style checks on the shapes data (eval/geneval.py): share of images passing, read from the pixels
+    **{
+        f"geneval_{c}": ("generation", f"geneval.{c}", True)
+        for c in ("object", "count", "colour", "position", "overall")
+    },
     # the writer's loss of held-out images (Writer.eval_loss): compare only runs with the same writer kind and codec
     "heldout_image_loss": ("generation", "heldout_image_loss", False),
     "caption_latency_s": ("understanding", "latency_s", False),
@@ -38,5 +43,15 @@ RATES = frozenset(
         "prompt_accuracy",
         "precision",
         "recall",
+        *(f"geneval_{c}" for c in ("object", "count", "colour", "position", "overall")),
     }
 )
+
+
+def metric_value(evaluation: dict, name: str) -> float | None:
+    """Metric ``name`` of an ``eval.json`` dict, or None where the run has no such number."""
+    section, key, _ = METRICS[name]
+    node = evaluation.get(section, {})
+    for part in key.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    return float(node) if isinstance(node, (int, float)) and not isinstance(node, bool) else None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from unimm.atlas.config import AtlasConfig
@@ -70,6 +71,11 @@ class PlannedRun:
         codec = self.config["codec"]
         return codec["kind"] == "vq" and codec["tokenizer"] is None
 
+    @property
+    def dataset(self) -> str:
+        """The name of the run's data (its folder): cells are compared only on the same data."""
+        return Path(self.config["data"]["path"]).name
+
     def data_key(self) -> tuple[str, int | None, int | None]:
         d = self.config["data"]
         return d["path"], d["image_size"], d["channels"]
@@ -77,9 +83,10 @@ class PlannedRun:
 
 def plan_runs(atlas: AtlasConfig) -> list[PlannedRun]:
     """Every run of the atlas in a fixed order; each run's training config is validated here."""
-    common = list(atlas.set) + ([f"data.path={json.dumps(atlas.data)}"] if atlas.data else [])
     runs: dict[str, PlannedRun] = {}
     for s in atlas.strategies:
+        data = s.data or atlas.data
+        common = list(atlas.set) + ([f"data.path={json.dumps(data)}"] if data else [])
         for size, size_set in atlas.sizes.items():
             for kind in s.layers or atlas.layers:
                 layers = [] if kind == "preset" else [f'layers={{kind = "{kind}"}}']  # the kind's own defaults

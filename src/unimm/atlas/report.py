@@ -74,7 +74,8 @@ def _run_row(r: RunResult) -> list[str]:
     params = f"{i['params_total'] / 1e6:.2f} / {i['params_active'] / 1e6:.2f}" if "params_total" in i else "–"
     mem = f"{_fmt(i.get('peak_train_mib'), '.0f')} / {_fmt(i.get('peak_eval_mib'), '.0f')}"
     return [
-        f"`{run.name}`", status, _fmt(i.get("trained_steps") or i.get("steps"), "d"), _fmt(flops, ".3g"), off, params,
+        f"`{run.name}`", run.dataset, status, _fmt(i.get("trained_steps") or i.get("steps"), "d"),
+        _fmt(flops, ".3g"), off, params,
         _fmt(i.get("train_wall_s"), ".0f"), _fmt(v.get("caption_accuracy")), _fmt(v.get("rank_accuracy")),
         _fmt(v.get("vqa_accuracy")), _fmt(v.get("caption_bleu_4")), _fmt(v.get("prompt_accuracy")),
         _fid(v.get("fid"), i.get("fid_ci")), _fmt(v.get("clip_score"), ".1f"), _fmt(v.get("task_loss")),
@@ -83,10 +84,16 @@ def _run_row(r: RunResult) -> list[str]:
 
 
 RUN_HEADER = [
-    "run", "status", "steps", "total FLOPs", "vs budget", "params total / active (M)", "train wall s",
+    "run", "data", "status", "steps", "total FLOPs", "vs budget", "params total / active (M)", "train wall s",
     "caption acc", "rank acc", "VQA acc", "BLEU-4", "prompt acc", "FID [95 % CI]", "CLIP score", "final train loss",
     "caption latency s", "gen latency s", "peak MiB train / eval",
 ]  # fmt: skip
+
+
+def _datasets(results: list[RunResult]) -> str:
+    names = list(dict.fromkeys(r.run.dataset for r in results))
+    more = " (cells are compared only on the same data)" if len(names) > 1 else ""
+    return ("data " if len(names) == 1 else "datasets ") + ", ".join(f"`{n}`" for n in names) + more
 
 
 def _overview(doc: Document, atlas: AtlasConfig, results: list[RunResult], out: Path) -> None:
@@ -98,7 +105,7 @@ def _overview(doc: Document, atlas: AtlasConfig, results: list[RunResult], out: 
         doc.paragraph(atlas.description)
     doc.paragraph(
         f"{len(results)} planned runs: {len(done)} finished, {len(failed)} failed, "
-        f"{len(results) - len(done) - len(failed)} not run yet. Budget per run: {budgets} "
+        f"{len(results) - len(done) - len(failed)} not run yet, on {_datasets(results)}. Budget per run: {budgets} "
         f"({'counted FLOPs' if atlas.budget.kind == 'flops' else 'seconds'}, regime `{atlas.budget.regime}`); "
         f"training seeds {seeds}; evaluation suite `{atlas.eval.suite}`, sampling seed {atlas.eval.seed} for every run."
     )
@@ -202,6 +209,31 @@ def _steps(doc: Document, cells: list[Cell], folder: Path) -> dict[str, Any]:
                   for c, ps in swept],
         "masked_vs_ar": [r.as_json() for r in reaches],
     }  # fmt: skip
+
+
+GENEVAL = ("object", "count", "colour", "position", "overall")
+COMPOSITIONAL = (
+    "Runs on data with free captions and exact scenes (the generated shapes: one or two coloured shapes, their "
+    "colour, count and left/right or above/below relation): understanding is the free caption reproduced word for "
+    "word (*exact match*, and BLEU-4 / CIDEr-D against the references), more than naming one of a few classes; "
+    "generation is read back from the pixels by the renderer's own rules, GenEval-style (`eval/geneval.py`): the "
+    "share of images with the prompted object(s), count, colour(s) and relation, and all of them at once "
+    "(*overall*). A check whose matched pairs include these runs tests them on its declared metric like any other."
+)
+
+
+def _compositional(doc: Document, results: list[RunResult]) -> list[dict[str, Any]]:
+    """The free-caption and GenEval-style numbers of runs on compositional data (e.g. shapes), when any ran."""
+    rows = [r for r in results if r.status == "done" and ("exact_match" in r.values or "geneval_overall" in r.values)]
+    if not rows:
+        return []
+    doc.heading("Compositional data: free captions and GenEval-style checks")
+    doc.paragraph(COMPOSITIONAL)
+    keys = ["exact_match", "caption_bleu_4", "caption_cider", "prompt_accuracy", *(f"geneval_{c}" for c in GENEVAL)]
+    doc.table(["run", "data", "exact match", "BLEU-4", "CIDEr-D", "prompt acc",
+               *(f"GenEval {c}" for c in GENEVAL)],
+              [[f"`{r.run.name}`", r.run.dataset, *(_fmt(r.values.get(k)) for k in keys)] for r in rows])  # fmt: skip
+    return [{"name": r.run.name, "data": r.run.dataset, **{k: r.values.get(k) for k in keys}} for r in rows]
 
 
 def _ledger(doc: Document, results: list[RunResult]) -> list[dict[str, Any]]:
@@ -352,6 +384,7 @@ def write_report(atlas: AtlasConfig, runs: list[PlannedRun], out: Path) -> Path:
     doc.paragraph(RULE)
     _figures(doc, cells, results, figures)
     steps = _steps(doc, cells, figures)
+    compositional = _compositional(doc, results)
     ledger = _ledger(doc, results)
     doc.heading("Every run")
     doc.table(RUN_HEADER, [_run_row(r) for r in results])
@@ -380,6 +413,7 @@ def write_report(atlas: AtlasConfig, runs: list[PlannedRun], out: Path) -> Path:
         "claims": claims,
         "questions": summaries,
         "quality_per_step": steps,
+        "compositional": compositional,
     }
     atomic_write_text(out / "report.json", json.dumps(data, indent=2))
     return out / "report.md"

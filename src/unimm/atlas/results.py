@@ -10,7 +10,7 @@ from typing import Any
 
 from unimm.atlas.charges import settings
 from unimm.atlas.ledger import RunLedger
-from unimm.atlas.metrics import METRICS
+from unimm.atlas.metrics import METRICS, metric_value
 from unimm.atlas.plan import PlannedRun
 
 
@@ -81,10 +81,9 @@ def load_result(run: PlannedRun, folder: Path) -> RunResult:
         if len(train.get("sessions", [])) == 1 and last.get("tokens") and last.get("tokens_per_s"):
             info["loop_s"] = last["tokens"] / last["tokens_per_s"]  # the training loop alone, without preparation
     if ev:
-        for name, (section, key, _) in METRICS.items():
-            v = ev.get(section, {}).get(key)
-            if isinstance(v, (int, float)):
-                result.values[name] = float(v)
+        for name in METRICS:
+            if (v := metric_value(ev, name)) is not None:
+                result.values[name] = v
         info["fid_ci"] = ev.get("generation", {}).get("fid_ci")  # the FID's bootstrap interval (eval/distribution.py)
         cost = ev["cost"]
         t = cost.get("training", {})

@@ -75,8 +75,9 @@ def writer_kind(cell: Cell) -> str:
 
 
 def _group(cell: Cell) -> tuple:
-    """Cells compared with each other: the same budget and regime."""
-    return cell.budget, getattr(cell.first.run, "regime", None)
+    """Cells compared with each other: the same data, budget and regime."""
+    run = cell.first.run
+    return getattr(run, "dataset", None), cell.budget, getattr(run, "regime", None)
 
 
 @dataclass(frozen=True)
@@ -115,7 +116,7 @@ class Reach:
 
 
 def masked_vs_ar(cells: list[Cell]) -> list[Reach]:
-    """Every masked-codes cell against every ar-codes cell of the same budget and regime that has a sweep."""
+    """Every masked-codes cell against every ar-codes cell of the same data, budget and regime that has a sweep."""
     swept = [(c, step_points(c)) for c in cells]
     swept = [(c, ps) for c, ps in swept if ps]
     out = []
