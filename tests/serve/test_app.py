@@ -67,9 +67,13 @@ def test_image_generation_is_deterministic_given_seed(client):
     assert all(torch.equal(_decode(x), _decode(y)) for x, y in zip(a.json()["data"], b["data"], strict=True))
 
 
-def test_serve_binds_loopback_by_default():
+def test_serve_binds_loopback_by_default_and_its_limits_are_servelimits_defaults():
     import inspect
 
     from unimm.cli import serve
 
-    assert inspect.signature(serve).parameters["host"].default == "127.0.0.1"
+    params = inspect.signature(serve).parameters
+    assert params["host"].default == "127.0.0.1"
+    names = {"timeout": "timeout_s"}
+    cli = {names.get(k, k): p.default for k, p in params.items() if k not in ("run", "host", "port")}
+    assert cli == ServeLimits().model_dump()

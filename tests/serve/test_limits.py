@@ -44,6 +44,7 @@ BAD = {
     "long prompt": (IMAGES, {"prompt": "x" * 101}, "max_prompt_chars"),
     "prompt tokens": (IMAGES, {"prompt": "7 " * 49}, "max_seq_len"),
     "n=10000": (IMAGES, {"prompt": "seven", "n": 10000}, "max_n"),
+    "steps": (IMAGES, {"prompt": "seven", "steps": 10**6}, "max_steps"),
     "wrong type": (IMAGES, {"prompt": "seven", "n": "many"}, "'n'"),
     "unknown field": (IMAGES, {"prompt": "seven", "size": "1024x1024"}, "'size'"),
     "response format": (IMAGES, {"prompt": "seven", "response_format": "url"}, "'response_format'"),
