@@ -157,6 +157,44 @@ def generate(
 
 
 @app.command()
+def serve(
+    run: Annotated[Path, typer.Argument(help="run directory (or save_pretrained directory)")],
+    host: Annotated[str, typer.Option(help="address to bind (default: this machine only)")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535)] = 8000,
+    max_image_bytes: Annotated[int, typer.Option(min=1, help="largest image upload, in bytes")] = 4_000_000,
+    max_image_side: Annotated[int, typer.Option(min=1, help="longest image side, in pixels")] = 2048,
+    max_n: Annotated[int, typer.Option(min=1, help="most images per generation request")] = 16,
+    max_steps: Annotated[int, typer.Option(min=1, help="most sampling steps per generation request")] = 200,
+    max_prompt_chars: Annotated[int, typer.Option(min=1, help="longest prompt or question, in characters")] = 2000,
+    timeout: Annotated[float, typer.Option(min=0.001, help="seconds a request may wait for the model")] = 120.0,
+    max_concurrent: Annotated[int, typer.Option(min=1, help="requests in flight at once (429 past it)")] = 64,
+    max_batch: Annotated[int, typer.Option(min=1, help="requests batched into one model call")] = 16,
+    max_wait_ms: Annotated[float, typer.Option(min=0, help="how long a request waits for a batch to fill")] = 10.0,
+) -> None:
+    """HTTP API over a run (OpenAI-shaped /v1/chat/completions and /v1/images/generations); see docs/serve.md."""
+    import uvicorn
+
+    from unimm.serve import ServeLimits, create_app
+
+    limits = ServeLimits(
+        max_image_bytes=max_image_bytes,
+        max_image_side=max_image_side,
+        max_n=max_n,
+        max_steps=max_steps,
+        max_prompt_chars=max_prompt_chars,
+        timeout_s=timeout,
+        max_concurrent=max_concurrent,
+        max_batch=max_batch,
+        max_wait_ms=max_wait_ms,
+    )
+    try:
+        api = create_app(run, limits)
+    except (FileNotFoundError, ValueError) as err:
+        _fail(err)
+    uvicorn.run(api, host=host, port=port)
+
+
+@app.command()
 def demo(
     out: Annotated[Path, typer.Option(help="run directory")] = Path("runs/demo"),
     config: Annotated[Path, typer.Option(help="preset to train")] = Path("configs/quick.toml"),
