@@ -20,6 +20,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "unimm.eval",
             "unimm.atlas",
             "unimm.reports",
+            "unimm.serve",
             "unimm.document",
             "unimm.tokenizers.train",
         ),

@@ -217,7 +217,7 @@ def test_micro_atlas_end_to_end_then_nothing_is_redone(digits_dir, tmp_path, mon
     assert "**The ledger: regime `scratch`.**" in text and "**charged in full to every run that uses it**" in text
     assert "## The FLOP ledger" in text and "codec.tokenizer" in text and "(charged)" in text
     for name in names:  # a table row per run with its metrics filled in
-        row = next(line for line in text.splitlines() if line.startswith(f"| `{name}` | done |"))
+        row = next(line for line in text.splitlines() if line.startswith(f"| `{name}` | {digits_dir.name} | done |"))
         assert len(re.findall(r"\d\.\d{3}", row)) >= 5, row
         assert 0 <= load_result(plan_runs(atlas)[names.index(name)], out / "runs" / name).values["rank_accuracy"] <= 1
     assert "| caption acc | rank acc | VQA acc |" in text
