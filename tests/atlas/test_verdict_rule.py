@@ -96,3 +96,20 @@ def test_the_replaced_screening_rule_fires_often_under_the_null():
 
     today, screening = rates("normal", reps=400)[(True, 2)]
     assert today <= 0.05 + 3 * math.sqrt(0.05 * 0.95 / 400) and screening > 0.4
+
+
+def test_the_report_states_its_own_families_false_verdict_rate():
+    """The checks section simulates the rule for the report's family (its tests, its fewest seeds): near the nominal
+    5 % on a continuous metric, and says so; nothing is simulated when nothing was tested."""
+    from unimm.atlas.findings import ClaimCheck
+    from unimm.atlas.null_rates import false_verdict_rate
+    from unimm.atlas.report import _null_rate
+
+    rate = false_verdict_rate("normal", 2, True, 11, reps=1000)
+    assert 0.02 <= rate <= 0.08 and rate == false_verdict_rate("normal", 2, True, 11, reps=1000)  # seeded
+    family = [Comparison("task_loss", Stat([1.0, 1.2], [0, 1]), Stat([1.1, 1.25], [0, 1])) for _ in range(4)]
+    adjust(family)
+    checks = [ClaimCheck(None, "inconclusive", "", [(None, c)]) for c in family]
+    null = _null_rate(checks, reps=200)
+    assert (null["tests"], null["seeds"], null["reps"]) == (4, 2, 200) and 0 <= null["normal"] <= 0.2
+    assert _null_rate([ClaimCheck(None, "not tested", "", [])]) is None

@@ -69,13 +69,24 @@ def rates(dist: str, reps: int, seed: int = 2024) -> dict[tuple[bool, int], tupl
     rng, out = np.random.default_rng(seed), {}
     for paired in (True, False):
         for n in (2, 3, 5):
-            today = screening = 0
-            for _ in range(reps):
-                family = [draw(rng, dist, n, paired) for _ in range(CHECKS)]
-                screening += any(screening_fires(c) for c in family)
-                today += any(v in FALSE for v in verdicts(family))
-            out[(paired, n)] = (today / reps, screening / reps)
+            out[(paired, n)] = _simulate(rng, dist, n, paired, CHECKS, reps)
     return out
+
+
+def _simulate(rng: np.random.Generator, dist: str, n: int, paired: bool, checks: int, reps: int) -> tuple[float, float]:
+    """(false-verdict rate of today's rule, of the screening rule) over ``reps`` reports of ``checks`` tests."""
+    today = screening = 0
+    for _ in range(reps):
+        family = [draw(rng, dist, n, paired) for _ in range(checks)]
+        screening += any(screening_fires(c) for c in family)
+        today += any(v in FALSE for v in verdicts(family))
+    return today / reps, screening / reps
+
+
+def false_verdict_rate(dist: str, n: int, paired: bool, checks: int, reps: int = 2000, seed: int = 2024) -> float:
+    """Today's rule: the share of simulated reports of ``checks`` tests between identical strategies over ``n``
+    seeds with any *agrees* / *disagrees* (what a report of that shape claims under the null)."""
+    return _simulate(np.random.default_rng(seed), dist, n, paired, checks, reps)[0]
 
 
 def main(argv: list[str] | None = None) -> None:

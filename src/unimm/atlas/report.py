@@ -12,6 +12,7 @@ from unimm.atlas.comparison import Comparison
 from unimm.atlas.config import AtlasConfig
 from unimm.atlas.findings import PRIMARY, ClaimCheck, check_claims, summarise_all
 from unimm.atlas.metrics import HIGHER_IS_BETTER
+from unimm.atlas.null_rates import false_verdict_rate
 from unimm.atlas.plan import PlannedRun, budget_label
 from unimm.atlas.plots import (
     plot_expert_loads,
@@ -302,11 +303,12 @@ def _test_json(c: Comparison) -> dict[str, Any]:
     }
 
 
-def _claims(doc: Document, atlas: AtlasConfig, cells: list[Cell]) -> list[dict[str, Any]]:
+def _claims(doc: Document, atlas: AtlasConfig, cells: list[Cell]) -> tuple[list[dict[str, Any]], dict | None]:
+    """The checks' section; (each check as JSON, the rule's simulated null rate for this family or None)."""
     doc.heading("Published findings, checked")
     if not atlas.checks:
         doc.paragraph("This atlas declares no checks (`[[checks]]` in its TOML).")
-        return []
+        return [], None
     checks = check_claims(atlas.checks, cells)
     rows = []
     for c in checks:
@@ -319,6 +321,15 @@ def _claims(doc: Document, atlas: AtlasConfig, cells: list[Cell]) -> list[dict[s
                      _per_test(c, lambda x: _pvalue(x.p_adjusted)), c.reason])  # fmt: skip
     doc.table(["source", "claim", "declared test", "this atlas", "difference B − A [95 % CI]", "p", "p (Holm)",
                "why"], rows)  # fmt: skip
+    null = _null_rate(checks)
+    if null:
+        doc.paragraph(
+            f"**The rule under the null.** Simulated reports of {null['tests']} tests between identical strategies "
+            f"over {null['seeds']} paired seeds ({null['reps']:,} each; `unimm/atlas/null_rates.py`) claim an *agrees* "
+            f"or *disagrees* in {null['normal']:.1%} of reports on a continuous metric (a loss) and "
+            f"{null['binomial']:.1%} on an accuracy over 200 samples: the false-verdict rate of a report of this "
+            "shape, against the nominal 5 %."
+        )
     for c in checks:
         if c.tests:
             doc.paragraph(f"{c.check.source.split(' (')[0]}: {c.verdict}. Evidence:")
@@ -326,7 +337,18 @@ def _claims(doc: Document, atlas: AtlasConfig, cells: list[Cell]) -> list[dict[s
     return [{"source": c.check.source, "claim": c.check.statement, "declared": c.check.model_dump(),
              "verdict": c.verdict, "reason": c.reason, "evidence": c.evidence,
              "tests": [{"pair": [p.a.key, p.b.key], **_test_json(x)} for p, x in c.tests]}
-            for c in checks]  # fmt: skip
+            for c in checks], null  # fmt: skip
+
+
+def _null_rate(checks: list[ClaimCheck], reps: int = 2000) -> dict[str, Any] | None:
+    """The verdict rule's simulated false-verdict rate for this report's family (its number of tests, the fewest
+    seeds of a tested pair); None when nothing was tested."""
+    tested = [x for c in checks for _, x in c.tests if x.test is not None]
+    if not tested:
+        return None
+    tests, seeds = max(x.family for x in tested), min(min(x.a.n, x.b.n) for x in tested)
+    rates = {d: false_verdict_rate(d, seeds, True, tests, reps) for d in ("normal", "binomial")}
+    return {"tests": tests, "seeds": seeds, "reps": reps, **rates}
 
 
 def _figures(doc: Document, cells: list[Cell], results: list[RunResult], folder: Path) -> None:
@@ -368,7 +390,7 @@ def write_report(atlas: AtlasConfig, runs: list[PlannedRun], out: Path) -> Path:
     figures.mkdir(parents=True, exist_ok=True)
     doc = Document(f"unimm decision atlas: {atlas.name}")
     _overview(doc, atlas, results, out)
-    claims = _claims(doc, atlas, cells)
+    claims, null = _claims(doc, atlas, cells)
     doc.heading("The survey's questions")
     summaries = {}
     for s in summarise_all(cells):
@@ -411,6 +433,7 @@ def write_report(atlas: AtlasConfig, runs: list[PlannedRun], out: Path) -> Path:
             "runs": ledger,
         },  # fmt: skip
         "claims": claims,
+        "null_rate": null,
         "questions": summaries,
         "quality_per_step": steps,
         "compositional": compositional,
