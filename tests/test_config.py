@@ -169,7 +169,7 @@ def test_old_style_config_names_the_upgrade_command(section):
 CHANGED_SINCE = {
     "bagel": {("layers", "route"): "role"},
     "quick": {("data", "shift"): 2},
-    "unidisc": {("text", "joint"): True},
+    "unidisc": {("text", "joint"): True, ("text", "joint_fraction"): 0.5},
 }
 
 

@@ -34,6 +34,7 @@ OFF_CURVE = [  # step: (loss, text_loss, image_loss)
 OFF_VAL = {"val_loss": 9.53359, "val_text_loss": 4.43536, "val_image_loss": 1.32575}
 RTOL, ATOL = 1e-4, 1e-5
 OFF = {"text.joint": "false"}
+ALL_JOINT = {"text.joint_fraction": 1.0}  # the preset masks half its examples conditionally
 
 
 def _training(steps: int) -> dict:
@@ -101,7 +102,7 @@ def _spy_forward(model: UnifiedModel, monkeypatch) -> dict:
 def test_joint_masking_shares_one_t_per_example_across_text_and_codes(digits_dir, monkeypatch):
     """One t per example (uniform here): its words and its image's codes are masked at that rate; the t2i prompt
     and the codes of read images are masked too."""
-    model = _model(digits_dir, "unidisc", **{"text.mask_alpha": 1.0})
+    model = _model(digits_dir, "unidisc", **{"text.mask_alpha": 1.0, **ALL_JOINT})
     batch = make_batch(model, _images(200), EXAMPLES * 50)
     seen = _spy_forward(model, monkeypatch)
     _, metrics = model(batch, torch.Generator().manual_seed(0))
@@ -121,6 +122,42 @@ def test_joint_masking_shares_one_t_per_example_across_text_and_codes(digits_dir
     assert metrics["image_loss"] > 0 and metrics["text_loss"] > 0
 
 
+def test_joint_fraction_masks_the_rest_conditionally(digits_dir, monkeypatch):
+    """``text.joint_fraction = 0.5``: about half the examples are masked jointly as above; the others only on what
+    they produce (the answer, a generated image's codes, at their own t) while prompt, question and read image
+    stay clean and carry no loss. At 1 (the default) no example is conditional and no extra draw is made."""
+    model = _model(digits_dir, "unidisc", **{"text.mask_alpha": 1.0, "text.joint_fraction": 0.5})
+    batch = make_batch(model, _images(200), EXAMPLES * 50)
+    seen = _spy_forward(model, monkeypatch)
+    _, metrics = model(batch, torch.Generator().manual_seed(0))
+    text, codes, mask = seen["text"], seen["codes"], seen["mask"]
+    cond = text.conditional
+    assert 0.35 < float(cond.float().mean()) < 0.65
+    condition = _words(model, batch) & ~_answer(batch)  # t2i prompts and VQA questions
+    assert not text.masked[cond][condition[cond]].any()  # conditional examples: the condition stays clean
+    assert text.masked[~cond][condition[~cond]].any()  # joint examples: it is masked
+    assert not (text.masked & ~text.corruptible).any() and torch.equal(text.corruptible[cond], _answer(batch)[cond])
+    per_image = cond[batch.image_rows()]
+    read = ~batch.image_generate
+    assert not codes.masked[per_image & read].any() and (mask.t[per_image & read] == 0).all()
+    assert codes.masked[per_image & ~read].any() and codes.masked[~per_image & read].any()
+    t = text.t[batch.image_rows()]
+    assert torch.equal(mask.t[~(per_image & read)], t[~(per_image & read)])  # every other image: its example's t
+    assert metrics["image_loss"] > 0 and metrics["text_loss"] > 0
+
+    model = _model(digits_dir, "unidisc", **ALL_JOINT)
+    assert model.cfg.text.joint_fraction == 1.0
+    g = torch.Generator().manual_seed(0)
+    _, state = model.text.corrupt(batch, g)
+    assert state.conditional is None and model.text.joint_mask(state).conditional is None
+    model.text.corrupt(batch, g)  # the same draws in the same order as before the knob existed
+    reference = torch.Generator().manual_seed(0)
+    for _ in range(2):
+        torch.rand(len(batch.tokens), 1, generator=reference)
+        torch.rand(batch.tokens.shape, generator=reference)
+    assert torch.equal(g.get_state(), reference.get_state())
+
+
 def test_switch_off_masks_only_answers_and_generated_codes(digits_dir):
     model = _model(digits_dir, "unidisc", **OFF)
     batch = make_batch(model, _images(40), EXAMPLES * 10)
@@ -135,7 +172,7 @@ def test_switch_off_masks_only_answers_and_generated_codes(digits_dir):
 def test_structure_is_never_masked(digits_dir, monkeypatch):
     """At t = 1 joint masking masks every word (prompt, question, answer) and every code of every image, and
     still never <bos>, <sep>, <boi>, <eoi>, image placeholders, the <eos> closing a t2i example, or padding."""
-    model = _model(digits_dir, "unidisc")
+    model = _model(digits_dir, "unidisc", **ALL_JOINT)
     monkeypatch.setattr(model.text, "mask_ratio", lambda n, generator=None: torch.ones(n, 1))
     batch = make_batch(model, _images(4), EXAMPLES)
     tokens, state = model.text.corrupt(batch, torch.Generator().manual_seed(0))

@@ -193,9 +193,8 @@ class UnifiedModel(nn.Module):
         if img.any():
             images = batch.images.to(x.device)
             if joint is not None:  # one pass over all images, each denoised at its example's time
-                emb, state = self.writer.joint_inputs(
-                    ctx, images, joint.select(batch.image_rows().to(joint.t.device)), generator
-                )
+                per_image = joint.for_images(batch.image_rows().to(joint.t.device), gen)
+                emb, state = self.writer.joint_inputs(ctx, images, per_image, generator)
                 x = x.masked_scatter(img.unsqueeze(-1), emb.to(x.dtype))
                 gen_pos = img
             elif self.reader.shared:  # the writer embeds read and generated images alike, in one pass

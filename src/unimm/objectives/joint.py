@@ -14,6 +14,12 @@ score their masked positions with ``masked_loss``:
   upper bound on the NLL; with ``mask_alpha > 1`` the times are skewed towards 1 and it is that bound's
   integrand under another weighting of ``t``, no longer the bound itself. ``t >= T_MIN`` keeps the weight
   at most ``1 / T_MIN``.
+
+With ``text.joint_fraction`` < 1 only that share of the examples is masked jointly; each other example is
+masked *conditionally*, as MMaDA does: at its own ``t``, only what it produces (an answer, or a generated
+image's codes) is masked, while its condition (the t2i prompt, the question, a read image) stays clean, the
+way sampling sees it. ``JointMask.conditional`` marks those examples and ``for_images`` gives each image its
+time: its example's, or 0 (never masked) for an image that a conditional example reads.
 """
 
 from dataclasses import dataclass
@@ -27,12 +33,27 @@ T_MIN = 1e-3  # joint masking times are clamped to [T_MIN, 1]: the ELBO weight 1
 class JointMask:
     """The masking times a text objective shares with the writer."""
 
-    t: torch.Tensor  # [N] masking time of each example (or of each image: its example's), in [T_MIN, 1]
+    t: torch.Tensor  # [N] masking time of each example (or of each image), in [T_MIN, 1]; 0: never masked
     elbo: bool  # weight each masked position's loss by 1 / t (``masked_loss``)
+    conditional: torch.Tensor | None = None  # [N] bool: examples masked only on what they produce
 
     def select(self, index: torch.Tensor) -> "JointMask":
         """The times of ``index`` (e.g. each image's row), same weighting."""
-        return JointMask(self.t[index], self.elbo)
+        cond = None if self.conditional is None else self.conditional[index]
+        return JointMask(self.t[index], self.elbo, cond)
+
+    def for_images(self, rows: torch.Tensor, generated: torch.Tensor) -> "JointMask":
+        """Each image's time from its example ``rows`` [G]; an image that a conditional example reads (not
+        ``generated`` [G]) gets 0: it stays clean and carries no loss."""
+        mask = self.select(rows)
+        if mask.conditional is None:
+            return mask
+        clean = mask.conditional & ~generated.to(mask.t.device)
+        return JointMask(mask.t.masked_fill(clean, 0.0), self.elbo)
+
+    def corruptible_codes(self, codes_per_image: int) -> int:
+        """The image positions that could have been masked: every code of every image whose time is not 0."""
+        return int((self.t > 0).sum()) * codes_per_image
 
 
 def bernoulli_mask(t: torch.Tensor, length: int, generator: torch.Generator | None = None) -> torch.Tensor:

@@ -65,6 +65,15 @@ class MaskedTextSettings(Settings):
         "position of both modalities. Needs a writer that can (masked-codes) and reader.kind = 'shared'. "
         "false: only the answer is masked here and the writer masks generated images on its own schedule",
     )
+    joint_fraction: float = Field(
+        1.0,
+        ge=0,
+        le=1,
+        description="with joint: the share of examples masked jointly; each other example is masked conditionally "
+        "(MMaDA): at its own t only what it produces (an answer, a generated image's codes) is masked, its prompt, "
+        "question and read image stay clean, as at sampling. 1 = every example jointly (UniDisc); unused when "
+        "joint = false",
+    )
     elbo_weight: bool = Field(
         False,
         description="with joint: weight each masked position's loss by 1/t of its example and divide the sum by the "
@@ -77,6 +86,11 @@ class MaskedTextSettings(Settings):
         if self.elbo_weight and not self.joint:
             raise ValueError("text.elbo_weight = true needs text.joint = true (one t per example for both modalities)")
         return self
+
+
+def answer_positions(batch: Batch) -> torch.Tensor:
+    """[B, L] bool: the positions whose own token is a target (an answer's words and its ``<eos>`` padding)."""
+    return F.pad(batch.targets[:, :-1] != IGNORE, (1, 0))
 
 
 def _until_eos(ids: list[int], eos: int) -> list[int]:
@@ -125,6 +139,7 @@ class MaskedTextState:
     masked: torch.Tensor  # [B, L] bool, positions replaced by [MASK]
     t: torch.Tensor | None = None  # [B] text.joint: each example's masking time, shared with its image codes
     corruptible: torch.Tensor | None = None  # [B, L] bool text.joint: the positions that could be masked
+    conditional: torch.Tensor | None = None  # [B] bool text.joint_fraction < 1: examples masked conditionally
 
 
 @TEXT_OBJECTIVES.register(MaskedTextSettings)
@@ -162,7 +177,7 @@ class MaskedText(TextObjective):
         not a special token, i.e. the t2i prompt and the VQA question. Never ``<bos>``, ``<sep>``, ``<boi>`` /
         ``<eoi>``, the ``<eos>`` closing a t2i example (the sampler gives it, as it gives ``<bos>``), image
         positions (the writer masks those) or padding."""
-        answer = F.pad(batch.targets[:, :-1] != IGNORE, (1, 0))
+        answer = answer_positions(batch)
         if not self.settings.joint:
             return answer
         special = torch.tensor(self.special_ids, dtype=batch.tokens.dtype, device=batch.tokens.device)
@@ -170,16 +185,25 @@ class MaskedText(TextObjective):
         return answer | words
 
     def corrupt(self, batch: Batch, generator=None) -> tuple[torch.Tensor, MaskedTextState]:
+        """Mask the corruptible positions of each example at its time t. With ``text.joint_fraction`` < 1 each
+        example is drawn conditional with probability 1 - fraction (one more draw from ``generator``, made only
+        then): its corruptible positions shrink to its answer."""
         can = self.corruptible(batch)
         t = self.mask_ratio(batch.tokens.shape[0], generator).to(can.device)
         joint = self.settings.joint
         t = t.clamp_min(T_MIN) if joint else t
+        conditional = None
+        if joint and self.settings.joint_fraction < 1:
+            conditional = (torch.rand(can.shape[0], generator=generator) >= self.settings.joint_fraction).to(can.device)
+            can = torch.where(conditional[:, None], answer_positions(batch), can)
         masked = can & (torch.rand(can.shape, generator=generator).to(can.device) < t)
-        state = MaskedTextState(masked, t[:, 0], can) if joint else MaskedTextState(masked)
+        state = MaskedTextState(masked, t[:, 0], can, conditional) if joint else MaskedTextState(masked)
         return batch.tokens.masked_fill(masked, self.mask_id), state
 
     def joint_mask(self, state: MaskedTextState) -> JointMask | None:
-        return JointMask(state.t, self.settings.elbo_weight) if state.t is not None else None
+        if state.t is None:
+            return None
+        return JointMask(state.t, self.settings.elbo_weight, state.conditional)
 
     def loss(self, ctx, hidden: torch.Tensor, batch: Batch, state: MaskedTextState) -> torch.Tensor:
         m = state.masked

@@ -201,7 +201,7 @@ class MaskedCodeWriter(CodeWriter):
 
     def joint_inputs(self, ctx, images: torch.Tensor, mask: JointMask, generator=None):
         """Every image's codes, read or generated, replaced by [MASK] independently with its example's
-        probability ``mask.t``."""
+        probability ``mask.t`` (0 for an image that a conditionally masked example reads: it stays clean)."""
         codes = self.codec.encode(images)
         masked = bernoulli_mask(mask.t.to(codes.device), codes.shape[1], generator)
         inputs = codes.masked_fill(masked, self.mask_code)
@@ -215,7 +215,7 @@ class MaskedCodeWriter(CodeWriter):
         if state.joint is not None:
             ce = F.cross_entropy(logits.float(), state.codes.flatten()[masked], reduction="none")
             t = state.joint.t[:, None].expand_as(state.masked).flatten()[masked]
-            loss = masked_loss(ce, t, state.masked.numel(), state.joint.elbo)
+            loss = masked_loss(ce, t, state.joint.corruptible_codes(state.masked.shape[1]), state.joint.elbo)
         else:
             loss = F.cross_entropy(logits.float(), state.codes.flatten()[masked])
         return loss, {"image_loss": loss.detach()}
