@@ -112,4 +112,6 @@ def test_the_report_states_its_own_families_false_verdict_rate():
     checks = [ClaimCheck(None, "inconclusive", "", [(None, c)]) for c in family]
     null = _null_rate(checks, reps=200)
     assert (null["tests"], null["seeds"], null["reps"]) == (4, 2, 200) and 0 <= null["normal"] <= 0.2
+    low, high = null["normal_ci"]  # the simulation's own Monte-Carlo interval, around its rate
+    assert low <= null["normal"] <= high and 0.01 < high - low < 0.2
     assert _null_rate([ClaimCheck(None, "not tested", "", [])]) is None

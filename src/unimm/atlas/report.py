@@ -24,7 +24,7 @@ from unimm.atlas.plots import (
 )
 from unimm.atlas.results import Cell, RunResult, group_cells, load_result
 from unimm.atlas.runner import run_dir
-from unimm.atlas.steps import masked_vs_ar, step_points, writer_kind
+from unimm.atlas.steps import masked_vs_ar, step_points, wilson, writer_kind
 from unimm.checkpoint import atomic_write_text
 from unimm.document import Document
 
@@ -326,9 +326,9 @@ def _claims(doc: Document, atlas: AtlasConfig, cells: list[Cell]) -> tuple[list[
         doc.paragraph(
             f"**The rule under the null.** Simulated reports of {null['tests']} tests between identical strategies "
             f"over {null['seeds']} paired seeds ({null['reps']:,} each; `unimm/atlas/null_rates.py`) claim an *agrees* "
-            f"or *disagrees* in {null['normal']:.1%} of reports on a continuous metric (a loss) and "
-            f"{null['binomial']:.1%} on an accuracy over 200 samples: the false-verdict rate of a report of this "
-            "shape, against the nominal 5 %."
+            f"or *disagrees* in {_rate(null, 'normal')} of reports on a continuous metric (a loss) and "
+            f"{_rate(null, 'binomial')} on an accuracy over 200 samples: the false-verdict rate of a report of this "
+            "shape, against the nominal 5 % (in brackets the simulation's own 95 % Wilson interval)."
         )
     for c in checks:
         if c.tests:
@@ -340,15 +340,21 @@ def _claims(doc: Document, atlas: AtlasConfig, cells: list[Cell]) -> tuple[list[
             for c in checks], null  # fmt: skip
 
 
-def _null_rate(checks: list[ClaimCheck], reps: int = 2000) -> dict[str, Any] | None:
+def _null_rate(checks: list[ClaimCheck], reps: int = 10_000) -> dict[str, Any] | None:
     """The verdict rule's simulated false-verdict rate for this report's family (its number of tests, the fewest
-    seeds of a tested pair); None when nothing was tested."""
+    seeds of a tested pair), each rate with its Monte-Carlo Wilson interval; None when nothing was tested."""
     tested = [x for c in checks for _, x in c.tests if x.test is not None]
     if not tested:
         return None
     tests, seeds = max(x.family for x in tested), min(min(x.a.n, x.b.n) for x in tested)
     rates = {d: false_verdict_rate(d, seeds, True, tests, reps) for d in ("normal", "binomial")}
-    return {"tests": tests, "seeds": seeds, "reps": reps, **rates}
+    intervals = {f"{d}_ci": list(wilson(round(r * reps), reps)) for d, r in rates.items()}
+    return {"tests": tests, "seeds": seeds, "reps": reps, **rates, **intervals}
+
+
+def _rate(null: dict[str, Any], dist: str) -> str:
+    low, high = null[f"{dist}_ci"]
+    return f"{null[dist]:.2%} [{low:.2%}, {high:.2%}]"
 
 
 def _figures(doc: Document, cells: list[Cell], results: list[RunResult], folder: Path) -> None:
