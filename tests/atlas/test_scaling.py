@@ -99,6 +99,15 @@ def test_parity_ratio_recovers_a_compute_factor():
     assert parity_ratio(a, b, 1e16).ratio == pytest.approx(1 / k, rel=1e-3)  # extrapolated: still the same shift
 
 
+def test_fits_over_the_same_seeds_are_paired_draw_by_draw():
+    # the same noisy ladders for A and B: paired draws agree exactly (ratio 1 in every draw), unpaired ones do not
+    pts = _points(LOSS, seeds=3, noise=0.02)
+    a, same = bootstrap_fit(pts, False, reps=50, seed=7), bootstrap_fit(pts, False, reps=50, seed=7)
+    assert parity_ratio(a, same, 1e13).interval == pytest.approx((1.0, 1.0))
+    lo, hi = parity_ratio(a, bootstrap_fit(pts, False, reps=50, seed=8), 1e13).interval
+    assert lo < 0.99 and hi > 1.01
+
+
 def test_parity_ratio_beyond_the_asymptote_is_never():
     a = bootstrap_fit(_points(LOSS, seeds=2), False, reps=20)
     worse = PowerLaw(2.5, 1.5, 0.4, 5e12, False)  # B's floor is above A's values at large compute
