@@ -1,5 +1,5 @@
 """The atlas's figures (matplotlib's object API, no global state): Pareto chart, quality and loss against
-FLOPs, quality per inference step, side-by-side samples, expert load."""
+FLOPs, quality per inference step, side-by-side samples, expert load, fitted scaling laws."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from PIL import Image
 
 from unimm.atlas.metrics import HIGHER_IS_BETTER
 from unimm.atlas.results import Cell, RunResult
+from unimm.atlas.scaling import BootstrapFit, Curve
 from unimm.atlas.steps import step_points, writer_kind
 from unimm.checkpoint import atomic_write
 
@@ -180,3 +181,34 @@ def plot_expert_loads(results: list[RunResult], folder: Path) -> list[tuple[RunR
             seen.add((r.run.cell, r.run.budget_name))
             out.append((r, plot_expert_load(load, folder / f"experts_{r.run.name}.png")))
     return out
+
+
+def plot_scaling(curves: list[Curve], fits: dict[str, BootstrapFit], path: Path) -> Path | None:
+    """One metric against counted compute (log x): each curve's runs (a marker per seed), its fitted law (dashed
+    beyond the data) and the law's bootstrap band. ``fits`` is keyed by ``Curve.label``."""
+    curves = [c for c in curves if c.label in fits]
+    if not curves:
+        return None
+    colors, markers = _colors([c.label for c in curves]), "osD^v<>ph*"
+    fig = Figure(figsize=(9, 5.5), dpi=110)
+    ax = fig.subplots()
+    for c in curves:
+        fit, color = fits[c.label], colors[c.label]
+        seeds = sorted({s for _, s, _ in c.points})
+        for i, s in enumerate(seeds):
+            group = [p for p in c.points if p[1] == s]
+            ax.scatter([p[0] for p in group], [p[2] for p in group], color=color, s=18, alpha=0.8,
+                       marker=markers[i % len(markers)])  # fmt: skip
+        lo, hi = min(fit.compute), max(fit.compute)
+        inside, beyond = np.geomspace(lo, hi, 100), np.geomspace(hi, hi * 4, 30)
+        for grid, style, label in ((inside, "-", f"{c.label} ({fit.level:.0%} band)"), (beyond, "--", None)):
+            band = fit.predict_interval(grid)
+            ax.fill_between(grid, *band, color=color, alpha=0.15, lw=0)
+            ax.plot(grid, fit.fit.predict(grid), ls=style, color=color, label=label)
+    ax.set_xscale("log")
+    metric, unit = curves[0].metric, curves[0].unit
+    ax.set(xlabel=f"compute ({'counted FLOPs' if unit == 'flops' else 'seconds'}, log)", ylabel=metric,
+           title=f"{metric} vs compute: runs (marker per seed), fitted law, band (dashed: extrapolated)")  # fmt: skip
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1, 0.5))
+    return _save(fig, path)

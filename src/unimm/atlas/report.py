@@ -24,6 +24,7 @@ from unimm.atlas.plots import (
 )
 from unimm.atlas.results import Cell, RunResult, group_cells, load_result
 from unimm.atlas.runner import run_dir
+from unimm.atlas.scaling_report import scaling_section
 from unimm.atlas.steps import masked_vs_ar, step_points, wilson, writer_kind
 from unimm.checkpoint import atomic_write_text
 from unimm.document import Document
@@ -411,6 +412,8 @@ def write_report(atlas: AtlasConfig, runs: list[PlannedRun], out: Path) -> Path:
             doc.bullets(p.lines())
     doc.paragraph(RULE)
     _figures(doc, cells, results, figures)
+    und, gen = _first_metric(cells, "understanding"), _first_metric(cells, "generation")
+    scaling = scaling_section(doc, results, [m for m in (und, gen, "task_loss") if m], figures)
     steps = _steps(doc, cells, figures)
     compositional = _compositional(doc, results)
     ledger = _ledger(doc, results)
@@ -444,5 +447,7 @@ def write_report(atlas: AtlasConfig, runs: list[PlannedRun], out: Path) -> Path:
         "quality_per_step": steps,
         "compositional": compositional,
     }
+    if scaling is not None:  # only with a ladder of 4 budgets or more (a one-budget atlas's report is unchanged)
+        data["scaling"] = scaling
     atomic_write_text(out / "report.json", json.dumps(data, indent=2))
     return out / "report.md"
