@@ -24,10 +24,9 @@ KINDS = {
 }
 
 
-@pytest.fixture(scope="module")
-def llama_dir(tmp_path_factory):
-    """A tiny Llama with a byte-level BPE tokenizer.json of its own (Llama's <unk> <s> </s>, none of unimm's)."""
-    path = tmp_path_factory.mktemp("llama")
+def _save_tiny(path, kind: str = "llama") -> None:
+    """A tiny Llama (or Qwen2: q/k/v biases, tied embeddings, rope_theta 1e6) with a byte-level BPE tokenizer.json
+    of its own (special tokens <unk> <s> </s>, none of unimm's)."""
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
@@ -36,11 +35,22 @@ def llama_dir(tmp_path_factory):
     tok.train_from_iterator(TEXTS, trainer=trainer)
     tok.save(str(path / "tokenizer.json"))
     torch.manual_seed(0)
-    config = transformers.LlamaConfig(
+    common = dict(
         vocab_size=tok.get_vocab_size(), hidden_size=64, intermediate_size=96, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, rms_norm_eps=1e-6, tie_word_embeddings=False,
+        num_attention_heads=4, num_key_value_heads=2, rms_norm_eps=1e-6,
     )  # fmt: skip
-    transformers.LlamaForCausalLM(config).eval().save_pretrained(path, safe_serialization=True)
+    if kind == "llama":
+        model = transformers.LlamaForCausalLM(transformers.LlamaConfig(**common, tie_word_embeddings=False))
+    else:
+        config = transformers.Qwen2Config(**common, tie_word_embeddings=True, rope_theta=1e6)
+        model = transformers.Qwen2ForCausalLM(config)
+    model.eval().save_pretrained(path, safe_serialization=True)
+
+
+@pytest.fixture(scope="module")
+def llama_dir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("llama")
+    _save_tiny(path)
     return path
 
 
@@ -85,6 +95,21 @@ def test_a_run_initialised_from_llama_keeps_its_text_logits(digits_dir, llama_di
         want = ref(ids).logits
         got = _text_logits(model, ids)
     torch.testing.assert_close(got[..., :vocab], want, atol=1e-5, rtol=1e-5)
+
+
+def test_a_run_initialised_from_qwen2_keeps_its_text_logits(digits_dir, tmp_path):
+    _save_tiny(tmp_path, "qwen2")
+    with pytest.raises(ValueError, match=r"model.rope_theta = 10000.0 .* model.qkv_bias = False but the checkpoint"):
+        _initialised(_cfg(digits_dir, tmp_path, **{"model.text_tokenizer": '"init"'}))
+    sets = {"model.text_tokenizer": '"init"', "model.rope_theta": 1e6, "model.qkv_bias": "true", **MOE}
+    model = _initialised(_cfg(digits_dir, tmp_path, **sets))
+    ref = transformers.Qwen2ForCausalLM.from_pretrained(tmp_path).eval()
+    vocab = ref.config.vocab_size
+    ids = torch.randint(0, vocab, (2, 13), generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        torch.testing.assert_close(_text_logits(model, ids)[..., :vocab], ref(ids).logits, atol=1e-5, rtol=1e-5)
+    head, emb = model.backbone.lm_head.weight, model.backbone.embed_tokens.weight
+    assert head.data_ptr() != emb.data_ptr() and torch.equal(head[:vocab], emb[:vocab])  # the tied head, untied
 
 
 def test_new_vocabulary_rows_are_finite_and_sit_among_the_old_ones(digits_dir, llama_dir):

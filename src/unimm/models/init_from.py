@@ -84,7 +84,7 @@ def _hugging_face(path: Path, where: str) -> InitSource:
         "rope_theta": c.rope_theta,
         "qkv_bias": c.qkv_bias,
     }
-    state = {k: v.detach().clone() for k, v in backbone.state_dict().items()}  # a tied head becomes a copy
+    state = {k: v.detach() for k, v in backbone.state_dict().items()}  # a tied head: the same tensor under both names
     rows = c.vocab_size
     if (path / TOKENIZER_FILE).is_file():
         rows = min(rows, Tokenizer.from_file(str(path / TOKENIZER_FILE)).get_vocab_size())
