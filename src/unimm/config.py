@@ -41,6 +41,28 @@ class ModelSection(_Section):
     norm_eps: float = 1e-6
     rope_theta: float = 10000.0
     max_seq_len: int = Field(256, gt=0)
+    qkv_bias: bool = Field(False, description="biases on the q/k/v projections (Qwen2 has them)")
+    init: str | None = Field(
+        None,
+        description="start a fresh run's backbone from this checkpoint: a local Hugging Face Llama / Qwen2 directory "
+        "or a unimm run directory (dense weights upcycle into moe / mot layers; docs/finetune.md); None = random",
+    )
+    text_tokenizer: Literal["train", "init"] = Field(
+        "train",
+        description="train: a BPE trained on the run's texts (data.vocab_size; the init's embedding rows are not "
+        "kept); init: model.init's tokenizer.json, whose ids keep their embedding and LM-head rows",
+    )
+
+    @property
+    def ffn_dim(self) -> int:
+        """The SwiGLU width: ``hidden_dim``, or 8/3 * dim rounded to 16."""
+        return self.hidden_dim or 16 * round(8 * self.dim / 3 / 16)
+
+    @model_validator(mode="after")
+    def _init_tokenizer(self) -> "ModelSection":
+        if self.text_tokenizer == "init" and self.init is None:
+            raise ValueError("model.text_tokenizer = 'init' needs model.init (the checkpoint whose tokenizer to use)")
+        return self
 
     @model_validator(mode="after")
     def _heads_divide(self) -> "ModelSection":

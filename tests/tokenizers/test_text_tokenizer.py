@@ -53,3 +53,25 @@ def test_save_load_identical_ids(tokenizer, tmp_path):
 def test_too_small_vocab():
     with pytest.raises(ValueError):
         TextTokenizer.train(TEXTS, vocab_size=100)
+
+
+def test_a_checkpoints_tokenizer_keeps_its_ids_and_gets_the_specials_appended(tmp_path):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    hf = Tokenizer(models.BPE())
+    hf.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    hf.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=["<unk>", "<s>", "<sep>"])
+    hf.train_from_iterator(TEXTS, trainer=trainer)
+    hf.save(str(tmp_path / "tokenizer.json"))
+    tok = TextTokenizer.from_checkpoint(tmp_path)
+    size = hf.get_vocab_size()
+    assert tok.sep_id == 2  # the checkpoint's own <sep> is used as it is
+    others = [tok.pad_id, tok.bos_id, tok.eos_id, tok.boi_id, tok.eoi_id, tok.img_id]
+    assert others == list(range(size, size + 6)) and tok.vocab_size == size + 6
+    assert tok.encode(TEXTS[0]) == hf.encode(TEXTS[0], add_special_tokens=False).ids
+    assert tok.decode([tok.bos_id, *tok.encode(TEXTS[0]), tok.eos_id]) == TEXTS[0]
+    tok.save(tmp_path / "saved")
+    assert TextTokenizer.load(tmp_path / "saved").special_ids == tok.special_ids
+    with pytest.raises(FileNotFoundError, match="tokenizer.json"):
+        TextTokenizer.from_checkpoint(tmp_path / "saved" / "nowhere")

@@ -37,16 +37,16 @@ from unimm.tokenizers.text import TextTokenizer
 
 def backbone_config(cfg: Config, vocab_size: int) -> BackboneConfig:
     m = cfg.model
-    hidden = m.hidden_dim or 16 * round(8 * m.dim / 3 / 16)
     return BackboneConfig(
         vocab_size=vocab_size,
         dim=m.dim,
         depth=m.depth,
         heads=m.heads,
         kv_heads=m.kv_heads or m.heads,
-        hidden_dim=hidden,
+        hidden_dim=m.ffn_dim,
         norm_eps=m.norm_eps,
         rope_theta=m.rope_theta,
+        qkv_bias=m.qkv_bias,
     )
 
 

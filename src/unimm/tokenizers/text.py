@@ -1,4 +1,9 @@
-"""Byte-level BPE text tokenizer (HuggingFace ``tokenizers``) with fixed special-token ids."""
+"""Byte-level BPE text tokenizer (HuggingFace ``tokenizers``) with unimm's special tokens.
+
+A tokenizer trained here has the special tokens at ids 0..6 (``SPECIAL_TOKENS`` order). One read from a
+pretrained checkpoint's ``tokenizer.json`` (``from_checkpoint``) keeps every id of the checkpoint and gets the
+special tokens it lacks appended after its vocabulary, so a pretrained model's embedding rows keep their meaning.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,7 @@ from pathlib import Path
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-# Fixed order: a token's id is its index here, in every trained tokenizer.
+# Fixed order: a token's id is its index here, in every tokenizer trained by ``train``.
 SPECIAL_TOKENS = ("<pad>", "<bos>", "<eos>", "<boi>", "<eoi>", "<img>", "<sep>")
 TOKENIZER_FILE = "tokenizer.json"
 
@@ -15,10 +20,24 @@ class TextTokenizer:
     """Byte-level BPE over text; ``encode`` adds no special tokens, ``decode`` drops them."""
 
     def __init__(self, tokenizer: Tokenizer) -> None:
-        for index, token in enumerate(SPECIAL_TOKENS):
-            if tokenizer.token_to_id(token) != index:
-                raise ValueError(f"special token {token} must have id {index}, has {tokenizer.token_to_id(token)}")
+        ids = [tokenizer.token_to_id(token) for token in SPECIAL_TOKENS]
+        missing = [t for t, i in zip(SPECIAL_TOKENS, ids, strict=True) if i is None]
+        if missing:
+            raise ValueError(f"the tokenizer lacks special tokens {missing}")
         self.tokenizer = tokenizer
+        self._special: tuple[int, ...] = tuple(ids)  # type: ignore[arg-type]
+
+    @classmethod
+    def from_checkpoint(cls, directory: str | Path) -> TextTokenizer:
+        """The ``tokenizer.json`` of a pretrained checkpoint (Hugging Face or a unimm run's ``tokenizer/``), its ids
+        unchanged; unimm's special tokens that it lacks are appended after its vocabulary."""
+        path = Path(directory) / TOKENIZER_FILE
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} not found: a checkpoint's own tokenizer needs its tokenizer.json")
+        tokenizer = Tokenizer.from_file(str(path))
+        missing = [t for t in SPECIAL_TOKENS if tokenizer.token_to_id(t) is None]
+        tokenizer.add_special_tokens(missing)
+        return cls(tokenizer)
 
     @classmethod
     def train(cls, texts: list[str], vocab_size: int = 512) -> TextTokenizer:
@@ -45,36 +64,36 @@ class TextTokenizer:
 
     @property
     def special_ids(self) -> tuple[int, ...]:
-        """The ids of ``SPECIAL_TOKENS`` (the same in every tokenizer)."""
-        return tuple(range(len(SPECIAL_TOKENS)))
+        """The ids of ``SPECIAL_TOKENS`` (0..6 in a tokenizer trained here)."""
+        return self._special
 
     @property
     def pad_id(self) -> int:
-        return 0
+        return self._special[0]
 
     @property
     def bos_id(self) -> int:
-        return 1
+        return self._special[1]
 
     @property
     def eos_id(self) -> int:
-        return 2
+        return self._special[2]
 
     @property
     def boi_id(self) -> int:
-        return 3
+        return self._special[3]
 
     @property
     def eoi_id(self) -> int:
-        return 4
+        return self._special[4]
 
     @property
     def img_id(self) -> int:
-        return 5
+        return self._special[5]
 
     @property
     def sep_id(self) -> int:
-        return 6
+        return self._special[6]
 
     def encode(self, text: str) -> list[int]:
         """Token ids of ``text``, no special tokens added."""

@@ -5,6 +5,7 @@ the training images, to judge inputs), ``model.safetensors`` (latest weights, EM
 ``checkpoints/step_NNNNNNN/`` (``model.safetensors``, ``ema.safetensors``, ``train_state.pt``; or a sharded
 ``dcp/`` under FSDP2), ``checkpoints/latest`` (name of the newest complete checkpoint), ``metrics.jsonl``,
 tensorboard events under ``tb/``, ``codec.json`` (what preparation fitted, its FLOPs by item and wall seconds) and
+``init.json`` (what ``model.init`` loaded, when set: ``models/init_from.py``) and
 ``ledger.json`` (every FLOP that went into the model, by item: ``train/ledger.py``; training steps are counted
 without the frozen codec encoder, which is charged once per distinct input: ``train/frozen.py``). Data
 parallelism (``train.parallel``), the shard layout and checkpoint formats are in ``distributed.py`` and
@@ -28,6 +29,7 @@ from unimm.config import Config, TokenizerConfig, dump_toml, load_config
 from unimm.data import load_split, templates_for
 from unimm.data.image_stats import ImageStats
 from unimm.models import UnifiedModel
+from unimm.models.init_from import apply_init, init_tokenizer
 from unimm.optim import EMA, build_optimizer, warmup_cosine
 from unimm.provenance import record_training_code
 from unimm.tasks import longest_sequences
@@ -73,6 +75,9 @@ def resolve_data(cfg: Config):
 
 
 def build_tokenizer(cfg: Config, data, templates) -> TextTokenizer:
+    """The run's text tokenizer: ``model.init``'s (``model.text_tokenizer = "init"``) or a BPE trained on its texts."""
+    if cfg.model.text_tokenizer == "init":
+        return init_tokenizer(cfg.model)
     texts = list(templates.all_texts()) if templates is not None else []
     texts += data.captions or []
     return TextTokenizer.train(texts, vocab_size=cfg.data.vocab_size)
@@ -245,6 +250,16 @@ def _train(cfg: Config, out: Path, resume: bool, progress: bool, env: DistEnv, p
     tok = TextTokenizer.load(out / "tokenizer") if resume else build_tokenizer(cfg, data, templates)
     core = UnifiedModel(cfg, tok)
     core.image_stats = ImageStats.of(data.images)  # what inputs to caption look like (no effect on training)
+    if not resume and cfg.model.init is not None:  # once, at the start: a resumed run loads its own checkpoint
+        started = apply_init(core, torch.Generator().manual_seed(t_cfg.seed))
+        if env.main:
+            print(
+                f"note: backbone initialised from {started['source']} {started['init']} ({started['layers']} "
+                f"layers; {started['kept_rows']} embedding rows kept, {started['new_rows']} new)",
+                flush=True,
+            )
+            out.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(out / "init.json", json.dumps(started, indent=2))
     check_answer_length(core, data, templates)
     check_sequence_length(core, data, templates)
     if not resume and env.main:  # a learned image tokenizer (VAE / VQ) trains first, then stays frozen
