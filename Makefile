@@ -41,12 +41,12 @@ test: setup
 	$(PY) -m pytest
 
 # The web page's browser test needs Chromium + chromedriver (Debian packages), installed here when missing.
-SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 browser-deps:
 	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then exit 0; fi; \
 	if ! command -v apt-get >/dev/null; then \
 		echo "browser-deps: apt-get not found; install Chromium and chromedriver yourself (both on PATH)" >&2; exit 1; fi; \
-	$(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q chromium chromium-driver
+	sudo=sudo; [ "$$(id -u)" = 0 ] && sudo=; \
+	$$sudo apt-get update -q && $$sudo apt-get install -y -q chromium chromium-driver
 
 test-browser: setup browser-deps
 	$(PY) -m pytest -m browser
