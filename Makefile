@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup data demo demo-check reports test lint bench clean
+.PHONY: setup data demo demo-check reports test browser-deps test-browser lint bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,17 @@ reports: setup data
 
 test: setup
 	$(PY) -m pytest
+
+# The web page's browser test needs Chromium + chromedriver (Debian packages), installed here when missing.
+browser-deps:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then exit 0; fi; \
+	if ! command -v apt-get >/dev/null; then \
+		echo "browser-deps: apt-get not found; install Chromium and chromedriver yourself (both on PATH)" >&2; exit 1; fi; \
+	sudo=sudo; [ "$$(id -u)" = 0 ] && sudo=; \
+	$$sudo apt-get update -q && $$sudo apt-get install -y -q chromium chromium-driver
+
+test-browser: setup browser-deps
+	$(PY) -m pytest -m browser
 
 lint: setup
 	$(VENV)/bin/ruff check src tests bench

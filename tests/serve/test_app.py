@@ -40,16 +40,45 @@ def test_chat_caption_and_question(client):
         assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
 
 
-def test_chat_streams_sse_chunks(client):
-    whole = client.post("/v1/chat/completions", json=chat_body(png_url())).json()["choices"][0]["message"]["content"]
-    r = client.post("/v1/chat/completions", json=chat_body(png_url(), stream=True))
+def _stream_events(client, body: dict) -> list[dict]:
+    r = client.post("/v1/chat/completions", json=body)
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
     events = [line[len("data: ") :] for line in r.text.split("\n\n") if line]
     assert events[-1] == "[DONE]"
-    chunks = [json.loads(e) for e in events[:-1]]
+    return [json.loads(e) for e in events[:-1]]
+
+
+def test_chat_streams_each_decoded_token_as_a_chunk(client):
+    whole = client.post("/v1/chat/completions", json=chat_body(png_url())).json()["choices"][0]["message"]["content"]
+    chunks = _stream_events(client, chat_body(png_url(), stream=True))
     assert all(c["object"] == "chat.completion.chunk" for c in chunks)
+    assert chunks[0]["choices"][0]["delta"]["role"] == "assistant"
     assert chunks[-1]["choices"][0]["finish_reason"] == "stop"
-    assert "".join(c["choices"][0]["delta"].get("content", "") for c in chunks) == whole
+    pieces = [c["choices"][0]["delta"]["content"] for c in chunks[1:-1]]
+    assert "".join(pieces) == whole
+    # one chunk per decoded token whose text shows: what the model's stream yields, not words split afterwards
+    runner = client.app.state.runner
+    image = runner.model.cfg.data
+    expected = list(runner.stream(torch.full((image.channels, image.image_size, image.image_size), -1.0), None))
+    assert pieces == expected and len(pieces) > 1
+
+
+def test_page_and_its_files_are_served_and_need_nothing_remote(client):
+    page = client.get("/")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    for ident in ("image-file", "canvas", "question", "caption", "prompt", "grid", "model-info", "caption-error"):
+        assert f'id="{ident}"' in page.text
+    for name in ("page.js", "page.css"):
+        r = client.get(f"/static/{name}")
+        assert r.status_code == 200 and r.text
+        assert "http://" not in r.text and "https://" not in r.text and "//cdn" not in r.text
+    assert "http" not in page.text.replace("http-equiv", "")
+
+
+def test_models_card_names_the_sampling_defaults_the_page_shows(client):
+    card = client.get("/v1/models").json()["data"][0]
+    s = client.app.state.runner.model.cfg.sample
+    assert card["sampling"] == {"steps": 3, "guidance": s.cfg, "max_new_tokens": 6}
 
 
 def _decode(item: dict) -> torch.Tensor:

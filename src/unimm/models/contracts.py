@@ -11,6 +11,7 @@ evaluation's generator the same way.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -232,6 +233,25 @@ class TextObjective(ABC):
         use_cache: bool,
     ) -> list[str]:
         """Images [B, C, H, W] -> captions, or answers to ``question``."""
+
+    def stream(
+        self,
+        ctx: ModelContext,
+        images: torch.Tensor,
+        question: str | None,
+        max_new: int,
+        temperature: float,
+        top_k: int | None,
+        top_p: float | None,
+        generator: torch.Generator | None,
+        use_cache: bool,
+    ) -> Iterator[str]:
+        """The caption (or answer) of one image [1, C, H, W] in pieces that join to ``caption``'s text, each
+        yielded as soon as it is known. This default decodes the whole answer, then yields it once: right for a
+        decoder that fills every position in parallel (masked text); left-to-right decoders yield per token."""
+        text = self.caption(ctx, images, question, max_new, temperature, top_k, top_p, generator, use_cache)[0]
+        if text:
+            yield text
 
     @abstractmethod
     def score(

@@ -15,6 +15,7 @@ that owns the algorithm; ``score_texts`` (the likelihood of given texts after an
 """
 
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -294,6 +295,30 @@ class UnifiedModel(nn.Module):
         max_new = max_new_tokens or s.max_new_tokens
         return self.text.caption(
             self.ctx, images, question, max_new, temperature, top_k or s.top_k, top_p or s.top_p, generator, use_cache
+        )
+
+    @torch.no_grad()
+    def caption_stream(
+        self,
+        image: torch.Tensor,
+        question: str | None = None,
+        max_new_tokens: int | None = None,
+        temperature: float | None = None,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        generator: torch.Generator | None = None,
+    ) -> Iterator[str]:
+        """One image [1, C, H, W] (checked as ``caption`` checks) -> its caption (or answer) in pieces, each yielded
+        as the decoder produces it: a next-token decoder yields each token's text after its step, a masked one the
+        whole answer at the end. Joined, the pieces are ``caption``'s text for the same arguments and generator."""
+        if image.ndim != 4 or image.shape[0] != 1:
+            raise ValueError(f"caption_stream takes one image [1, C, H, W], got shape {tuple(image.shape)}")
+        s = self.cfg.sample
+        image = self._images_to_read(image, "caption_stream")
+        temperature = s.temperature if temperature is None else temperature
+        max_new = max_new_tokens or s.max_new_tokens
+        yield from self.text.stream(
+            self.ctx, image, question, max_new, temperature, top_k or s.top_k, top_p or s.top_p, generator, True
         )
 
     @torch.no_grad()

@@ -19,6 +19,7 @@ Each also scores given texts after an image (``score``, ``text_scoring.py``): th
 next-token text, a seeded estimate of the ELBO for masked text.
 """
 
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Literal
 
@@ -97,6 +98,25 @@ def _until_eos(ids: list[int], eos: int) -> list[int]:
     return ids[: ids.index(eos)] if eos in ids else ids
 
 
+def text_deltas(ids: Iterable[int], decode: Callable[[list[int]], str], eos: int) -> Iterator[str]:
+    """Token ids, as a decoder picks them, -> the new text each adds to the decoded prefix (until ``eos``).
+    Joined, the pieces are ``decode`` of the ids before ``eos``. A token whose text cannot show yet (whitespace
+    that ``decode`` strips at the end, half of a UTF-8 character) comes out with the next token that can."""
+    seen: list[int] = []
+    shown = ""
+    for i in ids:
+        if i == eos:
+            break
+        seen.append(i)
+        text = decode(seen)
+        if len(text) > len(shown) and text.startswith(shown) and not text.endswith("\ufffd"):
+            yield text[len(shown) :]
+            shown = text
+    rest = decode(seen)
+    if len(rest) > len(shown) and rest.startswith(shown):
+        yield rest[len(shown) :]
+
+
 @TEXT_OBJECTIVES.register(ARTextSettings)
 class ARText(TextObjective):
     def __init__(self, settings: ARTextSettings | None = None) -> None:
@@ -110,23 +130,41 @@ class ARText(TextObjective):
         return text_ar_loss(ctx.text_logits(hidden[has_target]), batch.targets[has_target])
 
     @torch.no_grad()
-    def caption(self, ctx, images, question, max_new, temperature, top_k, top_p, generator, use_cache) -> list[str]:
+    def decode_steps(
+        self, ctx, images, question, max_new, temperature, top_k, top_p, generator, use_cache
+    ) -> Iterator[torch.Tensor]:
+        """Left-to-right decoding after images [B, C, H, W], one step per resume: yields each step's token ids [B]
+        (``<pad>`` in a row past its ``<eos>``) as soon as they are chosen; ends when every row has ended or after
+        ``max_new`` steps."""
         tok, dev = ctx.tokenizer, images.device
         batch = ctx.pack([understanding_prompt(im, ctx.layout, tok, question) for im in images], left_pad=True)
         ctx.check_length(batch.tokens.shape[1] + max_new, "question" if question else "caption prompt")
         batch = batch.to(dev)
         dec = ctx.decoder(ctx.embed_inputs(batch), batch, max_new, use_cache)
-        out = torch.empty(len(images), 0, dtype=torch.long, device=dev)
         done = torch.zeros(len(images), dtype=torch.bool, device=dev)
         for i in range(max_new):
             nxt = select_next(ctx.text_logits(dec.last), temperature, top_k, top_p, generator)
             nxt = torch.where(done, torch.full_like(nxt, tok.pad_id), nxt)
-            out = torch.cat([out, nxt[:, None]], 1)
+            yield nxt
             done |= nxt == tok.eos_id
             if bool(done.all()) or i == max_new - 1:
-                break
+                return
             dec.step(ctx.backbone.embed_tokens(nxt), (batch.next_position + i)[:, None].expand(-1, 3), TEXT)
+
+    @torch.no_grad()
+    def caption(self, ctx, images, question, max_new, temperature, top_k, top_p, generator, use_cache) -> list[str]:
+        steps = self.decode_steps(ctx, images, question, max_new, temperature, top_k, top_p, generator, use_cache)
+        out = torch.stack(list(steps), 1)
+        tok = ctx.tokenizer
         return [tok.decode(_until_eos(row, tok.eos_id)) for row in out.tolist()]
+
+    @torch.no_grad()
+    def stream(self, ctx, images, question, max_new, temperature, top_k, top_p, generator, use_cache) -> Iterator[str]:
+        """The caption of one image [1, C, H, W] as it is decoded: each token's text when the decoder picks it
+        (``text_deltas``)."""
+        steps = self.decode_steps(ctx, images, question, max_new, temperature, top_k, top_p, generator, use_cache)
+        eos = ctx.tokenizer.eos_id
+        yield from text_deltas((int(nxt[0]) for nxt in steps), ctx.tokenizer.decode, eos)
 
     @torch.no_grad()
     def score(self, ctx, images, texts, question, generator) -> torch.Tensor:

@@ -1,8 +1,7 @@
-"""The FastAPI app: ``create_app(run_dir_or_model, limits)``. Bad input is a 4xx ``{"error": {...}}`` naming the
-problem; the server keeps serving."""
+"""The FastAPI app: ``create_app(run_dir_or_model, limits)``: the JSON API under ``/v1`` and a web page over it at
+``/`` (``static/``). Bad input is a 4xx ``{"error": {...}}`` naming the problem; the server keeps serving."""
 
 import asyncio
-import json
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -11,7 +10,8 @@ from pathlib import Path
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
+from fastapi.staticfiles import StaticFiles
 
 from unimm.models import UnifiedModel
 from unimm.serve.batcher import Batcher
@@ -20,6 +20,9 @@ from unimm.serve.info import model_card
 from unimm.serve.limits import ServeLimits
 from unimm.serve.runner import ModelRunner
 from unimm.serve.schemas import ChatRequest, ImageRequest
+from unimm.serve.streaming import model_steps, sse_events
+
+STATIC = Path(__file__).parent / "static"  # the web page: index.html, page.js, page.css
 
 
 def _error(status: int, message: str, kind: str = "invalid_request_error") -> JSONResponse:
@@ -51,15 +54,21 @@ def create_app(run_dir_or_model: str | Path | UnifiedModel, limits: ServeLimits 
     created = int(time.time())
     in_flight = [0]
 
-    @asynccontextmanager
-    async def slot() -> AsyncIterator[None]:
+    def take_slot() -> None:
         if in_flight[0] >= limits.max_concurrent:
             raise HTTPException(429, f"more than max_concurrent = {limits.max_concurrent} requests in flight; retry")
         in_flight[0] += 1
+
+    def release_slot() -> None:
+        in_flight[0] -= 1
+
+    @asynccontextmanager
+    async def slot() -> AsyncIterator[None]:
+        take_slot()
         try:
             yield
         finally:
-            in_flight[0] -= 1
+            release_slot()
 
     async def submit(key, item):
         try:
@@ -80,6 +89,12 @@ def create_app(run_dir_or_model: str | Path | UnifiedModel, limits: ServeLimits 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         return _error(400, _validation_message(exc))
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.get("/", include_in_schema=False)
+    async def page() -> FileResponse:
+        return FileResponse(STATIC / "index.html")
 
     @app.get("/health")
     async def health() -> dict:
@@ -118,14 +133,40 @@ def create_app(run_dir_or_model: str | Path | UnifiedModel, limits: ServeLimits 
             raise _bad(str(err)) from None
         return image, question
 
+    async def stream_chat(body: ChatRequest) -> StreamingResponse:
+        """Decoded alone (not batched), one step per model-thread call. The first piece is awaited before the
+        response starts, so a refused input or a timeout before it is still a 4xx / 504 status."""
+        take_slot()
+        try:
+            image, question = read_chat(body)
+            steps = model_steps(runner.stream(image, question), batcher.executor)
+            try:
+                first = await asyncio.wait_for(anext(steps, None), limits.timeout_s)
+            except asyncio.TimeoutError:
+                raise HTTPException(504, f"the model did not answer within timeout_s = {limits.timeout_s}") from None
+            except ValueError as err:
+                raise _bad(str(err)) from None
+        except BaseException:
+            release_slot()
+            raise
+
+        async def events() -> AsyncIterator[str]:
+            try:
+                async for event in sse_events(f"chatcmpl-{uuid.uuid4().hex}", model.cfg.name, first, steps):
+                    yield event
+            finally:
+                release_slot()
+
+        return StreamingResponse(events(), media_type="text/event-stream")
+
     @app.post("/v1/chat/completions")
     async def chat(body: ChatRequest):
+        if body.stream:
+            return await stream_chat(body)
         async with slot():
             image, question = read_chat(body)
             text = await submit(("caption", question), image)
         ident, name = f"chatcmpl-{uuid.uuid4().hex}", model.cfg.name
-        if body.stream:
-            return StreamingResponse(_chunks(ident, name, text), media_type="text/event-stream")
         prompt_tokens = runner.question_positions(question) - (
             model.layout.answer_len or model.cfg.sample.max_new_tokens
         )
@@ -161,21 +202,3 @@ def create_app(run_dir_or_model: str | Path | UnifiedModel, limits: ServeLimits 
         return {"created": int(time.time()), "data": [{"b64_json": png_base64(im)} for im in out]}
 
     return app
-
-
-def _chunks(ident: str, name: str, text: str):
-    """SSE ``chat.completion.chunk`` events. The model decodes whole captions (a batch at a time), so the finished
-    caption is sent word by word after decoding; this is chunking of the answer, not token-level streaming."""
-    created = int(time.time())
-
-    def event(delta: dict, finish: str | None = None) -> str:
-        choice = {"index": 0, "delta": delta, "finish_reason": finish}
-        chunk = {"id": ident, "object": "chat.completion.chunk", "created": created, "model": name, "choices": [choice]}
-        return f"data: {json.dumps(chunk)}\n\n"
-
-    yield event({"role": "assistant", "content": ""})
-    words = text.split(" ")
-    for i, word in enumerate(words):
-        yield event({"content": word if i == 0 else " " + word})
-    yield event({}, "stop")
-    yield "data: [DONE]\n\n"

@@ -37,6 +37,11 @@ def model_card(model: UnifiedModel, run_dir: Path | None, created: int) -> dict:
         "strategy": parts,
         "parameters": params,
         "training": training,
+        "sampling": {
+            "steps": cfg.sample.steps,
+            "guidance": cfg.sample.cfg,
+            "max_new_tokens": cfg.sample.max_new_tokens,
+        },
         "image_size": cfg.data.image_size,
         "max_seq_len": cfg.model.max_seq_len,
     }

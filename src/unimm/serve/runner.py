@@ -1,7 +1,7 @@
 """The model side of the server: request checks against the model, and the batched calls the batcher runs."""
 
 import secrets
-from collections.abc import Hashable
+from collections.abc import Hashable, Iterator
 from pathlib import Path
 
 import torch
@@ -28,6 +28,12 @@ class ModelRunner:
 
     def prompt_positions(self, prompt: str) -> int:
         return packed_length(generation_prompt(prompt, self.model.layout, self.model.tokenizer))
+
+    def stream(self, image: torch.Tensor, question: str | None) -> Iterator[str]:
+        """One caption [C, H, W] -> its pieces as decoded (blocking; advanced one step per ``next``), drawn with
+        the same seed as a batched caption."""
+        gen = torch.Generator().manual_seed(CAPTION_SEED)
+        return self.model.caption_stream(image[None], question, generator=gen)
 
     def run(self, key: Hashable, items: list) -> list:
         if key[0] == "caption":
