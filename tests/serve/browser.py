@@ -34,7 +34,10 @@ def chromium(width: int = 1280, height: int = 1000):
 
     options = webdriver.ChromeOptions()
     options.binary_location = next(shutil.which(b) for b in BROWSERS if shutil.which(b))
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", f"--window-size={width},{height}"):
+    offline = ("--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run",
+               "--disable-quic")  # fmt: skip  # a closed network: no update or sync connections to wait on
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu", *offline,
+                f"--window-size={width},{height}"):  # fmt: skip
         options.add_argument(arg)
     return webdriver.Chrome(options=options, service=Service(shutil.which("chromedriver")))
 
