@@ -98,7 +98,7 @@ def cost(args: argparse.Namespace) -> list[dict]:
             torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 1.0)
             opt.step()
             opt.zero_grad(set_to_none=True)
-            return float(loss)
+            return float(loss.detach())
 
         with LiveTensorBytes() as live:
             step()  # the first step: AdamW's state is created here
@@ -241,9 +241,17 @@ def main(argv: list[str] | None = None) -> dict:
         args.steps_timed, args.rounds, args.steps, args.eval_n = 2, 1, 2, 8
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
+    args.out.mkdir(parents=True, exist_ok=True)
+    partial = args.out / "lora.partial.json"  # each phase as it finishes (a slow machine may not reach the end)
     costs = cost(args)
+    partial.write_text(json.dumps({"cost": costs}, indent=2) + "\n")
     before = evaluate(UnifiedModel.from_pretrained(args.base), args)
-    learning = [finetune(args, mode) for mode in (("lora",) if args.no_full else ("lora", "full"))]
+    partial.write_text(json.dumps({"cost": costs, "before": before}, indent=2) + "\n")
+    learning = []
+    for mode in ("lora",) if args.no_full else ("lora", "full"):
+        learning.append(finetune(args, mode))
+        partial.write_text(json.dumps({"cost": costs, "before": before, "learning": learning}, indent=2) + "\n")
+    partial.unlink()
     result = {
         "command": "python bench/lora.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
@@ -256,7 +264,6 @@ def main(argv: list[str] | None = None) -> dict:
         "learning": learning,
         "provenance": provenance(args.base / "config.toml", {"bench": round(time.perf_counter() - t0, 1)}),
     }
-    args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "lora.json").write_text(json.dumps(result, indent=2) + "\n")
     (args.out / "lora.md").write_text(markdown(result))
     return result

@@ -144,3 +144,21 @@ def test_a_config_that_changes_the_base_model_is_refused_naming_the_keys(base_ru
     cfg = load_config(None, tiny_overrides(digits_dir, **{"model.depth": 3, "train.init_from": f'"{base_run}"'}))
     with pytest.raises(ValueError, match=r"differs from it in .*model.depth \(3 != 2\)"):
         train(cfg, tmp_path / "x", progress=False)
+
+
+def test_finetune_and_merge_through_the_cli(base_run, tmp_path):
+    from typer.testing import CliRunner
+
+    from unimm.cli import app
+
+    runner = CliRunner()
+    sets = [a for o in _sets(**{"train.steps": 2}) for a in ("--set", o)]
+    result = runner.invoke(app, ["finetune", str(base_run), "--out", str(tmp_path / "ft"), "--lora", *sets])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "ft" / ADAPTER_FILE).is_file() and "LoRA: adapters on 8 layers" in result.output
+    result = runner.invoke(app, ["merge", str(tmp_path / "ft"), "--out", str(tmp_path / "merged")])
+    assert result.exit_code == 0, result.output
+    assert load_config(tmp_path / "merged" / "config.toml").train.lora is None
+    bad = ["--set", "train.lora.targets=['qkv']"]
+    result = runner.invoke(app, ["finetune", str(base_run), "--out", str(tmp_path / "bad"), *sets, *bad])
+    assert result.exit_code == 2 and "no linear layer of this model is named 'qkv'" in result.output
