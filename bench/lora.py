@@ -12,8 +12,8 @@
    some colours (red, purple and blue differ by 16 of 255 in luminance), the share of captions whose shapes,
    count and relation are right whatever their colours.
 
-Writes ``bench/results/lora.json`` and ``bench/results/lora.md``. ``python bench/lora.py --base RUN`` (the demo
-run directory: ``unimm demo`` or ``$UNIMM_CACHE/reports/demo-*``); ``--quick`` for a smoke run.
+Writes ``bench/results/NAME.json`` and ``NAME.md`` (``--name``, default ``lora``). ``python bench/lora.py --base RUN``
+(the demo run directory: ``unimm demo`` or ``$UNIMM_CACHE/reports/demo-*``); ``--quick`` for a smoke run.
 """
 
 import argparse
@@ -65,7 +65,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-seq-len", type=int, default=112, help="room for the shapes' longest captions")
     p.add_argument("--max-new-tokens", type=int, default=40)
     p.add_argument("--eval-n", type=int, default=300)
-    p.add_argument("--no-full", action="store_true", help="skip the full fine-tune of part 2")
+    p.add_argument(
+        "--modes",
+        default="lora,full",
+        help="fine-tunes of part 2: lora, lora-embed (LoRA with the token "
+        "embedding and output head trained in full), full",
+    )
+    p.add_argument("--name", default="lora", help="result files: NAME.json, NAME.md")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--quick", action="store_true", help="tiny smoke run")
     return p.parse_args(argv)
@@ -158,11 +164,13 @@ def finetune(args: argparse.Namespace, mode: str) -> dict:
     shutil.rmtree(out, ignore_errors=True)
     sets = {"data.path": f'"{args.data}"', "model.max_seq_len": args.max_seq_len,
             "sample.max_new_tokens": args.max_new_tokens, "train.steps": args.steps, "train.batch_size": args.batch,
-            "train.warmup": args.warmup, "train.lr": args.lora_lr if mode == "lora" else args.full_lr,
+            "train.warmup": args.warmup, "train.lr": args.lora_lr if mode.startswith("lora") else args.full_lr,
             "train.save_every": args.steps, "train.val_every": 0, "train.flops_every": 0, "train.tensorboard": "false",
             "train.threads": args.threads}  # fmt: skip
-    if mode == "lora":
+    if mode.startswith("lora"):
         sets.update({"train.lora.rank": args.rank, "train.lora.alpha": 2.0 * args.rank})
+    if mode == "lora-embed":  # the pieces of new words: their embedding rows and output rows train too
+        sets["train.lora.train"] = "['backbone.embed_tokens', 'backbone.lm_head']"
     overrides = [f"{k}={v}" for k, v in sets.items()]
     t0 = time.perf_counter()
     train(finetune_config(args.base, overrides=overrides), out, progress=False)
@@ -223,7 +231,8 @@ def markdown(result: dict) -> str:
     for r in result["learning"]:
         saved = ", ".join(f"{k} {v / 1024:.0f} KiB" for k, v in sorted(r["files"].items()))
         lines.append(
-            f"| {r['mode']} (lr {a['lora_lr'] if r['mode'] == 'lora' else a['full_lr']}) | {r['exact_match']:.1%} | "
+            f"| {r['mode']} (lr {a['lora_lr'] if r['mode'].startswith('lora') else a['full_lr']}) | "
+            f"{r['exact_match']:.1%} | "
             f"{r['shapes_right']:.1%} | {r['vqa_accuracy']:.1%} | {r['first_text_loss']:.2f} → "
             f"{r['final_text_loss']:.2f} | {r['wall_s']:.0f} | {saved} |"
         )
@@ -242,13 +251,13 @@ def main(argv: list[str] | None = None) -> dict:
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
     args.out.mkdir(parents=True, exist_ok=True)
-    partial = args.out / "lora.partial.json"  # each phase as it finishes (a slow machine may not reach the end)
+    partial = args.out / f"{args.name}.partial.json"  # each phase as it finishes (a slow machine may not reach the end)
     costs = cost(args)
     partial.write_text(json.dumps({"cost": costs}, indent=2) + "\n")
     before = evaluate(UnifiedModel.from_pretrained(args.base), args)
     partial.write_text(json.dumps({"cost": costs, "before": before}, indent=2) + "\n")
     learning = []
-    for mode in ("lora",) if args.no_full else ("lora", "full"):
+    for mode in args.modes.split(","):
         learning.append(finetune(args, mode))
         partial.write_text(json.dumps({"cost": costs, "before": before, "learning": learning}, indent=2) + "\n")
     partial.unlink()
@@ -264,8 +273,8 @@ def main(argv: list[str] | None = None) -> dict:
         "learning": learning,
         "provenance": provenance(args.base / "config.toml", {"bench": round(time.perf_counter() - t0, 1)}),
     }
-    (args.out / "lora.json").write_text(json.dumps(result, indent=2) + "\n")
-    (args.out / "lora.md").write_text(markdown(result))
+    (args.out / f"{args.name}.json").write_text(json.dumps(result, indent=2) + "\n")
+    (args.out / f"{args.name}.md").write_text(markdown(result))
     return result
 
 
