@@ -72,6 +72,53 @@ def train(
 
 
 @app.command()
+def finetune(
+    base: Annotated[Path, typer.Argument(help="the trained run directory to start from")],
+    out: Annotated[Path, typer.Option(help="run directory of the fine-tune")] = Path("runs/finetune"),
+    config: Annotated[
+        Path | None, typer.Option(help="TOML with the fine-tune's own keys ([data], [train], [train.lora], [sample])")
+    ] = None,
+    set_: SetOption = [],
+    lora: Annotated[
+        bool, typer.Option(help="train LoRA adapters (the [train.lora] defaults) instead of every weight")
+    ] = False,
+    resume: Annotated[bool, typer.Option(help="continue the fine-tune in --out from its last checkpoint")] = False,
+) -> None:
+    """Fine-tune a trained run, in full or with LoRA adapters (--lora or --set train.lora.rank=8), on its data or
+    other data (--set data.path=...): docs/finetune.md."""
+    from unimm.cli_checks import check_out_dir
+    from unimm.config import ConfigError
+    from unimm.train import train as run
+    from unimm.train.finetune import finetune_config
+
+    try:
+        check_out_dir(out)
+        cfg = finetune_config(base, config, (["train.lora={}"] if lora else []) + set_)
+        run(cfg, out, resume=resume)
+    except (ConfigError, FileNotFoundError, FileExistsError, ValueError, FloatingPointError) as err:
+        _fail(err)
+    if os.environ.get("RANK", "0") == "0":
+        typer.echo(f"run saved to {out}")
+
+
+@app.command()
+def merge(
+    run: Annotated[Path, typer.Argument(help="a LoRA fine-tune's run directory")],
+    out: Annotated[Path, typer.Option(help="directory of the merged model")] = Path("runs/merged"),
+) -> None:
+    """Fold a LoRA fine-tune's adapters into its weights: a plain model directory with the same outputs."""
+    from unimm.cli_checks import check_out_dir
+    from unimm.train.finetune import merge_run
+
+    try:
+        check_out_dir(out)
+        merge_run(run, out)
+    except (FileNotFoundError, ValueError) as err:
+        _fail(err)
+    typer.echo(f"merged model saved to {out}")
+
+
+@app.command()
 def caption(
     run: Annotated[Path, typer.Argument(help="run directory (or save_pretrained directory)")],
     images: Annotated[list[Path], typer.Argument(help="image files (PNG/JPEG)")],

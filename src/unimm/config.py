@@ -107,6 +107,29 @@ class DataSection(_Section):
         return stripped
 
 
+LORA_TARGETS = ("qkv_proj", "o_proj", "gate_up_proj", "down_proj")  # every projection of a backbone block
+
+
+class LoRASection(_Section):
+    """``[train.lora]``: train low-rank adapters on named linear layers of the ``train.init_from`` model, the rest
+    frozen (``models/adapters.py``)."""
+
+    rank: int = Field(8, gt=0)
+    alpha: float = Field(16.0, gt=0, description="the update is scaled by alpha / rank")
+    dropout: float = Field(0.0, ge=0, lt=1, description="dropout on the adapters' input (seeded per step)")
+    targets: list[str] = Field(
+        list(LORA_TARGETS),
+        min_length=1,
+        description="linear layers that get an adapter, by name or dotted suffix: qkv_proj (fused q/k/v), o_proj, "
+        "gate_up_proj (fused gate/up), down_proj, lm_head, backbone.layers.3.self_attn.o_proj, ...",
+    )
+    train: list[str] = Field(
+        [],
+        description="modules trained in full beside the adapters, by name or dotted suffix (e.g. "
+        "backbone.embed_tokens, backbone.lm_head)",
+    )
+
+
 class TrainSection(_Section):
     steps: int = Field(1000, gt=0)
     batch_size: int = Field(64, gt=0)
@@ -156,6 +179,12 @@ class TrainSection(_Section):
     max_bad_steps: int = Field(
         3, gt=0, description="stop after this many consecutive steps with a non-finite loss (each is skipped)"
     )
+    init_from: str | None = Field(
+        None,
+        description="a run directory to fine-tune: its weights, tokenizer and model sections start this run "
+        "(`unimm finetune RUN` sets it); None = train from scratch",
+    )
+    lora: LoRASection | None = Field(None, description="low-rank adapters on the init_from model; None = full")
 
     @model_validator(mode="after")
     def _shards_divide_batch(self) -> "TrainSection":
@@ -228,6 +257,19 @@ class Config(_Section):
         if info.field_name == "denoiser" and value in (None, "none"):
             return None
         return _registry(info.field_name).validate(value, info.field_name)
+
+    @model_validator(mode="after")
+    def _lora_needs_a_base(self) -> "Config":
+        """Adapters train on pretrained weights: a run to fine-tune (``train.init_from``) or a pretrained backbone
+        (``model.init``). With ``train.init_from`` the base run's weights are loaded and ``model.init`` (how the
+        base itself started) is not applied again."""
+        if self.train.lora is not None and self.train.init_from is None and self.model.init is None:
+            raise ValueError(
+                "train.lora trains adapters on a trained model, and neither train.init_from nor model.init names "
+                "one: start from a run with `unimm finetune RUN --out NEW` (or set train.init_from = RUN), or from "
+                "a pretrained backbone with model.init = DIR"
+            )
+        return self
 
     @model_validator(mode="after")
     def _parts_fit(self) -> "Config":

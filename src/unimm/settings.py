@@ -18,7 +18,7 @@ the kind does not have is one error line naming the key and the kind. Nothing he
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, get_args
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 from pydantic_core import PydanticCustomError
@@ -127,9 +127,11 @@ def _section_at(loc: tuple, root: type[BaseModel]) -> type[BaseModel] | None:
     model: type[BaseModel] = root
     for part in loc:
         field = model.model_fields.get(str(part))
-        if field is None or not isinstance(field.annotation, type) or not issubclass(field.annotation, BaseModel):
+        options = (field.annotation, *get_args(field.annotation)) if field is not None else ()  # X | None too
+        found = [t for t in options if isinstance(t, type) and issubclass(t, BaseModel)]
+        if not found:
             return None
-        model = field.annotation
+        model = found[0]
     return model
 
 

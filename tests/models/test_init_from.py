@@ -194,3 +194,18 @@ def test_a_dense_unimm_run_upcycles_into_moe_through_the_config(digits_dir, tmp_
     with torch.no_grad():
         torch.testing.assert_close(_text_logits(model, ids), _text_logits(dense, ids), atol=1e-5, rtol=1e-5)
     assert isinstance(model.backbone.layers[0].mlp, type(model.routed_layers()[0]))
+
+
+def test_lora_trains_adapters_on_a_pretrained_backbone(digits_dir, llama_dir, tmp_path):
+    """``model.init`` + ``train.lora``: the backbone starts from the checkpoint, only the adapters train, and the
+    base weights stay the checkpoint's; without a base ``train.lora`` is refused."""
+    from unimm.config import ConfigError
+
+    with pytest.raises(ConfigError, match="neither train.init_from nor model.init"):
+        load_config(None, tiny_overrides(digits_dir, **{"train.lora.rank": 4}))
+    cfg = _cfg(digits_dir, llama_dir, **{"model.text_tokenizer": '"init"', "train.steps": 3, "train.lora.rank": 4})
+    run = train(cfg, tmp_path / "lora", progress=False)
+    ref = transformers.LlamaForCausalLM.from_pretrained(llama_dir)
+    layer = UnifiedModel.from_pretrained(run).backbone.layers[0].self_attn.o_proj
+    assert torch.equal(layer.weight, ref.model.layers[0].self_attn.o_proj.weight)  # the base is frozen
+    assert layer.lora_B.abs().sum() > 0  # the adapter trained

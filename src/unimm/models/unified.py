@@ -25,6 +25,7 @@ from unimm.checkpoint import atomic_write_text, load_weights, save_weights
 from unimm.config import Config, dump_toml, load_config
 from unimm.data.image_stats import ImageStats
 from unimm.data.transparency import assumed_background
+from unimm.models.adapters import add_adapters
 from unimm.models.context import ModelContext
 from unimm.models.contracts import PrepareData, Reader, TextObjective, Writer
 from unimm.models.inputs import check_images, unusual_message
@@ -376,6 +377,8 @@ class UnifiedModel(nn.Module):
         if not (directory / "config.toml").is_file():
             raise FileNotFoundError(f"{directory} is not a unimm model directory (no config.toml)")
         model = cls(load_config(directory / "config.toml"), TextTokenizer.load(directory / "tokenizer"))
+        if model.cfg.train.lora is not None:  # a LoRA fine-tune: its weights hold the adapters, unmerged
+            add_adapters(model, model.cfg.train.lora)
         state = load_weights(directory / weights)
         missing, unexpected = model.load_state_dict(state, strict=False)
         if missing or unexpected:

@@ -29,7 +29,9 @@ from unimm.config import Config, TokenizerConfig, dump_toml, load_config
 from unimm.data import load_split, templates_for
 from unimm.data.image_stats import ImageStats
 from unimm.models import UnifiedModel
+from unimm.models.adapters import add_adapters
 from unimm.models.init_from import apply_init, init_tokenizer
+from unimm.nn.lora import seed_dropout
 from unimm.optim import EMA, build_optimizer, warmup_cosine
 from unimm.provenance import record_training_code
 from unimm.tasks import longest_sequences
@@ -53,6 +55,7 @@ from unimm.train.distributed import (
     setup_distributed,
     wrap_model,
 )
+from unimm.train.finetune import adopt_base, base_tokenizer, load_base, publish_adapter
 from unimm.train.frozen import EncoderInputs, StepFlops, encodes
 from unimm.train.ledger import build_ledger, write_ledger
 from unimm.train.stream import ExampleStream, make_batch, one_caption_each
@@ -241,16 +244,22 @@ def _train(cfg: Config, out: Path, resume: bool, progress: bool, env: DistEnv, p
             print(f"note: --resume continues with {out / 'config.toml'}; ignoring {', '.join(ignored)}")
     if env.main and out.is_dir():
         remove_leftovers(out)  # half-written files of a killed run: never read, only cleared
+    if cfg.train.init_from is not None and not resume:
+        cfg = adopt_base(cfg)  # the base run's model, image size and channels (a resumed run has them already)
     t_cfg = cfg.train
     t_cfg.batch_shards = resolve_shards(t_cfg.batch_size, t_cfg.batch_shards, env.world)
     data, templates = resolve_data(cfg)
-    if not resume:
+    if not resume and t_cfg.init_from is None:
         resolve_image_tokenizer(cfg)
     torch.manual_seed(t_cfg.seed)
-    tok = TextTokenizer.load(out / "tokenizer") if resume else build_tokenizer(cfg, data, templates)
+    if resume:
+        tok = TextTokenizer.load(out / "tokenizer")
+    else:
+        tok = base_tokenizer(cfg) if t_cfg.init_from else build_tokenizer(cfg, data, templates)
     core = UnifiedModel(cfg, tok)
     core.image_stats = ImageStats.of(data.images)  # what inputs to caption look like (no effect on training)
-    if not resume and cfg.model.init is not None:  # once, at the start: a resumed run loads its own checkpoint
+    # model.init once, at a fresh start: a resumed run loads its own checkpoint, a fine-tune its base run
+    if not resume and cfg.model.init is not None and t_cfg.init_from is None:
         started = apply_init(core, torch.Generator().manual_seed(t_cfg.seed))
         if env.main:
             print(
@@ -262,7 +271,10 @@ def _train(cfg: Config, out: Path, resume: bool, progress: bool, env: DistEnv, p
             atomic_write_text(out / "init.json", json.dumps(started, indent=2))
     check_answer_length(core, data, templates)
     check_sequence_length(core, data, templates)
-    if not resume and env.main:  # a learned image tokenizer (VAE / VQ) trains first, then stays frozen
+    if t_cfg.init_from is not None and not resume and env.main:  # fine-tuning: the base run's weights, nothing prepared
+        load_base(core, cfg)
+        prep = {}
+    elif not resume and env.main:  # a learned image tokenizer (VAE / VQ) trains first, then stays frozen
         for what, steps, key in core.preparation(data.labels):
             print(f"{what} first: {steps} steps ({key}); set {key}=N to shorten it for a smoke test", flush=True)
         captions = one_caption_each(data, templates, t_cfg.seed)
@@ -277,6 +289,10 @@ def _train(cfg: Config, out: Path, resume: bool, progress: bool, env: DistEnv, p
         prep = json.loads((out / "codec.json").read_text()) if resume and (out / "codec.json").is_file() else {}
     if plan is not None and not resume:
         plan(cfg, env.gather(prep)[0])
+    adapters = add_adapters(core, t_cfg.lora, t_cfg.seed) if t_cfg.lora is not None else None
+    if adapters is not None and env.main:
+        print(f"LoRA: adapters on {len(adapters['layers'])} layers, {len(adapters['trained'])} modules trained in "
+              f"full; {adapters['trainable']:,} of {adapters['total']:,} parameters train", flush=True)  # fmt: skip
     core.backbone.activation_checkpointing = t_cfg.activation_checkpointing
     model = wrap_model(core, env, t_cfg.precision)
     opt = build_optimizer(core, t_cfg.lr, t_cfg.weight_decay, t_cfg.betas)
@@ -330,6 +346,8 @@ def _train(cfg: Config, out: Path, resume: bool, progress: bool, env: DistEnv, p
                 if env.device.type != "cpu":
                     batch = batch.to(env.device)
                 gen = torch.Generator().manual_seed(t_cfg.seed * 7_919 + k)
+                if adapters is not None:  # adapter dropout: its own stream, a function of (seed, k) too
+                    seed_dropout(core, 2**32 + t_cfg.seed * 7_919 + k, env.device)
                 with grad_sync(model, sync=i == len(mine) - 1), meter.count() if counting else nullcontext():
                     with torch.autocast(env.device.type, torch.bfloat16, enabled=t_cfg.precision == "bf16"):
                         with replica_quiet(env):
@@ -399,6 +417,8 @@ def _train(cfg: Config, out: Path, resume: bool, progress: bool, env: DistEnv, p
                 save_checkpoint(out, core, ema, opt, sched, done, {"flops": asdict(flops)})
                 if env.main:
                     write_ledger(out, ledger(done))
+                    if adapters is not None:
+                        publish_adapter(out, cfg, adapters)
     if board is not None:
         board.close()
     return out
