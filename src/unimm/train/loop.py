@@ -6,7 +6,8 @@ the training images, to judge inputs), ``model.safetensors`` (latest weights, EM
 ``dcp/`` under FSDP2), ``checkpoints/latest`` (name of the newest complete checkpoint), ``metrics.jsonl``,
 tensorboard events under ``tb/``, ``codec.json`` (what preparation fitted, its FLOPs by item and wall seconds) and
 ``ledger.json`` (every FLOP that went into the model, by item: ``train/ledger.py``; training steps are counted
-without the frozen codec encoder, which is charged once per distinct input: ``train/frozen.py``). Data
+without the frozen codec encoder, which is charged once per distinct input: ``train/frozen.py``), and in a
+cooldown branch ``fork.json`` (the stable run and step it was forked from: ``train/fork.py``). Data
 parallelism (``train.parallel``), the shard layout and checkpoint formats are in ``distributed.py`` and
 ``checkpoints.py``.
 """
