@@ -131,8 +131,8 @@ def train_until(cfg, out: Path, stop_after: int) -> None:
 
     real = loop.save_checkpoint
 
-    def save_then_die(out_, model, ema, opt, sched, step, extra=None):
-        path = real(out_, model, ema, opt, sched, step, extra)
+    def save_then_die(out_, model, ema, opt, sched, step, extra=None, **kwargs):
+        path = real(out_, model, ema, opt, sched, step, extra, **kwargs)
         if step == stop_after:
             raise KeyboardInterrupt
         return path

@@ -1,5 +1,6 @@
 """The command line, end to end on a tiny run: train, caption, generate, and clear errors."""
 
+import json
 import warnings
 from pathlib import Path
 
@@ -114,3 +115,22 @@ def test_config_upgrade_writes_the_new_form(tmp_path):
     assert upgraded == load_config(QUICK)
     result = runner.invoke(app, ["config", "upgrade", QUICK])
     assert result.exit_code == 2 and "already in today's form" in result.output
+
+
+def test_fork_trains_a_cooldown_branch_and_refuses_a_missing_fork_step(digits_dir, tmp_path):
+    stable = tmp_path / "stable"
+    wsd = ["train.schedule='wsd'", "train.cooldown=0.5", "train.steps=4", "train.branches=[4]"]
+    result = runner.invoke(app, ["train", QUICK, "--out", str(stable), *_sets(digits_dir), *_flags(wsd)])
+    assert result.exit_code == 0, result.output
+    branch = tmp_path / "branch"
+    result = runner.invoke(app, ["fork", str(stable), "--steps", "4", "--out", str(branch)])
+    assert result.exit_code == 0, result.output
+    assert f"branch saved to {branch}" in result.output
+    assert json.loads((branch / "fork.json").read_text())["step"] == 2
+    result = runner.invoke(app, ["fork", str(stable), "--steps", "3", "--out", str(tmp_path / "other")])
+    assert result.exit_code == 2
+    assert "error:" in result.output and "no checkpoint at step 1, the fork step of budget 3" in result.output
+
+
+def _flags(overrides: list[str]) -> list[str]:
+    return [a for o in overrides for a in ("--set", o)]

@@ -119,6 +119,27 @@ def merge(
 
 
 @app.command()
+def fork(
+    stable: Annotated[Path, typer.Argument(help="a run with train.schedule = 'wsd' (the stable phase)")],
+    steps: Annotated[int, typer.Option(min=1, help="the branch's budget: total steps, cooldown included")],
+    out: Annotated[Path, typer.Option(help="run directory of the branch")],
+    set_: SetOption = [],
+) -> None:
+    """A cooldown branch: continue a WSD run from its checkpoint at steps * (1 - train.cooldown) and decay as a
+    WSD run of --steps steps would (the stable run needs train.branches listing --steps); see docs/scaling.md."""
+    from unimm.cli_checks import check_out_dir
+    from unimm.config import ConfigError
+    from unimm.train.fork import fork as run
+
+    try:
+        check_out_dir(out)
+        run(stable, out, steps, set_)
+    except (ConfigError, FileNotFoundError, FileExistsError, ValueError, FloatingPointError) as err:
+        _fail(err)
+    typer.echo(f"branch saved to {out}")
+
+
+@app.command()
 def caption(
     run: Annotated[Path, typer.Argument(help="run directory (or save_pretrained directory)")],
     images: Annotated[list[Path], typer.Argument(help="image files (PNG/JPEG)")],

@@ -13,6 +13,7 @@ from typing import Any, Literal
 import tomllib
 from pydantic import BaseModel, Field, SerializeAsAny, ValidationError, field_validator, model_validator
 
+from unimm.optim import fork_step
 from unimm.settings import Section, Settings, format_errors
 from unimm.settings import registry as _registry
 
@@ -137,6 +138,16 @@ class TrainSection(_Section):
     lr: float = Field(1e-3, gt=0)
     min_lr_ratio: float = Field(0.1, ge=0, le=1)
     warmup: int = Field(100, ge=0)
+    schedule: Literal["cosine", "wsd"] = Field(
+        "cosine", description="cosine: warmup + cosine decay | wsd: warmup, constant LR, then train.cooldown decay"
+    )
+    cooldown: float = Field(0.2, gt=0, le=1, description="wsd: the fraction of train.steps spent decaying")
+    cooldown_shape: Literal["linear", "sqrt"] = Field("sqrt", description="wsd decay: 1 - p (linear) or 1 - sqrt(p)")
+    branches: list[int] = Field(
+        [],
+        description="wsd: budgets (total steps) of cooldown branches to fork from this run (`unimm fork`); it "
+        "keeps the checkpoint at each one's fork step, steps * (1 - cooldown)",
+    )
     weight_decay: float = Field(0.05, ge=0)
     betas: tuple[float, float] = (0.9, 0.95)
     grad_clip: float = Field(1.0, ge=0)
@@ -193,6 +204,32 @@ class TrainSection(_Section):
                 f"train.batch_size ({self.batch_size}) must be divisible by train.batch_shards ({self.batch_shards})"
             )
         return self
+
+    @model_validator(mode="after")
+    def _wsd_phases(self) -> "TrainSection":
+        if self.schedule != "wsd":
+            if self.branches:
+                raise ValueError("train.branches needs train.schedule = 'wsd' (branches fork a stable LR phase)")
+            return self
+        stable_end = fork_step(self.steps, self.cooldown)
+        if self.warmup > stable_end:
+            raise ValueError(
+                f"train.warmup ({self.warmup}) must end before the decay of train.cooldown = {self.cooldown} starts "
+                f"at step {stable_end} of train.steps = {self.steps}"
+            )
+        for budget in self.branches:
+            at = fork_step(budget, self.cooldown)
+            if not max(1, self.warmup) <= at <= stable_end:
+                raise ValueError(
+                    f"train.branches: budget {budget} forks at step {at}, outside this run's stable phase "
+                    f"(steps {max(1, self.warmup)}..{stable_end}: after train.warmup, before the decay of "
+                    f"train.steps = {self.steps})"
+                )
+        return self
+
+    def fork_steps(self) -> list[int]:
+        """The steps this run keeps a checkpoint at for ``train.branches`` (sorted, distinct)."""
+        return sorted({fork_step(b, self.cooldown) for b in self.branches})
 
 
 class SampleSection(_Section):

@@ -1,5 +1,5 @@
-"""AdamW with explicit weight-decay groups, warmup + cosine schedule, an EMA of weights, and the small
-fitting loop that parts pre-trained on their own (ViT reader, connector decoder) share."""
+"""AdamW with explicit weight-decay groups, warmup + cosine and warmup-stable-decay (WSD) schedules, an EMA of
+weights, and the small fitting loop that parts pre-trained on their own (ViT reader, connector decoder) share."""
 
 import math
 from collections.abc import Callable, Hashable
@@ -29,6 +29,49 @@ def warmup_cosine(warmup: int, total: int, min_ratio: float):
             return (step + 1) / warmup
         progress = min(1.0, (step - warmup) / max(1, total - warmup))
         return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return factor
+
+
+def cooldown_steps(total: int, cooldown: float) -> int:
+    """Steps a WSD run of ``total`` steps spends decaying: ``cooldown`` of them, rounded half up."""
+    return math.floor(total * cooldown + 0.5)
+
+
+def fork_step(total: int, cooldown: float) -> int:
+    """The step where a WSD run of ``total`` steps leaves its stable phase: a cooldown branch of that budget
+    forks a longer stable run here (every step before it has the same LR in both)."""
+    return total - cooldown_steps(total, cooldown)
+
+
+def branching_steps(budgets: list[int], cooldown: float) -> tuple[int, int]:
+    """Training steps to reach every budget in ``budgets`` with WSD: (one dedicated run per budget, one stable
+    run to the largest budget that decays itself + a cooldown branch of ``cooldown_steps`` for each other)."""
+    if not budgets:
+        return 0, 0
+    largest = max(budgets)
+    others = list(budgets)
+    others.remove(largest)
+    return sum(budgets), largest + sum(cooldown_steps(b, cooldown) for b in others)
+
+
+def warmup_stable_decay(warmup: int, total: int, cooldown: float, shape: str, min_ratio: float):
+    """LR multiplier (Hägele et al. 2024): linear warmup over ``warmup`` steps, 1 until the last
+    ``cooldown_steps(total, cooldown)`` steps, then a decay to ``min_ratio`` at ``total``: ``1 - p`` (linear)
+    or ``1 - sqrt(p)`` (sqrt) of progress ``p`` through the decay (1 at its first step, as the stable phase)."""
+    if shape not in ("linear", "sqrt"):
+        raise ValueError(f"cooldown shape {shape!r}: expected 'linear' or 'sqrt'")
+    decay = cooldown_steps(total, cooldown)
+    start = total - decay
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        if step < start or decay == 0:
+            return 1.0
+        progress = min(1.0, (step - start) / decay)
+        left = 1 - progress if shape == "linear" else 1 - math.sqrt(progress)
+        return min_ratio + (1 - min_ratio) * left
 
     return factor
 

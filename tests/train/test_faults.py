@@ -47,12 +47,12 @@ def _record_checkpoints(monkeypatch) -> dict[int, dict]:
     """Keep a copy of the weights and EMA written at every checkpoint, by step."""
     real, saved = loop.save_checkpoint, {}
 
-    def save(out, model, ema, opt, sched, step, extra=None):
+    def save(out, model, ema, opt, sched, step, extra=None, **kwargs):
         saved[step] = {
             "model": {k: v.clone() for k, v in model.state_dict().items()},
             "ema": {k: v.clone() for k, v in ema.shadow.items()},
         }
-        return real(out, model, ema, opt, sched, step, extra)
+        return real(out, model, ema, opt, sched, step, extra, **kwargs)
 
     monkeypatch.setattr(loop, "save_checkpoint", save)
     return saved

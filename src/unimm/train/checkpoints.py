@@ -12,6 +12,7 @@ The run's ``model.safetensors`` is always the full (EMA) weights, gathered on ra
 import pickle
 import shutil
 import warnings
+from collections.abc import Collection
 from pathlib import Path
 
 import torch
@@ -119,9 +120,11 @@ def save_checkpoint(
     sched: LRScheduler,
     step: int,
     extra: dict | None = None,
+    keep: Collection[int] = (),
 ) -> Path:
-    """Write a complete checkpoint directory, then point ``latest`` at it (atomic rename + write).
-    ``model`` is the unwrapped model; every process calls this, rank 0 alone writes the shared files."""
+    """Write a complete checkpoint directory, then point ``latest`` at it (atomic rename + write), and delete
+    older ones beyond ``KEEP_CHECKPOINTS`` except those of the steps in ``keep`` (the fork steps of cooldown
+    branches). ``model`` is the unwrapped model; every process calls this, rank 0 alone writes the shared files."""
     root = out / "checkpoints"
     name = f"step_{step:07d}"
     tmp = root / f".{name}.tmp"
@@ -150,7 +153,8 @@ def save_checkpoint(
         tmp.rename(root / name)
         atomic_write_text(root / "latest", name)
         save_weights(final, out / "model.safetensors")
-        old = sorted(p for p in root.glob("step_*") if p.name != name)
+        kept = {f"step_{s:07d}" for s in keep}
+        old = sorted(p for p in root.glob("step_*") if p.name != name and p.name not in kept)
         for p in old[: max(0, len(old) - (KEEP_CHECKPOINTS - 1))]:
             shutil.rmtree(p, ignore_errors=True)
     _barrier()

@@ -11,7 +11,10 @@
 - ``frozen_encoders``: the frozen codec's encoder, charged once per distinct input (``train/frozen.py``).
 - ``training_steps``: the counted training steps (``train_flops``), the frozen encoder excluded.
 
-``total`` is the run's own items summed; ``total_with_shared`` adds the shared ones.
+``total`` is the run's own items summed; ``total_with_shared`` adds the shared ones. A cooldown branch
+(``unimm fork``, ``train/fork.py``) continues its stable run's tally, so its items hold the stable phase too;
+its ``fork`` entry names the stable run and fork step, ``inherited`` (the stable run's ledger total at the
+fork: what the branch did not spend itself) and ``own`` (``total - inherited``: what branching cost).
 """
 
 from __future__ import annotations
@@ -41,8 +44,10 @@ def build_ledger(
     encoder_flops_per_input: float,
     distinct_inputs: int,
     inputs: int,
+    fork: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The ledger of a run from its preparation record, its shared tokenizer's path and its training so far."""
+    """The ledger of a run from its preparation record, its shared tokenizer's path and its training so far;
+    ``fork`` is a cooldown branch's ``fork.json`` (``read_fork``)."""
     preparation = items(prep, "flops.")
     shared = {k: {"flops": v, "path": tokenizer} for k, v in items(prep, "shared_flops.").items()}
     encoders = {
@@ -55,7 +60,7 @@ def build_ledger(
     total = None if any(v is None for v in parts) else sum(parts)
     shared_flops = [s["flops"] for s in shared.values()]
     with_shared = None if total is None or None in shared_flops else total + sum(shared_flops)
-    return {
+    ledger = {
         "preparation": preparation,
         "shared": shared,
         "frozen_encoders": encoders,
@@ -63,6 +68,20 @@ def build_ledger(
         "total": total,
         "total_with_shared": with_shared,
     }
+    if fork is not None:
+        inherited = fork["inherited"]
+        own = None if total is None or inherited is None else total - inherited
+        ledger["fork"] = {"run": fork["run"], "step": fork["step"], "inherited": inherited, "own": own}
+    return ledger
+
+
+FORK = "fork.json"  # in a cooldown branch's run directory: {run, step, stable_steps, inherited}
+
+
+def read_fork(run_dir: str | Path) -> dict[str, Any] | None:
+    """A cooldown branch's fork record (None for a run that was not forked)."""
+    path = Path(run_dir) / FORK
+    return json.loads(path.read_text()) if path.is_file() else None
 
 
 def write_ledger(out: Path, ledger: dict[str, Any]) -> None:

@@ -7,7 +7,8 @@ the training images, to judge inputs), ``model.safetensors`` (latest weights, EM
 tensorboard events under ``tb/``, ``codec.json`` (what preparation fitted, its FLOPs by item and wall seconds) and
 ``init.json`` (what ``model.init`` loaded, when set: ``models/init_from.py``) and
 ``ledger.json`` (every FLOP that went into the model, by item: ``train/ledger.py``; training steps are counted
-without the frozen codec encoder, which is charged once per distinct input: ``train/frozen.py``). Data
+without the frozen codec encoder, which is charged once per distinct input: ``train/frozen.py``), and in a
+cooldown branch ``fork.json`` (the stable run and step it was forked from: ``train/fork.py``). Data
 parallelism (``train.parallel``), the shard layout and checkpoint formats are in ``distributed.py`` and
 ``checkpoints.py``.
 """
@@ -25,14 +26,14 @@ import torch
 from tqdm.auto import tqdm
 
 from unimm.checkpoint import atomic_write_text
-from unimm.config import Config, TokenizerConfig, dump_toml, load_config
+from unimm.config import Config, TokenizerConfig, TrainSection, dump_toml, load_config
 from unimm.data import load_split, templates_for
 from unimm.data.image_stats import ImageStats
 from unimm.models import UnifiedModel
 from unimm.models.adapters import add_adapters
 from unimm.models.init_from import apply_init, init_tokenizer
 from unimm.nn.lora import seed_dropout
-from unimm.optim import EMA, build_optimizer, warmup_cosine
+from unimm.optim import EMA, build_optimizer, warmup_cosine, warmup_stable_decay
 from unimm.provenance import record_training_code
 from unimm.tasks import longest_sequences
 from unimm.tokenizers.text import TextTokenizer
@@ -57,7 +58,7 @@ from unimm.train.distributed import (
 )
 from unimm.train.finetune import adopt_base, base_tokenizer, load_base, publish_adapter
 from unimm.train.frozen import EncoderInputs, StepFlops, encodes
-from unimm.train.ledger import build_ledger, write_ledger
+from unimm.train.ledger import build_ledger, read_fork, write_ledger
 from unimm.train.stream import ExampleStream, make_batch, one_caption_each
 from unimm.train.validation import Validation
 
@@ -296,7 +297,7 @@ def _train(cfg: Config, out: Path, resume: bool, progress: bool, env: DistEnv, p
     core.backbone.activation_checkpointing = t_cfg.activation_checkpointing
     model = wrap_model(core, env, t_cfg.precision)
     opt = build_optimizer(core, t_cfg.lr, t_cfg.weight_decay, t_cfg.betas)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(t_cfg.warmup, t_cfg.steps, t_cfg.min_lr_ratio))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor(t_cfg))
     ema = EMA(core, t_cfg.ema) if t_cfg.ema > 0 else None
     start, flops = 0, FlopTally()
     if resume:
@@ -324,10 +325,13 @@ def _train(cfg: Config, out: Path, resume: bool, progress: bool, env: DistEnv, p
         else None
     )
 
+    fork = read_fork(out) if env.main else None  # a cooldown branch: what it inherited (train/fork.py)
+    keep = t_cfg.fork_steps()  # checkpoints that cooldown branches will fork from
+
     def ledger(steps: int) -> dict:
         tokenizer = getattr(cfg.codec, "tokenizer", None)
         return build_ledger(prep, tokenizer, steps, flops.train_flops(), flops.per_input, encoded.distinct,
-                            encoded.inputs)  # fmt: skip
+                            encoded.inputs, fork)  # fmt: skip
 
     model.train()
     tokens_seen, t0 = 0, time.perf_counter()
@@ -413,10 +417,13 @@ def _train(cfg: Config, out: Path, resume: bool, progress: bool, env: DistEnv, p
                                 tag = f"val/{k_.removeprefix('val_')}" if k_ in val else f"train/{k_}"
                                 board.add_scalar(tag, v, done)
             bar.update(1)
-            if done % t_cfg.save_every == 0 or done == t_cfg.steps:
-                save_checkpoint(out, core, ema, opt, sched, done, {"flops": asdict(flops)})
+            if done % t_cfg.save_every == 0 or done == t_cfg.steps or done in keep:
+                extra = {"flops": asdict(flops)}
+                if env.main:  # a branch forked here inherits the FLOPs counted so far
+                    extra["ledger"] = ledger(done)
+                save_checkpoint(out, core, ema, opt, sched, done, extra, keep=keep)
                 if env.main:
-                    write_ledger(out, ledger(done))
+                    write_ledger(out, extra["ledger"])
                     if adapters is not None:
                         publish_adapter(out, cfg, adapters)
     if board is not None:
@@ -451,9 +458,20 @@ def _resume(out: Path, cfg: Config, saved_steps: int, core, ema, opt, sched, env
             atomic_write_text(out / "config.toml", dump_toml(saved))
             print(
                 f"note: --resume changes train.steps from {saved_steps} to {steps}: the run continues from step "
-                f"{start} to {steps}, its LR schedule (warmup + cosine) recomputed over {steps} steps"
+                f"{start} to {steps}, its LR schedule ({_SCHEDULE_NAMES[cfg.train.schedule]}) recomputed over "
+                f"{steps} steps"
             )
     return start, FlopTally(**state.get("flops", {}))
+
+
+_SCHEDULE_NAMES = {"cosine": "warmup + cosine", "wsd": "warmup-stable-decay"}
+
+
+def lr_factor(t: TrainSection) -> Callable[[int], float]:
+    """The LR multiplier of step ``i`` (0-based) for ``train.schedule``, over ``train.steps``."""
+    if t.schedule == "wsd":
+        return warmup_stable_decay(t.warmup, t.steps, t.cooldown, t.cooldown_shape, t.min_lr_ratio)
+    return warmup_cosine(t.warmup, t.steps, t.min_lr_ratio)
 
 
 def _reduce(env: DistEnv, sums: dict[str, float], *counts: int) -> tuple:
