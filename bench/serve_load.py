@@ -1,8 +1,9 @@
 """Loopback load test of ``unimm serve``: caption requests from N concurrent clients, batched against unbatched.
 
 An untrained quick-preset model (the cost does not depend on the weights; ``bench/untrained.py``) is served by
-in-process uvicorn on 127.0.0.1 at a free port. For each concurrency (default 16 and 64) and each batcher setting
-(batched: ``max_batch`` 16 with a 5 ms wait; unbatched: ``max_batch`` 1), the clients send ``--requests`` caption
+in-process uvicorn on 127.0.0.1 at a free port; the clients run in a second process. For each concurrency
+(default 16 and 64) and each batcher setting (batched: ``max_batch`` 16 with a 5 ms wait; unbatched:
+``max_batch`` 1), the clients send ``--requests`` caption
 requests in all (each client its next request as soon as its last is answered), after a warm-up. Reported: p50 /
 p95 request latency and throughput. Results go to ``bench/results/serve_load.json`` and ``serve_load.md``.
 Run ``OMP_NUM_THREADS=1 python bench/serve_load.py`` (``--quick`` for a smoke run).
@@ -14,12 +15,14 @@ import base64
 import datetime
 import io
 import json
+import multiprocessing
 import os
 import socket
 import statistics
 import sys
 import threading
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -76,6 +79,11 @@ async def load(url: str, bodies: list[dict], clients: int) -> tuple[list[float],
         return latencies, time.perf_counter() - t0
 
 
+def run_load(url: str, bodies: list[dict], clients: int) -> tuple[list[float], float]:
+    """``load`` in a process of its own: the clients' HTTP work does not share the server's interpreter."""
+    return asyncio.run(load(url, bodies, clients))
+
+
 def measure(model, setting: dict, clients: int, bodies: list[dict]) -> dict:
     limits = ServeLimits(max_concurrent=max(64, clients), **setting)
     port = free_port()
@@ -86,8 +94,9 @@ def measure(model, setting: dict, clients: int, bodies: list[dict]) -> dict:
         time.sleep(0.05)
     try:
         url = f"http://127.0.0.1:{port}"
-        asyncio.run(load(url, bodies[: 2 * clients], clients))  # warm-up
-        latencies, wall = asyncio.run(load(url, bodies, clients))
+        with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as clients_process:
+            clients_process.submit(run_load, url, bodies[: 2 * clients], clients).result()  # warm-up
+            latencies, wall = clients_process.submit(run_load, url, bodies, clients).result()
     finally:
         server.should_exit = True
         thread.join()
@@ -122,7 +131,8 @@ def markdown(result: dict) -> str:
         )
     lines += [
         "",
-        "Each client sends its next request when its last is answered. batched: max_batch 16, max_wait 5 ms; "
+        "Each client sends its next request when its last is answered; the clients run in a process of their own "
+        "(asyncio + httpx), the server (uvicorn, the model) in this one. batched: max_batch 16, max_wait 5 ms; "
         "unbatched: max_batch 1. Latency is the client's (HTTP over loopback, image decoding, queueing, the model "
         "call); the ratio is throughput, > 1 means batching serves more requests per second.",
     ]
