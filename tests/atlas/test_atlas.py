@@ -21,7 +21,7 @@ from unimm.atlas.results import Cell, RunResult, Stat, load_result
 from unimm.atlas.runner import _Processes, _run_one
 from unimm.atlas.worker import train_run, trained_steps
 from unimm.cli import app
-from unimm.config import load_config
+from unimm.config import ConfigError, load_config
 from unimm.eval.suites import SUITES
 from unimm.train import train
 
@@ -467,3 +467,82 @@ name = "c"\npreset = "{chameleon}"\n[[strategies]]\nname = "t-shapes"\npreset = 
     assert [r["name"] for r in rows] == [runs[2].name] and rows[0]["geneval_colour"] == 0.75
     assert "GenEval-style" in md and f"| `{runs[2].name}` | shapes | 0.125 |" in md
     assert _compositional(Document("t"), [load_result(runs[0], tmp_path / "runs" / "t")]) == []
+
+
+def _ladder_toml(digits_dir: Path) -> str:
+    """The micro atlas's transfusion as a ladder of three budgets, and a cosine control at the middle one."""
+    text = _atlas_toml(digits_dir, flops="[1e9, 2e9, 4e9]")
+    text = text[: text.index('[[strategies]]\nname = "chameleon"')]  # transfusion alone (no shared tokenizer)
+    text = text.replace("[budget]\n", "[budget]\nladder = true\n")
+    control = text[text.index("[[strategies]]") :].replace('name = "transfusion"', 'name = "transfusion-cosine"')
+    return text + control + 'ladder = false\nbudgets = [2e9]\ncontrol_of = "transfusion"\n'
+
+
+def test_a_ladder_trains_one_stable_run_and_forks_a_cooldown_branch_per_smaller_budget(digits_dir, tmp_path):
+    from unimm.optim import fork_step
+
+    atlas = _load(tmp_path, _ladder_toml(digits_dir))
+    runs = {r.name: r for r in plan_runs(atlas)}
+    stable, small, middle = (f"transfusion.dense.preset.{b}flops.s0" for b in ("4e09", "1e09", "2e09"))
+    control = "transfusion-cosine.dense.preset.2e09flops.s0"
+    assert sorted(runs) == sorted([stable, small, middle, control])
+    assert runs[stable].branches == (1e9, 2e9) and runs[stable].stable is None
+    assert runs[small].stable == runs[middle].stable == stable and runs[control].stable is None
+    assert 'train.schedule="wsd"' in runs[small].overrides and 'train.schedule="wsd"' not in runs[control].overrides
+    assert runs[small].digest() != runs[control].digest() and "ladder" not in runs[control].spec()
+
+    out = tmp_path / "atlas"
+    outcomes, md = run_atlas(atlas, out, jobs=2)
+    assert sorted(o.status for o in outcomes) == ["done"] * 4, outcomes
+    plan = json.loads((out / "runs" / stable / "budget.json").read_text())
+    ladder = plan["ladder"]
+    assert plan["branch_steps"] == sorted(ladder[b]["steps"] for b in ("1e09flops", "2e09flops"))
+    assert ladder["1e09flops"]["steps"] < ladder["2e09flops"]["steps"] < plan["steps"]
+    stable_cfg = load_config(out / "runs" / stable / "config.toml")
+    assert stable_cfg.train.schedule == "wsd" and stable_cfg.train.branches == plan["branch_steps"]
+    for name, label in ((small, "1e09flops"), (middle, "2e09flops")):
+        folder = out / "runs" / name
+        steps = ladder[label]["steps"]
+        fork = json.loads((folder / "fork.json").read_text())
+        assert fork["step"] == fork_step(steps, 0.2) and trained_steps(folder) == steps
+        ledger = json.loads((folder / "ledger.json").read_text())
+        assert ledger["fork"]["inherited"] + ledger["fork"]["own"] == ledger["total"]
+        assert abs(ledger["total"] / float(label.removesuffix("flops")) - 1) < 0.15, ledger
+        rows = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+        assert rows[-1]["step"] == steps and rows[-1]["lr"] == pytest.approx(0.002 * stable_cfg.train.min_lr_ratio)
+    report = json.loads((out / "report.json").read_text())
+    assert report["sweep"]["runs_counted"] == 4 and 0 < report["sweep"]["branching_saves"] < 0.5
+    assert report["sweep"]["computed_flops"] < report["sweep"]["dedicated_flops"]
+    assert report["sweep"]["matmul_peak_gflops"] > 0 and report["sweep"]["achieved_gflops"] > 0
+    controls = report["schedule_controls"]
+    assert {c["branch"] for c in controls} == {"transfusion/dense/preset"} and controls[0]["budget"] == "2e09flops"
+    assert all(c["seeds"] == [0] and c["within_noise"] is None for c in controls)  # one seed: no noise estimate
+    text = md.read_text()
+    assert "## Cooldown branches against dedicated runs" in text and "## The sweep itself" in text
+
+    # a branch killed after its fork resumes from its own checkpoint and ends where it would have
+    folder = out / "runs" / middle
+    fork_ckpt = f"step_{fork_step(ladder['2e09flops']['steps'], 0.2):07d}"
+    (folder / "checkpoints" / "latest").write_text(fork_ckpt)
+    before = (folder / "model.safetensors").read_bytes()
+    train_run(folder)
+    log = json.loads((folder / "atlas_train.json").read_text())
+    assert log["sessions"][-1]["resumed_from"] == int(fork_ckpt.split("_")[1])
+    assert trained_steps(folder) == ladder["2e09flops"]["steps"]
+    assert (folder / "model.safetensors").read_bytes() == before  # the same weights, resumed exactly
+
+
+def test_ladder_settings_are_checked(tmp_path):
+    base = "[budget]\nflops = [1e9, 2e9]\nladder = true\n" + ONE_STRATEGY
+    assert _load(tmp_path, base).ladder_of(_load(tmp_path, base).strategies[0])
+    with pytest.raises(ConfigError, match="budgets"):
+        _load(tmp_path, base + "budgets = [3e9]\n")
+    with pytest.raises(ConfigError, match="size"):
+        _load(tmp_path, base + 'sizes = ["huge"]\n')
+    control = "[[strategies]]\nname = 'c'\npreset = 'configs/quick.toml'\nladder = false\ncontrol_of = "
+    with pytest.raises(ConfigError, match="names no strategy"):
+        _load(tmp_path, base + control + "'nope'\n")
+    with pytest.raises(ConfigError, match="differ only in its schedule"):
+        _load(tmp_path, base + control + "'x'\nset = ['train.lr=0.1']\n")
+    with pytest.raises(ConfigError, match="distinct"):
+        _load(tmp_path, "[budget]\nflops = [1e9, 1e9]\n" + ONE_STRATEGY)

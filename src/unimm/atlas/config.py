@@ -42,6 +42,13 @@ class BudgetSection(_Strict):
     shared_tokenizer: Literal["charged", "separate"] = Field(
         "charged", description="the shared VQ tokenizer: charged in full to every run that uses it, or one line"
     )
+    ladder: bool = Field(
+        False,
+        description="one warmup-stable-decay run per cell and seed to the largest budget, the smaller budgets "
+        "cooldown branches forked from it (docs/scaling.md); False: a run of its own per budget",
+    )
+    cooldown: float = Field(0.2, gt=0, lt=1, description="ladder: the fraction of each budget's steps that decays")
+    cooldown_shape: Literal["linear", "sqrt"] = Field("sqrt", description="ladder: the decay's shape")
     measure_steps: int = Field(3, gt=0, description="real training steps measured to price one step")
     checkpoints: int = Field(4, gt=0, description="checkpoints per run (an interrupted run resumes from the last)")
 
@@ -56,6 +63,8 @@ class BudgetSection(_Strict):
             raise ValueError("[budget] needs exactly one of flops or wall_s")
         if any(v <= 0 for v in self.values):
             raise ValueError("[budget] values must be positive")
+        if len(set(self.values)) != len(self.values):
+            raise ValueError(f"[budget] values must be distinct, got {self.values}")
         return self
 
     @property
@@ -122,6 +131,16 @@ class StrategyEntry(_Strict):
         None,
         description="what this strategy's budget pays for; None = [budget] regime. A strategy listed twice (two "
         "names), once per regime, shows what the ledger's choice does to it; cells pair only within a regime",
+    )
+    sizes: list[str] | None = Field(None, description="names of [sizes] this strategy trains at; None = all of them")
+    budgets: list[float] | None = Field(None, description="the [budget] values this strategy trains at; None = all")
+    ladder: bool | None = Field(
+        None, description="a ladder of cooldown branches ([budget] ladder); None = the atlas's; false: own runs"
+    )
+    control_of: str | None = Field(
+        None,
+        description="this entry repeats another strategy's runs with its preset's own schedule (ladder = false) at "
+        "some of its budgets: the report checks that the cooldown branches match these dedicated runs",
     )
 
 
@@ -194,11 +213,45 @@ class AtlasConfig(_Strict):
             )
         if pretrained and self.tokenizer is not None and self.tokenizer.steps is not None:
             raise ValueError("[tokenizer] steps: the pretrained regime sets them from [budget] side_flops")
+        for s in self.strategies:
+            unknown_sizes = [n for n in s.sizes or [] if n not in self.sizes]
+            if unknown_sizes:
+                raise ValueError(
+                    f"strategy {s.name!r}: unknown size(s) {unknown_sizes}; [sizes] has {list(self.sizes)}"
+                )
+            unknown_budgets = [v for v in s.budgets or [] if v not in self.budget.values]
+            if unknown_budgets:
+                raise ValueError(
+                    f"strategy {s.name!r}: budgets {unknown_budgets} are not in [budget] {self.budget.values}"
+                )
+            if s.control_of is not None:
+                self._check_control(s)
         for kinds in [self.layers] + [s.layers for s in self.strategies if s.layers]:
             unknown = [k for k in kinds if k != "preset" and k not in LAYERS.kinds()]
             if unknown:
                 raise ValueError(f"unknown layer kind(s) {unknown}; use preset or one of {LAYERS.kinds()}")
         return self
+
+    def _check_control(self, s: StrategyEntry) -> None:
+        """A control repeats its strategy's runs (same preset, settings, data, regime, layers, sizes, seeds
+        covered) with dedicated runs instead of cooldown branches."""
+        named = {x.name: x for x in self.strategies}
+        if s.control_of not in named:
+            raise ValueError(f"strategy {s.name!r}: control_of {s.control_of!r} names no strategy")
+        of = named[s.control_of]
+        if not self.ladder_of(of) or self.ladder_of(s):
+            raise ValueError(f"strategy {s.name!r}: a control trains dedicated runs (ladder = false) of a strategy "
+                             f"that trains a ladder ({s.control_of!r} does not)")  # fmt: skip
+        same = ("preset", "set", "data", "regime", "layers")
+        differ = [k for k in same if getattr(s, k) != getattr(of, k)]
+        if differ:
+            raise ValueError(f"strategy {s.name!r} is the control of {of.name!r} but differs in {differ}: it may "
+                             "differ only in its schedule")  # fmt: skip
+
+    def ladder_of(self, s: StrategyEntry) -> bool:
+        """Whether strategy ``s`` trains cooldown branches of one run (needs two budgets or more)."""
+        ladder = self.budget.ladder if s.ladder is None else s.ladder
+        return ladder and len(s.budgets or self.budget.values) > 1
 
     @property
     def regimes(self) -> set[str]:

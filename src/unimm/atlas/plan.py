@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,9 @@ class PlannedRun:
     regime: str = "scratch"  # what the budget pays for ([budget] regime)
     side_flops: float | None = None  # pretrained: each prepared part's side budget
     shared_tokenizer: str = "charged"  # a shared tokenizer: charged to the run, or a separate line
+    branches: tuple[float, ...] = ()  # a ladder's stable run: the smaller budgets forked from it
+    stable: str | None = None  # a cooldown branch: the name of the stable run it forks from
+    control_of: str | None = None  # a dedicated run repeating this strategy's ladder run (same cell otherwise)
 
     @property
     def cell(self) -> str:
@@ -51,6 +54,7 @@ class PlannedRun:
 
     def spec(self) -> dict[str, Any]:
         """What defines the run (JSON): a run directory made from another spec is never resumed as this one."""
+        ladder = {"ladder": {"branches": list(self.branches), "stable": self.stable}} if self.in_ladder else {}
         return {
             "name": self.name,
             "strategy": self.strategy,
@@ -61,7 +65,13 @@ class PlannedRun:
             "seed": self.seed,
             "preset": self.preset,
             "overrides": list(self.overrides),
+            **ladder,
         }
+
+    @property
+    def in_ladder(self) -> bool:
+        """A ladder's stable run or one of its cooldown branches."""
+        return bool(self.branches) or self.stable is not None
 
     def digest(self) -> str:
         return hashlib.sha256(json.dumps(self.spec(), sort_keys=True).encode()).hexdigest()[:16]
@@ -81,17 +91,31 @@ class PlannedRun:
         return d["path"], d["image_size"], d["channels"]
 
 
+def ladder_overrides(atlas: AtlasConfig) -> list[str]:
+    """The warmup-stable-decay schedule every run of a ladder trains with."""
+    b = atlas.budget
+    return ['train.schedule="wsd"', f"train.cooldown={b.cooldown}", f'train.cooldown_shape="{b.cooldown_shape}"']
+
+
 def plan_runs(atlas: AtlasConfig) -> list[PlannedRun]:
-    """Every run of the atlas in a fixed order; each run's training config is validated here."""
+    """Every run of the atlas in a fixed order; each run's training config is validated here. In a ladder the
+    largest budget's run is the stable run, and each smaller budget's run a cooldown branch of it."""
     runs: dict[str, PlannedRun] = {}
     for s in atlas.strategies:
         data = s.data or atlas.data
         common = list(atlas.set) + ([f"data.path={json.dumps(data)}"] if data else [])
+        budgets = s.budgets or atlas.budget.values
+        ladder = atlas.ladder_of(s)
+        top = max(budgets)
         for size, size_set in atlas.sizes.items():
+            if s.sizes is not None and size not in s.sizes:
+                continue
             for kind in s.layers or atlas.layers:
                 layers = [] if kind == "preset" else [f'layers={{kind = "{kind}"}}']  # the kind's own defaults
-                base = common + list(s.set) + list(size_set) + layers
+                base = common + list(s.set) + list(size_set) + layers + (ladder_overrides(atlas) if ladder else [])
                 for value in atlas.budget.values:
+                    if value not in budgets:
+                        continue
                     for seed in s.seeds or atlas.seeds:
                         overrides = (*base, f"train.seed={seed}")
                         try:
@@ -111,6 +135,11 @@ def plan_runs(atlas: AtlasConfig) -> list[PlannedRun]:
                             regime=s.regime or atlas.budget.regime,
                             side_flops=atlas.budget.side_flops,
                             shared_tokenizer=atlas.budget.shared_tokenizer,
+                            branches=tuple(sorted(b for b in budgets if b != top)) if ladder and value == top else (),
+                            control_of=s.control_of,
                         )
+                        if ladder and value != top:
+                            stable = replace(run, budget=top, branches=tuple(sorted(b for b in budgets if b != top)))
+                            run = replace(run, stable=stable.name)
                         runs.setdefault(run.name, run)
     return list(runs.values())

@@ -25,7 +25,10 @@ from unimm.atlas.plots import (
 from unimm.atlas.results import Cell, RunResult, group_cells, load_result
 from unimm.atlas.runner import run_dir
 from unimm.atlas.scaling_report import scaling_section
+from unimm.atlas.schedule_check import schedule_checks
+from unimm.atlas.schedule_check import table as schedule_table
 from unimm.atlas.steps import masked_vs_ar, step_points, wilson, writer_kind
+from unimm.atlas.throughput import summary_text, sweep_summary
 from unimm.checkpoint import atomic_write_text
 from unimm.document import Document
 
@@ -341,6 +344,23 @@ def _claims(doc: Document, atlas: AtlasConfig, cells: list[Cell]) -> tuple[list[
             for c in checks], null  # fmt: skip
 
 
+def _schedule_controls(doc: Document, cells: list[Cell], metrics: list[str]) -> list[dict[str, Any]]:
+    """Cooldown branches against dedicated cosine runs of the same cells (only when the atlas has controls)."""
+    checks = schedule_checks(cells, metrics)
+    if not checks:
+        return []
+    doc.heading("Cooldown branches against dedicated runs")
+    doc.paragraph(
+        "Each control trains the same cell, budget and seeds as a run of its own with the preset's warmup + cosine "
+        "schedule; the ladder's run at that budget is a cooldown branch of its stable run (warmup-stable-decay, "
+        "docs/scaling.md). *branch − dedicated*: the difference of the means, with the paired t-test's 95 % "
+        "interval and p over the shared seeds (no Holm: nothing is claimed to differ); *within seed noise*: |d| "
+        "at most the two cells' pooled seed-to-seed s.d.; *equivalent*: the whole interval within ± that s.d."
+    )
+    doc.table(*schedule_table(checks))
+    return [c.row() for c in checks]
+
+
 def _null_rate(checks: list[ClaimCheck], reps: int = 10_000) -> dict[str, Any] | None:
     """The verdict rule's simulated false-verdict rate for this report's family (its number of tests, the fewest
     seeds of a tested pair), each rate with its Monte-Carlo Wilson interval; None when nothing was tested."""
@@ -414,6 +434,7 @@ def write_report(atlas: AtlasConfig, runs: list[PlannedRun], out: Path) -> Path:
     _figures(doc, cells, results, figures)
     und, gen = _first_metric(cells, "understanding"), _first_metric(cells, "generation")
     scaling = scaling_section(doc, results, [m for m in (und, gen, "task_loss") if m], figures)
+    controls = _schedule_controls(doc, cells, [m for m in (und, gen, "task_loss") if m])
     steps = _steps(doc, cells, figures)
     compositional = _compositional(doc, results)
     ledger = _ledger(doc, results)
@@ -430,6 +451,10 @@ def write_report(atlas: AtlasConfig, runs: list[PlannedRun], out: Path) -> Path:
         "counts finished training sessions (an interrupted one is not counted). Per-run reports: "
         "`runs/<run>/eval/eval.md`."
     )
+    sweep = sweep_summary(out, [r.folder for r in results if r.status == "done"])
+    if sweep is not None:
+        doc.heading("The sweep itself")
+        doc.paragraph(summary_text(sweep))
     atomic_write_text(out / "report.md", doc.markdown(out))
     atomic_write_text(out / "report.html", doc.html())
     data = {
@@ -449,5 +474,9 @@ def write_report(atlas: AtlasConfig, runs: list[PlannedRun], out: Path) -> Path:
     }
     if scaling is not None:  # only with a ladder of 4 budgets or more (a one-budget atlas's report is unchanged)
         data["scaling"] = scaling
+    if controls:
+        data["schedule_controls"] = controls
+    if sweep is not None:
+        data["sweep"] = sweep
     atomic_write_text(out / "report.json", json.dumps(data, indent=2))
     return out / "report.md"

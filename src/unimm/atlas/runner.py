@@ -113,6 +113,41 @@ def _steps(folder: Path) -> tuple[int, int | None]:
         return 0, total
 
 
+def train_finished(out: Path, name: str) -> bool:
+    """Whether run ``name`` has finished training (its evaluation may still be running)."""
+    log = out / "runs" / name / "atlas_train.json"
+    return log.is_file() and bool(json.loads(log.read_text()).get("finished"))
+
+
+def launch_order(runs: list[PlannedRun]) -> list[PlannedRun]:
+    """Seed by seed (every cell's first seed before any second one), so that a sweep stopped early has whole
+    curves rather than whole cells; plan order within a seed."""
+    return sorted(runs, key=lambda r: r.seed)
+
+
+class _Queue:
+    """Runs waiting for a worker: a cooldown branch becomes ready once its stable run has trained, and goes
+    before any new stable run, so ladders finish one by one."""
+
+    def __init__(self, runs: list[PlannedRun], out: Path) -> None:
+        self.waiting, self.out = launch_order(runs), out
+        self.failed: set[str] = set()
+
+    def next(self) -> PlannedRun | None:
+        ready = [r for r in self.waiting if r.stable is not None and train_finished(self.out, r.stable)]
+        ready = ready or [r for r in self.waiting if r.stable is None]
+        if ready:
+            self.waiting.remove(ready[0])
+            return ready[0]
+        return None
+
+    def orphans(self) -> list[PlannedRun]:
+        """Branches whose stable run failed in this invocation: they cannot start."""
+        lost = [r for r in self.waiting if r.stable in self.failed]
+        self.waiting = [r for r in self.waiting if r not in lost]
+        return lost
+
+
 def execute(atlas: AtlasConfig, runs: list[PlannedRun], out: Path, jobs: int, console: Console) -> list[RunOutcome]:
     """Run every unfinished run of ``runs``; finished ones are reported as skipped."""
     outcomes = [RunOutcome(r.name, "skipped") for r in runs if is_finished(out, r)]
@@ -132,27 +167,42 @@ def execute(atlas: AtlasConfig, runs: list[PlannedRun], out: Path, jobs: int, co
         "checkpoints": atlas.budget.checkpoints,
         "eval": {"suite": atlas.eval.suite, "seed": atlas.eval.seed, "overrides": atlas.eval.overrides()},
     }
-    procs, phase = _Processes(), {}
+    session = start_session(out, jobs, threads, atlas.device)
+    procs, phase, queue = _Processes(), {}, _Queue(remaining, out)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console, disable=not console.is_terminal) as bar, ThreadPoolExecutor(jobs) as pool:
         overall = bar.add_task("runs", total=len(remaining))
         pending: dict[Future, PlannedRun] = {}
-        for r in remaining:
-            launch = {**base, "tokenizer": tokenizers.get(r.data_key()) if r.uses_shared_tokenizer() else None}
-            pending[pool.submit(_run_one, r, run_dir(out, r), launch, procs, phase)] = r
         tasks: dict[str, Any] = {}
+
+        def finish(r: PlannedRun, outcome: RunOutcome) -> None:
+            outcomes.append(outcome)
+            bar.advance(overall)
+            if r.name in tasks:
+                bar.remove_task(tasks.pop(r.name))
+            note = f" ({outcome.message})" if outcome.message else ""
+            console.print(f"{outcome.status}: {r.name} in {outcome.seconds:.0f} s{note}")
+            if outcome.status == "failed":
+                queue.failed.add(r.name)
+            end_session(out, session, outcomes)
+
         try:
-            while pending:
+            while pending or queue.waiting:
+                while len(pending) < jobs and (r := queue.next()) is not None:
+                    launch = {**base, "tokenizer": tokenizers.get(r.data_key()) if r.uses_shared_tokenizer() else None}
+                    pending[pool.submit(_run_one, r, run_dir(out, r), launch, procs, phase)] = r
+                for r in queue.orphans():
+                    finish(r, RunOutcome(r.name, "failed", 0.0, f"its stable run {r.stable} failed"))
+                if not pending:
+                    if queue.waiting:  # branches whose stable run is neither running nor finished
+                        for r in list(queue.waiting):
+                            queue.waiting.remove(r)
+                            finish(r, RunOutcome(r.name, "failed", 0.0, f"its stable run {r.stable} is not planned"))
+                    break
                 done, _ = wait(pending, timeout=1.0, return_when=FIRST_COMPLETED)
                 for f in done:
                     r = pending.pop(f)
-                    outcome = f.result()
-                    outcomes.append(outcome)
-                    bar.advance(overall)
-                    if r.name in tasks:
-                        bar.remove_task(tasks.pop(r.name))
-                    note = f" ({outcome.message})" if outcome.message else ""
-                    console.print(f"{outcome.status}: {r.name} in {outcome.seconds:.0f} s{note}")
+                    finish(r, f.result())
                 for name, where in list(phase.items()):
                     if name not in {r.name for r in pending.values()}:
                         continue
@@ -164,8 +214,33 @@ def execute(atlas: AtlasConfig, runs: list[PlannedRun], out: Path, jobs: int, co
             procs.stop()
             for f in pending:
                 f.cancel()
+            end_session(out, session, outcomes)
             raise
     return outcomes
+
+
+def start_session(out: Path, jobs: int, threads: int | None, device: str) -> dict[str, Any]:
+    """Open this invocation's entry in ``OUT/sweep.json`` (the sweep's wall time, session by session), with the
+    fp32 matmul peak measured now with every core, the yardstick of the sweep's achieved FLOP/s."""
+    from unimm.atlas.throughput import matmul_peak_gflops
+
+    session = {"start": time.time(), "end": time.time(), "jobs": jobs, "threads_per_job": threads,
+               "matmul_peak_gflops": matmul_peak_gflops() if device != "cuda" else None, "finished": []}  # fmt: skip
+    _write_sessions(out, session)
+    return session
+
+
+def end_session(out: Path, session: dict[str, Any], outcomes: list[RunOutcome]) -> None:
+    session["end"] = time.time()
+    session["finished"] = [o.name for o in outcomes if o.status == "done"]
+    _write_sessions(out, session)
+
+
+def _write_sessions(out: Path, session: dict[str, Any]) -> None:
+    path = out / "sweep.json"
+    sessions = json.loads(path.read_text())["sessions"] if path.is_file() else []
+    sessions = [s for s in sessions if s["start"] != session["start"]] + [session]
+    atomic_write_text(path, json.dumps({"sessions": sessions}, indent=2))
 
 
 def run_atlas(

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import resource
+import shutil
 import socket
 import sys
 import time
@@ -70,7 +71,35 @@ def _launch_overrides(launch: dict[str, Any], device: str) -> list[str]:
 
 
 def _schedule(plan: dict[str, Any]) -> list[str]:
-    return [f"train.{k}={plan[k]}" for k in ("steps", "warmup", "save_every", "log_every")]
+    branches = [f"train.branches={plan['branch_steps']}"] if plan.get("branch_steps") else []
+    return [f"train.{k}={plan[k]}" for k in ("steps", "warmup", "save_every", "log_every")] + branches
+
+
+def ladder_plan(
+    name: str, spec: dict[str, Any], cfg: Config, charged: dict[str, float], cost, checkpoints: int, record: dict
+) -> None:
+    """A stable run's cooldown branches: each smaller budget's steps at the same price per step and the same
+    charges (``record["ladder"]``, keyed by budget name); the stable run keeps a checkpoint at each fork step,
+    and its warm-up and log interval are the smallest budget's, since every branch shares them."""
+    from unimm.atlas.budget import BudgetError, budget_plan, check_left
+    from unimm.atlas.plan import budget_label
+
+    kind, ladder, plans = spec["budget"]["kind"], {}, []
+    for value in spec["ladder"]["branches"]:
+        try:
+            left = check_left(f"{name} (branch {budget_label(kind, value)})", kind, value, charged,
+                              spec["ledger"]["regime"])  # fmt: skip
+        except BudgetError as err:
+            ladder[budget_label(kind, value)] = {"budget": value, "error": str(err)}
+            continue
+        p = budget_plan(cfg, kind, left, cost, checkpoints)
+        plans.append(p)
+        keep = ("left", "steps", "expected_flops", "expected_encoder_flops")
+        ladder[budget_label(kind, value)] = {"budget": value, **{k: p[k] for k in keep}}
+    record["ladder"] = ladder
+    record["branch_steps"] = sorted(p["steps"] for p in plans)
+    record["warmup"] = min([record["warmup"], *(p["warmup"] for p in plans)])
+    record["log_every"] = min([record["log_every"], *(p["log_every"] for p in plans)])
 
 
 def _planner(run_dir: Path, spec: dict[str, Any], launch: dict[str, Any], overrides: list[str], device: str):
@@ -96,6 +125,9 @@ def _planner(run_dir: Path, spec: dict[str, Any], launch: dict[str, Any], overri
         left = check_left(run_dir.name, b["kind"], b["value"], charged, ledger["regime"])
         steps = budget_plan(cfg, b["kind"], left, cost, launch["checkpoints"])
         record = {"kind": b["kind"], "budget": b["value"], **ledger, "charged": charged, "side": side, **steps}
+        if spec.get("ladder", {}).get("branches"):
+            ladder_plan(run_dir.name, spec, cfg, charged, cost, launch["checkpoints"], record)
+            cfg.train.branches = record["branch_steps"]
         atomic_write_text(run_dir / "budget.json", json.dumps(record, indent=2))
         for key in ("steps", "warmup", "save_every", "log_every"):
             setattr(cfg.train, key, record[key])
@@ -109,6 +141,8 @@ def train_run(run_dir: Path) -> None:
     job = json.loads((run_dir / "atlas_run.json").read_text())
     spec, launch = job["spec"], job["launch"]
     device = _device(launch)
+    if spec.get("ladder", {}).get("stable"):
+        return train_branch(run_dir, spec, launch, device)
     overrides = [*spec["overrides"], *_launch_overrides(launch, device)]
     planned = read_json(run_dir / "budget.json")  # fixed once: a resumed run keeps its steps and side steps
     log = read_json(run_dir / "atlas_train.json") or {"sessions": [], "wall_s": 0.0, "peak_rss_mib": 0.0}
@@ -144,6 +178,73 @@ def train_run(run_dir: Path) -> None:
     atomic_write_text(run_dir / "report" / "training_time.json", json.dumps({"wall_s": log["wall_s"]}))
     atomic_write_text(run_dir / "atlas_train.json", json.dumps(log, indent=2))
     print(f"{run_dir.name}: trained in {wall:.1f} s", flush=True)
+
+
+def branch_plan(run_dir: Path, spec: dict[str, Any]) -> dict[str, Any]:
+    """A cooldown branch's ``budget.json``: its stable run's record with this budget's steps, and the fork."""
+    from unimm.atlas.budget import BudgetError
+    from unimm.optim import fork_step
+
+    stable = run_dir.parent / spec["ladder"]["stable"]
+    sb = read_json(stable / "budget.json")
+    if sb is None:
+        raise FileNotFoundError(f"{run_dir.name}: its stable run {stable} has not planned its budget yet")
+    from unimm.atlas.plan import budget_label
+
+    label = budget_label(spec["budget"]["kind"], spec["budget"]["value"])
+    entry = sb["ladder"].get(label)
+    if entry is None:
+        raise KeyError(f"{run_dir.name}: the stable run {stable.name} plans no branch {label}")
+    if "error" in entry:
+        raise BudgetError(entry["error"])
+    cooldown = load_config(stable / "config.toml").train.cooldown
+    shared = {k: sb[k] for k in ("regime", "side_flops", "shared_tokenizer", "charged", "side", "step_cost")}
+    own = {k: v for k, v in entry.items() if k != "budget"}
+    return {"kind": sb["kind"], "budget": entry["budget"], **shared, **own,
+            "warmup": sb["warmup"], "save_every": sb["save_every"], "log_every": sb["log_every"],
+            "fork": {"stable": stable.name, "step": fork_step(entry["steps"], cooldown)}}  # fmt: skip
+
+
+def train_branch(run_dir: Path, spec: dict[str, Any], launch: dict[str, Any], device: str) -> None:
+    """Fork the stable run at this budget's fork step and train the cooldown (``unimm fork``); an interrupted
+    branch resumes from its own last checkpoint."""
+    from unimm.train import train
+    from unimm.train.fork import fork
+    from unimm.train.ledger import FORK
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    planned = read_json(run_dir / "budget.json")
+    if planned is None:
+        planned = branch_plan(run_dir, spec)
+        atomic_write_text(run_dir / "budget.json", json.dumps(planned, indent=2))
+    log = read_json(run_dir / "atlas_train.json") or {"sessions": [], "wall_s": 0.0, "peak_rss_mib": 0.0}
+    launched = [f"train.threads={launch['threads']}"] if launch.get("threads") else []
+    launched += ["train.parallel=ddp"] if device == "cuda" else []
+    if device == "cuda":
+        _join_one_process_group()
+    done = trained_steps(run_dir) if (run_dir / FORK).is_file() else None
+    t0 = time.perf_counter()
+    if done is not None and done >= planned["steps"] and (run_dir / "model.safetensors").is_file():
+        print(f"{run_dir.name}: already trained ({done} steps)")
+    elif done is not None:
+        print(f"{run_dir.name}: resuming the branch from step {done}", flush=True)
+        train(load_config(run_dir / "config.toml", launched), run_dir, resume=True, progress=False)
+    else:
+        for leftover in ("checkpoints", "model.safetensors", "config.toml"):  # a fork killed while copying
+            path = run_dir / leftover
+            shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+        at = planned["fork"]
+        print(f"{run_dir.name}: forking {at['stable']} at step {at['step']}, cooling down to {planned['steps']}",
+              flush=True)  # fmt: skip
+        fork(run_dir.parent / at["stable"], run_dir, planned["steps"], launched, progress=False)
+    wall = time.perf_counter() - t0
+    log["sessions"].append({"resumed_from": done, "wall_s": round(wall, 2), "fork": planned["fork"]})
+    log["wall_s"] = round(log["wall_s"] + wall, 2)
+    log["peak_rss_mib"] = round(max(log["peak_rss_mib"], peak_rss_mib()), 1)
+    log["finished"] = True
+    atomic_write_text(run_dir / "report" / "training_time.json", json.dumps({"wall_s": log["wall_s"]}))
+    atomic_write_text(run_dir / "atlas_train.json", json.dumps(log, indent=2))
+    print(f"{run_dir.name}: trained its cooldown in {wall:.1f} s", flush=True)
 
 
 def eval_run(run_dir: Path) -> None:

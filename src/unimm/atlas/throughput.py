@@ -1,0 +1,95 @@
+"""How well a sweep used the machine, and what its cooldown branches saved.
+
+The runner keeps ``OUT/sweep.json``: one entry per invocation (``unimm atlas ...`` started, stopped, resumed)
+with its wall-clock span, jobs, threads per job and the fp32 matmul peak measured at its start with every core.
+The sweep's *achieved* rate is the FLOPs its runs computed (each run's ledger: preparation, frozen encoders and
+training steps; a cooldown branch only its ``own`` part, the rest being its stable run's) over the sessions'
+summed wall time, which also holds what no ledger counts: evaluation, evaluator and tokenizer fits, start-up
+and idle cores. *Dedicated* is what the same runs would have computed as runs of their own (every branch from
+step 0): the branching saved ``1 - computed / dedicated``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+def matmul_peak_gflops(n: int = 1024, repeats: int = 5) -> float:
+    """Best-of-``repeats`` fp32 ``n x n`` matmul rate of this process's threads, in GFLOP/s."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    c = torch.empty(n, n)
+    torch.mm(a, b, out=c)  # warm the kernel and the caches
+    best = math.inf
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        torch.mm(a, b, out=c)
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n**3 / best / 1e9
+
+
+def _computed(ledger: dict[str, Any]) -> tuple[float, float] | None:
+    """(FLOPs this run computed itself, FLOPs of the same run trained alone) from its ``ledger.json``."""
+    total = ledger.get("total")
+    if total is None:
+        return None
+    fork = ledger.get("fork")
+    own = fork.get("own") if fork else total
+    return (float(own), float(total)) if own is not None else None
+
+
+def sweep_summary(out: Path, folders: list[Path]) -> dict[str, Any] | None:
+    """The sweep's wall time, computed FLOPs, achieved rate against the measured peak and branching savings,
+    over the run ``folders`` that have a ledger; None without ``sweep.json``."""
+    path = out / "sweep.json"
+    if not path.is_file():
+        return None
+    sessions = json.loads(path.read_text())["sessions"]
+    wall = sum(max(0.0, s["end"] - s["start"]) for s in sessions)
+    computed = dedicated = 0.0
+    counted = 0
+    for folder in folders:
+        ledger = folder / "ledger.json"
+        pair = _computed(json.loads(ledger.read_text())) if ledger.is_file() else None
+        if pair is not None:
+            computed, dedicated, counted = computed + pair[0], dedicated + pair[1], counted + 1
+    peaks = [s["matmul_peak_gflops"] for s in sessions if s.get("matmul_peak_gflops")]
+    peak = statistics.fmean(peaks) if peaks else None
+    rate = computed / wall / 1e9 if wall > 0 else None
+    return {
+        "sessions": len(sessions),
+        "wall_s": round(wall, 1),
+        "runs_counted": counted,
+        "computed_flops": computed,
+        "dedicated_flops": dedicated,
+        "branching_saves": 1 - computed / dedicated if dedicated else None,
+        "achieved_gflops": rate,
+        "matmul_peak_gflops": peak,
+        "share_of_peak": rate / peak if rate is not None and peak else None,
+        "jobs": sorted({s["jobs"] for s in sessions}),
+        "threads_per_job": sorted({s["threads_per_job"] or 0 for s in sessions}),
+    }
+
+
+def summary_text(s: dict[str, Any]) -> str:
+    """The report's paragraph on the sweep itself."""
+    hours = s["wall_s"] / 3600
+    text = (f"The sweep ran {hours:.2f} h of wall time over {s['sessions']} invocation(s) (jobs {s['jobs']}, "
+            f"threads per job {s['threads_per_job']}); its {s['runs_counted']} runs computed "
+            f"{s['computed_flops']:.3g} counted FLOPs (preparation, frozen encoders and training steps; a cooldown "
+            "branch only its own part).")  # fmt: skip
+    if s["achieved_gflops"] is not None and s["matmul_peak_gflops"]:
+        text += (f" That is {s['achieved_gflops']:.1f} GFLOP/s over the whole wall time, {s['share_of_peak']:.0%} "
+                 f"of the fp32 matmul peak measured at each start ({s['matmul_peak_gflops']:.0f} GFLOP/s); the "
+                 "wall time also holds evaluation, evaluator and tokenizer fits and start-up, which no ledger "
+                 "counts.")  # fmt: skip
+    if s["branching_saves"]:
+        text += (f" Trained as runs of their own, the same runs would have computed {s['dedicated_flops']:.3g} "
+                 f"FLOPs: the cooldown branches saved {s['branching_saves']:.0%}.")  # fmt: skip
+    return text
