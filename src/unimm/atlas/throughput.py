@@ -46,15 +46,17 @@ def _computed(ledger: dict[str, Any]) -> tuple[float, float] | None:
 
 def sweep_summary(out: Path, folders: list[Path]) -> dict[str, Any] | None:
     """The sweep's wall time, computed FLOPs, achieved rate against the measured peak and branching savings,
-    over the run ``folders`` that have a ledger; None without ``sweep.json``."""
+    over the run ``folders`` that have a ledger and finished in a session ``sweep.json`` recorded (a run finished
+    before the file existed has no wall time to set against); None without ``sweep.json``."""
     path = out / "sweep.json"
     if not path.is_file():
         return None
     sessions = json.loads(path.read_text())["sessions"]
     wall = sum(max(0.0, s["end"] - s["start"]) for s in sessions)
+    finished = {name for s in sessions for name in s["finished"]}
     computed = dedicated = 0.0
     counted = 0
-    for folder in folders:
+    for folder in (f for f in folders if f.name in finished):
         ledger = folder / "ledger.json"
         pair = _computed(json.loads(ledger.read_text())) if ledger.is_file() else None
         if pair is not None:
