@@ -351,12 +351,26 @@ def atlas(
     ),
     jobs: Annotated[int | None, typer.Option(help="runs in parallel (default: the config's jobs)", min=1)] = None,
     report_only: Annotated[bool, typer.Option(help="write the report from the runs on disk; train nothing")] = False,
+    plan: Annotated[
+        bool, typer.Option(help="print every run, the FLOPs it computes and its hours; run nothing")
+    ] = False,
+    rate: Annotated[
+        float, typer.Option(help="--plan: the sustained GFLOP/s per job assumed for the hours", min=1e-3)
+    ] = 35.0,
 ) -> None:
     """Decision atlas: train every strategy to the same budget, evaluate, and report what the numbers show."""
-    from unimm.atlas import load_atlas, run_atlas
+    from unimm.atlas import load_atlas, plan_runs, run_atlas
+    from unimm.atlas.estimate import plan_text, run_costs
     from unimm.cli_checks import check_out_dir
     from unimm.config import ConfigError
 
+    if plan:
+        try:
+            atlas_cfg = load_atlas(config)
+            typer.echo(plan_text(atlas_cfg, run_costs(atlas_cfg, plan_runs(atlas_cfg)), rate))
+        except (ConfigError, ValueError) as err:
+            _fail(err)
+        return
     try:
         check_out_dir(out)
         outcomes, report = run_atlas(load_atlas(config), out, jobs=jobs, report_only=report_only)

@@ -263,7 +263,19 @@ def test_atlas_presets_plan_every_strategy(monkeypatch):
     )
     scratch = {r.strategy for r in runs if r.regime == "scratch"}  # the parts' cost paid from the budget, beside
     assert scratch == {"chameleon-scratch", "janus-scratch", "bagel-scratch", "connector-scratch"}
-    assert len(plan_runs(full)) == 198 and full.seeds == [0, 1, 2] and len(full.budget.values) == 3
+    full_runs = plan_runs(full)
+    assert len(full_runs) == 264 and full.seeds == [0, 1, 2] and len(full.budget.values) == 4 and full.budget.ladder
+    assert sum(bool(r.branches) for r in full_runs) == 66 and max(full.budget.values) / min(full.budget.values) >= 30
+    medium = load_atlas(CONFIGS / "atlas" / "medium.toml")
+    medium_runs = plan_runs(medium)
+    assert medium.checks == quick.checks and {Path(s.preset).stem for s in medium.strategies} == presets
+    assert {r.dataset for r in medium_runs} == {"mnist", "shapes"} and len(medium.budget.values) >= 4
+    assert max(medium.budget.values) / min(medium.budget.values) >= 30
+    for s in medium.strategies:  # every strategy has a curve: a ladder of every budget, or a control of one
+        assert s.control_of or medium.ladder_of(s) and s.budgets is None, s.name
+    checked = {"transfusion", "transfusion-vit", "chameleon", "ar-moe", "janus"}  # the cells the checks use
+    assert all(len(s.seeds) >= 3 for s in medium.strategies if s.name in checked)
+    assert {r.size for r in medium_runs if r.config["layers"]["kind"] in ("dense", "moe", "mot")} >= {"tiny", "base"}
     # quick: an equal side budget per prepared part; full: everything inside the budget, the presets' preparation
     assert (quick.budget.regime, quick.budget.side_flops, quick.budget.shared_tokenizer) == (
         "pretrained",
@@ -530,6 +542,20 @@ def test_a_ladder_trains_one_stable_run_and_forks_a_cooldown_branch_per_smaller_
     assert log["sessions"][-1]["resumed_from"] == int(fork_ckpt.split("_")[1])
     assert trained_steps(folder) == ladder["2e09flops"]["steps"]
     assert (folder / "model.safetensors").read_bytes() == before  # the same weights, resumed exactly
+
+
+def test_the_plan_prices_each_run_and_a_branch_only_its_cooldown(digits_dir, tmp_path):
+    atlas = _load(tmp_path, _ladder_toml(digits_dir))
+    result = CliRunner().invoke(app, ["atlas", str(tmp_path / "atlas.toml"), "--plan", "--rate", "0.001"])
+    assert result.exit_code == 0, result.output
+    lines = {line.split()[0]: line.split() for line in result.output.splitlines()[1:-2]}
+    assert lines["transfusion.dense.preset.4e09flops.s0"][1:4] == ["stable", "4e+09", "4e+09"]
+    assert lines["transfusion.dense.preset.1e09flops.s0"][1:4] == ["branch", "1e+09", "2e+08"]  # 20 % cooldown
+    assert lines["transfusion-cosine.dense.preset.2e09flops.s0"][1:4] == ["dedicated", "2e+09", "2e+09"]
+    total = 4e9 + 0.2 * (1e9 + 2e9) + 2e9
+    assert f"4 runs: {total:.3g} training FLOPs computed" in result.output
+    assert f"{total / 1e6 / 3600:.2f} h at 0.001 GFLOP/s" in result.output
+    assert not (tmp_path / "runs").exists() and len(plan_runs(atlas)) == 4  # nothing ran
 
 
 def test_ladder_settings_are_checked(tmp_path):
