@@ -486,6 +486,7 @@ def _ladder_toml(digits_dir: Path) -> str:
     text = _atlas_toml(digits_dir, flops="[1e9, 2e9, 4e9]")
     text = text[: text.index('[[strategies]]\nname = "chameleon"')]  # transfusion alone (no shared tokenizer)
     text = text.replace("[budget]\n", "[budget]\nladder = true\n")
+    text = text.replace('"codec.steps=5"', '"codec.steps=5", "train.warmup=40"')  # longer than the smallest budget
     control = text[text.index("[[strategies]]") :].replace('name = "transfusion"', 'name = "transfusion-cosine"')
     return text + control + 'ladder = false\nbudgets = [2e9]\ncontrol_of = "transfusion"\n'
 

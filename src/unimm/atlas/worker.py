@@ -127,10 +127,11 @@ def _planner(run_dir: Path, spec: dict[str, Any], launch: dict[str, Any], overri
         record = {"kind": b["kind"], "budget": b["value"], **ledger, "charged": charged, "side": side, **steps}
         if spec.get("ladder", {}).get("branches"):
             ladder_plan(run_dir.name, spec, cfg, charged, cost, launch["checkpoints"], record)
-            cfg.train.branches = record["branch_steps"]
         atomic_write_text(run_dir / "budget.json", json.dumps(record, indent=2))
         for key in ("steps", "warmup", "save_every", "log_every"):
             setattr(cfg.train, key, record[key])
+        if "branch_steps" in record:  # validated on assignment: after the warm-up that every fork must follow
+            cfg.train.branches = record["branch_steps"]
 
     return cfg, plan
 
