@@ -179,15 +179,25 @@ def test_bad_input_is_one_clear_error(points, message):
         bootstrap_fit(points, False, reps=5)
 
 
-def _result(strategy: str, budget: float, seed: int, value: float | None, budgeted: float | None, status="done"):
-    run = PlannedRun(strategy, "dense", "tiny", "flops", budget, seed, "quick", (),
-                     {"data": {"path": "data/digits"}})  # fmt: skip
+AXES_OF = {  # writer / reader kinds of the synthetic strategies: chameleon-transfusion and chameleon-janus are
+    "chameleon": ("ar-codes", "shared"),  # matched pairs (one axis apart), transfusion-janus is not (two)
+    "transfusion": ("latent", "shared"),
+    "janus": ("ar-codes", "vit"),
+}
+
+
+def _result(strategy: str, budget: float, seed: int, value: float | None, budgeted: float | None, status="done",
+            metric: str = "fid"):  # fmt: skip
+    writer, reader = AXES_OF.get(strategy, ("latent", "shared"))
+    config = {"data": {"path": "data/digits"}, "writer": {"kind": writer}, "reader": {"kind": reader},
+              "layers": {"kind": "dense"}, "text": {"kind": "ar"}}  # fmt: skip
+    run = PlannedRun(strategy, "dense", "tiny", "flops", budget, seed, "quick", (), config)
     ledger = None
     if budgeted is not None:
         raw = {"preparation": {"vae": 0.0}, "shared": {}, "frozen_encoders": {"flops": 0.0},
                "training_steps": {"flops": budgeted}}  # fmt: skip
         ledger = RunLedger.read(raw, {"regime": "scratch", "shared_tokenizer": "charged"})
-    return RunResult(run, Path("."), status, {} if value is None else {"fid": value}, {}, ledger=ledger)
+    return RunResult(run, Path("."), status, {} if value is None else {metric: value}, {}, ledger=ledger)
 
 
 def test_curves_from_results_group_runs_by_cell_with_their_counted_compute():
@@ -209,10 +219,10 @@ def test_curves_from_results_group_runs_by_cell_with_their_counted_compute():
         curves_from_results(results, "nope")
 
 
-def _ladder(values_at, budgets=(1e12, 3e12, 1e13, 3e13, 1e14), seeds=(0, 1)) -> list[RunResult]:
+def _ladder(values_at, budgets=(1e12, 3e12, 1e13, 3e13, 1e14), seeds=(0, 1), metric="fid", noise=0.01):
     rng = np.random.default_rng(0)
-    return [_result(name, b, s, law.predict(b) + rng.normal(0, 0.01), b) for name, law in values_at.items()
-            for b in budgets for s in seeds]  # fmt: skip
+    return [_result(name, b, s, law.predict(b) + rng.normal(0, noise), b, metric=metric)
+            for name, law in values_at.items() for b in budgets for s in seeds]  # fmt: skip
 
 
 def test_scaling_section_tables_and_chart(tmp_path):
@@ -221,11 +231,14 @@ def test_scaling_section_tables_and_chart(tmp_path):
     results = _ladder({"chameleon": early, "transfusion": late, "janus": scale})
     doc = Document("t")
     data = scaling_section(doc, results, ["fid"], tmp_path, reps=30)
-    assert (tmp_path / "scaling_fid.png").is_file() and set(data) == {"fid"}
+    assert (tmp_path / "scaling_fid.png").is_file() and set(data) == {"fid", "headlines"}
+    assert data["headlines"] == []  # FID answers none of the survey's questions (each has its own metric)
     tables = [v for kind, v in doc.blocks if kind == "table"]
     assert [t[0][0] for t in tables] == ["curve", "curve", "A", "A", "budget"]
     fits, holdout, parity, cross, optimal = (t[1] for t in tables)
-    assert len(fits) == 3 and len(holdout) == 3 and len(parity) == 6 and len(cross) == 3 and len(optimal) == 5
+    # parity and crossovers of the matched pairs only (chameleon-transfusion, chameleon-janus), both orders for parity
+    assert len(fits) == 3 and len(holdout) == 3 and len(parity) == 4 and len(cross) == 2 and len(optimal) == 5
+    assert not [r for r in parity if "janus" in r[0] and "transfusion" in r[1]]
     assert fits[0][1:3] == ["5", "10"] and "seeds (2 seeds, 30 draws)" in fits[0][-1]
     x = data["fid"]["crossovers"][0]
     assert (x["a"], x["b"]) == ("chameleon/dense/tiny (digits, scratch)", "transfusion/dense/tiny (digits, scratch)")
@@ -244,3 +257,30 @@ def test_holdout_table_rows():
     assert header[-2:] == ["error", "inside"]
     assert rows[0][-2:] == ["+10.0%", "**no**"] and rows[1][-2:] == ["-5.0%", "yes"]
     assert rows[0][3] == "2 (3)"
+
+
+def test_headlines_answer_each_question_with_a_span_a_crossover_or_no_detectable_difference(tmp_path):
+    """AR (chameleon) vs diffusion (transfusion) on prompt accuracy: clearly apart, crossing, identical."""
+    low = PowerLaw(0.6, 0.3, 0.5, 1e12, True)  # 0.30 at 1e12, 0.57 at 1e14
+    high = PowerLaw(0.9, 0.3, 0.5, 1e12, True)  # 0.60 ... 0.87
+    budgets = (1e12, 3e12, 1e13, 3e13, 1e14)
+
+    def answer(a: PowerLaw, b: PowerLaw, noise: float = 0.005) -> dict:
+        results = _ladder({"chameleon": a, "transfusion": b}, budgets, (0, 1, 2), "prompt_accuracy", noise)
+        data = scaling_section(Document("t"), results, ["prompt_accuracy"], tmp_path, reps=200)
+        (row,) = [h for h in data["headlines"] if h["question"].startswith("autoregressive")]
+        assert (row["a"], row["b"]) == (
+            "chameleon/dense/tiny (digits, scratch)",
+            "transfusion/dense/tiny (digits, scratch)",
+        )
+        return row
+
+    apart = answer(low, high)
+    assert apart["verdict"] == "b" and apart["a_better"] is None and apart["at_top"][1] > 0
+    assert apart["b_better"][0] == pytest.approx(1e12, rel=0.05) and "transfusion" in apart["statement"]
+    assert answer(high, low)["verdict"] == "a"
+    slow_start = PowerLaw(0.95, 0.75, 0.3, 1e12, True)  # 0.20 at 1e12, 0.76 at 1e14: crosses `low`
+    crossing = answer(low, slow_start)
+    assert crossing["verdict"] == "crossover" and crossing["crossings"] and "cross" in crossing["statement"]
+    same = answer(low, low, noise=0.02)
+    assert same["verdict"] == "none" and "no difference detectable up to 1e+14" in same["statement"]

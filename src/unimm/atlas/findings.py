@@ -23,7 +23,7 @@ from unimm.atlas.metrics import WRITER_UNITS
 from unimm.atlas.results import Cell
 
 PART_SECTIONS = ("layers", "codec", "writer", "denoiser", "reader", "reader.connector", "text")
-IGNORED = ("name", "train.seed", "train.steps", "train.warmup", "train.save_every", "train.log_every",
+IGNORED = ("name", "train.seed", "train.steps", "train.branches", "train.warmup", "train.save_every", "train.log_every",
            "train.threads", "train.parallel", "codec.tokenizer", "sample.sampler")  # fmt: skip
 PRIMARY = {
     "generation": ("prompt_accuracy", "clip_score"),

@@ -433,7 +433,7 @@ def write_report(atlas: AtlasConfig, runs: list[PlannedRun], out: Path) -> Path:
     doc.paragraph(RULE)
     _figures(doc, cells, results, figures)
     und, gen = _first_metric(cells, "understanding"), _first_metric(cells, "generation")
-    scaling = scaling_section(doc, results, [m for m in (und, gen, "task_loss") if m], figures)
+    scaling = scaling_section(doc, results, [m for m in (und, gen, "task_loss", "caption_nll") if m], figures)
     controls = _schedule_controls(doc, cells, [m for m in (und, gen, "task_loss") if m])
     steps = _steps(doc, cells, figures)
     compositional = _compositional(doc, results)

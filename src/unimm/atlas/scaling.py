@@ -428,6 +428,56 @@ def crossover(a: BootstrapFit, b: BootstrapFit, c_range: tuple[float, float]) ->
 
 
 @dataclass(frozen=True)
+class Headline:
+    """What two curves say over the measured compute range, in one sentence: where B is better (the paired
+    interval of B − A, oriented so that > 0 means better, excludes 0), where A is, a crossover between the two,
+    or no difference detectable up to the largest budget."""
+
+    c_range: tuple[float, float]
+    b_better: tuple[float, float] | None  # the compute span where B is detectably better (first to last)
+    a_better: tuple[float, float] | None
+    at_top: tuple[float, float, float]  # B − A (better-oriented) at the largest budget, with its interval
+    crossover: Crossover
+
+    @property
+    def verdict(self) -> str:
+        if self.a_better and self.b_better:
+            return "crossover"
+        return "b" if self.b_better else "a" if self.a_better else "none"
+
+    def text(self, a: str, b: str) -> str:
+        hi = self.c_range[1]
+        d, lo_d, hi_d = self.at_top
+        top = f"(B − A at {hi:.3g}: {d:+.3g} [{lo_d:+.3g}, {hi_d:+.3g}], positive = B better)"
+        span = lambda s: f"{s[0]:.3g}–{s[1]:.3g}"  # noqa: E731
+        if self.verdict == "crossover":
+            first, second = sorted([(self.a_better, a), (self.b_better, b)], key=lambda x: x[0][0])
+            return (f"{first[1]} better at {span(first[0])}, {second[1]} at {span(second[0])}: they cross "
+                    f"{self.crossover.text()} {top}")  # fmt: skip
+        if self.verdict == "none":
+            return f"no difference detectable up to {hi:.3g} {top}"
+        win, where = (b, self.b_better) if self.verdict == "b" else (a, self.a_better)
+        return f"{win} better at {span(where)}, no crossover ({self.crossover.share:.0%} of draws cross) {top}"
+
+
+def headline(a: BootstrapFit, b: BootstrapFit, c_range: tuple[float, float]) -> Headline:
+    """``Headline`` of A and B over ``c_range``: the better-oriented difference of the fitted curves on a log grid,
+    its draws combined draw by draw (paired when the fits resampled the same seeds), widened as the wider fit."""
+    _paired(a, b)
+    grid = _log_grid(c_range, 64)
+    sign = 1.0 if a.higher_is_better else -1.0
+    est = sign * (b.fit.predict(grid) - a.fit.predict(grid))
+    lo, hi = _max_widen(a, b).interval_of(est, sign * (b.draws(grid) - a.draws(grid)))
+
+    def span(mask: np.ndarray) -> tuple[float, float] | None:
+        idx = np.flatnonzero(mask)
+        return (float(grid[idx[0]]), float(grid[idx[-1]])) if idx.size else None
+
+    top = (float(est[-1]), float(lo[-1]), float(hi[-1]))
+    return Headline(tuple(c_range), span(lo > 0), span(hi < 0), top, crossover(a, b, c_range))
+
+
+@dataclass(frozen=True)
 class Optimal:
     """The strategy with the best predicted value at ``compute`` and the share of draws in which it is best."""
 

@@ -8,8 +8,10 @@ import itertools
 from pathlib import Path
 from typing import Any
 
+from unimm.atlas.config import AXES
+from unimm.atlas.findings import matched_pairs
 from unimm.atlas.plots import plot_scaling
-from unimm.atlas.results import RunResult
+from unimm.atlas.results import RunResult, group_cells
 from unimm.atlas.scaling import (
     BootstrapFit,
     Crossover,
@@ -21,6 +23,7 @@ from unimm.atlas.scaling import (
     compute_optimal,
     crossover,
     curves_from_results,
+    headline,
     holdout_check,
     parity_ratio,
 )
@@ -78,6 +81,51 @@ def optimal_table(choices: list[Optimal]) -> Table:
     return ["budget", "best (predicted)", "its value", "share of draws where it is best"], rows
 
 
+# The survey's questions as the README asks them, each on the metric that answers it (`findings.QUESTIONS` and the
+# fusion check): side A's kinds, side B's, on one strategy axis.
+HEADLINES = (
+    ("autoregressive vs diffusion images", "writer.kind", ("ar-codes",), ("latent",), "prompt_accuracy"),
+    ("dense vs mixture-of-experts / MoT", "layers.kind", ("dense",), ("moe", "modality-moe", "mot"), "task_loss"),
+    ("shared vs decoupled image encoder", "reader.kind", ("shared",), ("vit",), "caption_accuracy"),
+    ("early vs late fusion", "reader.kind", ("shared",), ("vit",), "caption_nll"),
+)
+AXES_COMPARED = ("writer.kind", "layers.kind", "reader.kind", "text.kind")
+
+
+def matched_curve_pairs(results: list[RunResult], axis: str, a_kinds=None, b_kinds=None) -> list[tuple[str, str]]:
+    """(A, B) curve labels of cells that form a matched pair on ``axis`` (no confounds) at some budget: the pairs
+    a curve comparison means something for. Without kinds, every ordered pair of kinds on the axis."""
+    kinds = AXES[axis].kinds()
+    out: dict[tuple[str, str], None] = {}
+    for pair in matched_pairs(axis, a_kinds or kinds, b_kinds or kinds, group_cells(results)):
+        if pair.a.key == pair.b.key or pair.confounds() is not None:
+            continue
+        ra, rb = pair.a.first.run, pair.b.first.run
+        key_a, key_b = f"{ra.cell} ({ra.dataset}, {ra.regime})", f"{rb.cell} ({rb.dataset}, {rb.regime})"
+        if a_kinds is None and (key_b, key_a) in out:
+            continue
+        out[key_a, key_b] = None
+    return list(out)
+
+
+def headline_table(results: list[RunResult], fits: dict[str, dict[str, BootstrapFit]]) -> tuple[Table, list]:
+    """One row per survey question and matched pair of curves: where B is better, A is, they cross, or no
+    difference is detectable up to the largest budget."""
+    rows, data = [], []
+    for title, axis, a_kinds, b_kinds, metric in HEADLINES:
+        for a, b in matched_curve_pairs(results, axis, a_kinds, b_kinds):
+            fa, fb = fits.get(metric, {}).get(a), fits.get(metric, {}).get(b)
+            if fa is None or fb is None:
+                continue
+            c_range = (max(min(fa.compute), min(fb.compute)), min(max(fa.compute), max(fb.compute)))
+            h = headline(fa, fb, c_range)
+            rows.append([title, f"`{metric}`", f"`{a}`", f"`{b}`", h.text("A", "B")])
+            data.append({"question": title, "metric": metric, "a": a, "b": b, "verdict": h.verdict,
+                         "statement": h.text(a, b), "b_better": h.b_better, "a_better": h.a_better,
+                         "at_top": h.at_top, "crossings": h.crossover.crossings})  # fmt: skip
+    return (["question", "metric", "A", "B", "answer over the measured budgets"], rows), data
+
+
 def _family(curves: list[Curve]) -> dict[tuple[str, str, str], list[Curve]]:
     """Curves that can be compared: the same data, regime and compute unit."""
     out: dict[tuple[str, str, str], list[Curve]] = {}
@@ -97,9 +145,23 @@ def scaling_section(doc: Document, results: list[RunResult], metrics: list[str],
     doc.heading("Scaling: quality vs compute")
     doc.paragraph(NOTE.format(level=0.9))
     data: dict[str, Any] = {}
+    all_fits = {m: {c.label: c.fit(reps=reps) for c in cs} for m, cs in parts.items()}
+    table, answers = headline_table(results, all_fits)
+    if answers:
+        doc.heading("The survey's questions, answered by the curves", 3)
+        doc.paragraph(
+            "For each question, every matched pair of curves (cells that differ only on the question's axis, same "
+            "data, size and regime) on the question's metric: the better-oriented difference B − A of the fitted "
+            "laws, with its paired bootstrap interval, over the budgets both measured. *B better at C1–C2*: the "
+            "interval excludes 0 there; *no difference detectable up to C*: it never does; a crossover when each "
+            "side is better somewhere. Beyond the largest budget nothing is claimed."
+        )
+        doc.table(*table)
+    data["headlines"] = answers
+    matched = {(a, b) for axis in AXES_COMPARED for a, b in matched_curve_pairs(results, axis)}
     for metric, curves in parts.items():
         doc.heading(metric, 3)
-        fits = {c.label: c.fit(reps=reps) for c in curves}
+        fits = all_fits[metric]
         path = plot_scaling(curves, fits, folder / f"scaling_{metric}.png")
         if path:
             doc.image(path, f"{metric} vs compute")
@@ -108,10 +170,13 @@ def scaling_section(doc: Document, results: list[RunResult], metrics: list[str],
                   for c in curves}  # fmt: skip
         doc.table(*holdout_table(checks))
         parities, crossings, optimal = {}, {}, []
-        for group in _family(curves).values():
+        for group in _family(curves).values():  # parity and crossovers of matched pairs only
             for a, b in itertools.permutations(group, 2):
-                parities[a.label, b.label] = parity_ratio(fits[a.label], fits[b.label], max(fits[a.label].compute))
+                if (a.label, b.label) in matched or (b.label, a.label) in matched:
+                    parities[a.label, b.label] = parity_ratio(fits[a.label], fits[b.label], max(fits[a.label].compute))
             for a, b in itertools.combinations(group, 2):
+                if (a.label, b.label) not in matched and (b.label, a.label) not in matched:
+                    continue
                 low = min(min(fits[a.label].compute), min(fits[b.label].compute))
                 high = max(max(fits[a.label].compute), max(fits[b.label].compute))
                 crossings[a.label, b.label] = crossover(fits[a.label], fits[b.label], (low, high))
@@ -121,6 +186,7 @@ def scaling_section(doc: Document, results: list[RunResult], metrics: list[str],
         if parities:
             doc.table(*parity_table(parities))
             doc.table(*crossover_table(crossings))
+        if optimal:
             doc.table(*optimal_table(optimal))
         data[metric] = {
             "fits": {k: {"m_inf": f.fit.m_inf, "A": f.fit.A, "alpha": f.fit.alpha, "c_ref": f.fit.c_ref,
