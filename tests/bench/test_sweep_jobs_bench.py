@@ -1,0 +1,24 @@
+"""bench/sweep_jobs.py: concurrent workers each time real atlas training steps and the layout sums their FLOP/s."""
+
+import importlib.util
+from pathlib import Path
+
+SCRIPT = Path(__file__).resolve().parents[2] / "bench" / "sweep_jobs.py"
+
+
+def _load_bench():
+    spec = importlib.util.spec_from_file_location("bench_sweep_jobs", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_two_one_thread_workers_each_time_their_steps_and_the_rates_add_up(monkeypatch, digits_dir):
+    bench = _load_bench()
+    small = ["model.dim=32", "model.depth=1", "model.heads=2", "train.batch_size=4", "codec.hidden=8",
+             f"data.path={str(digits_dir)!r}", "train.tensorboard=false"]  # fmt: skip
+    monkeypatch.setattr(bench, "TINY", small)
+    row = bench.layout(2, 1, "configs/quick.toml", steps=1)
+    assert row["jobs"] == 2 and row["threads_per_job"] == 1 and len(row["step_s"]) == 2
+    assert row["step_gflop"] > 0 and all(s > 0 for s in row["step_s"])
+    assert abs(row["gflops"] - sum(row["step_gflop"] / s for s in row["step_s"])) < 1e-6 * row["gflops"] + 1e-3
