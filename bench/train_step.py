@@ -17,7 +17,6 @@ import argparse
 import datetime
 import importlib.metadata
 import json
-import math
 import os
 import statistics
 import sys
@@ -51,17 +50,9 @@ INSTALL_HINT = "make bench (it installs the bench extra: pip install torch==2.13
 
 def matmul_peak(sizes: tuple[int, ...], repeats: int) -> dict:
     """Best-of-``repeats`` fp32 matmul throughput per size -> {"n": GFLOP/s, ..., "peak": max}."""
-    out: dict[str, float] = {}
-    for n in sizes:
-        a, b = torch.randn(n, n), torch.randn(n, n)
-        c = torch.empty(n, n)
-        torch.mm(a, b, out=c)  # warm the kernel and the caches
-        best = math.inf
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            torch.mm(a, b, out=c)
-            best = min(best, time.perf_counter() - t0)
-        out[str(n)] = 2 * n**3 / best / 1e9
+    from unimm.atlas.throughput import matmul_peak_gflops
+
+    out = {str(n): matmul_peak_gflops(n, repeats) for n in sizes}
     out["peak"] = max(out.values())
     return out
 
