@@ -13,7 +13,9 @@ from rich.table import Table
 
 from unimm.cli_help import App
 from unimm.data.canonical import CLASSES_FILE, find_canonical
+from unimm.data.formats import SPLITS
 from unimm.data.sources import FORMATS, Record, Source, TooManySkipsError, open_source
+from unimm.data.video_store import is_video_dataset, load_video_split, read_video_meta
 
 data_app = App(help="Datasets: inspect a source, convert it to tar shards.")
 
@@ -78,6 +80,44 @@ def _class_names(path: str) -> str:
     return f"{len(names)} from {CLASSES_FILE}: {', '.join(names)}"
 
 
+def _inspect_video(root: Path, limit: int | None, n_examples: int) -> None:
+    """Clips per split, geometry, skipped clips, digit / direction / bounce balance and examples."""
+    meta = read_video_meta(root)
+    table = Table(title=str(root), show_header=False)
+    table.add_row("format", f"video: {meta.get('clip', 'npy clips')}, captions.jsonl per split")
+    counts, digits, labels, directions, bounces = Counter(), Counter(), Counter(), Counter(), Counter()
+    examples: list[dict] = []
+    for split in SPLITS:
+        if not (root / split).is_dir():
+            continue
+        data = load_video_split(root, split, max_skip_fraction=1.0)  # report every broken clip rather than stop
+        records = data.records[:limit] if limit is not None else data.records
+        counts[split] = len(records)
+        if data.skipped.skipped:
+            table.add_row(f"skipped ({split})", f"{data.skipped.skipped} ({_counts(data.skipped.reasons)})")
+            for reason, key, detail in data.skipped.examples:
+                table.add_row("", f"{key}: {reason}: {detail}")
+        for record in records:
+            tracks = record.get("truth", {}).get("digits", [])
+            digits[str(len(tracks))] += 1
+            for track in tracks:
+                labels[str(track["label"])] += 1
+                directions[track["directions"][0]] += 1
+                bounces["bounce" if track["bounce_frame"] is not None else "straight"] += 1
+        examples += records[: max(0, n_examples - len(examples))]
+    height, width = meta["size"]
+    table.add_row("clips", f"{sum(counts.values())} ({_counts(counts)})")
+    table.add_row("clip size", f"{meta['frames']} frames of {height}x{width}")
+    table.add_row("digits per clip", _counts(digits))
+    table.add_row("classes", _counts(labels))
+    table.add_row("directions", _counts(directions))
+    table.add_row("bounces", _counts(bounces))
+    for record in examples:
+        qa = " | ".join(f"{row['question']} {row['answer']}" for row in record.get("qa", [])[:3])
+        table.add_row(f"e.g. {record.get('split', '')}/{record['file']}", f"{record['caption']} ({qa})")
+    Console().print(table)
+
+
 @data_app.command()
 def inspect(
     path: Annotated[str, typer.Argument(help="file, dir or brace pattern (shard-{000000..000003}.tar)")],
@@ -86,6 +126,12 @@ def inspect(
     examples: Annotated[int, typer.Option(help="example records to show")] = 3,
 ) -> None:
     """Print a source's format, record count, skipped samples per reason, examples and image sizes."""
+    if is_video_dataset(path):
+        try:
+            _inspect_video(Path(path), limit, examples)
+        except (FileNotFoundError, ValueError) as err:
+            _fail(err)
+        return
     source = _open(path, fmt, max_skip_fraction=1.0)  # report every broken sample rather than stop
     summary = _Summary()
     try:

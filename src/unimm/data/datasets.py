@@ -77,7 +77,13 @@ def _load_folder(root: Path, split: str) -> tuple[np.ndarray, np.ndarray, list[s
     return np.stack(pixels), labels, [row["caption"] for row in rows]
 
 
-BUILT_IN = ("mnist", "digits", "emoji", "shapes")  # what ``python -m unimm.data.prepare`` writes, by name
+BUILT_IN = (
+    "mnist",
+    "digits",
+    "emoji",
+    "shapes",
+    "moving_mnist",
+)  # what ``python -m unimm.data.prepare`` writes, by name
 
 
 def _create_hint(root: Path) -> str:

