@@ -7,6 +7,9 @@ Formats (``FORMATS``):
 ``llava``       a JSON list (or jsonl) of ``{id, image, conversations: [{from: human|gpt, value}]}``.
 ``interleaved`` jsonl documents, OBELICS ``{texts, images}`` or MMC4 ``{text_list, image_info}``.
 ``imagefolder`` images with same-stem ``.txt`` captions, or a ``metadata.jsonl``/``captions.jsonl``.
+``shape-edits`` ``python -m unimm.data.edits``'s folder: ``edits.jsonl`` rows naming ``source_file``,
+                ``target_file`` and the ``instruction``; a record is the document [source image, instruction,
+                target image].
 ``mnist-idx``   canonical IDX files (``train-images-idx3-ubyte[.gz]``, ``t10k-...``; ``canonical.py``): a record per
                 image, split as ``load_split`` splits them, its text a class template caption (names from
                 ``classes.txt``; ``label <n>`` without one, which ``convert`` refuses).
@@ -34,7 +37,7 @@ from unimm.data.canonical import find_canonical, is_canonical_name, val_indices
 from unimm.data.captions import CaptionTemplates
 from unimm.data.formats import SPLITS
 
-FORMATS = ("webdataset", "coco", "llava", "interleaved", "imagefolder", "mnist-idx")
+FORMATS = ("webdataset", "coco", "llava", "interleaved", "imagefolder", "shape-edits", "mnist-idx")
 IMAGE_EXTS = ("png", "jpg", "jpeg", "webp", "bmp", "gif")
 TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz")
 MAX_EXAMPLES = 5  # offending keys kept for the report
@@ -476,6 +479,23 @@ def _read_imagefolder(path: str | Path, stats: SkipStats) -> Iterator[Record]:
             yield Record(key, image, text, split=split if split in SPLITS else None)
 
 
+def _read_shape_edits(path: str | Path, stats: SkipStats) -> Iterator[Record]:
+    path = Path(path)
+    listing = path / "edits.jsonl" if path.is_dir() else path
+    for number, row in _json_rows(listing, stats):
+        key = f"{listing.stem}-{number:06d}"
+        files = row.get("source_file"), row.get("target_file")
+        if not all(isinstance(f, str) for f in files):
+            stats.skip("bad_json", key, "row needs 'source_file' and 'target_file'")
+            continue
+        text = _text(row.get("instruction"), key, stats)
+        source = _image(listing.parent / files[0], key, stats) if text is not None else None
+        target = _image(listing.parent / files[1], key, stats) if source is not None else None
+        if target is not None:
+            split = row.get("split") if row.get("split") in SPLITS else None
+            yield Record(key, source, text, segments=[source, text, target], split=split)
+
+
 def _read_mnist_idx(path: str | Path, stats: SkipStats) -> Iterator[Record]:
     files = find_canonical(path)
     if files is None:
@@ -506,6 +526,7 @@ _READERS: dict[str, Callable[[Any, SkipStats], Iterator[Record]]] = {
     "llava": _read_llava,
     "interleaved": _read_interleaved,
     "imagefolder": _read_imagefolder,
+    "shape-edits": _read_shape_edits,
     "mnist-idx": _read_mnist_idx,
 }
 
@@ -536,6 +557,8 @@ def _jsonl_format(path: Path) -> str | None:
         return "llava"
     if {"texts", "images"} <= row.keys() or "text_list" in row:
         return "interleaved"
+    if {"instruction", "source_file", "target_file"} <= row.keys():
+        return "shape-edits"
     return None
 
 
@@ -573,6 +596,8 @@ def detect_format(path: str | Path) -> str:
         fmt = "webdataset"
     elif list((path / "annotations").glob("captions_*.json")) or list(path.glob("captions_*.json")):
         fmt = "coco"
+    elif (path / "edits.jsonl").is_file():
+        fmt = "shape-edits"
     elif (path / "metadata.jsonl").is_file() or (path / "captions.jsonl").is_file():
         fmt = "imagefolder"
     else:

@@ -1,0 +1,163 @@
+"""Edit and interleaved scorers on hand-made images: each failure scores 0 on its own measure."""
+
+import numpy as np
+import pytest
+
+from unimm.data.edits import Edit, scene_of
+from unimm.data.shapes import ShapeObject, render
+from unimm.eval.classifier import ImageClassifier
+from unimm.eval.edits import score_edit, score_edits
+from unimm.eval.interleaved import (
+    classifier_callable,
+    count_task,
+    digits_task,
+    make_tasks,
+    score_task,
+    score_tasks,
+    shapes_task,
+)
+
+CIRCLE = ShapeObject("circle", "red", (8, 16), 4)
+SQUARE = ShapeObject("square", "blue", (24, 16), 4)
+SOURCE = (CIRCLE, SQUARE)
+
+
+def pixels(*objects: ShapeObject) -> np.ndarray:
+    return np.array(render(scene_of(tuple(objects))))
+
+
+def edit(kind: str, target: tuple[ShapeObject, ...], index: int = 0, **extra) -> Edit:
+    return Edit(kind, f"{kind} ...", scene_of(SOURCE), scene_of(target), index, **extra)
+
+
+def verdict(image: np.ndarray, e: Edit) -> tuple[bool, bool]:
+    result = score_edit(image, e)
+    return result.edit, result.preservation
+
+
+def moved(obj: ShapeObject, x: int, y: int) -> ShapeObject:
+    return ShapeObject(obj.shape, obj.colour, (x, y), obj.size)
+
+
+def recoloured(obj: ShapeObject, colour: str) -> ShapeObject:
+    return ShapeObject(obj.shape, colour, obj.centre, obj.size)
+
+
+def test_recolour():
+    green = recoloured(CIRCLE, "green")
+    e = edit("recolour", (green, SQUARE))
+    assert verdict(pixels(green, SQUARE), e) == (True, True)
+    assert verdict(pixels(*SOURCE), e) == (False, True)  # nothing done
+    assert verdict(pixels(recoloured(CIRCLE, "yellow"), SQUARE), e) == (False, True)  # wrong colour
+    assert verdict(pixels(green, recoloured(SQUARE, "red")), e) == (True, False)  # another object changed too
+    assert verdict(pixels(green, SQUARE, ShapeObject("triangle", "purple", (16, 5), 3)), e) == (True, False)  # extra
+
+
+def test_move():
+    down = moved(CIRCLE, 8, 24)
+    e = edit("move", (down, SQUARE), direction="down")
+    assert verdict(pixels(down, SQUARE), e) == (True, True)
+    assert verdict(pixels(*SOURCE), e) == (False, True)
+    assert verdict(pixels(moved(CIRCLE, 8, 8), SQUARE), e) == (False, True)  # wrong direction
+    assert verdict(pixels(down, moved(SQUARE, 24, 8)), e) == (True, False)  # the square moved as well
+
+
+def test_add():
+    triangle = ShapeObject("triangle", "green", (16, 5), 3)
+    e = edit("add", (*SOURCE, triangle), index=2)
+    assert verdict(pixels(*SOURCE, triangle), e) == (True, True)
+    assert verdict(pixels(*SOURCE, moved(triangle, 16, 27)), e) == (True, True)  # any free place
+    assert verdict(pixels(*SOURCE), e) == (False, True)
+    assert verdict(pixels(*SOURCE, recoloured(triangle, "red")), e) == (False, True)
+    assert verdict(pixels(CIRCLE, triangle), e) == (True, False)  # the square vanished
+
+
+def test_remove():
+    e = edit("remove", (SQUARE,))
+    assert verdict(pixels(SQUARE), e) == (True, True)
+    assert verdict(pixels(*SOURCE), e) == (False, True)
+    assert verdict(pixels(CIRCLE), e) == (False, False)  # the wrong object removed
+
+
+def test_swap():
+    target = (moved(CIRCLE, 24, 16), moved(SQUARE, 8, 16))
+    e = edit("swap", target, other=1)
+    assert verdict(pixels(*target), e) == (True, True)
+    assert verdict(pixels(*SOURCE), e) == (False, True)
+    assert verdict(pixels(target[0]), e) == (False, True)  # the square lost: the edit's failure alone
+
+
+def test_pixel_distance_outside_the_edit_counts():
+    green = recoloured(CIRCLE, "green")
+    image = pixels(green, SQUARE)
+    image[image.sum(-1) == 3 * 255] = 200  # a grey background: objects unchanged, pixels not
+    result = score_edit(image, edit("recolour", (green, SQUARE)))
+    assert result.edit and result.objects_kept and result.pixel_distance > 8 and not result.preservation
+    assert score_edit(image, edit("recolour", (green, SQUARE)), pixel_threshold=100).preservation
+
+
+def test_aggregate_rates_and_intervals():
+    green = recoloured(CIRCLE, "green")
+    e = edit("recolour", (green, SQUARE))
+    out = score_edits([pixels(green, SQUARE), pixels(*SOURCE)], [e, e])
+    assert out["edit"]["rate"] == 0.5 and out["preservation"]["rate"] == 1.0 and out["both"]["n"] == 2
+    lo, hi = out["edit"]["ci"]
+    assert 0 < lo < 0.5 < hi < 1 and len(out["results"]) == 2 and out["per_kind"]["recolour"]["edit"]["n"] == 2
+    with pytest.raises(ValueError, match="2 images but 1 edits"):
+        score_edits([pixels(*SOURCE)] * 2, [e])
+
+
+# ---------------------------------------------------------------------------------------------- interleaved
+
+
+def digit(value: int) -> np.ndarray:
+    return np.full((8, 8), value, dtype=np.uint8)
+
+
+def fake_classify(image: np.ndarray) -> int:
+    return int(image[0, 0])
+
+
+def test_task_prompts_and_slots():
+    assert digits_task(2024).slots == (2, 0, 2, 4)
+    assert digits_task(2024).prompt == "write the digits of 2024, one image each"
+    assert count_task(3, 3).prompt == "three, then the next one, then the next" and count_task(3, 3).slots == (3, 4, 5)
+    task = shapes_task(("red", "circle"), ("blue", "square"), "right of")
+    assert task.prompt == "draw a red circle. Now add a blue square to its right."
+    assert task.slots == ("a red circle", "a blue square right of a red circle")
+    assert make_tasks(9, seed=1) == make_tasks(9, seed=1) != make_tasks(9, seed=2)
+    assert {t.kind for t in make_tasks(9)} == {"digits", "count", "shapes"}
+    with pytest.raises(ValueError):
+        count_task(8, 3)
+
+
+def test_digit_slots_with_a_fake_classifier():
+    task = digits_task(2024)
+    assert score_task(task, [digit(d) for d in (2, 0, 2, 4)], fake_classify).slots == (True,) * 4
+    assert score_task(task, [digit(d) for d in (2, 0, 2, 5)], fake_classify).slots == (True, True, True, False)
+    assert score_task(task, [digit(d) for d in (2, 0)], fake_classify).slots == (True, True, False, False)
+    out = score_tasks(
+        [task, count_task(3, 3)], [[digit(d) for d in (2, 0, 4, 2)], [digit(3), digit(4), digit(5)]], fake_classify
+    )
+    assert out["slot_accuracy"]["rate"] == 5 / 7 and out["task_accuracy"]["rate"] == 0.5
+    assert out["consistency"]["n"] == 0 and out["per_kind"]["count"]["task_accuracy"]["rate"] == 1.0
+    with pytest.raises(ValueError, match="classify"):
+        score_task(task, [digit(2)])
+
+
+def test_shapes_slots_and_consistency():
+    task = shapes_task(("red", "circle"), ("blue", "square"), "right of")
+    first = pixels(CIRCLE)
+    result = score_task(task, [first, pixels(CIRCLE, SQUARE)])
+    assert result.slots == (True, True) and result.consistency is True
+    result = score_task(task, [first, pixels(moved(CIRCLE, 8, 20), SQUARE)])  # still right of it, but moved
+    assert result.slots == (True, True) and result.consistency is False
+    result = score_task(task, [first, pixels(recoloured(CIRCLE, "orange"), SQUARE)])
+    assert result.slots == (True, False) and result.consistency is False
+    assert score_task(task, [first, pixels(CIRCLE, moved(SQUARE, 8, 26))]).slots == (True, False)  # below, not right
+    assert score_task(task, [first]).consistency is False
+
+
+def test_classifier_callable_returns_a_class():
+    classify = classifier_callable(ImageClassifier(1, 8, 10))
+    assert 0 <= classify(digit(3)) < 10
