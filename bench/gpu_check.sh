@@ -7,12 +7,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
-path=src
+path=$PWD/src
 if compgen -G ".whl/*.whl" >/dev/null; then
     "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
     path=$path:/tmp/site
 fi
-if [ -d .gpu_site ]; then path=$path:.gpu_site; fi
+if [ -d .gpu_site ]; then path=$path:$PWD/.gpu_site; fi
 export PYTHONPATH=$path${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 "$PY" - <<'PYEOF' || true
 import importlib.util
