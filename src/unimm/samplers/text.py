@@ -24,4 +24,8 @@ def select_next(
         drop = probs.cumsum(-1) - probs >= top_p
         logits = logits.masked_fill(drop.scatter(-1, order, drop), float("-inf"))
     probs = logits.softmax(-1)
+    if generator is not None and generator.device != probs.device:
+        # draw on the generator's device (callers seed CPU generators, also for a model on CUDA, whose
+        # multinomial refuses a CPU generator), so a seed gives the same tokens on every device
+        return torch.multinomial(probs.to(generator.device), 1, generator=generator).squeeze(-1).to(probs.device)
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
