@@ -41,7 +41,7 @@ def layout(jobs: int, threads: int, preset: str, steps: int) -> dict:
     outs = [json.loads(p.communicate()[0].strip().splitlines()[-1]) for p in procs]
     wall = time.perf_counter() - t0
     rate = sum(o["flops"] / o["seconds"] for o in outs) / 1e9
-    return {"jobs": jobs, "threads_per_job": threads, "step_s": [round(o["seconds"], 4) for o in outs],
+    return {"jobs": jobs, "threads_per_job": threads, "step_s": [o["seconds"] for o in outs],
             "step_gflop": outs[0]["flops"] / 1e9, "gflops": rate, "wall_s": round(wall, 1)}  # fmt: skip
 
 
@@ -80,7 +80,7 @@ def main() -> None:
           "| preset | jobs x threads | step s (each job) | GFLOP/step | summed GFLOP/s | share of peak | vs one job |",
           "|---|---|---|---:|---:|---:|---:|"]  # fmt: skip
     for r in rows:
-        steps = ", ".join(map(str, r["step_s"]))
+        steps = ", ".join(f"{x:.4f}" for x in r["step_s"])
         md.append(f"| {r['preset']} | {r['jobs']} x {r['threads_per_job']} | {steps} | {r['step_gflop']:.2f} | "
                   f"{r['gflops']:.1f} | {r['share_of_peak']:.0%} | {r['vs_one_job']:.2f}x |")  # fmt: skip
     (args.out / "sweep_jobs.md").write_text("\n".join(md) + "\n")

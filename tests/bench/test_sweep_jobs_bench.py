@@ -3,6 +3,8 @@
 import importlib.util
 from pathlib import Path
 
+import pytest
+
 SCRIPT = Path(__file__).resolve().parents[2] / "bench" / "sweep_jobs.py"
 
 
@@ -21,4 +23,4 @@ def test_two_one_thread_workers_each_time_their_steps_and_the_rates_add_up(monke
     row = bench.layout(2, 1, "configs/quick.toml", steps=1)
     assert row["jobs"] == 2 and row["threads_per_job"] == 1 and len(row["step_s"]) == 2
     assert row["step_gflop"] > 0 and all(s > 0 for s in row["step_s"])
-    assert abs(row["gflops"] - sum(row["step_gflop"] / s for s in row["step_s"])) < 1e-6 * row["gflops"] + 1e-3
+    assert row["gflops"] == pytest.approx(sum(row["step_gflop"] / s for s in row["step_s"]), rel=1e-9)
