@@ -95,13 +95,18 @@ def write_meta(root: str | Path, meta: dict[str, Any]) -> None:
     (Path(root) / META_FILE).write_text(text, encoding="utf-8")
 
 
+def load_meta_json(path: Path) -> Any:
+    """The parsed ``meta.json`` at ``path``; ``ValueError`` naming the file if it is not valid JSON."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: invalid JSON ({err})") from err
+
+
 def read_meta(root: str | Path) -> dict[str, Any]:
     """Read ``meta.json`` of a dataset dir; ``ValueError`` if it is not valid JSON with a format."""
     path = Path(root) / META_FILE
-    try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path}: invalid JSON ({err})") from err
+    meta = load_meta_json(path)
     if isinstance(meta, dict) and meta.get("format") == "video":
         raise ValueError(
             f"{path}: a video dataset (clips): read it with unimm.data.video_store.load_video_split; "

@@ -179,7 +179,7 @@ def _text(value: Any, key: str, stats: SkipStats) -> str | None:
     return value.strip()
 
 
-def _json_rows(path: Path, stats: SkipStats) -> Iterator[tuple[int, dict[str, Any]]]:
+def json_rows(path: Path, stats: SkipStats) -> Iterator[tuple[int, dict[str, Any]]]:
     """(line number, object) of a jsonl file; malformed lines are counted as ``bad_json``."""
     with path.open(encoding="utf-8", errors="replace") as handle:
         for number, line in enumerate(handle, start=1):
@@ -367,7 +367,7 @@ def _read_coco(path: str | Path, stats: SkipStats) -> Iterator[Record]:
 
 def _llava_items(path: Path, stats: SkipStats) -> Iterator[tuple[int, dict[str, Any]]]:
     if path.suffix == ".jsonl":
-        yield from _json_rows(path, stats)
+        yield from json_rows(path, stats)
         return
     items = json.loads(path.read_text(encoding="utf-8"))
     if not isinstance(items, list):
@@ -423,7 +423,7 @@ def _read_interleaved(path: str | Path, stats: SkipStats) -> Iterator[Record]:
     path = Path(path)
     for file in _files_of(path, "interleaved"):
         roots = [file.parent, file.parent / "images"]
-        for number, doc in _json_rows(file, stats):
+        for number, doc in json_rows(file, stats):
             key = str(doc.get("id") or doc.get("key") or f"{file.stem}-{number:06d}")
             refs = _document_refs(doc)
             if refs is None:
@@ -449,7 +449,7 @@ def _folder_rows(path: Path, stats: SkipStats) -> Iterator[tuple[str, Any, str |
     """(relative image file, caption, split) from metadata.jsonl/captions.jsonl or ``.txt`` sidecars."""
     listing = next((path / n for n in ("metadata.jsonl", "captions.jsonl") if (path / n).is_file()), None)
     if listing is not None:
-        for number, row in _json_rows(listing, stats):
+        for number, row in json_rows(listing, stats):
             file = row.get("file_name", row.get("file"))
             if not isinstance(file, str):
                 stats.skip("bad_json", f"{listing.name}:{number}", "row needs 'file_name' (or 'file')")
@@ -482,7 +482,7 @@ def _read_imagefolder(path: str | Path, stats: SkipStats) -> Iterator[Record]:
 def _read_shape_edits(path: str | Path, stats: SkipStats) -> Iterator[Record]:
     path = Path(path)
     listing = path / "edits.jsonl" if path.is_dir() else path
-    for number, row in _json_rows(listing, stats):
+    for number, row in json_rows(listing, stats):
         key = f"{listing.stem}-{number:06d}"
         files = row.get("source_file"), row.get("target_file")
         if not all(isinstance(f, str) for f in files):

@@ -21,8 +21,8 @@ import numpy as np
 import numpy.lib.format as npy
 import torch
 
-from unimm.data.formats import CAPTIONS_FILE, META_FILE, SPLITS, write_meta
-from unimm.data.sources import SkipStats
+from unimm.data.formats import CAPTIONS_FILE, META_FILE, SPLITS, load_meta_json, write_meta
+from unimm.data.sources import SkipStats, json_rows
 
 VIDEO_FORMAT = "video"
 
@@ -80,10 +80,7 @@ def is_video_dataset(path: str | Path) -> bool:
 def read_video_meta(root: str | Path) -> dict[str, Any]:
     """``meta.json`` of a video dataset; ``ValueError`` naming the file if it is not one."""
     path = Path(root) / META_FILE
-    try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path}: invalid JSON ({err})") from err
+    meta = load_meta_json(path)
     if not isinstance(meta, dict) or meta.get("format") != VIDEO_FORMAT:
         raise ValueError(f'{path}: not a video dataset (no "format": "video")')
     if not isinstance(meta.get("frames"), int) or not isinstance(meta.get("size"), list) or len(meta["size"]) != 2:
@@ -112,20 +109,12 @@ def read_clip(path: Path, shape: tuple[int, int, int]) -> np.ndarray:
 def _rows(path: Path, stats: SkipStats) -> list[tuple[int, dict[str, Any]]]:
     """(line number, row) of a split's ``captions.jsonl``; a malformed line is counted as ``bad_json``."""
     found = []
-    with path.open(encoding="utf-8", errors="replace") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                stats.skip("bad_json", f"{path}:{number}", f"invalid JSON ({err})")
-                continue
-            file = row.get("file") if isinstance(row, dict) else None
-            if not isinstance(file, str) or Path(file).name != file or not isinstance(row.get("caption"), str):
-                stats.skip("bad_json", f"{path}:{number}", "a row needs 'file' (a name in the split dir) and 'caption'")
-                continue
-            found.append((number, row))
+    for number, row in json_rows(path, stats):
+        file = row.get("file")
+        if not isinstance(file, str) or Path(file).name != file or not isinstance(row.get("caption"), str):
+            stats.skip("bad_json", f"{path}:{number}", "a row needs 'file' (a name in the split dir) and 'caption'")
+            continue
+        found.append((number, row))
     return found
 
 
