@@ -100,6 +100,7 @@ class Sizes:
     mfu: list[str] = field(default_factory=lambda: ["model.dim=1024", "model.depth=16", "model.heads=16"])
     mfu_batch: int = 1024
     mfu_steps: int = 10
+    compile_backend: str = "inductor"  # of the mfu section's compiled step
     decode_batches: tuple[int, ...] = (1, 64)
     decode_prompt: int = 32
     decode_new: int = 128
@@ -125,6 +126,7 @@ def cpu_sizes() -> Sizes:
         mfu=["model.dim=64", "model.depth=2", "model.heads=4"],
         mfu_batch=8,
         mfu_steps=2,
+        compile_backend="eager",  # dynamo's capture without inductor's minutes of C++ compiling on a CPU
         decode_batches=(1, 4),
         decode_prompt=8,
         decode_new=8,
@@ -363,18 +365,25 @@ def section_mfu(run: Run, peak: dict) -> dict:
         run.big = None
         free_cuda(run.device)
         batch //= 2
-    achieved = out["flops_per_step"] / out["step_s"]
+    run.big = None
+    free_cuda(run.device)
+    compiled = _mfu_at(run, batch, compiled=True)  # train.compile = true: the same step, blocks torch.compile'd
     measured, nominal = peak.get("measured_peak_flops"), peak.get("nominal_peak_flops")
-    return {
-        **out,
-        "out_of_memory_at": tries,
-        "achieved_flops": achieved,
-        "mfu_vs_measured_peak": achieved / measured if measured else None,
-        "mfu_vs_nominal_peak": achieved / nominal if nominal else None,
-    }
+
+    def rates(row: dict) -> dict:
+        achieved = row["flops_per_step"] / row["step_s"]
+        return {
+            "achieved_flops": achieved,
+            "mfu_vs_measured_peak": achieved / measured if measured else None,
+            "mfu_vs_nominal_peak": achieved / nominal if nominal else None,
+        }
+
+    keep = ("step_s", "tokens_per_s", "peak_memory_mib", "compile_s")
+    compiled_row = {k: compiled[k] for k in keep} | rates(compiled)
+    return {**out, "out_of_memory_at": tries, **rates(out), "compiled": compiled_row}
 
 
-def _mfu_at(run: Run, batch: int) -> dict:
+def _mfu_at(run: Run, batch: int, compiled: bool = False) -> dict:
     s = run.sizes
     model, data, _ = build(run, None, [*s.mfu, f"train.batch_size={batch}"], prepare=False)
     run.big = model
@@ -398,12 +407,16 @@ def _mfu_at(run: Run, batch: int) -> dict:
     with count_flops() as counter:
         fwd_bwd(0)
     opt.zero_grad(set_to_none=True)
-    flops = counter.get_total_flops()
+    flops = counter.get_total_flops()  # of the eager ops, before any compile
+    if compiled:
+        model.backbone.compile_blocks(s.compile_backend)
     if run.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(run.device)
+    t0 = time.perf_counter()
     for k in range(2):
         step(k)
     sync(run.device)
+    compile_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     for k in range(s.mfu_steps):
         step(k)
@@ -421,6 +434,7 @@ def _mfu_at(run: Run, batch: int) -> dict:
         "step_s": step_s,
         "tokens_per_s": batches[0].tokens.numel() / step_s,
         "peak_memory_mib": torch.cuda.max_memory_allocated(run.device) / 2**20 if run.device.type == "cuda" else None,
+        "compile_s": compile_s if compiled else None,  # the two warm-up steps, compile included
     }
 
 
@@ -677,6 +691,8 @@ def headline(sections: dict) -> dict:
         "nominal_peak_tflops": _scale(get("peak", "nominal_peak_flops"), 1e-12),
         "mfu_vs_measured_peak": get("mfu", "mfu_vs_measured_peak"),
         "mfu_vs_nominal_peak": get("mfu", "mfu_vs_nominal_peak"),
+        "mfu_compiled_vs_measured_peak": get("mfu", "compiled", "mfu_vs_measured_peak"),
+        "mfu_compiled_vs_nominal_peak": get("mfu", "compiled", "mfu_vs_nominal_peak"),
         "train_tokens_per_s": get("mfu", "tokens_per_s"),
         "decode_tokens_per_s": {b: r["new_tokens_per_s"] for b, r in (get("decode", "greedy_decode") or {}).items()},
         "preset_steps_per_s": {k: v.get("steps_per_s") for k, v in presets.items()},
@@ -705,6 +721,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--mfu-batch", type=int, default=None, help="first batch tried at the GPU size (halved on OOM)")
     p.add_argument("--time-limit", type=float, default=None, help="seconds for everything (480; 900 with --cpu)")
     p.add_argument("--no-png", action="store_true", help="do not write the generated images beside the JSON")
+    p.add_argument("--table", type=Path, default=None, help="only rewrite the markdown table of this JSON (no run)")
     args = p.parse_args(argv)
     args.only = [s for s in args.only.split(",") if s]
     args.presets = [s for s in args.presets.split(",") if s]
@@ -721,6 +738,58 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
+def markdown(result: dict) -> str:
+    """The JSON's headline numbers as the markdown table committed beside it."""
+    sec = result["sections"]
+    get = lambda *keys: _dig(sec, keys)  # noqa: E731
+    pct = lambda v: f"{100 * v:.1f} %" if v is not None else "–"  # noqa: E731
+    num = lambda v, f="{:,.0f}": f.format(v) if v is not None else "–"  # noqa: E731
+    lines = [
+        f"# gpu_check on {result['device']} ({result['mode']}, torch {result['torch']}, {result['precision']})",
+        "",
+        f"{result['date']}; `{' '.join(['bench/gpu_check.py', *result['argv']])}`; {result.get('wall_s', '–')} s. "
+        f"Sections: {', '.join(k + ' ' + v['status'] for k, v in sec.items())}.",
+        "",
+        "| training step at the GPU size | eager | `train.compile = true` |",
+        "|---|---:|---:|",
+        f"| step (s) | {num(get('mfu', 'step_s'), '{:.3f}')} | {num(get('mfu', 'compiled', 'step_s'), '{:.3f}')} |",
+        f"| tokens/s | {num(get('mfu', 'tokens_per_s'))} | {num(get('mfu', 'compiled', 'tokens_per_s'))} |",
+        f"| MFU vs measured peak ({num(_scale(get('peak', 'measured_peak_flops'), 1e-12))} TFLOP/s) | "
+        f"{pct(get('mfu', 'mfu_vs_measured_peak'))} | {pct(get('mfu', 'compiled', 'mfu_vs_measured_peak'))} |",
+        f"| MFU vs nominal peak ({num(_scale(get('peak', 'nominal_peak_flops'), 1e-12))} TFLOP/s) | "
+        f"{pct(get('mfu', 'mfu_vs_nominal_peak'))} | {pct(get('mfu', 'compiled', 'mfu_vs_nominal_peak'))} |",
+        f"| peak memory (MiB) | {num(get('mfu', 'peak_memory_mib'))} | "
+        f"{num(get('mfu', 'compiled', 'peak_memory_mib'))} |",
+        "",
+        f"Model: {get('mfu', 'config', 'preset')}, dim {get('mfu', 'config', 'dim')}, depth "
+        f"{get('mfu', 'config', 'depth')}, {num(get('mfu', 'params'))} parameters, batch {get('mfu', 'batch')} "
+        f"({num(get('mfu', 'tokens_per_step'))} tokens per step).",
+        "",
+        "| preset (30 steps, bf16) | steps/s | tokens/s | loss first → last |",
+        "|---|---:|---:|---:|",
+    ]
+    for name, row in (get("presets", "presets") or {}).items():
+        if row.get("status") != "ok":
+            lines.append(f"| {name} | {row.get('status')} | | {row.get('error') or ''} |")
+            continue
+        lines.append(f"| {name} | {row['steps_per_s']:.1f} | {num(row['tokens_per_s'])} | "
+                     f"{row['loss_first']:.3f} → {row['loss_last']:.3f} |")  # fmt: skip
+    lines += ["", "| decoding and sampling | per second |", "|---|---:|"]
+    for b, r in (get("decode", "greedy_decode") or {}).items():
+        lines.append(f"| greedy decode, dim-1024 backbone, batch {b} | {num(r['new_tokens_per_s'])} tokens |")
+    for name, r in (get("decode", "captions") or {}).items():
+        lines.append(f"| {name} captions ({r['text']} text), batch {r['images']} | {num(r['images_per_s'])} images |")
+    for name, r in (get("sample") or {}).items():
+        if isinstance(r, dict) and "images_per_s" in r:
+            lines.append(f"| {name} sampling ({r['writer']}, {r['steps']} steps), batch {r['shape'][0]} | "
+                         f"{r['images_per_s']:.1f} images |")  # fmt: skip
+    for mode in ("ddp", "fsdp"):
+        r = get("parallel", mode)
+        if r:
+            lines.append(f"| one-process {mode}, `unimm train` | {num(r.get('tokens_per_s'))} tokens |")
+    return "\n".join(lines) + "\n"
+
+
 def write(path: Path, result: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".json.tmp")
@@ -730,6 +799,10 @@ def write(path: Path, result: dict) -> None:
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
+    if args.table is not None:
+        result = json.loads(args.table.read_text())
+        args.table.with_suffix(".md").write_text(markdown(result))
+        return result
     clock = Clock(args.time_limit)
     if not args.cpu and not torch.cuda.is_available():
         sys.exit("no CUDA device: run on a GPU, or pass --cpu for the tiny CPU run")
@@ -784,7 +857,8 @@ def main(argv=None) -> dict:
             result["wall_s"] = round(clock.elapsed(), 1)
             result["headline"] = headline(result["sections"])
             write(args.out, result)  # after every section: a run cut short still leaves what it measured
-    say(clock, f"wrote {args.out}")
+    args.out.with_suffix(".md").write_text(markdown(result))
+    say(clock, f"wrote {args.out} and its table {args.out.with_suffix('.md').name}")
     print(json.dumps(result["headline"], indent=2), flush=True)
     return result
 

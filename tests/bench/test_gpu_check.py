@@ -53,6 +53,11 @@ def test_cpu_run_of_the_in_process_sections(tmp_path):
     mfu = s["mfu"]
     assert mfu["flops_per_step"] > 0 and mfu["tokens_per_s"] > 0 and 0 < mfu["mfu_vs_measured_peak"] < 1
     assert mfu["mfu_vs_nominal_peak"] is None and mfu["out_of_memory_at"] == []
+    compiled = mfu["compiled"]  # train.compile = true (dynamo's eager backend on a CPU)
+    assert compiled["step_s"] > 0 and compiled["compile_s"] > 0 and 0 < compiled["mfu_vs_measured_peak"] < 1
+    assert result["headline"]["mfu_compiled_vs_measured_peak"] == compiled["mfu_vs_measured_peak"]
+    table = out.with_suffix(".md").read_text()
+    assert "| tokens/s |" in table and "| quick |" in table and "greedy decode" in table
     presets = s["presets"]["presets"]
     assert sorted(presets) == bench.PRESETS and len(presets) >= 10  # every configs/*.toml
     for name, row in presets.items():

@@ -68,6 +68,13 @@ class Backbone(nn.Module):
         self.rotary = RotaryEmbedding(cfg.dim // cfg.heads, cfg.rope_theta)
         # recompute each block in backward instead of storing its activations (training without a cache only)
         self.activation_checkpointing = False
+        self._compiled: list[nn.Module] | None = None  # torch.compile'd blocks for training forwards (a plain list:
+        # no second copy of the weights in the state dict)
+
+    def compile_blocks(self, backend: str = "inductor") -> None:
+        """Use ``torch.compile``'d blocks for training forwards without a cache (the fused elementwise work, RoPE,
+        norms and activations, is where an eager GPU step loses its time); decoding and evaluation stay eager."""
+        self._compiled = [torch.compile(layer, backend=backend) for layer in self.layers]
 
     def forward(
         self,
@@ -81,7 +88,10 @@ class Backbone(nn.Module):
         rope = self.rotary(positions)
         aux: dict[str, torch.Tensor] = {}
         recompute = self.activation_checkpointing and cache is None and self.training and torch.is_grad_enabled()
-        for layer in self.layers:
+        compiled = self._compiled is not None and cache is None and self.training
+        for i, layer in enumerate(self.layers):
+            if compiled:
+                layer = self._compiled[i]
             if recompute:
                 x, layer_aux = checkpoint(layer, x, modality, attn_mask, rope, None, use_reentrant=False)
             else:

@@ -126,7 +126,14 @@ def wrap_model(core: nn.Module, env: DistEnv, precision: str) -> nn.Module:
         fully_shard(block, mp_policy=mp)
     fully_shard(core, mp_policy=mp)
     # ranks whose shard left a parameter unused still join its reduce-scatter (with a zero gradient)
-    core.set_reduce_scatter_unused_params(True)
+    if hasattr(core, "set_reduce_scatter_unused_params"):
+        core.set_reduce_scatter_unused_params(True)
+    elif env.world > 1:
+        raise RuntimeError(
+            f"FSDP across {env.world} ranks needs torch >= 2.13 (set_reduce_scatter_unused_params: a rank whose "
+            f"batch leaves a parameter unused must still join its reduce-scatter); this is torch {torch.__version__}. "
+            "Use train.parallel=ddp, or one process."
+        )
     return core
 
 

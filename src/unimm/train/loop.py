@@ -183,7 +183,8 @@ class FlopTally:
 Plan = Callable[[Config, dict], None]  # (config, preparation record) -> None: may set cfg.train's steps
 
 
-LAUNCH_SETTINGS = ("parallel", "activation_checkpointing", "threads", "max_bad_steps")  # --resume takes these anew
+# --resume takes these anew
+LAUNCH_SETTINGS = ("parallel", "activation_checkpointing", "compile", "threads", "max_bad_steps")
 
 
 def train(cfg: Config, out: str | Path, resume: bool = False, progress: bool = True, plan: Plan | None = None) -> Path:
@@ -295,6 +296,8 @@ def _train(cfg: Config, out: Path, resume: bool, progress: bool, env: DistEnv, p
         print(f"LoRA: adapters on {len(adapters['layers'])} layers, {len(adapters['trained'])} modules trained in "
               f"full; {adapters['trainable']:,} of {adapters['total']:,} parameters train", flush=True)  # fmt: skip
     core.backbone.activation_checkpointing = t_cfg.activation_checkpointing
+    if t_cfg.compile:
+        core.backbone.compile_blocks()
     model = wrap_model(core, env, t_cfg.precision)
     opt = build_optimizer(core, t_cfg.lr, t_cfg.weight_decay, t_cfg.betas)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor(t_cfg))
