@@ -124,3 +124,20 @@ def test_branch_ids_follow_the_route():
     for kind in ("mot", "modality-moe"):
         ids = build(kind=kind, route="role").branch_ids(modality, generated)
         assert ids.tolist() == [[0, 0, 0, 0, 1, 1, 0]]
+
+
+def test_rope_with_roll_and_signed_sine_is_llamas_rotate_half_bit_for_bit():
+    """``apply_rope`` = ``x * cos + rotate_half(x) * sin`` exactly, on 3-axis positions (images) and text."""
+    from unimm.nn.rope import apply_rope, rotate_half
+
+    torch.manual_seed(0)
+    rotary = RotaryEmbedding(8)
+    positions = torch.stack([torch.arange(5).expand(3, -1), torch.randint(0, 7, (3, 5))])  # text, then 2-D coords
+    for pos in positions:
+        cos, signed_sin = rotary(pos.unsqueeze(0).expand(2, -1, -1))
+        b, _, length = 2, 3, 5
+        angles = pos.float()[rotary.axis].T * rotary.inv_freq  # each frequency's own axis
+        sin = torch.cat((angles, angles), -1).sin().expand(b, 1, length, -1)
+        assert torch.equal(signed_sin, torch.cat((-sin[..., :4], sin[..., 4:]), -1))
+        x = torch.randn(b, 4, length, 8)
+        assert torch.equal(apply_rope(x, cos, signed_sin), x * cos + rotate_half(x) * sin)
