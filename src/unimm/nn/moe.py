@@ -93,10 +93,12 @@ class MoEFeedForward(nn.Module):
         nn.init.uniform_(self.w_gate_up, -1 / math.sqrt(self.dim), 1 / math.sqrt(self.dim))
         nn.init.uniform_(self.w_down, -1 / math.sqrt(self.hidden_dim), 1 / math.sqrt(self.hidden_dim))
 
-    def expert(self, e: int, x: torch.Tensor) -> torch.Tensor:
-        """Expert ``e`` on tokens x [N, dim] -> [N, dim]."""
-        gate, up = (x @ self.w_gate_up[e]).chunk(2, dim=-1)
-        return (F.silu(gate) * up) @ self.w_down[e]
+    def expert(self, e: int, x: torch.Tensor, weights: tuple | None = None) -> torch.Tensor:
+        """Expert ``e`` on tokens x [N, dim] -> [N, dim]; ``weights``: the experts' (gate-up, down) matrices as
+        ``unbind`` gives them, which the forward takes once for all experts."""
+        w_gate_up, w_down = weights if weights is not None else (self.w_gate_up, self.w_down)
+        gate, up = (x @ w_gate_up[e]).chunk(2, dim=-1)
+        return (F.silu(gate) * up) @ w_down[e]
 
     def route(
         self, x: torch.Tensor, group: torch.Tensor
@@ -146,7 +148,11 @@ class MoEFeedForward(nn.Module):
 
         # one contiguous buffer, each expert on its own slice, weighted outputs scattered back
         buf = x[sorted_tok]
-        outs = [self.expert(e, chunk) for e, chunk in enumerate(buf.split(kept.tolist())) if chunk.shape[0] > 0]
+        # unbind once: its backward stacks the experts' gradients in one op, where indexing the parameter per expert
+        # would give each expert a zero-filled full-size gradient to add up (bench/moe.py: 0.76x -> 0.83x of dense)
+        weights = (self.w_gate_up.unbind(0), self.w_down.unbind(0))
+        chunks = enumerate(buf.split(kept.tolist()))
+        outs = [self.expert(e, chunk, weights) for e, chunk in chunks if chunk.shape[0] > 0]
         y = x.new_zeros(t, self.dim)
         if outs:
             out = torch.cat(outs)
