@@ -60,6 +60,8 @@ bench: setup
 	$(PY) bench/train_step.py
 	$(PY) bench/moe.py
 	$(PY) bench/memory.py
+	$(PY) bench/decode.py
+	$(PY) bench/sampling.py
 
 clean:
 	rm -rf runs data/.prepared
