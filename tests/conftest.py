@@ -85,6 +85,19 @@ def tiny_cfg(digits_dir):
     return load_config(None, tiny_overrides(digits_dir))
 
 
+def tiny_model_and_batch(data_path: Path, **extra):
+    """A seeded tiny ``UnifiedModel`` in training mode and its first batch of 8 -> (cfg, model, batch)."""
+    from unimm.models import UnifiedModel
+    from unimm.train.loop import build_tokenizer, make_batch, resolve_data
+    from unimm.train.stream import ExampleStream
+
+    cfg = load_config(None, tiny_overrides(data_path, **extra))
+    data, templates = resolve_data(cfg)
+    torch.manual_seed(0)
+    model = UnifiedModel(cfg, build_tokenizer(cfg, data, templates)).train()
+    return cfg, model, make_batch(model, *ExampleStream(data, templates, cfg.data, 8, 0).batch(0))
+
+
 ROOT = Path(__file__).resolve().parents[1]
 PRESETS = sorted(p.stem for p in (ROOT / "configs").glob("*.toml"))
 # what makes each part kind tiny (applied only to the kind a preset picks)

@@ -7,22 +7,15 @@ import json
 import pytest
 import torch
 
-from conftest import tiny_overrides
+from conftest import tiny_model_and_batch, tiny_overrides
 from unimm.config import load_config
-from unimm.models import UnifiedModel
 from unimm.nn.backbone import Backbone
 from unimm.train import train
-from unimm.train.loop import build_tokenizer, make_batch, resolve_data
-from unimm.train.stream import ExampleStream
 
 
 @pytest.mark.parametrize("layers", ["dense", "mot"])
 def test_compiled_blocks_give_the_eager_loss_and_gradients(digits_dir, layers):
-    cfg = load_config(None, tiny_overrides(digits_dir, **{"layers.kind": layers}))
-    data, templates = resolve_data(cfg)
-    torch.manual_seed(0)
-    model = UnifiedModel(cfg, build_tokenizer(cfg, data, templates)).train()
-    batch = make_batch(model, *ExampleStream(data, templates, cfg.data, 8, 0).batch(0))
+    cfg, model, batch = tiny_model_and_batch(digits_dir, **{"layers.kind": layers})
     keys = list(model.state_dict())
 
     def loss_and_grads():

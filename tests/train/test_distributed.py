@@ -12,14 +12,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import tiny_overrides
+from conftest import tiny_model_and_batch, tiny_overrides
 from unimm.checkpoint import load_weights
 from unimm.config import load_config
 from unimm.models import UnifiedModel
 from unimm.train import train
 from unimm.train.distributed import DistEnv, local_shards, resolve_shards
-from unimm.train.loop import build_tokenizer, make_batch, resolve_data
-from unimm.train.stream import ExampleStream
 
 
 def _free_port() -> int:
@@ -116,11 +114,7 @@ def test_bf16_autocast_trains_in_one_process(digits_dir, tmp_path):
 
 @pytest.mark.parametrize("layers", ["dense", "moe"])
 def test_activation_checkpointing_gives_the_same_loss_and_gradients(digits_dir, layers):
-    cfg = load_config(None, tiny_overrides(digits_dir, **{"layers.kind": layers}))
-    data, templates = resolve_data(cfg)
-    torch.manual_seed(0)
-    model = UnifiedModel(cfg, build_tokenizer(cfg, data, templates)).train()
-    batch = make_batch(model, *ExampleStream(data, templates, cfg.data, 8, 0).batch(0))
+    cfg, model, batch = tiny_model_and_batch(digits_dir, **{"layers.kind": layers})
     calls = []
     for block in model.backbone.layers:
         block.register_forward_pre_hook(lambda *_: calls.append(1))  # recompute stops early: no post-hook
