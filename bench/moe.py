@@ -51,7 +51,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seq", type=int, default=256)
     p.add_argument("--naive-tokens", type=int, default=128, help="tokens the naive loop is timed on")
     p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--repeats", type=int, default=10)
+    p.add_argument("--repeats", type=int, default=25)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--out", type=Path, default=RESULTS)
     p.add_argument("--quick", action="store_true", help="tiny sizes, one repeat (smoke test)")
@@ -141,6 +141,8 @@ def run(args: argparse.Namespace) -> dict:
             }
         )
 
+    breakdown = moe_breakdown(ffns["moe"], x.detach(), args.warmup, args.repeats)
+
     base = {
         "ffn": next(r["s"] for r in rows if r["layer"] == "dense"),
         "block": next(r["s"] for r in rows if r["layer"] == "dense-block"),
@@ -164,6 +166,62 @@ def run(args: argparse.Namespace) -> dict:
             "heads": args.heads,
         },
         "table": rows,
+        "moe_breakdown": breakdown,
+    }
+
+
+def moe_breakdown(layer: MoEFeedForward, x: torch.Tensor, warmup: int, repeats: int) -> dict:
+    """The routed FFN's forward + backward cut into its stages, each timed alone on the layer's own routing of
+    ``x``: routing (router, softmax, top-k, the balancing and z-losses), permutation (sort, gather into the expert
+    buffer, weighted scatter back), the experts' products on the measured counts, and the same products on
+    perfectly balanced counts (their difference: the cost of imbalance). Milliseconds per step."""
+    flat = x.reshape(-1, layer.dim)
+    t, k, e = flat.shape[0], layer.top_k, layer.num_experts
+    group = torch.zeros(t, dtype=torch.long)
+    with torch.no_grad():
+        _, _, top_e, gates = layer.route(flat, group)
+    counts = torch.bincount(top_e.t().reshape(-1), minlength=e).tolist()
+    balanced = [t * k // e] * e
+    src = flat.clone().requires_grad_()
+    params = [*layer.parameters(), src]
+
+    def routing() -> torch.Tensor:
+        logits, probs, _, g = layer.route(src, group)
+        aux = (probs.mean(0) * probs.mean(0)).sum() + torch.logsumexp(logits, -1).pow(2).mean()
+        return g.sum() + aux
+
+    order = top_e.t().reshape(-1).argsort(stable=True)
+    tok = torch.arange(t).repeat(k)[order]
+    gate = gates.t().reshape(-1)[order]
+
+    def permutation() -> torch.Tensor:
+        buf = src[tok]  # the experts' work replaced by the identity
+        return src.new_zeros(t, layer.dim).index_add_(0, tok, buf * gate[:, None])
+
+    def experts(sizes: list[int]):
+        buf = flat[:1].expand(sum(sizes), -1).clone().requires_grad_()
+        weights = (layer.w_gate_up.unbind(0), layer.w_down.unbind(0))
+
+        def run() -> torch.Tensor:
+            outs = [layer.expert(i, c, weights) for i, c in enumerate(buf.split(sizes)) if c.shape[0] > 0]
+            return torch.cat(outs)
+
+        return run, [*layer.parameters(), buf]
+
+    total = time_fwd_bwd(lambda: layer(src.view(x.shape), None)[0], params, warmup, repeats)  # grads to x too
+    run_measured, p_measured = experts(counts)
+    run_balanced, p_balanced = experts(balanced)
+    parts = {
+        "routing": time_fwd_bwd(routing, params, warmup, repeats),
+        "permutation": time_fwd_bwd(permutation, params, warmup, repeats),
+        "experts (balanced counts)": time_fwd_bwd(run_balanced, p_balanced, warmup, repeats),
+    }
+    parts["imbalance"] = time_fwd_bwd(run_measured, p_measured, warmup, repeats) - parts["experts (balanced counts)"]
+    parts["rest (statistics, Python)"] = total - sum(parts.values())
+    return {
+        "total_ms": round(total * 1000, 3),
+        "expert_counts": counts,
+        "parts_ms": {name: round(v * 1000, 3) for name, v in parts.items()},
     }
 
 
@@ -185,6 +243,25 @@ def markdown(result: dict) -> str:
             f"| {r['group']} | {r['layer']} | {r['ms']:.2f} | {r['tokens_per_s']:,.0f} | {r['vs_dense']:.2f}× |"
         )
     lines += ["", "`naive-moe` is timed on a subset of tokens and scaled to the full count."]
+    b = result.get("moe_breakdown")
+    if b:
+        dense = next(r["ms"] for r in result["table"] if r["layer"] == "dense")
+        lines += [
+            "",
+            f"## Where the routed FFN's time goes (no modality groups; {b['total_ms']:.2f} ms per step, dense "
+            f"{dense:.2f} ms)",
+            "",
+            f"Each stage timed alone, forward + backward, on the layer's own routing (tokens per expert "
+            f"{b['expert_counts']}); *imbalance* is the experts' products on these counts minus the same on equal "
+            "counts, *rest* the total minus the stages (routing statistics, Python); it comes out negative when a "
+            "stage timed alone runs slower than inside the layer, within this shared CPU's run-to-run noise of about "
+            "10 %.",
+            "",
+            "| stage | ms / step | share |",
+            "|---|---:|---:|",
+        ]
+        for name, ms in b["parts_ms"].items():
+            lines.append(f"| {name} | {ms:.2f} | {ms / b['total_ms']:.0%} |")
     return "\n".join(lines) + "\n"
 
 

@@ -21,6 +21,21 @@ def test_quick_run_reports_every_layer_kind(tmp_path):
     md = (tmp_path / "moe.md").read_text()
     for name in ("dense", "moe", "modality-moe", "naive-moe", "dense-block", "moe-block", "mot-block"):
         assert f"| {name} |" in md
+    import json
+
+    b = json.loads((tmp_path / "moe.json").read_text())["moe_breakdown"]
+    assert sum(b["expert_counts"]) == 2 * 16 * 2  # batch 2 x seq 16 tokens, top-2 choices each
+    parts = b["parts_ms"]
+    assert set(parts) == {
+        "routing",
+        "permutation",
+        "experts (balanced counts)",
+        "imbalance",
+        "rest (statistics, Python)",
+    }
+    assert parts["routing"] > 0 and parts["permutation"] > 0 and parts["experts (balanced counts)"] > 0
+    assert abs(sum(parts.values()) - b["total_ms"]) < 1e-2  # the rest closes the sum
+    assert "## Where the routed FFN's time goes" in md
 
 
 def test_naive_reference_equals_the_sorted_dispatch():
