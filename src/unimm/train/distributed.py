@@ -130,9 +130,9 @@ def wrap_model(core: nn.Module, env: DistEnv, precision: str) -> nn.Module:
         core.set_reduce_scatter_unused_params(True)
     elif env.world > 1:
         raise RuntimeError(
-            f"FSDP across {env.world} ranks needs torch >= 2.13 (set_reduce_scatter_unused_params: a rank whose "
-            f"batch leaves a parameter unused must still join its reduce-scatter); this is torch {torch.__version__}. "
-            "Use train.parallel=ddp, or one process."
+            f"FSDP across {env.world} ranks needs FSDP2's set_reduce_scatter_unused_params (torch 2.13 has it): a "
+            f"rank whose batch leaves a parameter unused must still join its reduce-scatter; torch {torch.__version__} "
+            "lacks it. Use train.parallel=ddp, or one process."
         )
     return core
 
