@@ -573,3 +573,24 @@ def test_ladder_settings_are_checked(tmp_path):
         _load(tmp_path, base + control + "'x'\nset = ['train.lr=0.1']\n")
     with pytest.raises(ConfigError, match="distinct"):
         _load(tmp_path, "[budget]\nflops = [1e9, 1e9]\n" + ONE_STRATEGY)
+
+
+def test_sigterm_and_an_ignored_sigint_both_stop_a_sweep():
+    """A sweep started with ``nohup ... &`` inherits SIGINT ignored: both signals must still raise the
+    KeyboardInterrupt that stops the workers and closes the session, and the old handlers come back after."""
+    import os
+    import signal
+    import time
+
+    from unimm.atlas.runner import stop_on_signals
+
+    before = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with pytest.raises(KeyboardInterrupt, match=signal.Signals(sig).name), stop_on_signals():
+                os.kill(os.getpid(), sig)
+                time.sleep(1)  # the handler runs between bytecodes; never reached
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+        assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    finally:
+        signal.signal(signal.SIGINT, before)

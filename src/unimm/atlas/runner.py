@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -70,6 +73,26 @@ class _Processes:
                 proc.terminate()
         for proc in list(self.live):
             proc.wait()
+
+
+def _interrupt(signum: int, _frame) -> None:
+    raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
+
+
+@contextmanager
+def stop_on_signals() -> Iterator[None]:
+    """SIGTERM and SIGINT both stop the sweep the same way (workers stopped, the session closed; nothing saved is
+    lost). A sweep started in the background (``nohup ... &``) inherits SIGINT ignored, so Ctrl-C style stops
+    would do nothing without this; outside the main thread it changes nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _run_one(run: PlannedRun, folder: Path, launch: dict[str, Any], procs: _Processes, phase: dict) -> RunOutcome:
@@ -170,7 +193,11 @@ def execute(atlas: AtlasConfig, runs: list[PlannedRun], out: Path, jobs: int, co
     session = start_session(out, jobs, threads, atlas.device)
     procs, phase, queue = _Processes(), {}, _Queue(remaining, out)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=console, disable=not console.is_terminal) as bar, ThreadPoolExecutor(jobs) as pool:
+    with (
+        stop_on_signals(),
+        Progress(*columns, console=console, disable=not console.is_terminal) as bar,
+        ThreadPoolExecutor(jobs) as pool,
+    ):
         overall = bar.add_task("runs", total=len(remaining))
         pending: dict[Future, PlannedRun] = {}
         tasks: dict[str, Any] = {}
