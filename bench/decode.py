@@ -6,10 +6,13 @@ prompt on both sides:
 
 1. unimm: prefill the prompt into a ``KVCache``, then one token per forward, choosing with ``select_next``
    (temperature 0 = argmax), the loop written out below;
-2. transformers: ``model.generate(..., do_sample=False, use_cache=True)`` with exactly ``--new-tokens`` tokens,
+2. unimm-compiled: the same weights in ``StaticDecoder``: a fixed-shape cache written in place and a
+   ``torch.compile``'d step (its one-off compile is timed apart);
+3. transformers: ``model.generate(..., do_sample=False, use_cache=True)`` with exactly ``--new-tokens`` tokens,
    in the model's default attention implementation (reported).
 
-Both must produce identical tokens (``tokens_match``; the first diverging step is reported otherwise).
+All must produce identical tokens (``tokens_match``, ``compiled_tokens_match``; the first diverging step is
+reported otherwise).
 Results go to ``bench/results/decode.json`` and ``bench/results/decode.md``.
 Run ``python bench/decode.py`` (defaults: hidden 256, 6 layers, 8 heads, 4 kv heads, batch 1 and 8, prompt 32,
 128 new tokens) or ``--quick`` for a tiny smoke run.
@@ -30,6 +33,7 @@ import torch
 import transformers
 
 from unimm.nn.backbone import Backbone
+from unimm.nn.static_decoding import StaticDecoder
 from unimm.samplers.text import select_next
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/ siblings, however this file is run
@@ -38,6 +42,7 @@ from machine import cpu_model  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 PAD_ID = 0
+SYSTEMS = ("unimm", "unimm-compiled", "transformers")
 
 
 # ----------------------------------------------------------------------------- machine
@@ -90,6 +95,11 @@ def unimm_decode(model: Backbone, prompt: torch.Tensor, new_tokens: int) -> torc
         logits = model.lm_logits(out[-1][:, None], cache)[:, -1]
         out.append(select_next(logits))
     return torch.stack(out, 1)
+
+
+def compiled_decode(decoder: StaticDecoder, prompt: torch.Tensor, new_tokens: int) -> torch.Tensor:
+    """Greedy decoding with the fixed-shape, ``torch.compile``'d step (``nn/static_decoding.py``)."""
+    return decoder.generate(prompt, new_tokens)
 
 
 def hf_decode(model: torch.nn.Module, prompt: torch.Tensor, new_tokens: int) -> torch.Tensor:
@@ -166,22 +176,42 @@ def bench_batch(args, ref, ours, batch: int) -> dict:
         ours_tokens = unimm_decode(ours, prompt, n)
     with torch.no_grad():
         ref_tokens = hf_decode(ref, prompt, n)
+    decoder = StaticDecoder(ours, batch, args.prompt_len + n)
+    t0 = time.perf_counter()
+    with torch.inference_mode():
+        compiled_tokens = compiled_decode(decoder, prompt, n)  # the first call compiles the step
+    compile_s = time.perf_counter() - t0
     diverge = first_divergence(ours_tokens, ref_tokens)
+    compiled_diverge = first_divergence(compiled_tokens, ref_tokens)
 
     def run_ours() -> None:
         with torch.inference_mode():
             unimm_decode(ours, prompt, n)
 
+    def run_compiled() -> None:
+        with torch.inference_mode():
+            compiled_decode(decoder, prompt, n)
+
     def run_ref() -> None:
         with torch.no_grad():  # generate itself runs under no_grad
             hf_decode(ref, prompt, n)
 
-    t = time_alternating({"unimm": run_ours, "transformers": run_ref}, args.warmup, args.repeats)
-    row = {"batch": batch, "tokens_match": diverge is None, "first_divergence": diverge, "timing": t}
-    for name in ("unimm", "transformers"):
+    runs = {"unimm": run_ours, "unimm-compiled": run_compiled, "transformers": run_ref}
+    t = time_alternating(runs, args.warmup, args.repeats)
+    row = {
+        "batch": batch,
+        "tokens_match": diverge is None,
+        "first_divergence": diverge,
+        "compiled_tokens_match": compiled_diverge is None,
+        "compiled_first_divergence": compiled_diverge,
+        "compile_s": compile_s,
+        "timing": t,
+    }
+    for name in SYSTEMS:
         s = t[name]["median_s"]
         row[name] = {"new_tokens_per_s": batch * n / s, "ms_per_token": s / n * 1e3, "total_ms": s * 1e3}
     row["speed_ratio"] = row["unimm"]["new_tokens_per_s"] / row["transformers"]["new_tokens_per_s"]
+    row["compiled_speed_ratio"] = row["unimm-compiled"]["new_tokens_per_s"] / row["transformers"]["new_tokens_per_s"]
     return row
 
 
@@ -202,10 +232,14 @@ def markdown(result: dict) -> str:
         "|---:|---|---:|---:|---|---:|",
     ]
     for r in result["table"]:
-        match = "yes" if r["tokens_match"] else f"no (step {r['first_divergence']})"
-        for name in ("unimm", "transformers"):
+        for name in SYSTEMS:
             m = r[name]
-            ratio = f"{r['speed_ratio']:.2f}x" if name == "unimm" else "1.00x"
+            if name == "transformers":
+                match, ratio = "(reference)", "1.00x"
+            else:
+                key = "" if name == "unimm" else "compiled_"
+                ok, step = r[f"{key}tokens_match"], r[f"{key}first_divergence"]
+                match, ratio = ("yes" if ok else f"no (step {step})"), f"{r[f'{key}speed_ratio']:.2f}x"
             cells = [str(r["batch"]), name, f"{m['new_tokens_per_s']:,.0f}", f"{m['ms_per_token']:.2f}", match, ratio]
             lines.append("| " + " | ".join(cells) + " |")
     lines += [
@@ -214,6 +248,12 @@ def markdown(result: dict) -> str:
         "alternating. A run is the whole decode: prefill of the prompt and every new token. new tokens/s = batch x "
         "new tokens / run time; ms/token = run time / new tokens (one decoding step, all rows); the ratio is "
         "throughput, > 1 means unimm is faster. unimm runs under torch.inference_mode, generate under no_grad.",
+        "",
+        "`unimm` is the growing KV cache, eager (what captioning uses); `unimm-compiled` the fixed-shape "
+        "`StaticDecoder` with its `torch.compile`'d step (inductor; linear weights held as transposed copies, the "
+        "faster one-row layout), whose one-off compile took "
+        + ", ".join(f"{r['compile_s']:.1f} s at batch {r['batch']}" for r in result["table"])
+        + " (not in the timings).",
     ]
     if result.get("profile"):
         p = result["profile"]
@@ -273,9 +313,10 @@ def run(args) -> dict:
     for b in args.batch:
         row = bench_batch(args, ref, ours, b)
         print(
-            f"  batch {b}: unimm {row['unimm']['new_tokens_per_s']:.0f} tok/s, transformers "
-            f"{row['transformers']['new_tokens_per_s']:.0f} tok/s, ratio {row['speed_ratio']:.2f}, "
-            f"tokens match {row['tokens_match']}",
+            f"  batch {b}: unimm {row['unimm']['new_tokens_per_s']:.0f} tok/s, compiled "
+            f"{row['unimm-compiled']['new_tokens_per_s']:.0f}, transformers "
+            f"{row['transformers']['new_tokens_per_s']:.0f} tok/s, ratios {row['speed_ratio']:.2f} / "
+            f"{row['compiled_speed_ratio']:.2f}, tokens match {row['tokens_match']} / {row['compiled_tokens_match']}",
             flush=True,
         )
         table.append(row)

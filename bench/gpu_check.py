@@ -488,7 +488,7 @@ def section_decode(run: Run) -> dict:
         run.big, _, _ = build(run, None, [*s.mfu, f"train.batch_size={s.mfu_batch}"], prepare=False)
     backbone = run.big.backbone.eval()
     vocab = backbone.embed_tokens.num_embeddings
-    decode = {}
+    decode, compiled = {}, {}
     for b in s.decode_batches:
         prompt = torch.randint(0, vocab, (b, s.decode_prompt), generator=torch.Generator().manual_seed(b))
         prompt = prompt.to(run.device)
@@ -498,15 +498,16 @@ def section_decode(run: Run) -> dict:
             t0 = time.perf_counter()
             with torch.inference_mode(), run.autocast():
                 cache = backbone.new_cache(s.decode_prompt + s.decode_new)
-                nxt = backbone.lm_logits(prompt, cache)[:, -1].argmax(-1)
+                out = [backbone.lm_logits(prompt, cache)[:, -1].argmax(-1)]
                 for _ in range(s.decode_new - 1):
-                    nxt = backbone.lm_logits(nxt[:, None], cache)[:, -1].argmax(-1)
+                    out.append(backbone.lm_logits(out[-1][:, None], cache)[:, -1].argmax(-1))
             sync(run.device)
             seconds.append(time.perf_counter() - t0)
         decode[str(b)] = {
             "new_tokens_per_s": b * s.decode_new / seconds[-1],
             "ms_per_token": seconds[-1] / s.decode_new * 1e3,
         }
+        compiled[str(b)] = _compiled_decode(run, backbone, prompt, torch.stack(out, 1))
     captions = {}
     for preset in CAPTION_PRESETS:
         model, (data, _) = trained_or_fresh(run, preset)
@@ -530,7 +531,32 @@ def section_decode(run: Run) -> dict:
     return {
         "backbone": {"dim": m.dim, "depth": m.depth, "heads": m.heads, "prompt": s.decode_prompt, "new": s.decode_new},
         "greedy_decode": decode,
+        "compiled_decode": compiled,
         "captions": captions,
+    }
+
+
+def _compiled_decode(run: Run, backbone, prompt: torch.Tensor, eager: torch.Tensor) -> dict:
+    """The same greedy decode through ``StaticDecoder`` (compiled step; a CUDA graph on a GPU): its speed, its
+    one-off compile time and the share of the eager run's tokens it reproduces (bf16 fusions may round apart)."""
+    from unimm.nn.static_decoding import StaticDecoder
+
+    b, new = prompt.shape[0], eager.shape[1]
+    decoder = StaticDecoder(backbone, b, prompt.shape[1] + new)
+    seconds = []
+    for _ in range(3):  # the first compiles, the second warms the graph
+        sync(run.device)
+        t0 = time.perf_counter()
+        with torch.inference_mode(), run.autocast():
+            tokens = decoder.generate(prompt, new)
+        sync(run.device)
+        seconds.append(time.perf_counter() - t0)
+    return {
+        "new_tokens_per_s": b * new / seconds[-1],
+        "ms_per_token": seconds[-1] / new * 1e3,
+        "compile_s": seconds[0] - seconds[-1],
+        "same_tokens_as_eager": float((tokens == eager).float().mean()),
+        "cuda_graphs": decoder.graphs,
     }
 
 
@@ -695,6 +721,9 @@ def headline(sections: dict) -> dict:
         "mfu_compiled_vs_nominal_peak": get("mfu", "compiled", "mfu_vs_nominal_peak"),
         "train_tokens_per_s": get("mfu", "tokens_per_s"),
         "decode_tokens_per_s": {b: r["new_tokens_per_s"] for b, r in (get("decode", "greedy_decode") or {}).items()},
+        "compiled_decode_tokens_per_s": {
+            b: r["new_tokens_per_s"] for b, r in (get("decode", "compiled_decode") or {}).items()
+        },
         "preset_steps_per_s": {k: v.get("steps_per_s") for k, v in presets.items()},
     }
 
@@ -777,6 +806,10 @@ def markdown(result: dict) -> str:
     lines += ["", "| decoding and sampling | per second |", "|---|---:|"]
     for b, r in (get("decode", "greedy_decode") or {}).items():
         lines.append(f"| greedy decode, dim-1024 backbone, batch {b} | {num(r['new_tokens_per_s'])} tokens |")
+    for b, r in (get("decode", "compiled_decode") or {}).items():
+        how = "CUDA graph" if r["cuda_graphs"] else "compiled"
+        lines.append(f"| the same, `StaticDecoder` ({how}; {r['same_tokens_as_eager']:.0%} of the eager tokens), "
+                     f"batch {b} | {num(r['new_tokens_per_s'])} tokens |")  # fmt: skip
     for name, r in (get("decode", "captions") or {}).items():
         lines.append(f"| {name} captions ({r['text']} text), batch {r['images']} | {num(r['images_per_s'])} images |")
     for name, r in (get("sample") or {}).items():

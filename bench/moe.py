@@ -195,7 +195,7 @@ def moe_breakdown(layer: MoEFeedForward, x: torch.Tensor, warmup: int, repeats: 
     gate = gates.t().reshape(-1)[order]
 
     def permutation() -> torch.Tensor:
-        buf = src[tok]  # the experts' work replaced by the identity
+        buf = src.index_select(0, tok)  # as the layer gathers; the experts' work replaced by the identity
         return src.new_zeros(t, layer.dim).index_add_(0, tok, buf * gate[:, None])
 
     def experts(sizes: list[int]):

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from gpu_check import PRESETS, Clock, Run, Sizes, build, dataset, write  # noqa: E402
+from gpu_check import PRESETS, Clock, Run, Sizes, build, dataset, sync, write  # noqa: E402
 from machine import cpu_model  # noqa: E402
 from unimm.models.diffusion_head import DiffusionHead  # noqa: E402
 from unimm.models.dit import DiT  # noqa: E402
@@ -33,16 +33,19 @@ NAMES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight",
 
 
 class PassTimer:
-    """Forward pre/post hooks on a module: its number of calls and their summed wall time."""
+    """Forward pre/post hooks on a module: its number of calls and their summed wall time (synchronised on a GPU,
+    which makes the passes a little slower there than unhooked)."""
 
-    def __init__(self, module: torch.nn.Module) -> None:
-        self.calls, self.seconds, self._t0 = 0, 0.0, 0.0
+    def __init__(self, module: torch.nn.Module, device: torch.device) -> None:
+        self.calls, self.seconds, self._t0, self.device = 0, 0.0, 0.0, device
         self.handles = [module.register_forward_pre_hook(self._start), module.register_forward_hook(self._stop)]
 
     def _start(self, *_) -> None:
+        sync(self.device)
         self._t0 = time.perf_counter()
 
     def _stop(self, *_) -> None:
+        sync(self.device)
         self.seconds += time.perf_counter() - self._t0
         self.calls += 1
 
@@ -54,12 +57,13 @@ class PassTimer:
             h.remove()
 
 
-def measure(model, batch: int, repeats: int) -> dict:
+def measure(model, batch: int, repeats: int, device: torch.device) -> dict:
     """``model.generate`` on ``batch`` prompts: best of ``repeats`` runs after one warm-up."""
     prompts = [f"handwritten digit {NAMES[i % 10]}" for i in range(batch)]
-    timers = {"backbone": [PassTimer(model.backbone)]}  # the transformers: the backbone, and a DiT decoder's passes
-    timers["dit"] = [PassTimer(m) for m in model.modules() if isinstance(m, DiT)]
-    timers["head"] = [PassTimer(m) for m in model.modules() if isinstance(m, DiffusionHead)]  # MAR's MLP head
+    # the transformers: the backbone, and a DiT decoder's passes
+    timers = {"backbone": [PassTimer(model.backbone, device)]}
+    timers["dit"] = [PassTimer(m, device) for m in model.modules() if isinstance(m, DiT)]
+    timers["head"] = [PassTimer(m, device) for m in model.modules() if isinstance(m, DiffusionHead)]  # MAR's MLP head
     every = [t for ts in timers.values() for t in ts]
     try:
         model.generate(prompts, generator=torch.Generator().manual_seed(0))  # warm-up
@@ -67,9 +71,11 @@ def measure(model, batch: int, repeats: int) -> dict:
         for r in range(repeats):
             for t in every:
                 t.reset()
+            sync(device)
             t0 = time.perf_counter()
             with torch.inference_mode():
                 images = model.generate(prompts, generator=torch.Generator().manual_seed(r))
+            sync(device)
             total = time.perf_counter() - t0
             if not torch.isfinite(images).all():
                 raise ValueError("generated images are not finite")
@@ -96,10 +102,14 @@ def run(args) -> dict:
     sizes = Sizes()
     with tempfile.TemporaryDirectory(prefix="sampling_") as scratch:
         data_path, data_what, data_over = dataset(Path(scratch), cpu=False)
-        r = Run(torch.device("cpu"), "fp32", sizes, data_path, data_over, Path(scratch), Clock(1e9))
+        device = torch.device(args.device)
+        r = Run(device, args.precision, sizes, data_path, data_over, Path(scratch), Clock(1e9))
+        machine = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_model()
         result = {
             "benchmark": "sampling",
-            "machine": cpu_model(),
+            "machine": machine,
+            "device": device.type,
+            "precision": args.precision,
             "threads": args.threads,
             "torch": torch.__version__,
             "data": data_what,
@@ -111,7 +121,7 @@ def run(args) -> dict:
             model, _, _ = build(r, preset, [], prepare=False)
             model.eval()
             s = model.cfg.sample
-            rows = {str(b): measure(model, b, args.repeats) for b in args.batch}
+            rows = {str(b): measure(model, b, args.repeats, device) for b in args.batch}
             result["presets"][preset] = {
                 "writer": model.cfg.writer.kind,
                 "steps": s.steps,
@@ -127,7 +137,8 @@ def markdown(result: dict) -> str:
     lines = [
         "# Image sampling per preset: throughput, latency, and the transformer's share",
         "",
-        f"{result['machine']} · {result['threads']} threads · torch {result['torch']} · {result['data']} · "
+        f"{result['machine']} · {result.get('precision', 'fp32')} · {result['threads']} threads · "
+        f"torch {result['torch']} · {result['data']} · "
         f"untrained weights at each preset's size; best of {result['repeats']} runs after a warm-up",
         "",
         f"| preset | writer | steps | cfg | passes (b{b1}) | images/s b{b1} | latency b{b1} (s) | images/s b{bn} | "
@@ -159,8 +170,11 @@ def main(argv=None) -> dict:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", "2")))
     p.add_argument("--quick", action="store_true", help="quick, chameleon at batch 1 and 2, one repeat")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--precision", choices=["fp32", "bf16"], default=None, help="default: fp32 on cpu, bf16 on cuda")
     p.add_argument("--out", type=Path, default=RESULTS / "sampling.json")
     args = p.parse_args(argv)
+    args.precision = args.precision or ("bf16" if args.device.startswith("cuda") else "fp32")
     args.presets = [s for s in args.presets.split(",") if s]
     if args.quick:
         args.presets, args.batch, args.repeats = ["quick", "chameleon"], [1, 2], 1

@@ -27,5 +27,7 @@ def test_tiny_decode_tokens_match():
     assert [r["batch"] for r in result["table"]] == [1, 3]
     for row in result["table"]:
         assert row["tokens_match"], f"batch {row['batch']} diverges at step {row['first_divergence']}"
+        assert row["compiled_tokens_match"], f"compiled: diverges at step {row['compiled_first_divergence']}"
+        assert row["unimm-compiled"]["new_tokens_per_s"] > 0
         assert row["unimm"]["new_tokens_per_s"] > 0 and row["transformers"]["new_tokens_per_s"] > 0
     assert result["hf_attn_implementation"] in ("eager", "sdpa")

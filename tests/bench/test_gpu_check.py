@@ -65,6 +65,8 @@ def test_cpu_run_of_the_in_process_sections(tmp_path):
         assert math.isfinite(row["loss_last"]) and row["steps_per_s"] > 0 and row["tokens_per_s"] > 0
     assert set(s["decode"]["greedy_decode"]) == {"1", "4"}
     assert all(r["new_tokens_per_s"] > 0 for r in s["decode"]["greedy_decode"].values())
+    compiled = s["decode"]["compiled_decode"]  # the StaticDecoder gives the eager tokens (fp32 on the CPU)
+    assert set(compiled) == {"1", "4"} and all(r["same_tokens_as_eager"] == 1.0 for r in compiled.values())
     captions = s["decode"]["captions"]
     assert {c["text"] for c in captions.values()} == {"ar", "masked"}  # next-token and masked text decoding
     assert all(len(c["sampled"]) == 2 and c["caption_tokens_per_s"] > 0 for c in captions.values())

@@ -30,10 +30,9 @@ def attend(
     k = k.view(b, length, kv_heads, -1).transpose(1, 2)
     v = v.view(b, length, kv_heads, -1).transpose(1, 2)
     q, k = apply_rope(q, *rope), apply_rope(k, *rope)
-    past = 0
     if cache is not None:
-        past = cache.length
         k, v = cache.update(layer_idx, k, v)
+    past = cache.length if cache is not None and attn_mask is None else 0  # (a static cache needs the mask)
     if attn_mask is not None:
         mask, causal = attn_mask.unsqueeze(1), False
     elif past == 0 or length == 1:

@@ -1,0 +1,145 @@
+"""Language-model decoding with a fixed-shape step, which ``torch.compile`` turns into a few fused kernels.
+
+At batch 1 a decoding step of a small model costs its op count, not its FLOPs: eager PyTorch spends
+microseconds per op on dispatch, and a Llama layer is about forty ops (norms, RoPE, cache writes, attention,
+SwiGLU). Compiling the step needs every step to look the same, so :class:`StaticDecoder` keeps
+
+- a :class:`~unimm.nn.kv_cache.StaticKVCache`: keys and values written in place at a position *tensor*,
+  attention over all ``max_len`` slots;
+- a ``visible`` mask of written slots ``[B, max_len]``, which stands in for causality;
+- the next RoPE position per row as a tensor.
+
+Nothing in a step reads a Python int that changes, so the compiled graph is traced once per (batch,
+``max_len``) and reused for every step and every later prompt of that shape (``reset`` starts a new one).
+The step also reads each linear weight through a transposed contiguous copy (:func:`decode_weights`), the
+layout in which this CPU's BLAS multiplies one row fastest; the copies are refreshed when the model's
+parameters change. The prefill runs eagerly, with the model's own weights. Compiled and eager steps give the
+same tokens as the growing-cache path (``tests/nn/test_static_decoding.py``). ``bench/decode.py`` measures it
+against transformers' ``generate``; on a GPU the step is captured as a CUDA graph (``bench/gpu_check.py``).
+"""
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call
+
+from unimm.nn.backbone import Backbone
+from unimm.nn.kv_cache import StaticKVCache
+
+
+def decode_weights(backbone: Backbone) -> dict[str, torch.Tensor]:
+    """Every ``nn.Linear`` weight ``W [out, in]`` as the view ``Wt.t()`` of a contiguous copy ``Wt [in, out]``: the
+    same values, so ``F.linear`` computes the same product, but a one-row product reads ``Wt`` row by row, which
+    this CPU's BLAS does about twice as fast as the dot products over ``W``'s rows (measured in bench/decode.py)."""
+    return {
+        f"{name}.weight": module.weight.detach().t().contiguous().t()
+        for name, module in backbone.named_modules()
+        if isinstance(module, nn.Linear)
+    }
+
+
+def _step(
+    backbone: Backbone,
+    weights: dict[str, torch.Tensor],
+    cache: StaticKVCache,
+    visible: torch.Tensor,
+    next_pos: torch.Tensor,
+    ids: torch.Tensor,
+) -> torch.Tensor:
+    """One token per row (ids [B]) at the cache's position -> logits [B, vocab]; advances the state in place.
+    ``weights`` replace the backbone's linear weights for the call (:func:`decode_weights`)."""
+    b = ids.shape[0]
+    visible.index_fill_(1, cache.position.view(1), True)
+    positions = next_pos.view(b, 1, 1).expand(b, 3, 1)
+    x = backbone.embed_tokens(ids[:, None])
+    hidden, _ = functional_call(backbone, weights, (x, positions, None, visible[:, None, :], cache), strict=False)
+    next_pos.add_(1)
+    return F.linear(hidden[:, -1], weights["lm_head.weight"])
+
+
+def compile_options(device_type: str) -> dict:
+    """Inductor options of the compiled step: none on a CPU; on CUDA the step is captured as a CUDA graph, which
+    replays a step's kernel launches as one."""
+    return {"triton.cudagraphs": True} if device_type == "cuda" else {}
+
+
+_compiled: dict[tuple, Callable] = {}
+
+
+def compiled_step(options: dict) -> Callable:
+    """``_step`` compiled with ``options`` (one compiled function per distinct options, reused across decoders)."""
+    key = tuple(sorted(options.items()))
+    if key not in _compiled:
+        _compiled[key] = torch.compile(_step, fullgraph=True, dynamic=False, options=dict(options))
+    return _compiled[key]
+
+
+class StaticDecoder:
+    """Prefill a batch of equal-length prompts, then decode one token per row per :meth:`step`.
+
+    ``compile``: run the step through ``torch.compile`` (the first step of a new shape compiles, seconds);
+    False runs the same step eagerly (the reference it is tested against). ``options``: inductor options instead
+    of :func:`compile_options`' defaults."""
+
+    def __init__(
+        self, backbone: Backbone, batch: int, max_len: int, compile: bool = True, options: dict | None = None
+    ) -> None:
+        device = backbone.embed_tokens.weight.device
+        self.backbone, self.batch, self.max_len = backbone, batch, max_len
+        self.cache = StaticKVCache(len(backbone.layers), max_len, device)
+        self.visible = torch.zeros(batch, max_len, dtype=torch.bool, device=device)
+        self.next_pos = torch.zeros(batch, dtype=torch.long, device=device)
+        options = compile_options(device.type) if options is None else options
+        self.step_fn = compiled_step(options) if compile else _step
+        self.weights, self.versions = decode_weights(backbone), self._versions()
+        self.stored = 0  # positions written, kept as an int outside the compiled step
+        self.graphs = compile and bool(options.get("triton.cudagraphs"))
+
+    def _versions(self) -> list[int]:
+        """In-place update counters of the backbone's parameters (an optimizer step or a load bumps them)."""
+        return [p._version for p in self.backbone.parameters()]
+
+    def reset(self) -> None:
+        """Forget the stored positions (the buffers stay allocated, so a compiled step is reused)."""
+        self.cache.position.zero_()
+        self.visible.zero_()
+        self.next_pos.zero_()
+        self.stored = 0
+
+    def prefill(self, ids: torch.Tensor) -> torch.Tensor:
+        """Prompts ids [B, P] (no padding) after a reset -> logits of their last position [B, vocab]."""
+        b, p = ids.shape
+        if b != self.batch or p >= self.max_len:
+            raise ValueError(f"prompt {tuple(ids.shape)} does not fit batch {self.batch} and max_len {self.max_len}")
+        if self._versions() != self.versions:  # the model was updated since the copies were made
+            self.weights, self.versions = decode_weights(self.backbone), self._versions()
+        self.reset()
+        self.visible[:, :p] = True
+        slots = torch.arange(self.max_len, device=ids.device)
+        mask = (slots[None, :] <= torch.arange(p, device=ids.device)[:, None]).expand(b, p, self.max_len)
+        positions = torch.arange(p, device=ids.device).expand(b, 3, p)
+        hidden, _ = self.backbone(self.backbone.embed_tokens(ids), positions, None, mask, self.cache)
+        self.next_pos.fill_(p)
+        self.stored = p
+        if self.graphs:  # a CUDA graph may write to state that keeps its address from replay to replay
+            for t in (*self.cache.k, *self.cache.v, self.cache.position, self.visible, self.next_pos):
+                torch._dynamo.mark_static_address(t)
+        return self.backbone.lm_head(hidden[:, -1])
+
+    def step(self, ids: torch.Tensor) -> torch.Tensor:
+        """The next token of each row, ids [B] -> logits [B, vocab] for the token after it."""
+        if self.stored >= self.max_len:  # counted here: the compiled step would not bounds-check its cache writes
+            raise ValueError(f"StaticDecoder full: {self.stored} positions stored, max_len {self.max_len}")
+        self.stored += 1
+        return self.step_fn(self.backbone, self.weights, self.cache, self.visible, self.next_pos, ids)
+
+    def generate(self, ids: torch.Tensor, new_tokens: int) -> torch.Tensor:
+        """Greedy decoding: prompts ids [B, P] -> the next ``new_tokens`` ids [B, new_tokens]."""
+        if ids.shape[1] + new_tokens > self.max_len:
+            raise ValueError(f"{ids.shape[1]} + {new_tokens} tokens exceed max_len {self.max_len}")
+        out = [self.prefill(ids).argmax(-1)]
+        for _ in range(new_tokens - 1):
+            out.append(self.step(out[-1]).argmax(-1))
+        return torch.stack(out, 1)

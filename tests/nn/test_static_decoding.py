@@ -1,0 +1,69 @@
+"""The fixed-shape decoder (static cache, compiled step) gives the growing-cache decoder's tokens."""
+
+import pytest
+import torch
+
+from unimm.nn.backbone import Backbone, BackboneConfig
+from unimm.nn.kv_cache import StaticKVCache
+from unimm.nn.static_decoding import StaticDecoder
+from unimm.samplers.text import select_next
+
+
+def _model(seed: int) -> Backbone:
+    torch.manual_seed(seed)
+    return Backbone(BackboneConfig(vocab_size=61, dim=32, depth=2, heads=4, kv_heads=2, hidden_dim=48)).eval()
+
+
+def _reference(model: Backbone, prompt: torch.Tensor, n: int) -> torch.Tensor:
+    """Greedy decoding with the growing KVCache (itself tested against uncached decoding)."""
+    cache = model.new_cache(prompt.shape[1] + n)
+    out = [select_next(model.lm_logits(prompt, cache)[:, -1])]
+    for _ in range(n - 1):
+        out.append(select_next(model.lm_logits(out[-1][:, None], cache)[:, -1]))
+    return torch.stack(out, 1)
+
+
+@pytest.mark.parametrize("compile", [False, True])
+def test_static_decoder_gives_the_cached_tokens(compile):
+    model, prompt = _model(0), torch.randint(0, 61, (3, 5), generator=torch.Generator().manual_seed(1))
+    with torch.inference_mode():
+        expected = _reference(model, prompt, 12)
+        dec = StaticDecoder(model, 3, 17, compile=compile)
+        assert torch.equal(dec.generate(prompt, 12), expected)
+        assert torch.equal(dec.generate(prompt, 12), expected)  # reused after a reset: nothing left over
+
+
+def test_compiled_step_follows_the_weights():
+    """The compiled step is shared by decoders of one shape: it must read each model's current weights, not a
+    copy frozen at compile time (another model, or the same one after an update, would decode wrongly)."""
+    prompt = torch.randint(0, 61, (3, 5), generator=torch.Generator().manual_seed(2))  # the shape above: one compile
+    a, b = _model(0), _model(1)
+    with torch.inference_mode():
+        dec_a = StaticDecoder(a, 3, 17)
+        for model, dec in ((a, dec_a), (b, StaticDecoder(b, 3, 17))):
+            assert torch.equal(dec.generate(prompt, 12), _reference(model, prompt, 12))
+    with torch.no_grad():
+        for p in a.parameters():
+            p.mul_(-1.5)
+    with torch.inference_mode():
+        expected = _reference(a, prompt, 12)
+        assert torch.equal(dec_a.generate(prompt, 12), expected)  # the decoder's weight copies are refreshed
+        assert torch.equal(StaticDecoder(a, 3, 17).generate(prompt, 12), expected)
+
+
+def test_static_decoder_refuses_overflow():
+    model = _model(0)
+    dec = StaticDecoder(model, 1, 6, compile=False)
+    with torch.inference_mode():
+        dec.prefill(torch.zeros(1, 5, dtype=torch.long))
+        dec.step(torch.zeros(1, dtype=torch.long))
+        with pytest.raises(ValueError, match="full"):
+            dec.step(torch.zeros(1, dtype=torch.long))
+    with pytest.raises(ValueError, match="exceed max_len"):
+        dec.generate(torch.zeros(1, 4, dtype=torch.long), 3)
+
+
+def test_static_cache_has_no_int_length():
+    cache = StaticKVCache(2, 8)
+    with pytest.raises(AttributeError, match="attention mask"):
+        _ = cache.length
