@@ -14,6 +14,8 @@ from collections.abc import Callable
 
 import torch
 
+from unimm.samplers.text import draw
+
 
 def cosine_mask_ratio(r: torch.Tensor | float) -> torch.Tensor:
     """gamma(r) = cos(pi r / 2): the share of tokens masked at progress r in [0, 1]."""
@@ -61,8 +63,7 @@ def maskgit_sample(
         logits = logits_fn(tokens).float()
         if temperature > 0:
             probs = (logits / temperature).softmax(-1)
-            flat = torch.multinomial(probs.view(-1, probs.shape[-1]).cpu(), 1, generator=generator)
-            drawn = flat.view(batch, length).to(device)
+            drawn = draw(probs, generator)
         else:
             probs = logits.softmax(-1)
             drawn = probs.argmax(-1)
