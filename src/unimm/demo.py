@@ -9,6 +9,7 @@ and an interrupted one is resumed, so re-running the demo only re-evaluates. Eve
 from __future__ import annotations
 
 import json
+import math
 import textwrap
 import time
 from collections.abc import Iterator
@@ -373,7 +374,7 @@ def run_demo(
         "experts": expert_load(rows),
         "sampling": {
             "sampler": mcfg.sample.sampler,
-            "steps": model.writer.grid[0] * model.writer.grid[1] if mcfg.sample.sampler == "ar" else mcfg.sample.steps,
+            "steps": math.prod(model.writer.grid) if mcfg.sample.sampler == "ar" else mcfg.sample.steps,
             "cfg_scale": mcfg.sample.cfg,
         },
         "prompts": {name: list(dict.fromkeys(p for p, y in jobs if y == c)) for c, name in enumerate(test.class_names)},
