@@ -300,6 +300,28 @@ def demo_check(
     typer.echo(message)
 
 
+def _eval_video(model, run: Path, suite: str, seed: int, out: Path | None, data: Path | None) -> None:
+    """``unimm eval`` of a video model: eval/video.py's metrics -> eval.json, eval.md, samples.gif, strips.png."""
+    import time
+
+    from unimm.eval.video import evaluate_video
+    from unimm.eval.video_report import write_video_eval
+    from unimm.provenance import command_line, provenance
+
+    t0 = time.perf_counter()
+    result = evaluate_video(model, suite, seed=seed, data_path=data, progress=True)
+    result["provenance"] = provenance(run / "config.toml", {"evaluate": round(time.perf_counter() - t0, 2)},
+                                      command_line())  # fmt: skip
+    paths = write_video_eval(result, out or run / "eval", title=f"{model.cfg.name} ({run})")
+    u, g = result["understanding"], result["generation"]
+    head = {k: g[k] for k in ("frame_prompt_accuracy", "same_class_every_frame", "motion_accuracy")}
+    head.update(
+        {k: u[k] for k in ("caption_exact_match", "vqa_accuracy", "direction_vqa_accuracy") if u[k] is not None}
+    )
+    typer.echo(" ".join(f"{k}={v:.4g}" for k, v in head.items()))
+    typer.echo(f"wrote {paths['json']}, {paths['md']} and {paths['gif']}")
+
+
 @app.command("eval")
 def eval_(
     run: Annotated[Path, typer.Argument(help="run directory (or save_pretrained directory)")],
@@ -323,6 +345,8 @@ def eval_(
         suite_by_name(suite)
         check_out_dir(out or run / "eval")
         model = UnifiedModel.from_pretrained(run)
+        if model.cfg.data.frames is not None:  # a run trained on clips: its own metrics (docs/video.md)
+            return _eval_video(model, run, suite, seed, out, data)
         t0 = time.perf_counter()
         result = evaluate(
             model, suite, seed=seed, data_path=data, run_dir=run, progress=True, inception_weights=inception
