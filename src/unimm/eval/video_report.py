@@ -9,25 +9,12 @@ from typing import Any
 
 import torch
 
-from unimm.checkpoint import atomic_write, atomic_write_text
-from unimm.io import grid_image, save_image
-
-FRAME_MS = 200  # GIF frame duration
+from unimm.checkpoint import atomic_write_text
+from unimm.io import grid_image, save_animated_grid, save_image
 
 
 def _pct(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.1%}"
-
-
-def animated_grid(clips: torch.Tensor, path: Path, nrow: int = 8, scale: int = 3) -> Path:
-    """Clips [N, T, C, H, W] in [-1, 1] -> an animated GIF whose frame t is the grid of every clip's frame t."""
-    frames = [grid_image(clips[:, t], nrow, scale=scale) for t in range(clips.shape[1])]
-
-    def write(tmp: Path) -> None:
-        frames[0].save(tmp, format="GIF", save_all=True, append_images=frames[1:], duration=FRAME_MS, loop=0)
-
-    atomic_write(path, write)
-    return path
 
 
 def frame_strips(clips: torch.Tensor, path: Path, scale: int = 3) -> Path:
@@ -89,6 +76,6 @@ def write_video_eval(result: dict[str, Any], out: str | Path, title: str) -> dic
     return {
         "json": out / "eval.json",
         "md": out / "eval.md",
-        "gif": animated_grid(clips, out / "samples.gif"),
+        "gif": save_animated_grid(clips, out / "samples.gif"),
         "strips": frame_strips(clips, out / "strips.png"),
     }
