@@ -12,6 +12,7 @@ from conftest import tiny_preset
 from unimm.cli import app
 from unimm.data import load_split
 from unimm.eval.classifier import accuracy, load_or_train_classifier
+from unimm.eval.clip_evaluator import DIRECTION_NAMES, motion_classes
 from unimm.eval.suites import SUITES, Suite
 from unimm.eval.video import expected_motion, score_clips
 from unimm.train import train
@@ -45,6 +46,18 @@ def test_real_clips_score_their_own_motion_and_reversed_clips_the_opposite(clips
     assert backwards["frame_prompt_accuracy"] == real["frame_prompt_accuracy"]  # the same frames
 
 
+def test_clip_evaluator_names_digit_and_direction(clips_dir):
+    """Its classes are digit x first direction, from each clip's own answers; its input is the frames stacked."""
+    test = load_split(clips_dir, "test")
+    classes = motion_classes(test)
+    first = [dict(qa)["which way does the digit move?"] for qa in test.qa]
+    assert classes.labels.tolist() == [
+        int(y) * 8 + DIRECTION_NAMES.index(d) for y, d in zip(test.labels, first, strict=True)
+    ]
+    assert classes.images.shape == (len(test), 3, 8, 8) and torch.equal(classes.images[:, 1], test.images[:, 1, 0])
+    assert len(classes.class_names) == 80
+
+
 def test_cli_eval_of_a_video_run_writes_numbers_gif_and_strips(clip_run, tmp_path, monkeypatch):
     monkeypatch.setitem(SUITES, "quick", TINY)
     monkeypatch.setenv("UNIMM_CACHE", str(tmp_path / "cache"))
@@ -56,6 +69,9 @@ def test_cli_eval_of_a_video_run_writes_numbers_gif_and_strips(clip_run, tmp_pat
     assert g["n"] == 6 and len(g["prompts"]) == 6 and g["reference"]["motion_accuracy"] == 1.0
     assert all(0 <= g[k] <= 1 for k in ("frame_prompt_accuracy", "same_class_every_frame", "motion_accuracy"))
     assert u["n"] == 6 and u["vqa_n"] > 6 and 0 <= u["direction_vqa_accuracy"] <= 1
+    assert 0 <= result["evaluators"]["clip_evaluator_test_accuracy"] <= 1 and "not the I3D FVD" in str(result)
+    assert g["frechet"]["fid"] is None and "64" in g["frechet"]["fid_note"]  # 6 clips: too few for 64-d features
+    assert g["frechet"]["kid_mean"] is not None
     with Image.open(tmp_path / "eval" / "samples.gif") as gif:
         assert gif.n_frames == 3  # the clips' frames play in turn
     with Image.open(tmp_path / "eval" / "strips.png") as strips:

@@ -9,8 +9,10 @@
   of the digit's centre of mass against the prompt's first direction, and against all its segments, the bounce
   included). The expected motion is each clip's own answers to the direction questions (``video_text.py``).
   The same scores of the real test clips are reported beside them (``reference``), the ceiling of each metric.
+  With ``suite.distribution``: an FVD-style Fréchet distance (with KID, precision / recall) between the generated
+  clips and the real test clips on the features of an in-project clip evaluator (``clip_evaluator.py``; not I3D).
 
-Not built: a Fréchet distance on a video evaluator's features (FVD-style) and caption BLEU / CIDEr for clips.
+Not built: caption BLEU / CIDEr for clips.
 """
 
 from __future__ import annotations
@@ -26,8 +28,10 @@ from unimm.data.clips import frames_of, per_frame_labels
 from unimm.data.datasets import ImageTextData
 from unimm.data.video_text import AFTER_BOUNCE_QUESTION, DIRECTION_QUESTION
 from unimm.eval.cache import default_cache
-from unimm.eval.classifier import ImageClassifier, load_or_train_classifier
+from unimm.eval.classifier import FEATURE_DIM, ImageClassifier, load_or_train_classifier
+from unimm.eval.clip_evaluator import load_or_train_clip_evaluator, stacked
 from unimm.eval.cost import parameter_counts
+from unimm.eval.distribution import FeatureExtractor, distribution_metrics, extract_features
 from unimm.eval.motion import frame_consistency, motion_accuracy
 from unimm.eval.suites import Suite, suite_by_name
 
@@ -139,11 +143,24 @@ def evaluate_video(
     model.eval()
     n = min(s.clips_n, len(test))
     generation, clips, prompts = video_generation(model, test, clf, n, s.batch_size, seed)
+    evaluators: dict[str, Any] = {"frame_classifier_test_accuracy": clf_acc}
+    if s.distribution:
+        evaluator, evaluator_acc = load_or_train_clip_evaluator(
+            path, size, ch, cache / "clip_evaluators", steps=s.classifier_steps, progress=progress
+        )
+        extractor = FeatureExtractor(evaluator)
+        real, fake = (extract_features(extractor, stacked(x)) for x in (test.images, clips))
+        generation["frechet"] = distribution_metrics(real, fake, reps=s.bootstrap_reps, seed=seed)
+        evaluators["clip_evaluator_test_accuracy"] = evaluator_acc
+        evaluators["frechet_features"] = (
+            f"{FEATURE_DIM}-d bottleneck of an in-project clip classifier (frames as channels, digit x first "
+            f"direction, {evaluator_acc:.1%} test accuracy): FVD-style, not the I3D FVD"
+        )
     return {
         "suite": s.name,
         "seed": seed,
         "dataset": {"path": str(path), "name": test.name, "test_clips": len(test), "frames": test.frames},
-        "evaluators": {"frame_classifier_test_accuracy": clf_acc},
+        "evaluators": evaluators,
         "understanding": video_understanding(model, test, n, s.batch_size),
         "generation": generation,
         "cost": {"params": parameter_counts(model)},

@@ -46,6 +46,16 @@ def video_markdown(result: dict[str, Any], title: str) -> str:
         "motion_accuracy_segments": "motion accuracy (every segment, bounce included)",
     }
     lines += [f"| {name} | {_pct(g[key])} | {_pct(ref[key])} |" for key, name in names.items()]
+    if "frechet" in g:
+        f = g["frechet"]
+        fid = "n/a" if f["fid"] is None else f"{f['fid']:.2f}"
+        note = f" ({f['fid_note']})" if f.get("fid_note") else ""
+        lines += [
+            "",
+            f"FVD-style Fréchet distance to the real test clips: {fid}{note}, KID {f['kid_mean']:.4f}, precision "
+            f"{_pct(f['precision'])}, recall {_pct(f['recall'])}; features: "
+            f"{result['evaluators']['frechet_features']}.",
+        ]
     lines += [
         "",
         "![samples](samples.gif)",
