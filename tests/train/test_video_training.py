@@ -17,7 +17,8 @@ FRAMES, SIDE = 3, 8  # conftest's clips_dir
 @pytest.mark.parametrize("preset", PRESETS)
 def test_preset_trains_on_clips_and_generates_them(clips_dir, tmp_path, preset):
     """``data.path`` at a video dataset and nothing else: the run takes the frames from the data, trains, and the
-    reloaded model generates clips [B, T, C, H, W] and captions / answers about clips."""
+    reloaded model generates clips [B, T, C, H, W], captions / answers about clips, scores answers after a clip
+    and gives a held-out loss of clips after their prompts."""
     extra = {"text.answer_len": 24} if preset == "unidisc" else {}  # clip captions are longer than digit ones
     cfg = tiny_preset(clips_dir, preset, **{"sample.max_new_tokens": 6, "sample.steps": 3, **extra})
     out = train(cfg, tmp_path / preset, progress=False)
@@ -30,6 +31,10 @@ def test_preset_trains_on_clips_and_generates_them(clips_dir, tmp_path, preset):
     assert len(model.caption(read)) == len(answers) == 2 and all(isinstance(a, str) for a in answers)
     with pytest.raises(ValueError, match=r"clips \[B, 3, 1, 8, 8\]"):
         model.caption(read[:, 0])  # a video model reads clips, not single images
+    scores = model.score_texts(read, ["up", "down"], question="which way does the digit move?")
+    assert scores.shape == (2, 2) and bool(torch.isfinite(scores).all())
+    held_out = model.image_loss(read, ["a 3 moving up", "a 5 moving to the left"])  # every writer defines it
+    assert held_out.shape == (2,) and bool((held_out > 0).all())
 
 
 def test_video_training_data_asks_each_clips_own_questions(clips_dir):
