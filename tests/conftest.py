@@ -156,3 +156,14 @@ def train_until(cfg, out: Path, stop_after: int) -> None:
             loop.train(cfg, out, progress=False)
     finally:
         loop.save_checkpoint = real
+
+
+@pytest.fixture(scope="session")
+def clips_dir(tmp_path_factory, digits_dir) -> Path:
+    """A tiny Moving MNIST of the conftest digits: 60 clips (48/6/6) of 3 frames of 8x8, one digit of side 4
+    moving 1 px a frame, no bounces (the shortest clips the generator allows)."""
+    from unimm.data.video import VideoConfig, write_moving_mnist
+
+    root = tmp_path_factory.mktemp("clips") / "moving"
+    write_moving_mnist(root, digits_dir, 60, VideoConfig(frames=3, size=8, digit_size=4, speeds=(1,), p_bounce=0.0))
+    return root

@@ -134,3 +134,25 @@ def test_fork_trains_a_cooldown_branch_and_refuses_a_missing_fork_step(digits_di
 
 def _flags(overrides: list[str]) -> list[str]:
     return [a for o in overrides for a in ("--set", o)]
+
+
+def test_video_run_trains_generates_gifs_and_captions_clips(clips_dir, tmp_path):
+    """``unimm train --set data.path=<video dataset>``, then ``generate`` writes animated GIFs (a grid, or one per
+    clip) and ``caption`` reads the dataset's own ``.npy`` clips; a PNG grid of clips is refused with the reason."""
+    run = tmp_path / "run"
+    assert runner.invoke(app, ["train", QUICK, "--out", str(run), *_sets(clips_dir)]).exit_code == 0
+    gif = tmp_path / "clips.gif"
+    result = runner.invoke(app, ["generate", str(run), "a 3 moving up", "--n", "2", "--out", str(gif)])
+    assert result.exit_code == 0, result.output
+    with Image.open(gif) as g:
+        assert g.n_frames == 3 and g.width > g.height  # 3 frames, each a row of 2 clips
+    result = runner.invoke(app, ["generate", str(run), "a 3 moving up", "--n", "2", "--out", str(tmp_path / "each")])
+    assert result.exit_code == 0 and sorted(p.name for p in (tmp_path / "each").glob("*.gif")) == ["0-0.gif", "0-1.gif"]
+    refused = runner.invoke(app, ["generate", str(run), "a 3 moving up", "--out", str(tmp_path / "x.png")])
+    assert refused.exit_code != 0 and "a video model generates clips" in refused.output
+    clip = clips_dir / "test" / "000000.npy"
+    result = runner.invoke(app, ["caption", str(run), str(clip), "--question", "which way does the digit move?"])
+    assert result.exit_code == 0 and result.output.startswith(str(clip)), result.output
+    image = tmp_path / "x.png"
+    Image.new("L", (8, 8), 0).save(image)
+    assert "cannot read clip" in runner.invoke(app, ["caption", str(run), str(image)]).output

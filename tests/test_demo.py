@@ -4,6 +4,7 @@ import json
 import shutil
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 import unimm.demo
@@ -129,3 +130,10 @@ def test_the_tokenizer_paragraph_leaves_the_ledger_entries_to_the_ledger():
     _tokenizer_paragraph(doc, stats)
     text = doc.markdown(Path("."))
     assert "vae_recon_mse 0.01" in text and "flops" not in text and "prep_wall_s" not in text
+
+
+def test_demo_refuses_a_video_dataset_before_training(clips_dir, tmp_path):
+    cfg = load_config(None, tiny_overrides(clips_dir))
+    with pytest.raises(ValueError, match="a video demo is not built yet"):
+        run_demo(cfg, tmp_path / "run", suite=TINY, cache_dir=tmp_path, progress=False)
+    assert not (tmp_path / "run").exists()  # nothing trained

@@ -1,5 +1,6 @@
 """Packing of text and image spans: tokens, positions, targets and the attention mask."""
 
+import pytest
 import torch
 
 from unimm.sequence import (
@@ -127,3 +128,44 @@ def test_image_rows_name_the_example_each_image_sits_in():
     one = [TextSpan([1]), ImageSpan(torch.rand(1, 4, 4), (1, 1))]
     batch = collate([pack(s, SP) for s in (two, none, one)], SP.pad)
     assert batch.image_rows().tolist() == [0, 0, 2]
+
+
+def test_clip_span_positions_use_the_time_axis():
+    """A 2-frame 2x2 clip: cells in raster-in-time order at (p + f, p + r, p + c), then p + max(T, h, w)."""
+    clip = torch.rand(2, 1, 4, 4)
+    p = pack([TextSpan([1]), ImageSpan(clip, (2, 2, 2), generate=True), TextSpan([2])], SP)
+    assert p.tokens.tolist() == [1, 3] + [5] * 8 + [4, 2]
+    assert p.positions.tolist() == [
+        [0, 1, 2, 2, 2, 2, 3, 3, 3, 3, 4, 5],
+        [0, 1, 2, 2, 3, 3, 2, 2, 3, 3, 4, 5],
+        [0, 1, 2, 3, 2, 3, 2, 3, 2, 3, 4, 5],
+    ]
+    # a clip longer than it is wide advances by its frame count
+    long = pack([ImageSpan(None, (5, 1, 2)), TextSpan([2])], SP)
+    assert long.positions[:, -2].tolist() == [6, 6, 6] and long.next_position == 8  # <boi> 0, cells 1.., <eoi> 6
+    assert packed_length([ImageSpan(None, (5, 1, 2))]) == 12 == len(long.tokens) - 1
+
+
+def test_clip_mask_bidirectional_across_frames_or_causal_in_raster_time():
+    both = [TextSpan([1]), ImageSpan(None, (3, 1, 2)), TextSpan([6])]
+    p = pack(both, SP)
+    m = attention_mask(p.block[None], torch.ones(1, len(p.tokens), dtype=torch.bool))[0]
+    cells = slice(2, 8)
+    assert m[cells, cells].all()  # the first frame sees the last
+    causal = pack([TextSpan([1]), ImageSpan(None, (3, 1, 2), causal=True), TextSpan([6])], SP)
+    mc = attention_mask(causal.block[None], torch.ones(1, len(causal.tokens), dtype=torch.bool))[0]
+    assert torch.equal(mc[cells, cells], torch.ones(6, 6, dtype=torch.bool).tril())  # frame 0 before frame 1 ...
+    assert causal.positions[0, cells].tolist() == [2, 2, 3, 3, 4, 4]  # ... in time order
+
+
+def test_image_is_the_one_frame_clip():
+    image = torch.rand(1, 4, 4)
+    spans = [TextSpan([1, 10]), ImageSpan(image, (2, 3), generate=True, causal=True), TextSpan([2])]
+    clip = [TextSpan([1, 10]), ImageSpan(image, (1, 2, 3), generate=True, causal=True), TextSpan([2])]
+    a, b = pack(spans, SP), pack(clip, SP)
+    assert spans[1].grid == (1, 2, 3)
+    for name in ("tokens", "modality", "positions", "targets", "block", "image_index"):
+        assert torch.equal(getattr(a, name), getattr(b, name))
+    assert a.next_position == b.next_position == 8  # <boi> at 2, cells from 3, <eoi> at 3 + max(h, w)
+    with pytest.raises(ValueError, match="grid"):
+        ImageSpan(None, (2, 0, 2))

@@ -142,16 +142,20 @@ def fork(
 @app.command()
 def caption(
     run: Annotated[Path, typer.Argument(help="run directory (or save_pretrained directory)")],
-    images: Annotated[list[Path], typer.Argument(help="image files (PNG/JPEG)")],
+    images: Annotated[list[Path], typer.Argument(help="image files (PNG/JPEG); a video model: .npy clips")],
     question: Annotated[str | None, typer.Option(help="ask a question instead of captioning")] = None,
 ) -> None:
-    """Understanding: caption images, or answer a question about them."""
-    from unimm.io import load_images
+    """Understanding: caption images (or a video model's clips), or answer a question about them."""
+    from unimm.io import load_clips, load_images
     from unimm.models import UnifiedModel
 
     try:
         model = UnifiedModel.from_pretrained(run)
-        batch = load_images(images, model.cfg.data.image_size, model.cfg.data.channels, model.background)
+        d = model.cfg.data
+        if d.frames is not None:  # a video model reads clips
+            batch = load_clips(images, d.frames, d.image_size, d.channels)
+        else:
+            batch = load_images(images, d.image_size, d.channels, model.background)
         texts = model.caption(batch, question=question)
     except (FileNotFoundError, ValueError) as err:
         _fail(err)
@@ -168,7 +172,8 @@ def generate(
         typer.Option(
             help="an image file (.png, .jpg, .webp, ...): one grid, a row per prompt, at most "
             f"{GRID_LIMIT:,} images; a directory (one that exists, or a path without a suffix): one PNG per "
-            "image, P-I.png for prompt P's image I, written batch by batch, with prompts.txt"
+            "image, P-I.png for prompt P's image I, written batch by batch, with prompts.txt (a video model: .gif, "
+            "animated)"
         ),
     ] = Path("grid.png"),
     n: Annotated[int, typer.Option(min=1, help="images per prompt")] = 8,
@@ -184,7 +189,7 @@ def generate(
     from tqdm import tqdm
 
     from unimm.cli_checks import check_out_dir, check_out_image
-    from unimm.io import save_grid, save_images
+    from unimm.io import image_format, save_animated_grid, save_grid, save_images
     from unimm.models import UnifiedModel
 
     to_dir = out.is_dir() or not out.suffix
@@ -200,6 +205,12 @@ def generate(
                     "give a directory as --out to write one file per image"
                 )
         model = UnifiedModel.from_pretrained(run)
+        clips = model.cfg.data.frames is not None  # a video model: each sample is a clip, written as a GIF
+        if clips and not to_dir and image_format(out) != "GIF":
+            raise ValueError(
+                f"--out {out}: a video model generates clips; name a .gif (an animated grid) or a directory"
+            )
+        suffix = "gif" if clips else "png"
         gen = torch.Generator().manual_seed(seed)
         width, grid = len(str(n - 1)), []
         with tqdm(total=len(prompts), desc="generate", unit="image") as bar:
@@ -207,8 +218,12 @@ def generate(
                 chunk = prompts[start : start + batch_size]
                 images = model.generate(chunk, cfg_scale=cfg, steps=steps, sampler=sampler, generator=gen).cpu()
                 if to_dir:
-                    names = [f"{j // n}-{j % n:0{width}d}.png" for j in range(start, start + len(chunk))]
-                    save_images(images, [out / name for name in names])
+                    names = [f"{j // n}-{j % n:0{width}d}.{suffix}" for j in range(start, start + len(chunk))]
+                    if clips:
+                        for clip, name in zip(images, names, strict=True):
+                            save_animated_grid(clip[None], out / name, nrow=1)
+                    else:
+                        save_images(images, [out / name for name in names])
                 else:
                     grid.append(images)
                 bar.update(len(chunk))
@@ -220,7 +235,7 @@ def generate(
         atomic_write_text(out / "prompts.txt", "".join(f"{i}\t{p}\n" for i, p in enumerate(prompt)))
         typer.echo(f"wrote {len(prompts)} images and prompts.txt to {out}")
     else:
-        save_grid(torch.cat(grid), out, nrow=n)
+        (save_animated_grid if clips else save_grid)(torch.cat(grid), out, nrow=n)
         typer.echo(f"wrote {out}")
 
 
@@ -300,6 +315,28 @@ def demo_check(
     typer.echo(message)
 
 
+def _eval_video(model, run: Path, suite: str, seed: int, out: Path | None, data: Path | None) -> None:
+    """``unimm eval`` of a video model: eval/video.py's metrics -> eval.json, eval.md, samples.gif, strips.png."""
+    import time
+
+    from unimm.eval.video import evaluate_video
+    from unimm.eval.video_report import write_video_eval
+    from unimm.provenance import command_line, provenance
+
+    t0 = time.perf_counter()
+    result = evaluate_video(model, suite, seed=seed, data_path=data, progress=True)
+    result["provenance"] = provenance(run / "config.toml", {"evaluate": round(time.perf_counter() - t0, 2)},
+                                      command_line())  # fmt: skip
+    paths = write_video_eval(result, out or run / "eval", title=f"{model.cfg.name} ({run})")
+    u, g = result["understanding"], result["generation"]
+    head = {k: g[k] for k in ("frame_prompt_accuracy", "same_class_every_frame", "motion_accuracy")}
+    head.update(
+        {k: u[k] for k in ("caption_exact_match", "vqa_accuracy", "direction_vqa_accuracy") if u[k] is not None}
+    )
+    typer.echo(" ".join(f"{k}={v:.4g}" for k, v in head.items()))
+    typer.echo(f"wrote {paths['json']}, {paths['md']} and {paths['gif']}")
+
+
 @app.command("eval")
 def eval_(
     run: Annotated[Path, typer.Argument(help="run directory (or save_pretrained directory)")],
@@ -323,6 +360,8 @@ def eval_(
         suite_by_name(suite)
         check_out_dir(out or run / "eval")
         model = UnifiedModel.from_pretrained(run)
+        if model.cfg.data.frames is not None:  # a run trained on clips: its own metrics (docs/video.md)
+            return _eval_video(model, run, suite, seed, out, data)
         t0 = time.perf_counter()
         result = evaluate(
             model, suite, seed=seed, data_path=data, run_dir=run, progress=True, inception_weights=inception

@@ -81,6 +81,12 @@ class DataSection(_Section):
     path: str = "data/mnist"
     image_size: int | None = Field(None, gt=0, description="resize to this side; None = native")
     channels: int | None = Field(None, gt=0)
+    frames: int | None = Field(
+        None,
+        gt=0,
+        description="frames per clip of a video dataset, set from the dataset (None: images, no time axis); a "
+        "value that differs from the dataset's is an error",
+    )
     class_names: list[str] | None = Field(
         None,
         min_length=1,

@@ -9,6 +9,7 @@ and an interrupted one is resumed, so re-running the demo only re-evaluates. Eve
 from __future__ import annotations
 
 import json
+import math
 import textwrap
 import time
 from collections.abc import Iterator
@@ -25,6 +26,7 @@ from rich.table import Table
 from unimm.checkpoint import atomic_write, atomic_write_text, load_state
 from unimm.config import Config, load_config
 from unimm.data import ImageTextData, load_split
+from unimm.data.video_store import is_video_dataset
 from unimm.document import Document, cell
 from unimm.eval.harness import Suite, evaluate, generation_jobs
 from unimm.eval.report import METRIC_HEADER, generation_rows, understanding_rows
@@ -332,6 +334,11 @@ def run_demo(
     """Train (or resume / reuse) ``cfg`` in ``out``, evaluate it with the harness (``suite``, ``seed``;
     evaluators from ``cache_dir``, default ``$UNIMM_CACHE``), write ``out/report/`` and return the path of
     ``report.md``. ``command`` (the command line that asked for it) is recorded in the report's provenance."""
+    if is_video_dataset(cfg.data.path):  # refused before it trains: its report is of image metrics
+        raise ValueError(
+            f"data.path = {cfg.data.path} is a video dataset: a video demo is not built yet; train on it with "
+            "`unimm train` and evaluate with `unimm eval` (docs/video.md)"
+        )
     out, timer = Path(out), PhaseTimer()
     report_dir = out / "report"
     with timer("train"):
@@ -373,7 +380,7 @@ def run_demo(
         "experts": expert_load(rows),
         "sampling": {
             "sampler": mcfg.sample.sampler,
-            "steps": model.writer.grid[0] * model.writer.grid[1] if mcfg.sample.sampler == "ar" else mcfg.sample.steps,
+            "steps": math.prod(model.writer.grid) if mcfg.sample.sampler == "ar" else mcfg.sample.steps,
             "cfg_scale": mcfg.sample.cfg,
         },
         "prompts": {name: list(dict.fromkeys(p for p, y in jobs if y == c)) for c, name in enumerate(test.class_names)},

@@ -125,3 +125,37 @@ def save_images(images: torch.Tensor, paths: Sequence[str | Path], scale: int = 
         if scale > 1:
             img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
         save_image(img, path)
+
+
+def load_clips(paths: Sequence[str | Path], frames: int, image_size: int, channels: int) -> torch.Tensor:
+    """Read clips stored as a video dataset stores them (``.npy`` uint8 ``[T, H, W]`` grey or ``[T, H, W, C]``)
+    -> [B, T, C, H, W] in [-1, 1] at the model's size and channel count; ``ValueError`` for an unreadable file
+    or another frame count than the model's ``frames``."""
+    if not paths:
+        raise ValueError("no clip files given")
+    out = []
+    for p in paths:
+        try:
+            array = np.load(Path(p), allow_pickle=False)
+        except (OSError, ValueError) as err:
+            raise ValueError(f"cannot read clip {p} (a .npy uint8 [T, H, W]): {err}") from None
+        if array.dtype != np.uint8 or array.ndim not in (3, 4) or len(array) != frames:
+            raise ValueError(f"{p}: holds {array.dtype} {array.shape}, expected uint8 [{frames}, H, W] (or [.., C])")
+        clip = torch.from_numpy(array[..., None] if array.ndim == 3 else array).permute(0, 3, 1, 2) / 127.5 - 1.0
+        out.append(resize(convert_channels(clip.float(), channels), image_size))
+    return torch.stack(out)
+
+
+GIF_FRAME_MS = 200  # how long each frame of a clip shows
+
+
+def save_animated_grid(clips: torch.Tensor, path: str | Path, nrow: int = 8, scale: int = 3) -> Path:
+    """Clips [B, T, C, H, W] in [-1, 1] -> an animated GIF at ``path`` whose frame t tiles every clip's frame t,
+    ``nrow`` clips per row, looping."""
+    frames = [grid_image(clips[:, t], nrow, scale=scale) for t in range(clips.shape[1])]
+
+    def write(tmp: Path) -> None:
+        frames[0].save(tmp, format="GIF", save_all=True, append_images=frames[1:], duration=GIF_FRAME_MS, loop=0)
+
+    atomic_write(Path(path), write)
+    return Path(path)

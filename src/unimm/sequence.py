@@ -1,19 +1,25 @@
-"""Packing of text and image spans into one sequence, shared by training and sampling.
+"""Packing of text and image / clip spans into one sequence, shared by training and sampling.
 
-A sequence is a list of spans. Text spans carry token ids; image spans stand for one image and
-occupy ``h × w`` placeholder positions bracketed by ``<boi>``/``<eoi>`` tokens. What fills those
+A sequence is a list of spans. Text spans carry token ids; an image span stands for one image or one
+clip and occupies ``T × h × w`` placeholder positions (its ``grid``: frames, rows, cols) bracketed by
+``<boi>``/``<eoi>`` tokens. An image is a one-frame clip: a ``(h, w)`` grid means ``(1, h, w)``, and
+every image layout below is the ``T = 1`` case of the clip layout, not a second one. What fills those
 positions (latent patches, VQ code embeddings, ViT features) is the model's business: the batch
-carries the images themselves, and ``image_id`` says which image each position belongs to.
-Packing yields, per position: token id, modality (0 text / 1 image), a 3-axis position
-``(t, row, col)`` for RoPE, the next-token target and the attention block it belongs to. The
-attention mask is causal across the sequence and bidirectional inside each image span unless
-the span is ``causal`` (autoregressive image tokens); ``collate(..., full_attention=True)`` makes
-every real position see every other (masked diffusion over the whole sequence).
+carries the images (``[C, H, W]``) or clips (``[T, C, H, W]``) themselves, and ``image_id`` says which
+one each position belongs to. Packing yields, per position: token id, modality (0 text / 1 image), a
+3-axis position ``(t, row, col)`` for RoPE, the next-token target and the attention block it belongs
+to. The attention mask is causal across the sequence and bidirectional inside each span (every frame
+of a clip sees every other: diffusion and masked writers) unless the span is ``causal``
+(autoregressive codes, which come in raster-in-time order: frame by frame, each frame row by row);
+``collate(..., full_attention=True)`` makes every real position see every other (masked diffusion
+over the whole sequence).
 
-Text positions advance by one per token with all three axes equal; an image span placed at
-running position ``p`` gets ``(p, p + row, p + col)`` and the next span starts at
-``p + max(h, w)`` (the layout of Qwen2-VL's multi-axis RoPE). A video span would add a time
-axis to the same scheme.
+RoPE layout (Qwen2-VL's multi-axis scheme, with its time axis used): text positions advance by one
+per token with all three axes equal; the cell (frame f, row r, col c) of a span placed at running
+position ``p`` gets ``(p + f, p + r, p + c)`` and the next span starts at ``p + max(T, h, w)``, one past
+the largest index the span used. A one-frame image thus keeps ``(p, p + row, p + col)`` and advances by
+``max(h, w)``, as before clips existed; frames of a clip differ on the time axis only, and a frame's
+cells share their row / col positions with the same cell of every other frame.
 """
 
 import math
@@ -37,12 +43,26 @@ class TextSpan:
     loss: bool = True  # predict these tokens (their targets sit one position earlier)
 
 
+def clip_grid(grid: tuple[int, ...]) -> tuple[int, int, int]:
+    """A span's token layout as (frames, rows, cols): an image's ``(h, w)`` is the one-frame ``(1, h, w)``."""
+    if len(grid) == 2:
+        return (1, *grid)
+    if len(grid) != 3 or min(grid) < 1:
+        raise ValueError(f"a span's grid is (rows, cols) or (frames, rows, cols) of positive sizes, got {grid}")
+    return tuple(grid)
+
+
 @dataclass
 class ImageSpan:
-    image: torch.Tensor | None  # [C, H, W] pixels in [-1, 1]; None when a sampler fills the span in
-    grid: tuple[int, int]  # the span's token layout in the sequence
+    """One image or clip. ``grid`` is its token layout (frames, rows, cols); ``(h, w)`` is read as ``(1, h, w)``."""
+
+    image: torch.Tensor | None  # [C, H, W] image or [T, C, H, W] clip in [-1, 1]; None when a sampler fills it in
+    grid: tuple[int, ...]  # the span's token layout in the sequence, (T, h, w) once constructed
     generate: bool = False  # True: the image objective's loss applies; False: the model reads it
-    causal: bool = False  # attention inside the span: bidirectional, or causal (autoregressive codes)
+    causal: bool = False  # attention inside the span: bidirectional, or causal in raster-in-time order
+
+    def __post_init__(self) -> None:
+        self.grid = clip_grid(self.grid)
 
 
 @dataclass
@@ -68,9 +88,17 @@ class Packed:
     next_position: int = 0
 
 
+def span_cells(grid: tuple[int, ...]) -> torch.Tensor:
+    """[T*h*w, 3] long: the (frame, row, col) of each cell of a span, in raster-in-time order (the order of its
+    positions in the sequence and of autoregressive codes)."""
+    axes = torch.meshgrid(*(torch.arange(n) for n in clip_grid(grid)), indexing="ij")
+    return torch.stack([a.flatten() for a in axes], 1)
+
+
 def packed_length(spans: list[TextSpan | ImageSpan]) -> int:
-    """The number of positions ``pack`` gives ``spans``: one per text token, ``<boi>`` + h*w + ``<eoi>`` per image."""
-    return sum(len(sp.ids) if isinstance(sp, TextSpan) else sp.grid[0] * sp.grid[1] + 2 for sp in spans)
+    """The number of positions ``pack`` gives ``spans``: one per text token, ``<boi>`` + T*h*w + ``<eoi>`` per
+    image or clip."""
+    return sum(len(sp.ids) if isinstance(sp, TextSpan) else math.prod(sp.grid) + 2 for sp in spans)
 
 
 def pack(spans: list[TextSpan | ImageSpan], special: SpecialIds) -> Packed:
@@ -95,15 +123,13 @@ def pack(spans: list[TextSpan | ImageSpan], special: SpecialIds) -> Packed:
             for tok in sp.ids:
                 add_text(tok, sp.loss)
             continue
-        h, w = sp.grid
         add_text(special.boi, False)
-        rows, cols = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
-        for r, c in zip(rows.flatten().tolist(), cols.flatten().tolist(), strict=True):
-            tokens.append(special.img), modality.append(IMAGE), pos.append((p, p + r, p + c))
+        for f, r, c in span_cells(sp.grid).tolist():  # raster-in-time order
+            tokens.append(special.img), modality.append(IMAGE), pos.append((p + f, p + r, p + c))
             block.append(-1 if sp.causal else s), image_index.append(len(generate)), predict.append(False)
         images.append(sp.image)
         generate.append(sp.generate)
-        p += max(h, w)
+        p += max(sp.grid)
         add_text(special.eoi, False)
 
     tok = torch.tensor(tokens)
@@ -125,7 +151,7 @@ def pack(spans: list[TextSpan | ImageSpan], special: SpecialIds) -> Packed:
 
 @dataclass
 class Batch:
-    """Padded batch of packed sequences; the images of all sequences are stacked in order."""
+    """Padded batch of packed sequences; the images (or clips) of all sequences are stacked in order."""
 
     tokens: torch.Tensor  # [B, L]
     modality: torch.Tensor  # [B, L]
@@ -133,7 +159,7 @@ class Batch:
     targets: torch.Tensor  # [B, L]
     attn_mask: torch.Tensor  # [B, L, L] bool, True = may attend
     valid: torch.Tensor  # [B, L] bool, False at padding
-    images: torch.Tensor  # [num_images, C, H, W] (zeros for spans a sampler fills in; [N, 0] if none given)
+    images: torch.Tensor  # [num_images, (T,) C, H, W] (zeros for spans a sampler fills in; [N, 0] if none given)
     image_id: torch.Tensor  # [B, L] index into the batch's images, -1 at text/padding
     image_generate: torch.Tensor  # [num_images] bool
     next_position: torch.Tensor  # [B]

@@ -33,8 +33,8 @@ class Example:
 
 @dataclass
 class Layout:
-    read_grid: tuple[int, int]
-    gen_grid: tuple[int, int]
+    read_grid: tuple[int, int, int]  # (frames, rows, cols) of an image or clip read
+    gen_grid: tuple[int, int, int]  # ... and of one generated
     gen_causal: bool = False
     answer_len: int | None = None  # None: answers end at <eos>; an int: padded with <eos> to this length
     prompt_loss: bool = True  # next-token loss on the t2i prompt too (free language modelling)

@@ -6,13 +6,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from unimm.cli import app
 from unimm.data import prepare as prep
 from unimm.data.datasets import load_split
 from unimm.data.directions import DIRECTIONS, segments
-from unimm.data.formats import read_idx_split
+from unimm.data.formats import read_idx_split, read_meta
 from unimm.data.sources import TooManySkipsError
 from unimm.data.video import DigitTrack, VideoConfig, axis_path, generate, sprite, write_moving_mnist
 from unimm.data.video_store import is_video_dataset, load_video_split
@@ -195,9 +196,19 @@ def test_malformed_listing_line_names_file_and_line(video_dir, tmp_path):
     assert len(data) == 8 and [key.rsplit(":", 1)[1] for _, key, _ in data.skipped.examples] == ["3", "6"]
 
 
-def test_image_loaders_say_it_is_video(video_dir):
+def test_load_split_reads_clips_with_their_text(video_dir):
+    """The training loader reads a video dataset as clips [N, T, 1, H, W] in [-1, 1] with each clip's caption,
+    questions and label (-1 for two digits); the image-only reader still says what it is."""
+    data, raw = load_split(video_dir, "val"), load_video_split(video_dir, "val")
+    assert data.images.shape == (len(raw), 8, 1, 32, 32) and data.frames == 8
+    assert torch.equal(data.images, raw.clips.float() / 127.5 - 1)
+    assert data.captions == [r["caption"] for r in raw.records]
+    assert data.qa[0] == [(q["question"], q["answer"]) for q in raw.records[0]["qa"]]
+    digits = [r["truth"]["digits"] for r in raw.records]
+    assert data.labels.tolist() == [d[0]["label"] if len(d) == 1 else -1 for d in digits]
+    assert load_split(video_dir, "val", image_size=16).images.shape[-3:] == (1, 16, 16)
     with pytest.raises(ValueError, match="a video dataset"):
-        load_split(video_dir, "train")
+        read_meta(video_dir)
 
 
 def test_inspect_understands_a_video_dataset(video_dir):

@@ -2,6 +2,7 @@
 generated VAE latents -> generation branch 1) in training, captioning and generation; routing by modality,
 the default, is unchanged."""
 
+import math
 from contextlib import contextmanager
 
 import torch
@@ -86,7 +87,7 @@ def test_bagel_trains_captions_and_generates_with_role_routing(digits_dir, tmp_p
 
     with recorded_ids(model) as seen:  # the KV-cached prompt pass, then one text token per step
         cached = model.caption(_images(2), max_new_tokens=4)
-    assert seen[0].shape[1] > model.layout.read_grid[0] * model.layout.read_grid[1]  # the ViT tokens are in it
+    assert seen[0].shape[1] > math.prod(model.layout.read_grid)  # the ViT tokens are in it
     assert all((ids == 0).all() for ids in seen)
     assert model.caption(_images(2), max_new_tokens=4, use_cache=False) == cached
 

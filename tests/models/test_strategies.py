@@ -1,6 +1,8 @@
 """The discrete-token strategies as presets: chameleon, janus, show-o, unidisc (one tiny run each),
 plus the properties their samplers promise: cached == uncached, batched == one-by-one."""
 
+import math
+
 import pytest
 import torch
 
@@ -124,7 +126,7 @@ def test_ar_codes_sampling_stays_inside_the_image_vocabulary(digits_dir):
     model.writer.decode = lambda codes: seen.append(codes) or decode(codes)
     model.generate(["seven"], generator=torch.Generator().manual_seed(0))
     (codes,) = seen
-    assert codes.shape == (1, model.writer.grid[0] * model.writer.grid[1])
+    assert codes.shape == (1, math.prod(model.writer.grid))
     assert codes.min() >= 0 and codes.max() < model.writer.num_codes
 
 
@@ -180,7 +182,7 @@ def test_pretrained_vq_tokenizer_is_loaded_frozen_and_its_geometry_adopted(digit
         _cfg(digits_dir, "chameleon", **{"codec.tokenizer": f'"{tmp_path / "tok"}"'}), tmp_path / "run", progress=False
     )
     model = UnifiedModel.from_pretrained(out)
-    assert model.cfg.codec.codebook == 12 and model.cfg.codec.dim == 4 and model.writer.grid == (4, 4)
+    assert model.cfg.codec.codebook == 12 and model.cfg.codec.dim == 4 and model.writer.grid == (1, 4, 4)
     reference = load_image_tokenizer(tmp_path / "tok").state_dict()
     for k, v in model.writer.codec.vq.state_dict().items():
         assert torch.equal(v, reference[k]), k
@@ -225,7 +227,7 @@ def test_every_connector_feeds_the_language_model(digits_dir, connector):
     section = f'{{kind = "{connector}"' + (", queries = 6, heads = 2}" if pooled else "}")
     model = _model(digits_dir, "janus", **{"reader.connector": section})
     assert model.cfg.reader.connector.kind == connector
-    assert model.layout.read_grid == ((2, 3) if pooled else (model.reader.vit.grid,) * 2)
+    assert model.layout.read_grid == ((1, 2, 3) if pooled else (1, *(model.reader.vit.grid,) * 2))
     batch = make_batch(model, torch.rand(4, 1, 8, 8) * 2 - 1, EXAMPLES)
     loss, _ = model(batch, torch.Generator().manual_seed(0))
     loss.backward()

@@ -4,6 +4,7 @@ joint training is deterministic and learns, and the trained model still captions
 off the preset trains exactly as before the switch existed (frozen figures)."""
 
 import json
+import math
 
 import pytest
 import torch
@@ -275,5 +276,5 @@ def test_joint_trained_model_captions_and_generates(joint_runs):
     gen = model.generate(["a handwritten seven", "the digit 1"], generator=torch.Generator().manual_seed(0))
     assert gen.shape == (2, 1, 8, 8) and gen.min() >= -1 and gen.max() <= 1
     (codes,) = seen
-    assert codes.shape == (2, model.writer.grid[0] * model.writer.grid[1])
+    assert codes.shape == (2, math.prod(model.writer.grid))
     assert codes.min() >= 0 and codes.max() < model.writer.num_codes  # no [MASK] left

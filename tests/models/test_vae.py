@@ -13,7 +13,7 @@ def test_vae_shapes_and_patch_round_trip():
     codec = VAEPatches(channels=3, image_size=16, patch_size=2, latent_channels=4, downsample=4, hidden=8)
     x = torch.rand(2, 3, 16, 16) * 2 - 1
     patches = codec.encode(x)
-    assert patches.shape == (2, 4, 16) and codec.grid == (2, 2) and codec.patch_dim == 16
+    assert patches.shape == (2, 4, 16) and codec.grid == (1, 2, 2) and codec.patch_dim == 16
     assert codec.decode(patches).shape == x.shape
     mean, logvar = codec.vae.encode(x)
     assert mean.shape == logvar.shape == (2, 4, 4, 4)
@@ -49,7 +49,7 @@ def test_transfusion_trains_on_vae_latents_and_keeps_them_frozen(digits_dir, tmp
     out = train(load_config(None, over), tmp_path / "r", progress=False)
     assert (out / "codec.json").exists()
     model = UnifiedModel.from_pretrained(out)
-    assert bool(model.writer.codec.fitted) and model.writer.grid == (2, 2)
+    assert bool(model.writer.codec.fitted) and model.writer.grid == (1, 2, 2)
     fitted = {k: v.clone() for k, v in model.writer.codec.state_dict().items()}
     train(load_config(None, [*over, "train.steps=6"]), out, resume=True, progress=False)
     resumed = UnifiedModel.from_pretrained(out)

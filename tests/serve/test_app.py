@@ -9,7 +9,10 @@ import torch
 from fastapi.testclient import TestClient
 from PIL import Image
 
+from conftest import tiny_preset
+from unimm.models import UnifiedModel
 from unimm.serve import ServeLimits, create_app
+from unimm.tokenizers.text import TextTokenizer
 
 from .conftest import chat_body, png_url
 
@@ -106,3 +109,9 @@ def test_serve_binds_loopback_by_default_and_its_limits_are_servelimits_defaults
     names = {"timeout": "timeout_s"}
     cli = {names.get(k, k): p.default for k, p in params.items() if k not in ("run", "host", "port")}
     assert cli == ServeLimits().model_dump()
+
+
+def test_a_video_model_is_refused_with_the_reason(digits_dir):
+    model = UnifiedModel(tiny_preset(digits_dir, "quick", **{"data.frames": 3}), TextTokenizer.train(["a 3"], 300))
+    with pytest.raises(ValueError, match="video model .* serving clips is not built"):
+        create_app(model)

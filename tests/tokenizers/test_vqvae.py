@@ -55,6 +55,14 @@ def test_training_improves_reconstruction_and_round_trips_through_disk(digits_di
         assert result["val"]["usage"] > 0.1 and result["val"]["perplexity"] > 2
 
 
+def test_a_video_dataset_trains_the_tokenizer_on_its_frames(clips_dir, tmp_path):
+    """The per-frame codec a video run can load (``codec.tokenizer``): trained and validated on the clips' frames."""
+    result = train_tokenizer(_tok_cfg(clips_dir, "vq", steps=20), tmp_path / "vq", progress=False)
+    saved = load_config(tmp_path / "vq" / "config.toml", schema=TokenizerConfig)
+    assert saved.data.channels == 1 and saved.data.image_size == 8 and result["val"]["mse"] > 0
+    assert load_image_tokenizer(tmp_path / "vq").reconstruct(torch.zeros(3, 1, 8, 8))[0].shape == (3, 1, 8, 8)
+
+
 @pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.toml")), ids=lambda p: p.stem)
 def test_tokenizer_presets_validate(path):
     assert load_config(path, schema=TokenizerConfig).tokenizer.kind in ("vq", "vae")

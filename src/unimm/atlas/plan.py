@@ -10,6 +10,7 @@ from typing import Any
 
 from unimm.atlas.config import AtlasConfig
 from unimm.config import ConfigError, load_config
+from unimm.data.video_store import is_video_dataset
 
 
 def budget_label(kind: str, value: float) -> str:
@@ -122,6 +123,11 @@ def plan_runs(atlas: AtlasConfig) -> list[PlannedRun]:
                             cfg = load_config(s.preset, list(overrides))
                         except ConfigError as err:
                             raise ConfigError(f"strategy {s.name!r} ({s.preset}), size {size!r}: {err}") from None
+                        if is_video_dataset(cfg.data.path):  # its evaluators and tokenizers are image ones
+                            raise ConfigError(
+                                f"strategy {s.name!r}: data.path = {cfg.data.path} is a video dataset; the atlas "
+                                "on video is not built yet (train with `unimm train`, evaluate with `unimm eval`)"
+                            )
                         run = PlannedRun(
                             strategy=s.name,
                             layers=cfg.layers.kind,

@@ -1,4 +1,5 @@
-"""Load one split of a dataset dir (IDX, captioned folder, shards or canonical IDX files) into tensors."""
+"""Load one split of a dataset dir (IDX, captioned folder, shards, canonical IDX files or a video dataset) into
+tensors: images ``[N, C, H, W]``, or clips ``[N, T, C, H, W]`` for a video dataset (``data/clips.py``)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import torch.nn.functional as F
 
 from unimm.data.canonical import CLASSES_FILE, CanonicalFiles, find_canonical
 from unimm.data.captions import CaptionTemplates
+from unimm.data.clips import frames_of, like_media, media_frames
 from unimm.data.formats import META_FILE, SPLITS, iter_folder_rows, read_idx_split, read_meta, read_png
 
 _LUMA = (0.299, 0.587, 0.114)  # ITU-R BT.601 weights for RGB -> grey
@@ -20,9 +22,10 @@ _LUMA = (0.299, 0.587, 0.114)  # ITU-R BT.601 weights for RGB -> grey
 class ImageTextData:
     """One split in memory.
 
-    ``images`` float32 ``[N,C,H,W]`` in [-1, 1]; ``labels`` long ``[N]`` (-1 if unlabelled);
-    ``captions`` the stored captions of a folder dataset, None for IDX sets (captions come from
-    ``templates_for``).
+    ``images`` float32 ``[N,C,H,W]`` in [-1, 1] (a video dataset's clips: ``[N,T,C,H,W]``); ``labels`` long
+    ``[N]`` (-1 if unlabelled); ``captions`` the stored captions of a folder or video dataset, None for IDX
+    sets (captions come from ``templates_for``); ``qa`` each item's own (question, answer) pairs where the
+    dataset stores them (video), else None (questions come from the templates).
     """
 
     images: torch.Tensor
@@ -31,9 +34,23 @@ class ImageTextData:
     class_names: list[str] | None
     caption_kind: str
     name: str
+    qa: list[list[tuple[str, str]]] | None = None
 
     def __len__(self) -> int:
         return self.images.shape[0]
+
+    @property
+    def frames(self) -> int | None:
+        """Frames per clip, None for images (``data.frames``)."""
+        return media_frames(self.images)
+
+    def all_qa(self) -> list[tuple[str, str]]:
+        """Every distinct stored (question, answer) pair, in order of first appearance."""
+        return list(dict.fromkeys(pair for pairs in self.qa or [] for pair in pairs))
+
+    def stored_texts(self) -> list[str]:
+        """Every stored caption, question and answer (what a text tokenizer must know besides the templates)."""
+        return [*(self.captions or []), *(text for pair in self.all_qa() for text in pair)]
 
 
 def _to_nchw(arrays: np.ndarray) -> torch.Tensor:
@@ -45,24 +62,26 @@ def _to_nchw(arrays: np.ndarray) -> torch.Tensor:
 
 
 def convert_channels(images: torch.Tensor, channels: int) -> torch.Tensor:
-    """Grey <-> RGB for ``[N,C,H,W]`` images (RGB -> grey by luminance)."""
-    have = images.shape[1]
+    """Grey <-> RGB for ``[N,C,H,W]`` images or ``[N,T,C,H,W]`` clips (RGB -> grey by luminance)."""
+    have = images.shape[-3]
     if have == channels:
         return images
     if have == 1 and channels == 3:
-        return images.expand(-1, 3, -1, -1).contiguous()
+        return images.expand(*images.shape[:-3], 3, -1, -1).contiguous()
     if have == 3 and channels == 1:
-        weights = images.new_tensor(_LUMA).view(1, 3, 1, 1)
-        return (images * weights).sum(dim=1, keepdim=True)
+        weights = images.new_tensor(_LUMA).view(3, 1, 1)
+        return (images * weights).sum(dim=-3, keepdim=True)
     raise ValueError(f"cannot convert {have} channels to {channels}")
 
 
 def resize(images: torch.Tensor, image_size: int) -> torch.Tensor:
-    """Bilinear, antialiased resize of ``[N,C,H,W]`` to ``image_size`` x ``image_size``."""
+    """Bilinear, antialiased resize of ``[N,C,H,W]`` images (or each frame of ``[N,T,C,H,W]`` clips) to
+    ``image_size`` x ``image_size``."""
     if images.shape[-2:] == (image_size, image_size):
         return images
-    out = F.interpolate(images, size=(image_size, image_size), mode="bilinear", antialias=True, align_corners=False)
-    return out.clamp(-1.0, 1.0)
+    size = (image_size, image_size)
+    out = F.interpolate(frames_of(images), size=size, mode="bilinear", antialias=True, align_corners=False)
+    return like_media(out.clamp(-1.0, 1.0), images)
 
 
 def _load_folder(root: Path, split: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
@@ -127,8 +146,15 @@ def load_split(
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     from unimm.data.shards import is_shard_dataset, load_shard_split  # here: shards imports this module
+    from unimm.data.video_store import is_video_dataset, load_video_data  # here: video_store imports this module
 
-    if is_shard_dataset(root):  # images may differ in size: each is converted and resized on its own
+    if is_video_dataset(root):
+        data = load_video_data(root, split)
+        if channels is not None:
+            data.images = convert_channels(data.images, channels)
+        if image_size is not None:
+            data.images = resize(data.images, image_size)
+    elif is_shard_dataset(root):  # images may differ in size: each is converted and resized on its own
         data = load_shard_split(root, split, image_size, channels)
     else:
         data = _load_canonical(canonical, split) if canonical is not None else _load_with_meta(root, split)

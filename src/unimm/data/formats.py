@@ -108,10 +108,7 @@ def read_meta(root: str | Path) -> dict[str, Any]:
     path = Path(root) / META_FILE
     meta = load_meta_json(path)
     if isinstance(meta, dict) and meta.get("format") == "video":
-        raise ValueError(
-            f"{path}: a video dataset (clips): read it with unimm.data.video_store.load_video_split; "
-            "training on clips is not built yet"
-        )
+        raise ValueError(f"{path}: a video dataset (clips): read it with unimm.data.video_store.load_video_split")
     if not isinstance(meta, dict) or meta.get("format") not in ("idx", "folder"):
         raise ValueError(f"{path}: expected an object with format 'idx' or 'folder'")
     return meta

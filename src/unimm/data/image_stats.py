@@ -2,7 +2,8 @@
 
 An image is *unusual* when its mean intensity or the mean of its border pixels lies far from the training
 images' (more than ``SIGMAS`` standard deviations and more than a floor): an inverted digit, a [0, 1]
-image, a photo given to an MNIST model. Values are in [-1, 1], as the model reads them.
+image, a photo given to an MNIST model. Values are in [-1, 1], as the model reads them. For clips the
+statistics are the frames' (a clip is unusual when one of its frames is).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 import torch
 
 from unimm.checkpoint import atomic_write_text
+from unimm.data.clips import frame_count, frames_of
 
 STATS_FILE = "image_stats.json"
 SIGMAS = 6.0
@@ -40,8 +42,8 @@ class ImageStats:
 
     @classmethod
     def of(cls, images: torch.Tensor) -> ImageStats:
-        """The statistics of training images ``[N,C,H,W]`` in [-1, 1]."""
-        x = images.detach().float()
+        """The statistics of training images ``[N,C,H,W]`` (or the frames of clips ``[N,T,C,H,W]``) in [-1, 1]."""
+        x = frames_of(images.detach().float())
         means, borders = x.mean(dim=(1, 2, 3)), _border(x).mean(dim=(1, 2))
         edge = _border(x).transpose(0, 1).reshape(x.shape[1], -1)
         return cls(
@@ -53,11 +55,12 @@ class ImageStats:
         )
 
     def unusual(self, images: torch.Tensor) -> torch.Tensor:
-        """Bool ``[N]``: which of ``images`` ``[N,C,H,W]`` lie far from the training images."""
-        x = images.detach().float()
+        """Bool ``[N]``: which of ``images`` ``[N,C,H,W]`` (clips ``[N,T,C,H,W]``: any frame) lie far from the
+        training images."""
+        x = frames_of(images.detach().float())
         off_mean = (x.mean(dim=(1, 2, 3)) - self.mean).abs() > max(SIGMAS * self.mean_std, MEAN_FLOOR)
         off_border = (_border(x).mean(dim=(1, 2)) - self.border).abs() > max(SIGMAS * self.border_std, BORDER_FLOOR)
-        return off_mean | off_border
+        return (off_mean | off_border).view(-1, frame_count(images)).any(1)
 
     def describe(self, images: torch.Tensor) -> str:
         """Mean and border intensity of ``images`` next to the training images', for a message."""

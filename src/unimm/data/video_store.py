@@ -21,6 +21,7 @@ import numpy as np
 import numpy.lib.format as npy
 import torch
 
+from unimm.data.datasets import ImageTextData
 from unimm.data.formats import CAPTIONS_FILE, META_FILE, SPLITS, load_meta_json, write_meta
 from unimm.data.sources import SkipStats, json_rows
 
@@ -116,6 +117,26 @@ def _rows(path: Path, stats: SkipStats) -> list[tuple[int, dict[str, Any]]]:
             continue
         found.append((number, row))
     return found
+
+
+def load_video_data(root: str | Path, split: str) -> ImageTextData:
+    """A split of a video dataset as training data: clips float ``[N, T, 1, H, W]`` in [-1, 1], each with its
+    first caption, its questions and answers, and its digit's class as the label (-1 for a clip of several
+    digits, which no single class names)."""
+    videos = load_video_split(root, split)
+    labels = [
+        digits[0]["label"] if len(digits := r.get("truth", {}).get("digits", [])) == 1 else -1 for r in videos.records
+    ]
+    meta = read_video_meta(root)
+    return ImageTextData(
+        images=videos.clips.float() / 127.5 - 1.0,
+        labels=torch.tensor(labels, dtype=torch.long),
+        captions=[r["caption"] for r in videos.records],
+        class_names=videos.class_names,
+        caption_kind=meta.get("caption_kind", "generic"),
+        name=videos.name,
+        qa=[[(q["question"], q["answer"]) for q in r.get("qa", [])] for r in videos.records],
+    )
 
 
 @dataclass

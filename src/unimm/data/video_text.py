@@ -15,6 +15,9 @@ from unimm.data.prepare import DIGIT_NAMES
 if TYPE_CHECKING:
     from unimm.data.video import DigitTrack
 
+DIRECTION_QUESTION = "which way does the digit move?"  # answered by the first direction's name
+AFTER_BOUNCE_QUESTION = "which way does the digit move after it bounces?"  # the second's, when it bounces
+
 PHRASES = {
     "left": "to the left",
     "right": "to the right",
@@ -49,11 +52,11 @@ def clip_text(tracks: list[DigitTrack], names: list[str]) -> tuple[list[str], li
         captions = [by_digit[0], f"a handwritten {names[track.label]} {motion_phrase(track)}"]
         qa += [
             ("which digit is moving?", names[track.label]),
-            ("which way does the digit move?", track.directions[0]),
+            (DIRECTION_QUESTION, track.directions[0]),
             ("does the digit bounce?", _yes(track.bounce_frame is not None)),
         ]
         if len(track.directions) > 1:
-            qa.append(("which way does the digit move after it bounces?", track.directions[1]))
+            qa.append((AFTER_BOUNCE_QUESTION, track.directions[1]))
     else:
         captions = [" and ".join(by_digit), "two digits: " + " and ".join(by_name)]
         qa.append(

@@ -15,6 +15,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from unimm.data import ImageTextData, load_split
+from unimm.data.clips import frames_of, per_frame_labels
 from unimm.eval.cache import cache_path, default_cache, read_evaluator, save_evaluator
 
 ARCH_VERSION = 1  # bump when the network or training recipe changes: old cache entries stop matching
@@ -89,10 +90,11 @@ def train_classifier(
     ``ImageClassifier``).
 
     Deterministic given ``seed`` (initialisation and batch order use their own generators; the global
-    RNG is left untouched). Unlabelled images (label -1) are skipped.
+    RNG is left untouched). Unlabelled images (label -1) are skipped. The clips of a video dataset train it
+    on their frames, each with its clip's label: it judges single frames.
     """
     keep = data.labels >= 0
-    images, labels = data.images[keep], data.labels[keep]
+    images, labels = frames_of(data.images[keep]), per_frame_labels(data.labels[keep], data.images)
     if len(images) == 0:
         raise ValueError(f"dataset {data.name!r} has no labelled images to train a classifier on")
     with torch.random.fork_rng(devices=[]):
@@ -129,11 +131,13 @@ def _jitter(images: torch.Tensor, gen: torch.Generator, max_shift: int = 1) -> t
 
 
 def accuracy(clf: ImageClassifier, images: torch.Tensor, labels: torch.Tensor) -> float:
-    """Fraction of ``images`` whose predicted label equals ``labels`` (entries with label -1 are skipped)."""
+    """Fraction of ``images`` whose predicted label equals ``labels`` (entries with label -1 are skipped); clips
+    [N, T, C, H, W]: of their frames, each with its clip's label."""
     keep = labels >= 0
     if not bool(keep.any()):
         return float("nan")
-    return float((clf.predict(images[keep]) == labels[keep]).float().mean())
+    frames, frame_labels = frames_of(images[keep]), per_frame_labels(labels[keep], images)
+    return float((clf.predict(frames) == frame_labels).float().mean())
 
 
 def load_or_train_classifier(

@@ -9,6 +9,7 @@ writer embeds what a ``shared`` reader reads; a text objective reads images thro
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -101,7 +102,7 @@ class ModelContext:
     def generation_batch(self, prompts: list[str], guided: bool) -> tuple[Batch, torch.Tensor]:
         """The packed text-to-image prompts (then their unconditional twins when ``guided``) and their
         token embeddings [B or 2B, L, dim]."""
-        n = self.layout.gen_grid[0] * self.layout.gen_grid[1]
+        n = math.prod(self.layout.gen_grid)
         for p in prompts:
             self.check_length(len(self.tokenizer.encode(p)) + n + 4, f"prompt {quote_prompt(p)}")  # bos boi eoi eos
         seqs = [generation_prompt(p, self.layout, self.tokenizer) for p in prompts]

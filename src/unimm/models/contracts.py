@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+from unimm.data.clips import frames_of
 from unimm.settings import CODECS, DENOISERS
 
 # ``Writer.eval_loss``'s fixed grid in [0, 1]: the midpoints of five equal slices, so that averaging over it is the
@@ -35,7 +36,7 @@ if TYPE_CHECKING:
 class PrepareData:
     """What a part may fit itself on before the transformer trains."""
 
-    images: torch.Tensor  # [N, C, H, W] training images in [-1, 1]
+    images: torch.Tensor  # [N, C, H, W] training images (or [N, T, C, H, W] clips) in [-1, 1]
     labels: torch.Tensor | None = None  # [N] class ids (-1 = none)
     captions: list[list[int]] | None = None  # one caption's token ids per image
     seed: int = 0
@@ -48,7 +49,9 @@ class Writer(nn.Module, ABC):
     """A generation path: how a generated image enters the sequence, its loss, and its sampler.
 
     Its ``codec`` (pixels, VAE or VQ) turns images into what the writer models; it is fitted in
-    ``prepare`` and then stays frozen. ``grid`` is the token grid of a generated image.
+    ``prepare`` and then stays frozen. ``grid`` is the token grid (frames, rows, cols) of a generated image or
+    clip. Clips ``[N, T, C, H, W]`` go wherever images ``[N, C, H, W]`` go (the codec codes them frame by
+    frame, ``models/frames.py``); what a writer returns has the shape of what it was given.
     """
 
     codecs: tuple[str, ...] = ("pixels", "vae")  # codec kinds it works on
@@ -58,7 +61,7 @@ class Writer(nn.Module, ABC):
     joint = False  # can mask every image's codes at given times (``joint_inputs``, what ``text.joint`` needs)
     stepped = True  # ``generate``'s ``steps`` sets how many passes its sampler runs (False: a fixed count)
     extra_vocab = 0  # token ids it adds to the vocabulary
-    grid: tuple[int, int]
+    grid: tuple[int, int, int]
     codec: nn.Module
 
     def __init__(self, settings: Any) -> None:
@@ -84,7 +87,10 @@ class Writer(nn.Module, ABC):
 
     @staticmethod
     def build_codec(cfg: Config) -> nn.Module:
-        return CODECS.build(cfg.codec, cfg.data.channels, cfg.data.image_size)
+        """The ``[codec]`` over images, or over clips of ``data.frames`` frames, one frame at a time (``frames.py``)."""
+        codec = CODECS.build(cfg.codec, cfg.data.channels, cfg.data.image_size)
+        codec.frames = cfg.data.frames
+        return codec
 
     def bind(self, vocab_offset: int) -> None:
         """Learn where its token ids start (writers without token ids ignore it)."""
@@ -99,7 +105,7 @@ class Writer(nn.Module, ABC):
     def prepare(self, data: PrepareData) -> dict:
         """Fit the codec on the training images; returns statistics for the run's codec.json (the FLOPs spent,
         counted with ``unimm.flops``, under ``flops.<item>``: the run's ledger reads them)."""
-        return self.codec.prepare(data.images, seed=data.seed, progress=data.progress)
+        return self.codec.prepare(frames_of(data.images), seed=data.seed, progress=data.progress)
 
     def fixed_modules(self) -> list[nn.Module]:
         """What stays frozen while the transformer trains."""
@@ -167,7 +173,7 @@ class Reader(nn.Module, ABC):
     """An understanding path: how an image the model reads becomes input embeddings."""
 
     shared = False  # True: the writer embeds read images together with generated ones
-    grid: tuple[int, int]
+    grid: tuple[int, int, int]  # (frames, rows, cols) of the tokens of an image or clip read
 
     def __init__(self, settings: Any) -> None:
         super().__init__()

@@ -13,6 +13,7 @@ from einops import rearrange
 from pydantic import Field
 from torch import nn
 
+from unimm.models.frames import FramewiseCodec
 from unimm.settings import CODECS, Settings
 
 
@@ -24,8 +25,8 @@ class PixelSettings(Settings):
 
 
 @CODECS.register(PixelSettings)
-class PixelPatches(nn.Module):
-    """Images [B, C, H, W] in [-1, 1] <-> patch vectors [B, (H/p)(W/p), C p p]."""
+class PixelPatches(FramewiseCodec, nn.Module):
+    """Images [B, C, H, W] in [-1, 1] <-> patch vectors [B, (H/p)(W/p), C p p]; clips frame by frame."""
 
     @classmethod
     def from_settings(cls, s: PixelSettings, channels: int, image_size: int) -> "PixelPatches":
@@ -36,15 +37,15 @@ class PixelPatches(nn.Module):
         if image_size % patch_size:
             raise ValueError(f"image size {image_size} is not divisible by codec.patch_size {patch_size}")
         self.channels, self.image_size, self.patch_size = channels, image_size, patch_size
-        self.grid = (image_size // patch_size, image_size // patch_size)
+        self.frame_grid = (image_size // patch_size, image_size // patch_size)
         self.patch_dim = channels * patch_size * patch_size
 
-    def encode(self, images: torch.Tensor) -> torch.Tensor:
+    def encode_frame(self, images: torch.Tensor) -> torch.Tensor:
         p = self.patch_size
         return rearrange(images, "b c (h p1) (w p2) -> b (h w) (c p1 p2)", p1=p, p2=p)
 
-    def decode(self, patches: torch.Tensor) -> torch.Tensor:
-        p, (h, w) = self.patch_size, self.grid
+    def decode_frame(self, patches: torch.Tensor) -> torch.Tensor:
+        p, (h, w) = self.patch_size, self.frame_grid
         return rearrange(patches, "b (h w) (c p1 p2) -> b c (h p1) (w p2)", h=h, w=w, p1=p, p2=p)
 
     def preparation(self) -> list[tuple[str, int, str]]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import torch
 
+from unimm.data.clips import time_shape
 from unimm.data.image_stats import ImageStats
 
 RANGE_TOLERANCE = 1e-3
@@ -12,20 +13,28 @@ DARK_BACKGROUND = -0.5  # a training background below this: every real image has
 
 
 def check_images(
-    images: torch.Tensor, channels: int, image_size: int, stats: ImageStats | None, what: str = "caption"
+    images: torch.Tensor,
+    channels: int,
+    image_size: int,
+    stats: ImageStats | None,
+    what: str = "caption",
+    frames: int | None = None,
 ) -> None:
-    """``ValueError`` unless ``images`` are float ``[B, channels, image_size, image_size]`` in [-1, 1]; the
-    message names the method ``what`` that got them.
+    """``ValueError`` unless ``images`` are float ``[B, channels, image_size, image_size]`` in [-1, 1] (a video
+    model's clips: ``[B, frames, channels, image_size, image_size]``); the message names the method ``what``
+    that got them.
 
     With ``stats`` of black-background training images (MNIST), a batch with no pixel below 0 is taken for
     [0, 1] images and refused too.
     """
-    expected = f"float images [B, {channels}, {image_size}, {image_size}] in [-1, 1]"
+    shape = (*time_shape(frames), channels, image_size, image_size)
+    kind = "images" if frames is None else "clips"
+    expected = f"float {kind} [B, {', '.join(map(str, shape))}] in [-1, 1]"
     if not isinstance(images, torch.Tensor):
         raise ValueError(f"{what} expects a tensor of {expected}, got {type(images).__name__}")
     if not images.is_floating_point():
         raise ValueError(f"{what} expects {expected}, got dtype {images.dtype}; convert uint8 x with x / 127.5 - 1")
-    if images.ndim != 4 or tuple(images.shape[1:]) != (channels, image_size, image_size):
+    if images.ndim != 1 + len(shape) or tuple(images.shape[1:]) != shape:
         raise ValueError(f"{what} expects {expected}, got shape {list(images.shape)}")
     if images.numel() == 0:
         return

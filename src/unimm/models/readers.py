@@ -7,6 +7,10 @@
   model's width. The ViT trains with the rest of the model; with ``reader.pretrain_steps`` it is first
   pre-trained alone as a classifier of the dataset's labels (the in-project stand-in for the separately
   pre-trained SigLIP encoder of Janus), then fine-tuned.
+
+A clip is read over all its frames (the ViT attends across them, ``models/vit.py``): a per-token connector
+(linear, mlp) gives tokens per frame, a ``(T, g, g)`` grid; a pooling one (resampler, qformer) pools the
+whole clip in time and space into its query tokens, a one-frame ``(1, r, c)`` grid.
 """
 
 from typing import Any, Literal
@@ -63,7 +67,7 @@ class SharedReader(Reader):
 
     shared = True
 
-    def __init__(self, settings: SharedSettings, cfg: Config, writer_grid: tuple[int, int]) -> None:
+    def __init__(self, settings: SharedSettings, cfg: Config, writer_grid: tuple[int, int, int]) -> None:
         super().__init__(settings)
         self.grid = writer_grid
 
@@ -80,13 +84,13 @@ class SharedReader(Reader):
 
 @READERS.register(ViTSettings)
 class ViTReader(Reader):
-    def __init__(self, settings: ViTSettings, cfg: Config, writer_grid: tuple[int, int]) -> None:
+    def __init__(self, settings: ViTSettings, cfg: Config, writer_grid: tuple[int, int, int]) -> None:
         super().__init__(settings)
         s, d = settings, cfg.data
         self.vit = ViTEncoder(d.channels, d.image_size, s.patch, s.dim, s.depth, s.heads)
         self.connector = CONNECTORS.build(s.connector, s.dim, cfg.model.dim)
         queries = getattr(s.connector, "queries", None)  # pooling connectors: that many tokens on a grid
-        self.grid = squarest_grid(queries) if queries else (self.vit.grid, self.vit.grid)
+        self.grid = (1, *squarest_grid(queries)) if queries else (d.frames or 1, self.vit.grid, self.vit.grid)
 
     def preparation(self, labels: torch.Tensor | None) -> list[tuple[str, int, str]]:
         steps = self.settings.pretrain_steps
@@ -131,5 +135,5 @@ class ViTReader(Reader):
         }
 
     def read(self, ctx, images: torch.Tensor) -> torch.Tensor:
-        """images [N, C, H, W] -> input embeddings [N, h*w, dim]."""
+        """images [N, C, H, W] or clips [N, T, C, H, W] -> input embeddings [N, prod(grid), dim]."""
         return self.connector(self.vit(images))

@@ -1,4 +1,6 @@
-"""UnifiedModel: one transformer that reads and writes text and images.
+"""UnifiedModel: one transformer that reads and writes text and images (or clips: a model trained on a video
+dataset reads and writes ``[B, T, C, H, W]`` clips wherever an image model takes ``[B, C, H, W]`` images;
+an image is the one-frame case of every part, ``data/clips.py``).
 
 Assembled from parts picked by the config (design: docs/architecture.md), never by strategy name; each
 section names a kind registered in ``settings.py``:
@@ -312,8 +314,8 @@ class UnifiedModel(nn.Module):
         """One image [1, C, H, W] (checked as ``caption`` checks) -> its caption (or answer) in pieces, each yielded
         as the decoder produces it: a next-token decoder yields each token's text after its step, a masked one the
         whole answer at the end. Joined, the pieces are ``caption``'s text for the same arguments and generator."""
-        if image.ndim != 4 or image.shape[0] != 1:
-            raise ValueError(f"caption_stream takes one image [1, C, H, W], got shape {tuple(image.shape)}")
+        if image.ndim < 4 or image.shape[0] != 1:
+            raise ValueError(f"caption_stream takes one image [1, C, H, W] (or clip), got shape {tuple(image.shape)}")
         s = self.cfg.sample
         image = self._images_to_read(image, "caption_stream")
         temperature = s.temperature if temperature is None else temperature
@@ -348,7 +350,8 @@ class UnifiedModel(nn.Module):
     def _images_to_read(self, images: torch.Tensor, what: str) -> torch.Tensor:
         """``ValueError`` for another dtype, shape or value range, a warning (once per model) for images far
         from the training images; the images as float on the model's device."""
-        check_images(images, self.cfg.data.channels, self.cfg.data.image_size, self.image_stats, what)
+        d = self.cfg.data
+        check_images(images, d.channels, d.image_size, self.image_stats, what, d.frames)
         if self.image_stats is not None and not self._warned_unusual:
             message = unusual_message(images, self.image_stats)
             if message is not None:

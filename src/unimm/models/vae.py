@@ -14,6 +14,7 @@ from pydantic import Field
 from torch import nn
 
 from unimm.flops import FitFlops, count_flops
+from unimm.models.frames import FramewiseCodec
 from unimm.nn.conv import conv_decoder, conv_encoder
 from unimm.settings import CODECS, Settings
 from unimm.tokenizers.fit import fit_image_tokenizer
@@ -78,8 +79,8 @@ class VAESettings(Settings):
 
 
 @CODECS.register(VAESettings)
-class VAEPatches(nn.Module):
-    """Images [B, C, H, W] <-> patches of the scaled VAE latent [B, (H/dp)(W/dp), z p p]."""
+class VAEPatches(FramewiseCodec, nn.Module):
+    """Images [B, C, H, W] <-> patches of the scaled VAE latent [B, (H/dp)(W/dp), z p p] (clips: per frame)."""
 
     @classmethod
     def from_settings(cls, s: VAESettings, channels: int, image_size: int) -> "VAEPatches":
@@ -114,18 +115,18 @@ class VAEPatches(nn.Module):
             )
         self.vae = SmallVAE(channels, latent_channels, hidden, downsample, kl_weight)
         self.patch_size, self.fit_steps, self.kl_weight = patch_size, fit_steps, kl_weight
-        self.grid = (side // patch_size, side // patch_size)
+        self.frame_grid = (side // patch_size, side // patch_size)
         self.patch_dim = latent_channels * patch_size * patch_size
         self.register_buffer("scale", torch.ones(()))
         self.register_buffer("fitted", torch.zeros((), dtype=torch.bool))
 
-    def encode(self, images: torch.Tensor) -> torch.Tensor:
+    def encode_frame(self, images: torch.Tensor) -> torch.Tensor:
         z = self.vae.encode(images)[0] * self.scale
         p = self.patch_size
         return rearrange(z, "b c (h p1) (w p2) -> b (h w) (c p1 p2)", p1=p, p2=p)
 
-    def decode(self, patches: torch.Tensor) -> torch.Tensor:
-        p, (h, w) = self.patch_size, self.grid
+    def decode_frame(self, patches: torch.Tensor) -> torch.Tensor:
+        p, (h, w) = self.patch_size, self.frame_grid
         z = rearrange(patches, "b (h w) (c p1 p2) -> b c (h p1) (w p2)", h=h, w=w, p1=p, p2=p)
         return self.vae.decode(z / self.scale)
 
@@ -134,8 +135,9 @@ class VAEPatches(nn.Module):
         return [("fitting the VAE codec", self.fit_steps, "codec.steps")]
 
     def prepare(self, images: torch.Tensor, seed: int = 0, batch_size: int = 64, progress: bool = True) -> dict:
-        """Train the VAE on ``images`` [N, C, H, W], set the latent scale to 1/std, then freeze it. The FLOPs
-        go to ``flops.codec.steps`` (the fit) and ``flops.codec.scale_pass`` (encoding every image once)."""
+        """Train the VAE on ``images`` [N, C, H, W] (frames, for clips), set the latent scale to 1/std, then freeze
+        it. The FLOPs go to ``flops.codec.steps`` (the fit) and ``flops.codec.scale_pass`` (encoding every
+        image once)."""
         fit = FitFlops()
         m = fit_image_tokenizer(
             self.vae, images, self.fit_steps, batch_size, seed=seed, progress=progress, desc="fit VAE", flops=fit

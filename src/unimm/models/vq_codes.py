@@ -16,6 +16,7 @@ from torch import nn
 
 from unimm.checkpoint import load_weights
 from unimm.flops import FitFlops
+from unimm.models.frames import FramewiseCodec
 from unimm.settings import CODECS, Settings
 from unimm.tokenizers.fit import fit_image_tokenizer
 from unimm.tokenizers.vqvae import VQVAE, psnr
@@ -37,7 +38,9 @@ class VQSettings(Settings):
 
 
 @CODECS.register(VQSettings)
-class VQCodes(nn.Module):
+class VQCodes(FramewiseCodec, nn.Module):
+    """Images <-> grids of code indices (clips: per frame, ``FramewiseCodec``)."""
+
     @classmethod
     def from_settings(cls, s: VQSettings, channels: int, image_size: int) -> "VQCodes":
         return cls(
@@ -70,11 +73,11 @@ class VQCodes(nn.Module):
         self.vq = VQVAE(channels, codebook, code_dim, hidden, downsample, l2_normalize=l2_normalize)
         self.num_codes, self.fit_steps, self.pretrained = codebook, fit_steps, pretrained
         side = image_size // downsample
-        self.grid = (side, side)
+        self.frame_grid = (side, side)
         self.register_buffer("fitted", torch.zeros((), dtype=torch.bool))
 
     @torch.no_grad()
-    def encode(self, images: torch.Tensor) -> torch.Tensor:
+    def encode_frame(self, images: torch.Tensor) -> torch.Tensor:
         """images [B, C, H, W] in [-1, 1] -> codes [B, h*w] (raster order)."""
         return rearrange(self.vq.encode(images), "b h w -> b (h w)")
 
@@ -83,8 +86,8 @@ class VQCodes(nn.Module):
         return self.vq.quantizer.embed(codes)
 
     @torch.no_grad()
-    def decode(self, codes: torch.Tensor) -> torch.Tensor:
-        h, w = self.grid
+    def decode_frame(self, codes: torch.Tensor) -> torch.Tensor:
+        h, w = self.frame_grid
         return self.vq.decode(rearrange(codes, "b (h w) -> b h w", h=h, w=w))
 
     def preparation(self) -> list[tuple[str, int, str]]:
@@ -114,7 +117,7 @@ class VQCodes(nn.Module):
         self.vq.eval().requires_grad_(False)
         self.fitted.fill_(True)
         probe = images[:1000]
-        codes = self.encode(probe)
-        mse = float((self.decode(codes) - probe).pow(2).mean())
+        codes = self.encode_frame(probe)
+        mse = float((self.decode_frame(codes) - probe).pow(2).mean())
         usage = torch.bincount(codes.flatten(), minlength=self.num_codes).gt(0).float().mean()
         return {"vq_recon_mse": mse, "vq_psnr": float(psnr(torch.tensor(mse))), "vq_usage": float(usage), **spent}

@@ -49,6 +49,11 @@ def create_app(run_dir_or_model: str | Path | UnifiedModel, limits: ServeLimits 
     else:
         run_dir = Path(run_dir_or_model)
         model = UnifiedModel.from_pretrained(run_dir)
+    if model.cfg.data.frames is not None:
+        raise ValueError(
+            f"this is a video model (clips of {model.cfg.data.frames} frames): serving clips is not built; use "
+            "unimm generate / caption / eval on it (docs/video.md)"
+        )
     runner = ModelRunner(model, run_dir)
     batcher = Batcher(runner.run, limits.max_batch, limits.max_wait_ms)
     created = int(time.time())

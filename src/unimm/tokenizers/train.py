@@ -17,6 +17,7 @@ from torch import nn
 from unimm.checkpoint import atomic_write_text, load_weights, save_weights
 from unimm.config import TokenizerConfig, dump_toml, load_config
 from unimm.data import load_split
+from unimm.data.clips import frames_of
 from unimm.flops import FitFlops
 from unimm.models.vae import SmallVAE
 from unimm.tokenizers.fit import fit_image_tokenizer
@@ -75,11 +76,14 @@ def evaluate_tokenizer(model: nn.Module, images: torch.Tensor, batch_size: int =
 
 
 def train_tokenizer(cfg: TokenizerConfig, out: str | Path, progress: bool = True) -> dict:
-    """Train, evaluate on the validation split, save; returns the metrics."""
+    """Train, evaluate on the validation split, save; returns the metrics. A video dataset's clips train it on
+    their frames (the per-frame codecs of video runs, ``models/frames.py``)."""
     out = Path(out)
     data = load_split(cfg.data.path, "train", cfg.data.image_size, cfg.data.channels)
+    data.images = frames_of(data.images)
     cfg.data.channels, cfg.data.image_size = int(data.images.shape[1]), int(data.images.shape[-1])
     val = load_split(cfg.data.path, "val", cfg.data.image_size, cfg.data.channels)
+    val.images = frames_of(val.images)
     torch.manual_seed(cfg.train.seed)
     model = build_image_tokenizer(cfg)
     before = evaluate_tokenizer(model, val.images)

@@ -14,6 +14,7 @@ parallelism (``train.parallel``), the shard layout and checkpoint formats are in
 """
 
 import json
+import math
 import shlex
 import sys
 import time
@@ -64,14 +65,22 @@ from unimm.train.validation import Validation
 
 
 def resolve_data(cfg: Config):
-    """Load the train split and fill ``data.image_size`` / ``data.channels`` from it when unset; ``ValueError``
-    when it has neither captions nor class names for the labels (nothing to caption with)."""
+    """Load the train split and fill ``data.image_size`` / ``data.channels`` / ``data.frames`` from it when unset;
+    ``ValueError`` when it has neither captions nor class names for the labels (nothing to caption with), or when
+    ``data.frames`` is not the dataset's (images: None; a video dataset: its clips' frames)."""
     try:
         data = load_split(cfg.data.path, "train", cfg.data.image_size, cfg.data.channels, cfg.data.class_names)
     except FileNotFoundError as err:
         raise FileNotFoundError(f"data.path = {str(cfg.data.path)!r}: {err}") from None
-    cfg.data.channels = int(data.images.shape[1])
+    if cfg.data.frames is not None and cfg.data.frames != data.frames:
+        found = "images, not clips" if data.frames is None else f"clips of {data.frames} frames"
+        raise ValueError(
+            f"data.frames = {cfg.data.frames}, but {cfg.data.path} holds {found}: data.frames is set from the "
+            "dataset (leave it unset)"
+        )
+    cfg.data.channels = int(data.images.shape[-3])
     cfg.data.image_size = int(data.images.shape[-1])
+    cfg.data.frames = data.frames
     if data.captions is None:
         templates_for(data)  # raises, saying where class names come from
     templates = templates_for(data) if data.class_names and data.labels.ge(0).any() else None
@@ -83,7 +92,7 @@ def build_tokenizer(cfg: Config, data, templates) -> TextTokenizer:
     if cfg.model.text_tokenizer == "init":
         return init_tokenizer(cfg.model)
     texts = list(templates.all_texts()) if templates is not None else []
-    texts += data.captions or []
+    texts += data.stored_texts()
     return TextTokenizer.train(texts, vocab_size=cfg.data.vocab_size)
 
 
@@ -93,7 +102,7 @@ def check_answer_length(model: UnifiedModel, data, templates) -> None:
     if n is None:
         return
     texts = list(templates.all_texts()) if templates is not None else []
-    longest = max((len(model.tokenizer.encode(t)) + 1 for t in texts + (data.captions or [])), default=0)
+    longest = max((len(model.tokenizer.encode(t)) + 1 for t in texts + data.stored_texts()), default=0)
     if longest > n:
         raise ValueError(
             f"text.answer_len = {n} is the fixed answer length of masked text, but the longest "
@@ -108,7 +117,7 @@ def check_sequence_length(model: UnifiedModel, data, templates) -> None:
     captions = data.captions
     if captions is None and templates is not None:
         captions = [c for label in range(templates.num_classes) for c in templates.all_captions(label)]
-    vqa = templates.all_vqa() if templates is not None else []
+    vqa = (templates.all_vqa() if templates is not None else []) + data.all_qa()
     decode = model.layout.answer_len or model.cfg.sample.max_new_tokens
     lengths = longest_sequences(model.layout, model.tokenizer, captions or [], vqa, decode)
     limit = model.cfg.model.max_seq_len
@@ -116,9 +125,11 @@ def check_sequence_length(model: UnifiedModel, data, templates) -> None:
         what, need = max(lengths.items(), key=lambda kv: kv[1])
         decoded = "text.answer_len" if model.layout.answer_len else "sample.max_new_tokens"
         every = ", ".join(f"{k} {v}" for k, v in lengths.items())
+        frames = model.cfg.data.frames
+        clips = "" if frames is None else f"; a generated clip of {frames} frames: {math.prod(model.layout.gen_grid)}"
         raise ValueError(
             f"model.max_seq_len = {limit} is too short: {what} needs {need} positions (longest sequence of each "
-            f"use, image tokens and special tokens included, sampling with {decoded} = {decode}: {every}); "
+            f"use, image tokens and special tokens included, sampling with {decoded} = {decode}: {every}{clips}); "
             f"set model.max_seq_len >= {need}"
         )
 
@@ -500,7 +511,7 @@ def _effective(given: Config) -> Config:
 def _differences(given: Config, saved: Config) -> list[str]:
     """Keys whose value in ``given`` differs from the run's saved config (unset data sizes excepted)."""
     a, b = _flat(given.model_dump()), _flat(saved.model_dump())
-    resolved = ("data.image_size", "data.channels", "train.batch_shards")  # filled in at the start when None
+    resolved = ("data.image_size", "data.channels", "data.frames", "train.batch_shards")  # filled in when None
     return [
         f"{k} ({a.get(k)!r} != {b.get(k)!r})"
         for k in sorted(a.keys() | b.keys())

@@ -56,7 +56,8 @@ class ExampleStream:
 
     def _example(self, i: int, rng: random.Random) -> Example:
         label = int(self.data.labels[i])
-        can_vqa = self.templates is not None and label >= 0
+        own_qa = self.data.qa[i] if self.data.qa is not None else []  # a video clip's questions about its motion
+        can_vqa = bool(own_qa) or (self.templates is not None and label >= 0)
 
         def caption() -> str:
             if self.data.captions is not None:
@@ -65,7 +66,7 @@ class ExampleStream:
 
         if rng.random() < self.obj.understand_fraction:
             if can_vqa and rng.random() < self.obj.vqa_fraction:
-                q, a = self.templates.vqa(label, rng)
+                q, a = rng.choice(own_qa) if own_qa else self.templates.vqa(label, rng)
                 return Example("vqa", q, a)
             return Example("caption", caption())
         return Example("t2i", caption(), drop_condition=rng.random() < self.obj.cond_drop)
@@ -84,7 +85,7 @@ class ExampleStream:
         return out
 
     def batch(self, k: int) -> tuple[torch.Tensor, list[Example]]:
-        """Micro-batch ``k`` -> (images [B, C, H, W], examples)."""
+        """Micro-batch ``k`` -> (images [B, C, H, W] or clips [B, T, C, H, W], examples)."""
         samples = self.samples(k)
         images = self.data.images[[i for i, _, _ in samples]]
         if self.shift:

@@ -11,13 +11,15 @@ With ``writer.code_features`` a code's input embedding also gets a learned proje
 unrelated symbols; this is what lets a small model read VQ codes nearly as well as continuous latents.
 
 - ``ARCodeWriter``: next-code prediction in raster order, causal inside the span; sampled one code
-  at a time with a KV cache and classifier-free guidance on the logits.
+  at a time with a KV cache and classifier-free guidance on the logits. A clip's codes come frame after
+  frame (raster-in-time), so each frame is predicted from the frames before it.
 - ``MaskedCodeWriter``: MaskGIT masked-token prediction, bidirectional inside the span, cosine
   mask-ratio schedule in training; iterative parallel decoding with guidance in sampling. Under joint
   masking (``text.joint``, UniDisc) it masks the codes of every image, read or generated, at the time the
   text objective drew for the image's example instead (``joint_inputs``, ``objectives/joint.py``).
 """
 
+import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -32,7 +34,7 @@ from unimm.objectives.joint import JointMask, bernoulli_mask, masked_loss
 from unimm.samplers.guidance import guide
 from unimm.samplers.masked import cosine_mask_ratio, maskgit_sample, ratio_mask, sample_mask
 from unimm.samplers.text import select_next
-from unimm.sequence import IMAGE, TextSpan
+from unimm.sequence import IMAGE, TextSpan, span_cells
 from unimm.settings import WRITERS, Settings
 from unimm.tasks import quote_prompt
 
@@ -156,9 +158,10 @@ class ARCodeWriter(CodeWriter):
     def generate(
         self, ctx, prompts: list[str], scale: float, steps: int, sampler: str, generator=None, use_cache: bool = True
     ) -> torch.Tensor:
-        """Raster-order sampling of exactly h*w codes (``steps`` is unused: one step per code)."""
-        tok, (h, w), s = ctx.tokenizer, self.grid, ctx.sample
-        n = h * w
+        """Raster-order sampling of exactly T*h*w codes, frame after frame (``steps`` is unused: one step per code)."""
+        tok, s = ctx.tokenizer, ctx.sample
+        cells = span_cells(self.grid).tolist()
+        n = len(cells)
         ids = [[tok.bos_id, *tok.encode(p), tok.boi_id] for p in prompts]
         if scale != 1.0:
             ids += [[tok.bos_id, tok.boi_id]] * len(prompts)
@@ -167,8 +170,6 @@ class ARCodeWriter(CodeWriter):
         batch = ctx.pack([[TextSpan(row, loss=False)] for row in ids], left_pad=True).to(ctx.device)
         dec = ctx.decoder(ctx.backbone.embed_tokens(batch.tokens), batch, n, use_cache)
         start = batch.next_position
-        rows, cols = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
-        rows, cols = rows.flatten().tolist(), cols.flatten().tolist()
         out = []
         for i in range(n):
             logits = self.code_logits(ctx, dec.last)
@@ -178,7 +179,8 @@ class ARCodeWriter(CodeWriter):
             if i == n - 1:
                 break
             code2 = code.repeat(2) if scale != 1.0 else code
-            pos = torch.stack([start, start + rows[i], start + cols[i]], 1).to(code.device)
+            frame, row, col = cells[i]
+            pos = torch.stack([start + frame, start + row, start + col], 1).to(code.device)
             dec.step(self.embed_codes(ctx, code2), pos, IMAGE)
         return self.decode(torch.stack(out, 1))
 
@@ -244,7 +246,7 @@ class MaskedCodeWriter(CodeWriter):
         """MaskGIT: ``steps`` rounds of parallel prediction, keeping the most confident codes each round."""
         guided, s = scale != 1.0, ctx.sample
         batch, base = ctx.generation_batch(prompts, guided=guided)
-        n = self.grid[0] * self.grid[1]
+        n = math.prod(self.grid)
 
         def logits_fn(codes: torch.Tensor) -> torch.Tensor:
             codes2 = codes.repeat(2, 1) if guided else codes

@@ -18,6 +18,7 @@ Classifier-free guidance runs the LLM on the prompt and on the empty prompt (tra
 dropout) and mixes the decoder's two predictions.
 """
 
+import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -98,12 +99,12 @@ class ConnectorWriter(Writer):
     def __init__(self, settings: ConnectorSettings, cfg: Config) -> None:
         super().__init__(settings)
         self.codec = self.build_codec(cfg)
-        self.grid = squarest_grid(settings.queries)
+        self.grid = (1, *squarest_grid(settings.queries))
         self.queries = nn.Parameter(torch.randn(settings.queries, cfg.model.dim) * 0.02)
         self.connector = MLPConnector(cfg.model.dim, settings.dim)
         self.decoder = DiT(
             patch_dim=self.codec.patch_dim,
-            num_patches=self.codec.grid[0] * self.codec.grid[1],
+            num_patches=math.prod(self.codec.grid),
             dim=settings.dim,
             cond_dim=settings.dim,
             depth=settings.depth,
@@ -166,7 +167,7 @@ class ConnectorWriter(Writer):
         The pre-training's FLOPs go to ``flops.writer.decoder_latents`` (encoding every image once) and
         ``flops.writer.pretrain_steps`` (a step's cost is set by its longest caption: each length counted once)."""
         images = data.images
-        stats = self.codec.prepare(images, seed=data.seed, progress=data.progress)
+        stats = super().prepare(data)
         if not self.pretrained:
             return stats
         if data.captions is None:
@@ -254,6 +255,6 @@ class ConnectorWriter(Writer):
             return self.decoder(x_t, self.objective.level(t), cond)
 
         fn = classifier_free_guidance(model_fn, scale) if guided else model_fn
-        n, p = self.codec.grid[0] * self.codec.grid[1], self.codec.patch_dim
+        n, p = math.prod(self.codec.grid), self.codec.patch_dim
         noise = torch.randn(len(prompts), n, p, generator=generator).to(cond.device)
         return self.codec.decode(self.objective.run_sampler(sampler, fn, noise, steps, generator)).clamp(-1, 1)

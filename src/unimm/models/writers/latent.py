@@ -6,6 +6,7 @@ states back to the objective's regression target, and the objective's sampler (D
 turns noise into latents at generation time, with classifier-free guidance.
 """
 
+import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -105,7 +106,7 @@ class LatentWriter(Writer):
     ) -> torch.Tensor:
         """Text prompts -> images [B, C, H, W]: the whole sequence is re-run at every denoising step
         (the image span attends bidirectionally, so there is nothing to cache; ``use_cache`` is unused)."""
-        n_patch, patch_dim = self.grid[0] * self.grid[1], self.codec.patch_dim
+        n_patch, patch_dim = math.prod(self.grid), self.codec.patch_dim
         batch, base = ctx.generation_batch(prompts, guided=scale != 1.0)
 
         def model_fn(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:

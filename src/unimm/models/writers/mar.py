@@ -12,6 +12,7 @@ pass per group, then the head's few-step sampler (``sample.head_steps``, tempera
 the head's output. Images that are read (captioning, VQA) enter with every patch known.
 """
 
+import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -54,7 +55,7 @@ class MARWriter(Writer):
         dim = cfg.model.dim
         self.codec = self.build_codec(cfg)
         self.grid = self.codec.grid
-        self.n = self.grid[0] * self.grid[1]
+        self.n = math.prod(self.grid)
         self.embed = nn.Linear(self.codec.patch_dim, dim)
         self.mask_token = nn.Parameter(torch.randn(dim) * 0.02)
         self.head = DiffusionHead(self.codec.patch_dim, dim, settings.head_dim, settings.head_depth)
