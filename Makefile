@@ -59,6 +59,7 @@ bench: setup
 	$(VENV)/bin/pip install -q torch==2.13.0 -e '.[bench]'
 	$(PY) bench/train_step.py
 	$(PY) bench/moe.py
+	$(PY) bench/moe.py --threads 1 --out bench/results/threads1
 	$(PY) bench/memory.py
 	$(PY) bench/decode.py
 	$(PY) bench/sampling.py
