@@ -91,7 +91,7 @@ def test_committed_tables_match_the_committed_reports():
     report.json / eval.json files render; run `unimm reports --tables-only` after publishing reports."""
     names = {page: [m["name"] for m in _blocks((ROOT / page).read_text(), page)] for page in PAGES}
     assert names == {
-        "README.md": ["demo", "demo-seeds", "strategies", "eval"],
+        "README.md": ["demo", "demo-seeds", "strategies", "eval", "decode", "sampling"],
         "docs/strategies/README.md": ["strategies"],
     }
     assert stale_tables(ROOT) == []
@@ -114,3 +114,26 @@ def test_a_number_edited_by_hand_fails_the_check(tmp_path):
     readme.write_text(text)  # a report published without its tables being rewritten fails as well
     _publish(tmp_path, "docs/strategies/ar-moe", {**REPORT, "training": {**REPORT["training"], "steps": 2000}})
     assert stale_tables(tmp_path) == ["README.md: reports:strategies", "docs/strategies/README.md: reports:strategies"]
+
+
+def test_speed_tables_follow_the_bench_results(tmp_path):
+    """The decode and sampling tables render the committed bench JSON; a rerun that moves a number makes the
+    README stale until the tables are rewritten, and a missing result says so."""
+    for page in PAGES:
+        (tmp_path / page).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(ROOT / page, tmp_path / page)
+    results = tmp_path / "bench" / "results"
+    results.mkdir(parents=True)
+    for name in ("decode.json", "sampling.json"):
+        shutil.copy(ROOT / "bench" / "results" / name, results / name)
+    rewrite_tables(tmp_path)
+    text = (tmp_path / "README.md").read_text()
+    assert "no bench/results/sampling*.json" not in text and "`StaticDecoder`, compiled step" in text
+    decode = json.loads((results / "decode.json").read_text())
+    decode["table"][0]["unimm-compiled"]["new_tokens_per_s"] *= 1.1
+    (results / "decode.json").write_text(json.dumps(decode))
+    assert stale_tables(tmp_path) == ["README.md: reports:decode"]
+    (results / "sampling.json").unlink()
+    assert stale_tables(tmp_path) == ["README.md: reports:decode", "README.md: reports:sampling"]
+    rewrite_tables(tmp_path)
+    assert "no bench/results/sampling*.json" in (tmp_path / "README.md").read_text()

@@ -20,6 +20,7 @@ from typing import Any
 
 from unimm.checkpoint import atomic_write_text
 from unimm.document import markdown_table
+from unimm.reports.bench_tables import decode_table, sampling_table
 from unimm.reports.targets import DEMO_SEEDS, STRATEGIES, TARGETS, Target
 
 PAGES = ("README.md", "docs/strategies/README.md")
@@ -166,6 +167,8 @@ TABLES: dict[str, Callable[[Path, Path], list[str]]] = {
     "demo-seeds": seeds_table,
     "strategies": strategies_table,
     "eval": eval_table,
+    "decode": decode_table,
+    "sampling": sampling_table,
 }
 
 
