@@ -126,7 +126,8 @@ class ImagePrompt:
         return edit_spans(self.source, text, None, layout, tok)
 
 
-def as_prompt(prompt: "str | ImagePrompt") -> ImagePrompt:
+def as_prompt(prompt: str | ImagePrompt) -> ImagePrompt:
+    """A caption as the ``ImagePrompt`` of text-to-image; an ``ImagePrompt`` as it is."""
     return prompt if isinstance(prompt, ImagePrompt) else ImagePrompt(prompt)
 
 

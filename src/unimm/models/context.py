@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from unimm.nn.backbone import Backbone
 from unimm.nn.decoding import IncrementalDecoder
 from unimm.sequence import Batch, SpecialIds, collate, pack, packed_length
-from unimm.tasks import ImagePrompt, Layout, as_prompt, quote_prompt
+from unimm.tasks import ImagePrompt, Layout, Spans, as_prompt, quote_prompt
 from unimm.tokenizers.text import TextTokenizer
 
 if TYPE_CHECKING:
@@ -100,7 +100,7 @@ class ModelContext:
             x = x.masked_scatter(at.unsqueeze(-1), emb.to(x.dtype))
         return x
 
-    def generation_spans(self, prompts: Sequence[str | ImagePrompt], guided: bool) -> list[list]:
+    def generation_spans(self, prompts: Sequence[str | ImagePrompt], guided: bool) -> list[Spans]:
         """The layouts of ``prompts`` (captions, or ``ImagePrompt``s: a caption or an edit) with the image to
         generate left empty, then their unconditional twins when ``guided``; each checked against
         ``model.max_seq_len``."""
