@@ -167,3 +167,13 @@ def clips_dir(tmp_path_factory, digits_dir) -> Path:
     root = tmp_path_factory.mktemp("clips") / "moving"
     write_moving_mnist(root, digits_dir, 60, VideoConfig(frames=3, size=8, digit_size=4, speeds=(1,), p_bounce=0.0))
     return root
+
+
+@pytest.fixture(scope="session")
+def edits_dir(tmp_path_factory) -> Path:
+    """Edit triples (``data/edits.py``) of the first 60 shapes scenes at 32 px, with their splits."""
+    from unimm.data.edits import make_edits, write_edits
+
+    root = tmp_path_factory.mktemp("edits") / "shape_edits"
+    write_edits(root, make_edits(60, seed=0))
+    return root

@@ -156,3 +156,30 @@ def test_video_run_trains_generates_gifs_and_captions_clips(clips_dir, tmp_path)
     image = tmp_path / "x.png"
     Image.new("L", (8, 8), 0).save(image)
     assert "cannot read clip" in runner.invoke(app, ["caption", str(run), str(image)]).output
+
+
+def test_edit_run_trains_evaluates_and_edits(edits_dir, tmp_path):
+    """``unimm train --set data.path=<edit dataset>``, then ``eval`` writes edit accuracy and preservation with
+    their intervals and ``edit`` writes each source beside its edit."""
+    run = tmp_path / "run"
+    sets = _sets(edits_dir, "chameleon", **{"sample.max_new_tokens": 6})
+    result = runner.invoke(app, ["train", str(Path(QUICK).parent / "chameleon.toml"), "--out", str(run), *sets])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(app, ["eval", str(run), "--seed", "1"])
+    assert result.exit_code == 0, result.output
+    scores = json.loads((run / "eval" / "eval.json").read_text())["editing"]
+    test_edits = len(load_split(edits_dir, "test"))
+    for key in ("edit", "preservation", "both"):
+        assert scores[key]["n"] == test_edits and 0 <= scores[key]["rate"] <= 1 and len(scores[key]["ci"]) == 2
+        assert f"{key}={scores[key]['rate']:.4g}" in result.output
+    assert scores["scored_resized"] and set(scores["per_kind"]) <= {"recolour", "move", "add", "remove", "swap"}
+    assert "| all |" in (run / "eval" / "eval.md").read_text() and (run / "eval" / "edits.png").is_file()
+    source = edits_dir / "images" / "000000-source.png"
+    out = tmp_path / "edited.png"
+    edit = ["edit", str(run), "--image", str(source), "--instruction", "remove the circle", "--out", str(out)]
+    result = runner.invoke(app, edit)
+    assert result.exit_code == 0, result.output
+    with Image.open(out) as im:
+        assert im.width > im.height  # the source, then its edit
+    refused = runner.invoke(app, ["edit", str(run), "--image", str(source), "--instruction", "a", "--instruction", "b"])
+    assert refused.exit_code != 0 and "one per --image" in refused.output

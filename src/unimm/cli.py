@@ -164,6 +164,44 @@ def caption(
 
 
 @app.command()
+def edit(
+    run: Annotated[
+        Path, typer.Argument(help="run directory of a model trained on edits (or save_pretrained directory)")
+    ],
+    image: Annotated[list[Path], typer.Option(help="image to edit (PNG/JPEG); repeat for several")],
+    instruction: Annotated[
+        list[str], typer.Option(help="what to change, e.g. 'make the circle blue'; one, or one per --image")
+    ],
+    out: Annotated[Path, typer.Option(help="an image file: one row per image, the source then its edit")] = Path(
+        "edited.png"
+    ),
+    cfg: Annotated[float | None, typer.Option(help="classifier-free guidance scale (default: the run's)")] = None,
+    steps: Annotated[int | None, typer.Option(min=1, help="sampling steps (default: the run's sample.steps)")] = None,
+    seed: Annotated[int, typer.Option(help="the same seed gives the same edits")] = 0,
+) -> None:
+    """Editing: apply an instruction to each image (UnifiedModel.edit); writes source and edit side by side."""
+    import torch
+
+    from unimm.cli_checks import check_out_image
+    from unimm.io import load_images, save_grid
+    from unimm.models import UnifiedModel
+
+    try:
+        if len(instruction) not in (1, len(image)):
+            raise ValueError(f"give one --instruction, or one per --image ({len(image)}), not {len(instruction)}")
+        check_out_image(out)
+        model = UnifiedModel.from_pretrained(run)
+        d = model.cfg.data
+        sources = load_images(image, d.image_size, d.channels, model.background)
+        texts = instruction * len(image) if len(instruction) == 1 else instruction
+        edited = model.edit(sources, texts, cfg_scale=cfg, steps=steps, generator=torch.Generator().manual_seed(seed))
+        save_grid(torch.stack([sources, edited.cpu()], 1).flatten(0, 1), out, nrow=2)
+    except (FileNotFoundError, ValueError) as err:
+        _fail(err)
+    typer.echo(f"wrote {out}")
+
+
+@app.command()
 def generate(
     run: Annotated[Path, typer.Argument(help="run directory (or save_pretrained directory)")],
     prompt: Annotated[list[str], typer.Argument(help="one or more prompts, each quoted")],
@@ -337,6 +375,24 @@ def _eval_video(model, run: Path, suite: str, seed: int, out: Path | None, data:
     typer.echo(f"wrote {paths['json']}, {paths['md']} and {paths['gif']}")
 
 
+def _eval_edits(model, run: Path, suite: str, seed: int, out: Path | None, data: Path | None) -> None:
+    """``unimm eval`` on an edit dataset: eval/editing.py's exact scores -> eval.json, eval.md, edits.png."""
+    import time
+
+    from unimm.eval.editing import evaluate_edits
+    from unimm.eval.editing_report import write_editing_eval
+    from unimm.provenance import command_line, provenance
+
+    t0 = time.perf_counter()
+    result = evaluate_edits(model, suite, seed=seed, data_path=data, progress=True)
+    wall = {"evaluate": round(time.perf_counter() - t0, 2)}
+    result["provenance"] = provenance(run / "config.toml", wall, command_line())
+    paths = write_editing_eval(result, out or run / "eval", title=f"{model.cfg.name} ({run})")
+    e = result["editing"]
+    typer.echo(" ".join(f"{k}={e[k]['rate']:.4g}" for k in ("edit", "preservation", "both")))
+    typer.echo(f"wrote {paths['json']}, {paths['md']} and {paths['png']}")
+
+
 @app.command("eval")
 def eval_(
     run: Annotated[Path, typer.Argument(help="run directory (or save_pretrained directory)")],
@@ -346,10 +402,12 @@ def eval_(
     data: Annotated[Path | None, typer.Option(help="dataset to evaluate on (default: the run's data.path)")] = None,
     inception: Annotated[Path | None, typer.Option(help="local InceptionV3 FID weights (needs torch-fidelity)")] = None,
 ) -> None:
-    """Evaluate a run: understanding, generation and cost metrics -> eval.json, eval.md, sample grids."""
+    """Evaluate a run: understanding, generation and cost metrics -> eval.json, eval.md, sample grids (on an edit
+    dataset: edit accuracy and preservation -> eval.json, eval.md, edits.png)."""
     import time
 
     from unimm.cli_checks import check_out_dir
+    from unimm.data.edit_store import is_edit_dataset
     from unimm.eval.harness import evaluate
     from unimm.eval.report import write_eval
     from unimm.eval.suites import suite_by_name
@@ -362,6 +420,8 @@ def eval_(
         model = UnifiedModel.from_pretrained(run)
         if model.cfg.data.frames is not None:  # a run trained on clips: its own metrics (docs/video.md)
             return _eval_video(model, run, suite, seed, out, data)
+        if is_edit_dataset(data or model.cfg.data.path):  # edit triples: exact edit scores (docs/editing.md)
+            return _eval_edits(model, run, suite, seed, out, data)
         t0 = time.perf_counter()
         result = evaluate(
             model, suite, seed=seed, data_path=data, run_dir=run, progress=True, inception_weights=inception

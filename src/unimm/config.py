@@ -99,7 +99,16 @@ class DataSection(_Section):
     )
     understand_fraction: float = Field(0.5, ge=0, le=1, description="share of image->text examples")
     vqa_fraction: float = Field(0.3, ge=0, le=1, description="share of understanding examples posed as VQA")
-    cond_drop: float = Field(0.1, ge=0, le=1, description="caption dropout of text-to-image examples (for CFG)")
+    cond_drop: float = Field(
+        0.1, ge=0, le=1, description="caption dropout of text-to-image examples, instruction dropout of edits (CFG)"
+    )
+    edit_fraction: float = Field(
+        1.0,
+        ge=0,
+        le=1,
+        description="on an edit dataset (data/edits.py): share of edit examples; the others follow the task mix "
+        "above on the edits' targets and their captions. Unused on other datasets",
+    )
 
     @field_validator("class_names")
     @classmethod

@@ -4,7 +4,11 @@
   ``<bos>``) for classifier-free guidance, and the image gets the image objective's loss.
 - caption: ``<bos> <boi> image <eoi> caption <eos>``; loss on the caption.
 - vqa: ``<bos> <boi> image <eoi> question <sep> answer <eos>``; loss on the answer.
-The same layouts, cut before the part to produce, are the prompts used by sampling.
+- edit: ``<bos> <boi> source <eoi> instruction <sep> <boi> target <eoi> <eos>``; the source is read, the
+  target generated, and only the target gets a loss (the image objective's); the target's span sees the
+  source's (causal across spans). For classifier-free guidance the instruction is dropped, the source kept.
+The same layouts, cut before the part to produce, are the prompts used by sampling (``ImagePrompt``: what a
+generated image conditions on, a caption or an instruction on a source image).
 
 A ``Layout`` holds what the model's parts decide about these layouts: the token grid of an image
 that is read (the understanding encoder's) and of one that is generated (the generation
@@ -12,6 +16,7 @@ tokenizer's), whether generated image tokens are causal (autoregressive codes), 
 text a fixed answer length (the answer is padded with ``<eos>``, as in masked diffusion LMs).
 """
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -20,15 +25,17 @@ import torch
 from unimm.sequence import ImageSpan, TextSpan, packed_length
 from unimm.tokenizers.text import TextTokenizer
 
-Task = Literal["t2i", "caption", "vqa"]
+Task = Literal["t2i", "caption", "vqa", "edit"]
+Spans = list[TextSpan | ImageSpan]
 
 
 @dataclass
 class Example:
     task: Task
-    text: str = ""  # caption (t2i / caption) or question (vqa)
+    text: str = ""  # caption (t2i / caption), question (vqa) or instruction (edit)
     answer: str = ""
-    drop_condition: bool = False  # t2i only: train the unconditional branch for CFG
+    drop_condition: bool = False  # t2i and edit: train the unconditional branch for CFG
+    source: torch.Tensor | None = None  # edit only: the image [C, H, W] to edit (the example's image is the target)
 
 
 @dataclass
@@ -49,7 +56,10 @@ def answer_ids(text: str, tok: TextTokenizer, layout: Layout) -> list[int]:
     return ids + [tok.eos_id] * (layout.answer_len - len(ids))
 
 
-def training_spans(ex: Example, image: torch.Tensor, layout: Layout, tok: TextTokenizer) -> list[TextSpan | ImageSpan]:
+def training_spans(ex: Example, image: torch.Tensor, layout: Layout, tok: TextTokenizer) -> Spans:
+    """The spans of one training example; ``image`` is the example's image (an edit's target)."""
+    if ex.task == "edit":
+        return edit_spans(ex.source, None if ex.drop_condition else ex.text, image, layout, tok)
     if ex.task == "t2i":
         prompt = [] if ex.drop_condition else tok.encode(ex.text)
         return [
@@ -80,6 +90,54 @@ def generation_prompt(prompt: str | None, layout: Layout, tok: TextTokenizer) ->
     ]
 
 
+def edit_spans(
+    source: torch.Tensor | None,
+    instruction: str | None,
+    target: torch.Tensor | None,
+    layout: Layout,
+    tok: TextTokenizer,
+) -> Spans:
+    """The edit layout: ``source`` read, ``instruction`` (None: dropped, the unconditional branch), ``target``
+    generated (None: a sampler fills it in). Only the target carries a loss."""
+    ids = [] if instruction is None else tok.encode(instruction)
+    return [
+        TextSpan([tok.bos_id], loss=False),
+        ImageSpan(source, layout.read_grid),
+        TextSpan([*ids, tok.sep_id], loss=False),
+        ImageSpan(target, layout.gen_grid, generate=True, causal=layout.gen_causal),
+        TextSpan([tok.eos_id], loss=False),
+    ]
+
+
+@dataclass(frozen=True)
+class ImagePrompt:
+    """What a generated image conditions on: a caption (text-to-image), or an instruction on a ``source`` image
+    [C, H, W] (editing)."""
+
+    text: str
+    source: torch.Tensor | None = None
+
+    def spans(self, layout: Layout, tok: TextTokenizer, conditional: bool = True) -> Spans:
+        """The whole layout with the image to generate left empty; ``conditional=False``: the unconditional branch
+        of classifier-free guidance (the caption or instruction dropped, a source image kept)."""
+        text = self.text if conditional else None
+        if self.source is None:
+            return generation_prompt(text, layout, tok)
+        return edit_spans(self.source, text, None, layout, tok)
+
+
+def as_prompt(prompt: str | ImagePrompt) -> ImagePrompt:
+    """A caption as the ``ImagePrompt`` of text-to-image; an ``ImagePrompt`` as it is."""
+    return prompt if isinstance(prompt, ImagePrompt) else ImagePrompt(prompt)
+
+
+def before_generated(spans: Spans, boi_id: int) -> Spans:
+    """The spans before the first generated image, then its ``<boi>``: the prompt that autoregressive decoding
+    continues from."""
+    first = next(i for i, sp in enumerate(spans) if isinstance(sp, ImageSpan) and sp.generate)
+    return [*spans[:first], TextSpan([boi_id], loss=False)]
+
+
 def understanding_prompt(
     image: torch.Tensor | None, layout: Layout, tok: TextTokenizer, question: str | None = None
 ) -> list[TextSpan | ImageSpan]:
@@ -90,12 +148,21 @@ def understanding_prompt(
 
 
 def longest_sequences(
-    layout: Layout, tok: TextTokenizer, captions: list[str], vqa: list[tuple[str, str]], decode_len: int
+    layout: Layout,
+    tok: TextTokenizer,
+    captions: list[str],
+    vqa: list[tuple[str, str]],
+    decode_len: int,
+    instructions: Sequence[str] = (),
 ) -> dict[str, int]:
     """The longest sequence, in positions, of each use of the model: training on each task and sampling, whose
     prompts leave room for ``decode_len`` text tokens to decode. ``captions``: every caption trained on (also the
-    generation prompts); ``vqa``: every (question, answer) pair. A task without texts is left out."""
+    generation prompts); ``vqa``: every (question, answer) pair; ``instructions``: every edit instruction (training
+    and sampling an edit take the same positions). A task without texts is left out."""
     lengths = {}
+    if instructions:
+        longest = max(instructions, key=lambda t: len(tok.encode(t)))
+        lengths["editing"] = packed_length(edit_spans(None, longest, None, layout, tok))
     if captions:
         caption = max(captions, key=lambda t: len(tok.encode(t)))
         lengths["text-to-image"] = packed_length(training_spans(Example("t2i", caption), None, layout, tok))

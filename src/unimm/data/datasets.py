@@ -25,7 +25,9 @@ class ImageTextData:
     ``images`` float32 ``[N,C,H,W]`` in [-1, 1] (a video dataset's clips: ``[N,T,C,H,W]``); ``labels`` long
     ``[N]`` (-1 if unlabelled); ``captions`` the stored captions of a folder or video dataset, None for IDX
     sets (captions come from ``templates_for``); ``qa`` each item's own (question, answer) pairs where the
-    dataset stores them (video), else None (questions come from the templates).
+    dataset stores them (video), else None (questions come from the templates). An edit dataset
+    (``edit_store.py``) adds each item's ``sources`` ``[N,C,H,W]`` and ``instructions``: ``images`` are then the
+    edits' targets and ``captions`` theirs.
     """
 
     images: torch.Tensor
@@ -35,6 +37,8 @@ class ImageTextData:
     caption_kind: str
     name: str
     qa: list[list[tuple[str, str]]] | None = None
+    sources: torch.Tensor | None = None
+    instructions: list[str] | None = None
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -50,7 +54,8 @@ class ImageTextData:
 
     def stored_texts(self) -> list[str]:
         """Every stored caption, question and answer (what a text tokenizer must know besides the templates)."""
-        return [*(self.captions or []), *(text for pair in self.all_qa() for text in pair)]
+        qa = (text for pair in self.all_qa() for text in pair)
+        return [*(self.captions or []), *qa, *(self.instructions or [])]
 
 
 def _to_nchw(arrays: np.ndarray) -> torch.Tensor:
@@ -145,15 +150,18 @@ def load_split(
         )
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    from unimm.data.edit_store import is_edit_dataset, load_edit_data  # here: edit_store imports this module
     from unimm.data.shards import is_shard_dataset, load_shard_split  # here: shards imports this module
     from unimm.data.video_store import is_video_dataset, load_video_data  # here: video_store imports this module
 
-    if is_video_dataset(root):
-        data = load_video_data(root, split)
+    if is_video_dataset(root) or is_edit_dataset(root):
+        data = load_video_data(root, split) if is_video_dataset(root) else load_edit_data(root, split)
         if channels is not None:
             data.images = convert_channels(data.images, channels)
+            data.sources = None if data.sources is None else convert_channels(data.sources, channels)
         if image_size is not None:
             data.images = resize(data.images, image_size)
+            data.sources = None if data.sources is None else resize(data.sources, image_size)
     elif is_shard_dataset(root):  # images may differ in size: each is converted and resized on its own
         data = load_shard_split(root, split, image_size, channels)
     else:

@@ -28,6 +28,7 @@ class Suite:
     step_sweep_per_class: int = 5  # images per class at each step count (the first prompts of generation's order)
     bootstrap_reps: int = 200  # resamples of both image sets behind each distribution metric's interval
     clips_n: int = 100  # video models: held-out clips understood, and clips generated (eval/video.py)
+    edits_n: int = 500  # editing models: held-out edits applied and scored (eval/editing.py)
 
 
 # The generated images serve both prompt accuracy and the distribution metrics (one set of samples).

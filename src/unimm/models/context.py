@@ -9,7 +9,7 @@ writer embeds what a ``shared`` reader reads; a text objective reads images thro
 
 from __future__ import annotations
 
-import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -18,8 +18,8 @@ import torch.nn.functional as F
 
 from unimm.nn.backbone import Backbone
 from unimm.nn.decoding import IncrementalDecoder
-from unimm.sequence import Batch, SpecialIds, collate, pack
-from unimm.tasks import Layout, generation_prompt, quote_prompt
+from unimm.sequence import Batch, SpecialIds, collate, pack, packed_length
+from unimm.tasks import ImagePrompt, Layout, Spans, as_prompt, quote_prompt
 from unimm.tokenizers.text import TextTokenizer
 
 if TYPE_CHECKING:
@@ -80,9 +80,10 @@ class ModelContext:
         )
 
     def run_with_images(self, base: torch.Tensor, batch: Batch, images: torch.Tensor) -> torch.Tensor:
-        """Scatter image embeddings [N, n, dim] into the image positions of ``base`` [B, L, dim] (in order),
-        run the backbone -> hidden states [N, n, dim] at those positions."""
-        at = batch.image_id >= 0
+        """Scatter image embeddings [N, n, dim] into the positions of the images ``batch`` generates in ``base``
+        [B, L, dim] (in order; images read are already in ``base``), run the backbone -> hidden states
+        [N, n, dim] at those positions."""
+        at = batch.generated()
         hidden, _ = self.run(base.masked_scatter(at.unsqueeze(-1), images.to(base.dtype)), batch)
         return hidden[at].view(*images.shape[:2], -1)
 
@@ -99,14 +100,25 @@ class ModelContext:
             x = x.masked_scatter(at.unsqueeze(-1), emb.to(x.dtype))
         return x
 
-    def generation_batch(self, prompts: list[str], guided: bool) -> tuple[Batch, torch.Tensor]:
-        """The packed text-to-image prompts (then their unconditional twins when ``guided``) and their
-        token embeddings [B or 2B, L, dim]."""
-        n = math.prod(self.layout.gen_grid)
-        for p in prompts:
-            self.check_length(len(self.tokenizer.encode(p)) + n + 4, f"prompt {quote_prompt(p)}")  # bos boi eoi eos
-        seqs = [generation_prompt(p, self.layout, self.tokenizer) for p in prompts]
+    def generation_spans(self, prompts: Sequence[str | ImagePrompt], guided: bool) -> list[Spans]:
+        """The layouts of ``prompts`` (captions, or ``ImagePrompt``s: a caption or an edit) with the image to
+        generate left empty, then their unconditional twins when ``guided``; each checked against
+        ``model.max_seq_len``."""
+        prompts = [as_prompt(p) for p in prompts]
+        seqs = [p.spans(self.layout, self.tokenizer) for p in prompts]
+        for p, spans in zip(prompts, seqs, strict=True):
+            self.check_length(packed_length(spans), f"prompt {quote_prompt(p.text)}")
         if guided:
-            seqs += [generation_prompt(None, self.layout, self.tokenizer) for _ in prompts]
-        batch = self.pack(seqs).to(self.device)
-        return batch, self.backbone.embed_tokens(batch.tokens)
+            seqs += [p.spans(self.layout, self.tokenizer, conditional=False) for p in prompts]
+        return seqs
+
+    def generation_batch(self, prompts: Sequence[str | ImagePrompt], guided: bool) -> tuple[Batch, torch.Tensor]:
+        """The packed ``generation_spans`` and their input embeddings [B or 2B, L, dim]: token embeddings, with
+        the images that are read (an edit's source) read into their positions."""
+        batch = self.pack(self.generation_spans(prompts, guided)).to(self.device)
+        x = self.backbone.embed_tokens(batch.tokens)
+        read = (batch.image_id >= 0) & ~batch.generated()
+        if read.any():
+            emb = self.read_images(batch.images[~batch.image_generate].to(x.device))
+            x = x.masked_scatter(read.unsqueeze(-1), emb.to(x.dtype))
+        return batch, x

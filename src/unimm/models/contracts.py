@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from unimm.models.context import ModelContext
     from unimm.objectives.joint import JointMask
     from unimm.sequence import Batch
+    from unimm.tasks import ImagePrompt
 
 
 @dataclass
@@ -145,14 +146,16 @@ class Writer(nn.Module, ABC):
     def generate(
         self,
         ctx: ModelContext,
-        prompts: list[str],
+        prompts: list[str | ImagePrompt],
         scale: float,
         steps: int,
         sampler: str,
         generator: torch.Generator | None = None,
         use_cache: bool = True,
     ) -> torch.Tensor:
-        """Text prompts -> images [B, C, H, W] in [-1, 1], guided with ``scale`` (1 = no guidance)."""
+        """Prompts -> images [B, C, H, W] in [-1, 1], guided with ``scale`` (1 = no guidance). A prompt is a caption
+        or an ``ImagePrompt`` (an instruction on a source image: editing); ``ctx.generation_batch`` /
+        ``ctx.generation_spans`` lay either out, the source read into its span, which the generated span sees."""
 
     def eval_loss(
         self, ctx: ModelContext, images: torch.Tensor, prompts: list[str], generator: torch.Generator

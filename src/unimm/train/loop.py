@@ -119,7 +119,8 @@ def check_sequence_length(model: UnifiedModel, data, templates) -> None:
         captions = [c for label in range(templates.num_classes) for c in templates.all_captions(label)]
     vqa = (templates.all_vqa() if templates is not None else []) + data.all_qa()
     decode = model.layout.answer_len or model.cfg.sample.max_new_tokens
-    lengths = longest_sequences(model.layout, model.tokenizer, captions or [], vqa, decode)
+    instructions = data.instructions or []
+    lengths = longest_sequences(model.layout, model.tokenizer, captions or [], vqa, decode, instructions)
     limit = model.cfg.model.max_seq_len
     if lengths and max(lengths.values()) > limit:
         what, need = max(lengths.items(), key=lambda kv: kv[1])

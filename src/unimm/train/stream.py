@@ -7,6 +7,7 @@ step ``s`` therefore replays exactly the data an uninterrupted run would have se
 """
 
 import random
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 import torch
@@ -64,6 +65,8 @@ class ExampleStream:
                 return self.data.captions[i]
             return self.templates.caption(label, rng)
 
+        if self.data.sources is not None and rng.random() < self.obj.edit_fraction:  # drawn on edit datasets only
+            return Example("edit", self.data.instructions[i], drop_condition=rng.random() < self.obj.cond_drop)
         if rng.random() < self.obj.understand_fraction:
             if can_vqa and rng.random() < self.obj.vqa_fraction:
                 q, a = rng.choice(own_qa) if own_qa else self.templates.vqa(label, rng)
@@ -79,18 +82,20 @@ class ExampleStream:
             i = self._item(g)
             rng = random.Random(self.seed * 1_000_003 + g)
             example = self._example(i, rng)
-            augment = self.shift and example.task != "t2i"  # augment only what is read, not what is generated
+            augment = self.shift and example.task in ("caption", "vqa")  # only what is read alone, never generated
             shift = (rng.randint(-self.shift, self.shift), rng.randint(-self.shift, self.shift)) if augment else (0, 0)
             out.append((i, example, shift))
         return out
 
     def batch(self, k: int) -> tuple[torch.Tensor, list[Example]]:
-        """Micro-batch ``k`` -> (images [B, C, H, W] or clips [B, T, C, H, W], examples)."""
+        """Micro-batch ``k`` -> (images [B, C, H, W] or clips [B, T, C, H, W], examples); an edit's image is its
+        target, its example holds the source."""
         samples = self.samples(k)
         images = self.data.images[[i for i, _, _ in samples]]
         if self.shift:
             images = torch.stack([translate(im, dy, dx) for im, (_, _, (dy, dx)) in zip(images, samples, strict=True)])
-        return images, [ex for _, ex, _ in samples]
+        examples = [replace(ex, source=self.data.sources[i]) if ex.task == "edit" else ex for i, ex, _ in samples]
+        return images, examples
 
 
 def make_batch(model: "UnifiedModel", images: torch.Tensor, examples: list[Example]) -> Batch:

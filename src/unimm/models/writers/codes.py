@@ -34,9 +34,9 @@ from unimm.objectives.joint import JointMask, bernoulli_mask, masked_loss
 from unimm.samplers.guidance import guide
 from unimm.samplers.masked import cosine_mask_ratio, maskgit_sample, ratio_mask, sample_mask
 from unimm.samplers.text import select_next
-from unimm.sequence import IMAGE, TextSpan, span_cells
+from unimm.sequence import IMAGE, span_cells
 from unimm.settings import WRITERS, Settings
-from unimm.tasks import quote_prompt
+from unimm.tasks import ImagePrompt, before_generated
 
 
 class CodeSettings(Settings):
@@ -150,25 +150,29 @@ class ARCodeWriter(CodeWriter):
         (``generator`` is unused); it compares only between models with the same VQ codec."""
         batch, base = ctx.generation_batch(prompts, guided=False)
         emb, state = self.train_inputs(ctx, images, torch.ones(len(images), dtype=torch.bool, device=images.device))
-        hidden, _ = ctx.run(base.masked_scatter((batch.image_id >= 0).unsqueeze(-1), emb.to(base.dtype)), batch)
+        hidden, _ = ctx.run(base.masked_scatter(batch.generated().unsqueeze(-1), emb.to(base.dtype)), batch)
         logits = self.next_code_logits(ctx, hidden, batch.generated())
         return F.cross_entropy(logits.float(), state.codes.flatten(), reduction="none").view_as(state.codes).mean(1)
 
     @torch.no_grad()
     def generate(
-        self, ctx, prompts: list[str], scale: float, steps: int, sampler: str, generator=None, use_cache: bool = True
+        self,
+        ctx,
+        prompts: list[str | ImagePrompt],
+        scale: float,
+        steps: int,
+        sampler: str,
+        generator=None,
+        use_cache: bool = True,
     ) -> torch.Tensor:
-        """Raster-order sampling of exactly T*h*w codes, frame after frame (``steps`` is unused: one step per code)."""
-        tok, s = ctx.tokenizer, ctx.sample
+        """Raster-order sampling of exactly T*h*w codes, frame after frame (``steps`` is unused: one step per code),
+        continuing each prompt's layout up to the generated image's ``<boi>`` (an edit's source read in it)."""
+        s = ctx.sample
         cells = span_cells(self.grid).tolist()
         n = len(cells)
-        ids = [[tok.bos_id, *tok.encode(p), tok.boi_id] for p in prompts]
-        if scale != 1.0:
-            ids += [[tok.bos_id, tok.boi_id]] * len(prompts)
-        for p, row in zip(prompts, ids, strict=False):
-            ctx.check_length(len(row) + n + 1, f"prompt {quote_prompt(p)}")
-        batch = ctx.pack([[TextSpan(row, loss=False)] for row in ids], left_pad=True).to(ctx.device)
-        dec = ctx.decoder(ctx.backbone.embed_tokens(batch.tokens), batch, n, use_cache)
+        seqs = ctx.generation_spans(prompts, guided=scale != 1.0)
+        batch = ctx.pack([before_generated(sp, ctx.tokenizer.boi_id) for sp in seqs], left_pad=True).to(ctx.device)
+        dec = ctx.decoder(ctx.embed_inputs(batch), batch, n, use_cache)
         start = batch.next_position
         out = []
         for i in range(n):
@@ -241,7 +245,14 @@ class MaskedCodeWriter(CodeWriter):
 
     @torch.no_grad()
     def generate(
-        self, ctx, prompts: list[str], scale: float, steps: int, sampler: str, generator=None, use_cache: bool = True
+        self,
+        ctx,
+        prompts: list[str | ImagePrompt],
+        scale: float,
+        steps: int,
+        sampler: str,
+        generator=None,
+        use_cache: bool = True,
     ) -> torch.Tensor:
         """MaskGIT: ``steps`` rounds of parallel prediction, keeping the most confident codes each round."""
         guided, s = scale != 1.0, ctx.sample

@@ -35,6 +35,7 @@ from unimm.optim import pretrain, warmup_cosine
 from unimm.samplers.guidance import classifier_free_guidance
 from unimm.sequence import squarest_grid
 from unimm.settings import DENOISERS, WRITERS, Settings
+from unimm.tasks import ImagePrompt
 
 
 class ConnectorSettings(Settings):
@@ -222,7 +223,7 @@ class ConnectorWriter(Writer):
         cond = self.condition(hidden[gen_pos].view(state.x0.shape[0], -1, hidden.shape[-1]))
         return self.denoise_loss(state.x0, cond, generator)
 
-    def prompt_condition(self, ctx, prompts: list[str], guided: bool) -> torch.Tensor:
+    def prompt_condition(self, ctx, prompts: list[str | ImagePrompt], guided: bool) -> torch.Tensor:
         """The decoder's condition for each prompt [B, N, decoder_dim] (then for the empty prompt when guided)."""
         batch, base = ctx.generation_batch(prompts, guided=guided)
         return self.condition(ctx.run_with_images(base, batch, self.queries.expand(len(batch.tokens), -1, -1)))
@@ -245,7 +246,14 @@ class ConnectorWriter(Writer):
 
     @torch.no_grad()
     def generate(
-        self, ctx, prompts: list[str], scale: float, steps: int, sampler: str, generator=None, use_cache: bool = True
+        self,
+        ctx,
+        prompts: list[str | ImagePrompt],
+        scale: float,
+        steps: int,
+        sampler: str,
+        generator=None,
+        use_cache: bool = True,
     ) -> torch.Tensor:
         """One LLM pass over prompt + queries gives the condition; the decoder's sampler does the rest."""
         guided = scale != 1.0

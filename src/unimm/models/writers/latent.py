@@ -18,6 +18,7 @@ from unimm.models.contracts import EVAL_GRID, Writer
 from unimm.models.image_io import PatchEmbed, PatchHead
 from unimm.samplers.guidance import classifier_free_guidance
 from unimm.settings import DENOISERS, WRITERS, Settings
+from unimm.tasks import ImagePrompt
 
 
 class LatentSettings(Settings):
@@ -102,7 +103,14 @@ class LatentWriter(Writer):
 
     @torch.no_grad()
     def generate(
-        self, ctx, prompts: list[str], scale: float, steps: int, sampler: str, generator=None, use_cache: bool = True
+        self,
+        ctx,
+        prompts: list[str | ImagePrompt],
+        scale: float,
+        steps: int,
+        sampler: str,
+        generator=None,
+        use_cache: bool = True,
     ) -> torch.Tensor:
         """Text prompts -> images [B, C, H, W]: the whole sequence is re-run at every denoising step
         (the image span attends bidirectionally, so there is nothing to cache; ``use_cache`` is unused)."""

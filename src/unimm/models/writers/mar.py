@@ -27,6 +27,7 @@ from unimm.samplers.guidance import guide
 from unimm.samplers.mar import generation_order, group_sizes, order_mask, training_mask
 from unimm.samplers.masked import cosine_mask_ratio, masked_count
 from unimm.settings import DENOISERS, WRITERS, Settings
+from unimm.tasks import ImagePrompt
 
 
 class MARSettings(Settings):
@@ -143,7 +144,14 @@ class MARWriter(Writer):
 
     @torch.no_grad()
     def generate(
-        self, ctx, prompts: list[str], scale: float, steps: int, sampler: str, generator=None, use_cache: bool = True
+        self,
+        ctx,
+        prompts: list[str | ImagePrompt],
+        scale: float,
+        steps: int,
+        sampler: str,
+        generator=None,
+        use_cache: bool = True,
     ) -> torch.Tensor:
         """Text prompts -> images [B, C, H, W] in ``steps`` groups (the span is bidirectional: nothing to cache)."""
         guided, s = scale != 1.0, ctx.sample
