@@ -15,7 +15,7 @@ from unimm.data.datasets import load_split
 from unimm.data.directions import DIRECTIONS, segments
 from unimm.data.formats import read_idx_split, read_meta
 from unimm.data.sources import TooManySkipsError
-from unimm.data.video import DigitTrack, VideoConfig, axis_path, generate, sprite, write_moving_mnist
+from unimm.data.video import DigitTrack, VideoConfig, axis_path, draw_track, generate, sprite, write_moving_mnist
 from unimm.data.video_store import is_video_dataset, load_video_split
 from unimm.data.video_text import PHRASES, clip_text
 
@@ -136,6 +136,16 @@ def test_a_digit_reaching_a_wall_reverses():
             assert turned[axis] == (-unit[axis] if near[axis] else unit[axis])
         assert speed in (1, 2, 3) and 3 <= track.bounce_frame <= 6
     assert 60 < bounced < 140  # p_bounce = 0.5
+
+
+def test_a_digit_with_no_path_is_an_error_not_a_hang():
+    """12 px on a 16 px canvas leaves 4 px of room: 3 steps of 2 px fit only the narrow digit's way across."""
+    cfg = VideoConfig(frames=4, size=16, digit_size=12, speeds=(2,), p_bounce=0.0)
+    rng = np.random.default_rng(0)
+    narrow = draw_track(rng, np.full((12, 6), 200, dtype=np.uint8), 1, 0, cfg)
+    assert narrow.directions[0] in ("left", "right") and narrow.bounce_frame is None
+    with pytest.raises(ValueError, match="no straight path of 4 frames"):
+        draw_track(rng, np.full((12, 12), 200, dtype=np.uint8), 1, 0, cfg)
 
 
 def test_segments_rule():

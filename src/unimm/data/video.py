@@ -162,6 +162,16 @@ def draw_track(rng: np.random.Generator, digit: np.ndarray, label: int, index: i
     height, width = digit.shape
     limits = (cfg.size - width, cfg.size - height)
     bounce = bool(rng.random() < cfg.p_bounce)
+    if not any(  # else the loop below would draw forever (a canvas too small for this digit's path)
+        valid_starts(limits, (DIRECTIONS[d][0] * s, DIRECTIONS[d][1] * s), cfg.frames, bounce)
+        for d in cfg.directions
+        for s in cfg.speeds
+    ):
+        raise ValueError(
+            f"a {width}x{height} px digit has no {'bouncing' if bounce else 'straight'} path of {cfg.frames} "
+            f"frames at speeds {cfg.speeds} on a {cfg.size} px canvas: use a larger size, a smaller digit_size, "
+            "fewer frames or lower speeds"
+        )
     while True:  # a direction/speed with no valid start (rare) is drawn again
         direction = cfg.directions[rng.integers(len(cfg.directions))]
         speed = int(cfg.speeds[rng.integers(len(cfg.speeds))])
