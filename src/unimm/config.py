@@ -97,6 +97,15 @@ class DataSection(_Section):
     shift: int = Field(
         0, ge=0, description="augmentation: random translation of the images read (not generated), up to this many px"
     )
+    rotate: float = Field(
+        0.0, ge=0, le=45, description="augmentation: random rotation of the images read, up to +/- this many degrees"
+    )
+    scale: float = Field(
+        0.0,
+        ge=0,
+        lt=0.5,
+        description="augmentation: random zoom of the images read by a factor in [1 - scale, 1 + scale]",
+    )
     understand_fraction: float = Field(0.5, ge=0, le=1, description="share of image->text examples")
     vqa_fraction: float = Field(0.3, ge=0, le=1, description="share of understanding examples posed as VQA")
     cond_drop: float = Field(

@@ -8,10 +8,11 @@ the latents. The ledger charges it that way, for every strategy alike (no latent
   and measures the codec's ``encode`` apart, inside the same step: the step's FLOPs exclude it, and the
   encoder's FLOPs per input are kept;
 - ``EncoderInputs`` replays the deterministic example stream and counts the distinct inputs the codec encodes
-  over a run's steps: a (dataset image, augmentation shift) pair for every example whose image the codec encodes
+  over a run's steps: a (dataset image, augmentation) pair for every example whose image the codec encodes
   (every image when the reader is shared, since it reads through the writer; otherwise the generated ones).
-  A shifted copy of an image is an input of its own (a cache would hold it), so with ``data.shift`` fewer repeats
-  are saved. The count is at most the dataset size times the number of shifts.
+  A shifted (rotated, zoomed) copy of an image is an input of its own (a cache would hold it), so with ``data.shift``
+  fewer repeats are saved (with ``data.rotate`` / ``scale`` almost none). The count is at most the dataset size
+  times the number of distinct augmentations.
 
 The once-charge is then FLOPs per input x distinct inputs. Encoders that train (a ViT reader, fine-tuned) and
 frozen parts that act on trainable inputs (the connector's frozen decoder) are counted at every step.
@@ -80,7 +81,7 @@ class EncoderInputs:
 
     def __init__(self, stream: ExampleStream, micro_per_step: int, encoded: Callable[[Example], bool]) -> None:
         self.stream, self.micro, self.encoded = stream, micro_per_step, encoded
-        self.seen: set[tuple[int, tuple[int, int]]] = set()
+        self.seen: set[tuple[int, tuple]] = set()
         self.steps = 0
         self.inputs = 0  # encoded images with repeats
 

@@ -2,15 +2,17 @@
 
 Micro-batch ``k`` is a pure function of ``(seed, k)``: sample ``g = k * batch_size + j`` is
 item ``perm_epoch[g mod N]`` of a per-epoch permutation seeded by ``(seed, epoch)``, and its
-task, template, condition dropout and augmentation shift come from an RNG seeded by ``(seed, g)``. Resuming at
-step ``s`` therefore replays exactly the data an uninterrupted run would have seen.
+task, template, condition dropout and augmentation (shift, rotation, zoom) come from an RNG seeded by
+``(seed, g)``. Resuming at step ``s`` therefore replays exactly the data an uninterrupted run would have seen.
 """
 
+import math
 import random
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
 import torch
+import torch.nn.functional as F
 
 from unimm.config import DataSection
 from unimm.data import CaptionTemplates, ImageTextData
@@ -19,6 +21,8 @@ from unimm.tasks import Example, training_spans
 
 if TYPE_CHECKING:
     from unimm.models import UnifiedModel
+
+Augment = tuple[int, int] | tuple[int, int, float, float]  # (dy, dx) shift, then (angle in degrees, zoom)
 
 
 def one_caption_each(data: ImageTextData, templates: CaptionTemplates | None, seed: int = 0) -> list[str] | None:
@@ -45,6 +49,7 @@ class ExampleStream:
             raise ValueError(f"dataset {data.name!r} has neither captions nor class names to caption with")
         self.data, self.templates, self.obj = data, templates, mix
         self.batch_size, self.seed, self.shift = batch_size, seed, mix.shift
+        self.rotate, self.scale = mix.rotate, mix.scale
         self._perm: tuple[int, torch.Tensor] | None = None
 
     def _item(self, g: int) -> int:
@@ -74,16 +79,26 @@ class ExampleStream:
             return Example("caption", caption())
         return Example("t2i", caption(), drop_condition=rng.random() < self.obj.cond_drop)
 
-    def samples(self, k: int) -> list[tuple[int, Example, tuple[int, int]]]:
-        """Micro-batch ``k`` without its pixels: (dataset index, example, augmentation shift (dy, dx)) per sample."""
+    @property
+    def augments(self) -> bool:
+        return bool(self.shift or self.rotate or self.scale)
+
+    def samples(self, k: int) -> list[tuple[int, Example, Augment]]:
+        """Micro-batch ``k`` without its pixels: (dataset index, example, augmentation) per sample; the augmentation
+        is the shift ``(dy, dx)``, then ``(angle in degrees, zoom)`` when ``data.rotate`` or ``data.scale`` is set
+        (drawn after the shift, so runs without them keep their streams)."""
         start = k * self.batch_size
         out = []
         for g in range(start, start + self.batch_size):
             i = self._item(g)
             rng = random.Random(self.seed * 1_000_003 + g)
             example = self._example(i, rng)
-            augment = self.shift and example.task in ("caption", "vqa")  # only what is read alone, never generated
+            augment = self.augments and example.task in ("caption", "vqa")  # only what is read alone, never generated
             shift = (rng.randint(-self.shift, self.shift), rng.randint(-self.shift, self.shift)) if augment else (0, 0)
+            if augment and (self.rotate or self.scale):
+                angle = round(rng.uniform(-self.rotate, self.rotate), 3) if self.rotate else 0.0
+                zoom = round(rng.uniform(1 - self.scale, 1 + self.scale), 4) if self.scale else 1.0
+                shift = (*shift, angle, zoom)
             out.append((i, example, shift))
         return out
 
@@ -92,8 +107,8 @@ class ExampleStream:
         target, its example holds the source."""
         samples = self.samples(k)
         images = self.data.images[[i for i, _, _ in samples]]
-        if self.shift:
-            images = torch.stack([translate(im, dy, dx) for im, (_, _, (dy, dx)) in zip(images, samples, strict=True)])
+        if self.augments:
+            images = torch.stack([augment(im, aug) for im, (_, _, aug) in zip(images, samples, strict=True)])
         examples = [replace(ex, source=self.data.sources[i]) if ex.task == "edit" else ex for i, ex, _ in samples]
         return images, examples
 
@@ -103,6 +118,25 @@ def make_batch(model: "UnifiedModel", images: torch.Tensor, examples: list[Examp
     return model.pack(
         [training_spans(ex, im, model.layout, model.tokenizer) for ex, im in zip(examples, images, strict=True)]
     )
+
+
+def augment(image: torch.Tensor, aug: Augment) -> torch.Tensor:
+    """``image`` [C, H, W] (or a clip [T, C, H, W]) shifted by ``aug``'s (dy, dx) pixels, then, when ``aug`` also
+    holds ``(angle, zoom)``, rotated by ``angle`` degrees and zoomed by ``zoom`` about its centre."""
+    out = translate(image, aug[0], aug[1]) if aug[:2] != (0, 0) else image
+    return rotate_zoom(out, aug[2], aug[3]) if len(aug) > 2 and aug[2:] != (0.0, 1.0) else out
+
+
+def rotate_zoom(image: torch.Tensor, angle: float, zoom: float, fill: float = -1.0) -> torch.Tensor:
+    """Rotate ``image`` [..., C, H, W] by ``angle`` degrees (clockwise as displayed, rows down) and zoom it by
+    ``zoom`` (> 1 enlarges) about its centre, bilinearly; pixels from outside get ``fill`` (the background, -1)."""
+    x = (image - fill).reshape(-1, *image.shape[-3:])
+    a = math.radians(angle)
+    cos, sin = math.cos(a) / zoom, math.sin(a) / zoom  # output -> input coordinates: the inverse map
+    theta = torch.tensor([[cos, sin, 0.0], [-sin, cos, 0.0]], dtype=x.dtype).expand(len(x), 2, 3)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    out = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    return (out + fill).reshape(image.shape)
 
 
 def translate(image: torch.Tensor, dy: int, dx: int, fill: float = -1.0) -> torch.Tensor:

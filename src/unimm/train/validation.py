@@ -1,10 +1,10 @@
 """A held-out loss during training: the training loss on the data's val split, logged as ``val_loss``.
 
-The val examples follow the training task mix without augmentation (``data.shift`` = 0), and every evaluation
-sees the same ``train.val_batches`` batches with the same noise, so values are comparable across steps. It never
-touches training: no gradients, every module in eval mode and put back as it was, the global RNG restored, and
-its own stream and generators. Its batches are cut into shards like training's (rank r of W runs its S/W shards)
-and the values are summed in shard order, so the result is the same whatever the number of processes.
+The val examples follow the training task mix without augmentation (``data.shift``, ``rotate``, ``scale`` = 0), and
+every evaluation sees the same ``train.val_batches`` batches with the same noise, so values are comparable across
+steps. It never touches training: no gradients, every module in eval mode and put back as it was, the global RNG
+restored, and its own stream and generators. Its batches are cut into shards like training's (rank r of W runs its
+S/W shards) and the values are summed in shard order, so the result is the same whatever the number of processes.
 """
 
 import sys
@@ -31,7 +31,7 @@ class Validation:
         data = load_split(cfg.data.path, "val", cfg.data.image_size, cfg.data.channels)
         if not len(data):
             raise ValueError("it holds no examples")
-        mix = cfg.data.model_copy(update={"shift": 0})
+        mix = cfg.data.model_copy(update={"shift": 0, "rotate": 0.0, "scale": 0.0})
         self.stream = ExampleStream(data, templates, mix, t.batch_size // self.shards, t.seed)
 
     @classmethod
