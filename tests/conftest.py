@@ -179,6 +179,16 @@ def edits_dir(tmp_path_factory) -> Path:
     return root
 
 
+@pytest.fixture(scope="session")
+def shapes_dir(tmp_path_factory) -> Path:
+    """The generated shapes dataset (``data/prepare.py``), 200 scenes at 32 px."""
+    from unimm.data.prepare import prepare_shapes
+
+    root = tmp_path_factory.mktemp("shapes") / "shapes"
+    prepare_shapes(root, count=200)
+    return root
+
+
 CHAT_TEXTS = ["draw a two", "here it is", "now a zero", "two zero"]
 CHAT_SETTINGS = {"sample.image_temperature": 0, "sample.choice_temperature": 0, "sample.steps": 2, "sample.cfg": 1.0}
 
