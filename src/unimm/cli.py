@@ -442,6 +442,26 @@ def _eval_edits(model, run: Path, suite: str, seed: int, out: Path | None, data:
     typer.echo(f"wrote {paths['json']}, {paths['md']} and {paths['png']}")
 
 
+def _eval_interleaved(model, run: Path, suite: str, seed: int, out: Path | None, data: Path | None) -> None:
+    """``unimm eval --suite interleaved``: eval/interleaving.py's exact slot scores -> eval.json, eval.md,
+    interleaved.png."""
+    import time
+
+    from unimm.eval.interleaving import evaluate_interleaved
+    from unimm.eval.interleaving_report import write_interleaved_eval
+    from unimm.provenance import command_line, provenance
+
+    t0 = time.perf_counter()
+    result = evaluate_interleaved(model, suite, seed=seed, data_path=data, progress=True)
+    wall = {"evaluate": round(time.perf_counter() - t0, 2)}
+    result["provenance"] = provenance(run / "config.toml", wall, command_line())
+    paths = write_interleaved_eval(result, out or run / "eval", title=f"{model.cfg.name} ({run})")
+    r = result["interleaved"]
+    rates = {k: r[k]["rate"] for k in ("slot_accuracy", "task_accuracy", "consistency") if r[k]["rate"] is not None}
+    typer.echo(" ".join(f"{k}={v:.4g}" for k, v in rates.items()))
+    typer.echo(f"wrote {paths['json']} and {paths['md']}")
+
+
 @app.command("eval")
 def eval_(
     run: Annotated[Path, typer.Argument(help="run directory (or save_pretrained directory)")],
@@ -452,7 +472,8 @@ def eval_(
     inception: Annotated[Path | None, typer.Option(help="local InceptionV3 FID weights (needs torch-fidelity)")] = None,
 ) -> None:
     """Evaluate a run: understanding, generation and cost metrics -> eval.json, eval.md, sample grids (on an edit
-    dataset: edit accuracy and preservation -> eval.json, eval.md, edits.png)."""
+    dataset: edit accuracy and preservation -> eval.json, eval.md, edits.png; --suite interleaved: slot accuracy
+    and consistency of interleaved text-and-image replies -> eval.json, eval.md, interleaved.png)."""
     import time
 
     from unimm.cli_checks import check_out_dir
@@ -469,6 +490,8 @@ def eval_(
         model = UnifiedModel.from_pretrained(run)
         if model.cfg.data.frames is not None:  # a run trained on clips: its own metrics (docs/video.md)
             return _eval_video(model, run, suite, seed, out, data)
+        if suite == "interleaved":  # text and images in slots, scored exactly (docs/chat.md)
+            return _eval_interleaved(model, run, suite, seed, out, data)
         if is_edit_dataset(data or model.cfg.data.path):  # edit triples: exact edit scores (docs/editing.md)
             return _eval_edits(model, run, suite, seed, out, data)
         t0 = time.perf_counter()
@@ -477,7 +500,7 @@ def eval_(
         )
         wall = {"evaluate": round(time.perf_counter() - t0, 2)}
         result["provenance"] = provenance(run / "config.toml", wall, command_line())
-    except (FileNotFoundError, ModuleNotFoundError, ValueError) as err:
+    except (FileNotFoundError, ModuleNotFoundError, ValueError, NotImplementedError) as err:
         _fail(err)
     paths = write_eval(result, out or run / "eval", title=f"{model.cfg.name} ({run})")
     u, g = result["understanding"], result["generation"]
