@@ -83,7 +83,7 @@ def test_bootstrap_resamples_whole_tasks():
 def test_unimm_eval_interleaved_writes_its_report(digits_dir, tmp_path, monkeypatch):
     small = suites.Suite("interleaved", 0, 0, 0, classifier_steps=30, interleaved_n=4, interleaved_tokens=8)
     monkeypatch.setitem(suites.SUITES, "interleaved", small)
-    cfg = tiny_preset(digits_dir, "chameleon", **{"data.interleaved_fraction": 0.5, "model.max_seq_len": 128})
+    cfg = tiny_preset(digits_dir, "chameleon", **{"data.interleaved_fraction": 0.5, "model.max_seq_len": 160})
     run = train(cfg, tmp_path / "run", progress=False)
     result = CliRunner().invoke(app, ["eval", str(run), "--suite", "interleaved"])
     assert result.exit_code == 0, result.output

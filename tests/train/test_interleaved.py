@@ -75,7 +75,7 @@ def test_the_stream_mixes_interleaved_conversations_in_only_when_asked(digits_di
 
 
 def test_a_preset_trains_on_interleaved_examples_and_answers_with_images(digits_dir, tmp_path):
-    cfg = tiny_preset(digits_dir, "chameleon", **{"data.interleaved_fraction": 0.5, "model.max_seq_len": 128})
+    cfg = tiny_preset(digits_dir, "chameleon", **{"data.interleaved_fraction": 0.5, "model.max_seq_len": 160})
     out = train(cfg, tmp_path / "run", progress=False)
     model = UnifiedModel.from_pretrained(out)
     assert model.tokenizer.encode("then the next") and len(model.tokenizer.encode("then the next")) <= 4
@@ -83,3 +83,22 @@ def test_a_preset_trains_on_interleaved_examples_and_answers_with_images(digits_
     assert reply.stop in ("eos", "max_new_tokens", "max_images", "max_seq_len")
     for image in reply.images:
         assert image.shape == (1, 8, 8) and np.isfinite(image.numpy()).all()
+
+
+def test_with_templates_half_the_digit_conversations_ask_about_a_drawn_image(digits_dir):
+    data = load_split(digits_dir, "train")
+    from unimm.data import templates_for
+
+    source = InterleavedExamples(data, templates_for(data))
+    rng = random.Random(1)
+    follow_ups = 0
+    for _ in range(40):
+        turns = source.example(rng)
+        if len(turns) == 2:
+            continue
+        follow_ups += 1
+        drawn, (image, question), (answer,) = turns[1].parts[1::2], turns[2].parts, turns[3].parts
+        slot = next(i for i, im in enumerate(drawn) if im is image)
+        digit = NUMBER_WORDS.index(turns[1].parts[2 * slot])
+        assert question.endswith("?") and answer in (str(digit), NUMBER_WORDS[digit])
+    assert 10 < follow_ups < 30

@@ -8,7 +8,9 @@
   add a X to its right."; the model answers "a Y", the scene with X painted out (background), then "a X right of
   a Y" and the scene itself, so the second image keeps the first one's object where it was (consistency).
   Scenes whose two objects share a colour are skipped (painting out goes by colour).
-Every draw comes from the caller's ``random.Random`` (the stream's per-example RNG).
+On a digit dataset with templates, half of the conversations go on for a second turn, as a chat does: the user
+attaches one of the images the model drew and asks a template question about it ("what digit is this?"), the
+model answers with its digit. Every draw comes from the caller's ``random.Random`` (the stream's per-example RNG).
 """
 
 from __future__ import annotations
@@ -17,11 +19,11 @@ import random
 
 import torch
 
-from unimm.data import ImageTextData
+from unimm.data import CaptionTemplates, ImageTextData
 from unimm.data.shapes import COLOURS, parse_caption
 from unimm.eval.interleaved import NUMBER_WORDS, InterleavedTask, count_task, digits_task, make_tasks, shapes_task
 from unimm.sequence import packed_length
-from unimm.tasks import Layout, Turn, conversation_spans
+from unimm.tasks import Layout, Turn, conversation_spans, turn_spans
 from unimm.tokenizers.text import TextTokenizer
 
 PLACES = {"right of": "to its right", "left of": "to its left", "above": "above it", "below": "below it"}
@@ -46,8 +48,8 @@ def paint_out(image: torch.Tensor, colour: str, keep: str) -> torch.Tensor:
 class InterleavedExamples:
     """Conversations for the interleaved tasks over ``data``'s images (see the module docstring)."""
 
-    def __init__(self, data: ImageTextData) -> None:
-        self.data = data
+    def __init__(self, data: ImageTextData, templates: CaptionTemplates | None = None) -> None:
+        self.data, self.templates = data, templates
         if data.caption_kind == "digit" and data.captions is None:
             labels = data.labels.tolist()
             self.by_digit = {d: [i for i, y in enumerate(labels) if y == d] for d in range(10)}
@@ -80,7 +82,12 @@ class InterleavedExamples:
             parts: list[str | torch.Tensor] = []
             for digit in task.slots:
                 parts += [NUMBER_WORDS[digit], self.data.images[rng.choice(self.by_digit[digit])]]
-            return Turn("user", (task.prompt,)), Turn("assistant", tuple(parts))
+            turns = (Turn("user", (task.prompt,)), Turn("assistant", tuple(parts)))
+            if self.templates is None or rng.random() < 0.5:
+                return turns
+            slot = rng.randrange(len(task.slots))
+            question, answer = self.templates.vqa(task.slots[slot], rng)
+            return (*turns, Turn("user", (parts[2 * slot + 1], question)), Turn("assistant", (answer,)))
         i, task = rng.choice(self.scenes)
         scene = self.data.images[i]
         (second, first), _ = parse_caption(self.data.captions[i])
@@ -108,6 +115,18 @@ class InterleavedExamples:
                 )
             )
             for t in self.tasks()
+        ) + self.follow_up_length(layout, tok)
+
+    def follow_up_length(self, layout: Layout, tok: TextTokenizer) -> int:
+        """The positions the longest follow-up turn adds (0 without one)."""
+        if self.kind != "digits" or self.templates is None:
+            return 0
+        return max(
+            packed_length(
+                turn_spans(Turn("user", (torch.zeros(0), q)), layout, tok)  # an image: only its grid counts
+                + turn_spans(Turn("assistant", (a,)), layout, tok)
+            )
+            for q, a in self.templates.all_vqa()
         )
 
     def texts(self) -> list[str]:

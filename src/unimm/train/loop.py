@@ -95,7 +95,7 @@ def build_tokenizer(cfg: Config, data, templates) -> TextTokenizer:
     texts = list(templates.all_texts()) if templates is not None else []
     texts += data.stored_texts()
     if cfg.data.interleaved_fraction:
-        texts += InterleavedExamples(data).texts()
+        texts += InterleavedExamples(data, templates).texts()
     return TextTokenizer.train(texts, vocab_size=cfg.data.vocab_size)
 
 
@@ -125,7 +125,7 @@ def check_sequence_length(model: UnifiedModel, data, templates) -> None:
     instructions = data.instructions or []
     lengths = longest_sequences(model.layout, model.tokenizer, captions or [], vqa, decode, instructions)
     if model.cfg.data.interleaved_fraction:
-        lengths["interleaved"] = InterleavedExamples(data).longest(model.layout, model.tokenizer)
+        lengths["interleaved"] = InterleavedExamples(data, templates).longest(model.layout, model.tokenizer)
     limit = model.cfg.model.max_seq_len
     if lengths and max(lengths.values()) > limit:
         what, need = max(lengths.items(), key=lambda kv: kv[1])

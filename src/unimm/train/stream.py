@@ -47,7 +47,7 @@ class ExampleStream:
         self.data, self.templates, self.obj = data, templates, mix
         self.batch_size, self.seed, self.shift = batch_size, seed, mix.shift
         self._perm: tuple[int, torch.Tensor] | None = None
-        self.interleaved = InterleavedExamples(data) if mix.interleaved_fraction else None
+        self.interleaved = InterleavedExamples(data, templates) if mix.interleaved_fraction else None
 
     def _item(self, g: int) -> int:
         n = len(self.data)
