@@ -177,3 +177,47 @@ def edits_dir(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("edits") / "shape_edits"
     write_edits(root, make_edits(60, seed=0))
     return root
+
+
+@pytest.fixture(scope="session")
+def shapes_dir(tmp_path_factory) -> Path:
+    """The generated shapes dataset (``data/prepare.py``), 200 scenes at 32 px."""
+    from unimm.data.prepare import prepare_shapes
+
+    root = tmp_path_factory.mktemp("shapes") / "shapes"
+    prepare_shapes(root, count=200)
+    return root
+
+
+CHAT_TEXTS = ["draw a two", "here it is", "now a zero", "two zero"]
+CHAT_SETTINGS = {"sample.image_temperature": 0, "sample.choice_temperature": 0, "sample.steps": 2, "sample.cfg": 1.0}
+
+
+def tiny_model(digits_dir: Path, preset: str, **extra):
+    """A prepared tiny model of ``preset`` in eval mode with deterministic image sampling (conversation tests)."""
+    from unimm.models import UnifiedModel
+    from unimm.tokenizers.text import TextTokenizer
+
+    cfg = tiny_preset(digits_dir, preset, **{**CHAT_SETTINGS, "model.max_seq_len": 128, **extra})
+    torch.manual_seed(0)
+    model = UnifiedModel(cfg, TextTokenizer.train(CHAT_TEXTS, 300))
+    model.prepare(torch.rand(32, 1, 8, 8) * 2 - 1, progress=False, captions=[CHAT_TEXTS[0]] * 32)
+    return model.eval()
+
+
+def force(model, script: dict[int, int]) -> list[torch.Tensor]:
+    """Make the text decoder pick ``script[i]`` at its i-th call (the model's own choice elsewhere); returns the
+    list the logits of every call are recorded in."""
+    seen: list[torch.Tensor] = []
+    real = model.ctx.text_logits
+
+    def logits(hidden: torch.Tensor) -> torch.Tensor:
+        out = real(hidden)
+        seen.append(out.clone())
+        if len(seen) - 1 in script:
+            out = torch.full_like(out, -1e4)
+            out[:, script[len(seen) - 1]] = 0.0
+        return out
+
+    model.ctx.text_logits = logits
+    return seen

@@ -21,6 +21,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "unimm.atlas",
             "unimm.reports",
             "unimm.serve",
+            "unimm.chat",
+            "unimm.chat_terminal",
             "unimm.document",
             "unimm.tokenizers.train",
         ),

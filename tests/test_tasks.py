@@ -4,7 +4,16 @@ import pytest
 import torch
 
 from unimm.sequence import IGNORE, SpecialIds, collate, pack
-from unimm.tasks import Example, ImagePrompt, Layout, before_generated, training_spans
+from unimm.tasks import (
+    Example,
+    ImagePrompt,
+    Layout,
+    Turn,
+    answer_ids,
+    before_generated,
+    conversation_spans,
+    training_spans,
+)
 from unimm.tokenizers.text import TextTokenizer
 
 
@@ -43,3 +52,76 @@ def test_edit_prompt_is_the_training_layout_up_to_the_target():
     assert unconditional[1].image is source and unconditional[2].ids == [tok.sep_id]
     prefix = before_generated(prompt, tok.boi_id)
     assert len(prefix) == 4 and prefix[-1].ids == [tok.boi_id] and prefix[1].image is source
+
+
+def _conversation(tok: TextTokenizer, layout: Layout):
+    """User: image A + "draw it bigger"; assistant: "here" + image B; user: "and smaller"; assistant: image C."""
+    a, b, c = torch.zeros(1, 4, 4), torch.ones(1, 4, 4), -torch.ones(1, 4, 4)
+    turns = (
+        Turn("user", (a, "draw it bigger")),
+        Turn("assistant", ("here", b, "done")),
+        Turn("user", ("and smaller",)),
+        Turn("assistant", (c,)),
+    )
+    special = SpecialIds(tok.pad_id, tok.boi_id, tok.eoi_id, tok.img_id)
+    return turns, pack(training_spans(Example("conversation", turns=turns), None, layout, tok), special), (a, b, c)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_conversation_packs_every_turn_in_order_with_loss_only_on_the_assistant(causal):
+    tok = TextTokenizer.train(["draw it bigger", "here done", "and smaller"], 300)
+    layout = Layout(read_grid=(1, 2, 2), gen_grid=(1, 2, 3), gen_causal=causal)
+    turns, seq, (a, b, c) = _conversation(tok, layout)
+    assert seq.image_generate == [False, True, True] and [seq.images[i] is x for i, x in enumerate((a, b, c))]
+    enc = tok.encode
+    expected = [tok.bos_id, tok.boi_id, *[tok.img_id] * 4, tok.eoi_id, *enc("draw it bigger"), tok.sep_id]
+    expected += [*enc("here"), tok.boi_id, *[tok.img_id] * 6, tok.eoi_id, *enc("done"), tok.eos_id]
+    expected += [*enc("and smaller"), tok.sep_id, tok.boi_id, *[tok.img_id] * 6, tok.eoi_id, tok.eos_id]
+    assert seq.tokens.tolist() == expected
+    # the targets: exactly the assistant's tokens, each announcing <boi> and the closing <eos>; nothing of the user
+    predicted = [int(t) for t in seq.targets if t != IGNORE]
+    assert predicted == [*enc("here"), tok.boi_id, *enc("done"), tok.eos_id, tok.boi_id, tok.eos_id]
+    user_end = expected.index(tok.sep_id)
+    assert (seq.targets[: user_end - 1] == IGNORE).all() and seq.targets[user_end - 1] == IGNORE
+    second_user = len(expected) - 10 - len(enc("and smaller"))
+    assert (seq.targets[second_user - 1 : second_user + len(enc("and smaller"))] == IGNORE).all()
+    # the positions of three images: read at (1, 2, 2), generated at (1, 2, 3); each starts one past the last
+    boi = [i for i, t in enumerate(expected) if t == tok.boi_id]
+    between = 1 + 2 + 1 + len(enc("draw it bigger")) + 1 + len(enc("here"))  # <boi>, 2 rows, <eoi>, text, <sep>
+    assert seq.positions[0, boi[1]] == seq.positions[0, boi[0]] + between
+
+
+def test_an_image_generated_in_turn_two_sees_the_image_attached_in_turn_one():
+    tok = TextTokenizer.train(["draw it bigger", "here done", "and smaller"], 300)
+    layout = Layout(read_grid=(1, 2, 2), gen_grid=(1, 2, 2))
+    _, seq, _ = _conversation(tok, layout)
+    mask = collate([seq], tok.pad_id).attn_mask[0]
+    first, second, third = ((seq.image_index == i).nonzero()[:, 0] for i in range(3))
+    assert mask[third][:, first].all() and mask[third][:, second].all() and mask[second][:, first].all()
+    assert not mask[first][:, second].any() and not mask[second][:, third].any()
+
+
+def test_conversation_prompt_continues_the_context_and_its_unconditional_twin_drops_it():
+    tok = TextTokenizer.train(["draw it bigger", "here"], 300)
+    layout = Layout(read_grid=(1, 2, 2), gen_grid=(1, 2, 2), gen_causal=True)
+    context = conversation_spans([Turn("user", (torch.zeros(1, 4, 4), "draw it bigger"))], layout, tok)
+    prompt = ImagePrompt("chat", context=tuple(context))
+    spans = prompt.spans(layout, tok)
+    assert spans[:-1] == context and spans[-1].generate and spans[-1].image is None and spans[-1].announce
+    assert before_generated(spans, tok.boi_id)[:-1] == context
+    assert [getattr(s, "ids", None) for s in prompt.spans(layout, tok, conditional=False)] == [
+        [tok.bos_id],
+        None,
+        [tok.eos_id],
+    ]
+
+
+def test_masked_text_pads_each_assistant_turn_and_a_user_image_must_be_given():
+    tok = TextTokenizer.train(["here done"], 300)
+    layout = Layout(read_grid=(1, 2, 2), gen_grid=(1, 2, 2), answer_len=5)
+    spans = conversation_spans([Turn("user", ("hi",)), Turn("assistant", ("here done",))], layout, tok)
+    assert spans[-1].ids == answer_ids("here done", tok, layout) and len(spans[-1].ids) == 5
+    with pytest.raises(ValueError, match="user turn's image must be given"):
+        conversation_spans([Turn("user", (None,))], layout, tok)
+    with pytest.raises(ValueError, match="role"):
+        Turn("system", ("x",))

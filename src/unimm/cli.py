@@ -202,6 +202,55 @@ def edit(
 
 
 @app.command()
+def chat(
+    run: Annotated[Path, typer.Argument(help="run directory (or save_pretrained directory)")],
+    out: Annotated[Path, typer.Option(help="directory for the images the model answers with")] = Path("chat"),
+    max_new_tokens: Annotated[int, typer.Option(min=1, max=512, help="text tokens per reply at most")] = 64,
+    max_images: Annotated[int, typer.Option(min=0, max=16, help="images per reply at most")] = 4,
+    temperature: Annotated[float, typer.Option(min=0, help="text sampling temperature (0: greedy)")] = 0.0,
+    cfg: Annotated[float | None, typer.Option(help="classifier-free guidance scale (default: the run's)")] = None,
+    steps: Annotated[int | None, typer.Option(min=1, help="image sampling steps (default: the run's)")] = None,
+    seed: Annotated[int, typer.Option(help="the same seed and input give the same conversation")] = 0,
+) -> None:
+    """Chat: a multi-turn conversation, images in and out, kept in the KV cache across turns. Type a message and
+    press Enter. `/image PATH` attaches an image file (PNG/JPEG) to your next message (up to 4); `/help` lists the
+    commands; `/quit` or Ctrl-D leaves. The model answers with text and images; each image is saved as
+    OUT/turnT-I.png and its path printed. A bad line (missing or unreadable file, over-long message) prints one
+    error line and the conversation goes on. Needs a model with left-to-right text (not text.kind = 'masked')."""
+    import sys
+
+    import torch
+
+    from unimm.chat import ChatSession
+    from unimm.chat_terminal import run_terminal
+    from unimm.io import load_images, save_images
+    from unimm.models import UnifiedModel
+    from unimm.models.continuation import DecodeSettings
+
+    try:
+        model = UnifiedModel.from_pretrained(run)
+        if model.cfg.data.frames is not None:
+            raise ValueError("unimm chat takes images; this is a video model")
+        settings = DecodeSettings(max_new_tokens, max_images, temperature, cfg_scale=cfg, steps=steps)
+        session = ChatSession(model, settings, torch.Generator().manual_seed(seed))
+        out.mkdir(parents=True, exist_ok=True)
+    except (FileNotFoundError, ValueError, NotImplementedError) as err:
+        _fail(err)
+    d = model.cfg.data
+    interactive = sys.stdin.isatty()
+    typer.echo(f"chatting with {run} ({model.cfg.writer.kind} writer); /help for commands, /quit to leave")
+    run_terminal(
+        session,
+        sys.stdin,
+        typer.echo,
+        out,
+        lambda path: load_images([path], d.image_size, d.channels, model.background)[0],
+        lambda image, path: save_images(image[None], [path], scale=1),
+        prompt=(lambda: typer.echo("you> ", nl=False)) if interactive else (lambda: None),
+    )
+
+
+@app.command()
 def generate(
     run: Annotated[Path, typer.Argument(help="run directory (or save_pretrained directory)")],
     prompt: Annotated[list[str], typer.Argument(help="one or more prompts, each quoted")],
@@ -393,6 +442,26 @@ def _eval_edits(model, run: Path, suite: str, seed: int, out: Path | None, data:
     typer.echo(f"wrote {paths['json']}, {paths['md']} and {paths['png']}")
 
 
+def _eval_interleaved(model, run: Path, suite: str, seed: int, out: Path | None, data: Path | None) -> None:
+    """``unimm eval --suite interleaved``: eval/interleaving.py's exact slot scores -> eval.json, eval.md,
+    interleaved.png."""
+    import time
+
+    from unimm.eval.interleaving import evaluate_interleaved
+    from unimm.eval.interleaving_report import write_interleaved_eval
+    from unimm.provenance import command_line, provenance
+
+    t0 = time.perf_counter()
+    result = evaluate_interleaved(model, suite, seed=seed, data_path=data, progress=True)
+    wall = {"evaluate": round(time.perf_counter() - t0, 2)}
+    result["provenance"] = provenance(run / "config.toml", wall, command_line())
+    paths = write_interleaved_eval(result, out or run / "eval", title=f"{model.cfg.name} ({run})")
+    r = result["interleaved"]
+    rates = {k: r[k]["rate"] for k in ("slot_accuracy", "task_accuracy", "consistency") if r[k]["rate"] is not None}
+    typer.echo(" ".join(f"{k}={v:.4g}" for k, v in rates.items()))
+    typer.echo(f"wrote {paths['json']} and {paths['md']}")
+
+
 @app.command("eval")
 def eval_(
     run: Annotated[Path, typer.Argument(help="run directory (or save_pretrained directory)")],
@@ -403,7 +472,8 @@ def eval_(
     inception: Annotated[Path | None, typer.Option(help="local InceptionV3 FID weights (needs torch-fidelity)")] = None,
 ) -> None:
     """Evaluate a run: understanding, generation and cost metrics -> eval.json, eval.md, sample grids (on an edit
-    dataset: edit accuracy and preservation -> eval.json, eval.md, edits.png)."""
+    dataset: edit accuracy and preservation -> eval.json, eval.md, edits.png; --suite interleaved: slot accuracy
+    and consistency of interleaved text-and-image replies -> eval.json, eval.md, interleaved.png)."""
     import time
 
     from unimm.cli_checks import check_out_dir
@@ -420,6 +490,8 @@ def eval_(
         model = UnifiedModel.from_pretrained(run)
         if model.cfg.data.frames is not None:  # a run trained on clips: its own metrics (docs/video.md)
             return _eval_video(model, run, suite, seed, out, data)
+        if suite == "interleaved":  # text and images in slots, scored exactly (docs/chat.md)
+            return _eval_interleaved(model, run, suite, seed, out, data)
         if is_edit_dataset(data or model.cfg.data.path):  # edit triples: exact edit scores (docs/editing.md)
             return _eval_edits(model, run, suite, seed, out, data)
         t0 = time.perf_counter()
@@ -428,7 +500,7 @@ def eval_(
         )
         wall = {"evaluate": round(time.perf_counter() - t0, 2)}
         result["provenance"] = provenance(run / "config.toml", wall, command_line())
-    except (FileNotFoundError, ModuleNotFoundError, ValueError) as err:
+    except (FileNotFoundError, ModuleNotFoundError, ValueError, NotImplementedError) as err:
         _fail(err)
     paths = write_eval(result, out or run / "eval", title=f"{model.cfg.name} ({run})")
     u, g = result["understanding"], result["generation"]

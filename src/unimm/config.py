@@ -118,6 +118,15 @@ class DataSection(_Section):
         description="on an edit dataset (data/edits.py): share of edit examples; the others follow the task mix "
         "above on the edits' targets and their captions. Unused on other datasets",
     )
+    interleaved_fraction: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="share of interleaved examples (train/interleaved.py): on a digit dataset 'write the digits of "
+        "2024, one image each' and counting tasks, on the shapes dataset 'draw a red circle. Now add a blue square "
+        "to its right.', answered with text and images from the dataset; the others follow the task mix above. "
+        "0 = none (the stream is as without it)",
+    )
 
     @field_validator("class_names")
     @classmethod

@@ -60,6 +60,7 @@ class ImageSpan:
     grid: tuple[int, ...]  # the span's token layout in the sequence, (T, h, w) once constructed
     generate: bool = False  # True: the image objective's loss applies; False: the model reads it
     causal: bool = False  # attention inside the span: bidirectional, or causal in raster-in-time order
+    announce: bool = False  # its ``<boi>`` is a next-token target: the text decides where an image starts
 
     def __post_init__(self) -> None:
         self.grid = clip_grid(self.grid)
@@ -123,7 +124,7 @@ def pack(spans: list[TextSpan | ImageSpan], special: SpecialIds) -> Packed:
             for tok in sp.ids:
                 add_text(tok, sp.loss)
             continue
-        add_text(special.boi, False)
+        add_text(special.boi, sp.announce)
         for f, r, c in span_cells(sp.grid).tolist():  # raster-in-time order
             tokens.append(special.img), modality.append(IMAGE), pos.append((p + f, p + r, p + c))
             block.append(-1 if sp.causal else s), image_index.append(len(generate)), predict.append(False)
@@ -163,6 +164,7 @@ class Batch:
     image_id: torch.Tensor  # [B, L] index into the batch's images, -1 at text/padding
     image_generate: torch.Tensor  # [num_images] bool
     next_position: torch.Tensor  # [B]
+    image_given: torch.Tensor  # [num_images] bool: False for an image a sampler fills in (its span held None)
 
     def to(self, device: torch.device | str) -> "Batch":
         return Batch(**{k: v.to(device) for k, v in self.__dict__.items()})
@@ -172,6 +174,13 @@ class Batch:
         if self.image_generate.numel() == 0:
             return torch.zeros_like(self.valid)
         return (self.image_id >= 0) & self.image_generate[self.image_id.clamp_min(0)]
+
+    def to_fill(self) -> torch.Tensor:
+        """[B, L] bool: the positions of the generated images a sampler fills in (no image given); a generated image
+        that is given (made earlier in a conversation) is context, not one of them."""
+        if self.image_generate.numel() == 0:
+            return torch.zeros_like(self.valid)
+        return self.generated() & ~self.image_given[self.image_id.clamp_min(0)]
 
     def image_rows(self) -> torch.Tensor:
         """[num_images] long: the row (example) each image sits in."""
@@ -239,4 +248,5 @@ def collate(seqs: list[Packed], pad_id: int, full_attention: bool = False, left_
         image_id=image_id,
         image_generate=torch.tensor(generate, dtype=torch.bool),
         next_position=torch.tensor([s.next_position for s in seqs]),
+        image_given=torch.tensor([im is not None for im in images], dtype=torch.bool),
     )

@@ -7,6 +7,12 @@
 - edit: ``<bos> <boi> source <eoi> instruction <sep> <boi> target <eoi> <eos>``; the source is read, the
   target generated, and only the target gets a loss (the image objective's); the target's span sees the
   source's (causal across spans). For classifier-free guidance the instruction is dropped, the source kept.
+- conversation (multi-turn chat, an interleaved document): ``<bos>``, then per turn its parts in order, a user
+  turn closed by ``<sep>``, an assistant turn by ``<eos>``: ``<bos> user... <sep> assistant... <eos> user...
+  <sep> ...``. The user's text and images are read (no loss); the assistant's text gets the text loss, its
+  images are generated (the image objective's loss), each announced by a predicted ``<boi>`` so that decoding
+  decides where an image goes; every span sees all earlier ones, images of earlier turns included. VQA is the
+  one-turn case. A document is one assistant turn (after an optional user prompt).
 The same layouts, cut before the part to produce, are the prompts used by sampling (``ImagePrompt``: what a
 generated image conditions on, a caption or an instruction on a source image).
 
@@ -25,8 +31,22 @@ import torch
 from unimm.sequence import ImageSpan, TextSpan, packed_length
 from unimm.tokenizers.text import TextTokenizer
 
-Task = Literal["t2i", "caption", "vqa", "edit"]
+Task = Literal["t2i", "caption", "vqa", "edit", "conversation"]
+Role = Literal["user", "assistant"]
 Spans = list[TextSpan | ImageSpan]
+
+
+@dataclass(frozen=True)
+class Turn:
+    """One turn: text pieces and images [C, H, W] in [-1, 1] (or clips), in order. The user's are read; the
+    assistant's are what the model produces (in a prompt an assistant image may be None: a sampler fills it)."""
+
+    role: Role
+    parts: tuple[str | torch.Tensor | None, ...]
+
+    def __post_init__(self) -> None:
+        if self.role not in ("user", "assistant"):
+            raise ValueError(f"a turn's role is 'user' or 'assistant', got {self.role!r}")
 
 
 @dataclass
@@ -36,6 +56,7 @@ class Example:
     answer: str = ""
     drop_condition: bool = False  # t2i and edit: train the unconditional branch for CFG
     source: torch.Tensor | None = None  # edit only: the image [C, H, W] to edit (the example's image is the target)
+    turns: tuple[Turn, ...] = ()  # conversation only: the turns, their images included (the example's is unused)
 
 
 @dataclass
@@ -58,6 +79,8 @@ def answer_ids(text: str, tok: TextTokenizer, layout: Layout) -> list[int]:
 
 def training_spans(ex: Example, image: torch.Tensor, layout: Layout, tok: TextTokenizer) -> Spans:
     """The spans of one training example; ``image`` is the example's image (an edit's target)."""
+    if ex.task == "conversation":
+        return conversation_spans(ex.turns, layout, tok)
     if ex.task == "edit":
         return edit_spans(ex.source, None if ex.drop_condition else ex.text, image, layout, tok)
     if ex.task == "t2i":
@@ -109,17 +132,55 @@ def edit_spans(
     ]
 
 
+def assistant_image(image: torch.Tensor | None, layout: Layout) -> ImageSpan:
+    """An image the model produces in a conversation: generated, announced by a predicted ``<boi>``."""
+    return ImageSpan(image, layout.gen_grid, generate=True, causal=layout.gen_causal, announce=True)
+
+
+def turn_spans(turn: Turn, layout: Layout, tok: TextTokenizer) -> Spans:
+    """One turn's spans: a user turn read and closed by ``<sep>``; an assistant turn produced (loss on its text
+    and images) and closed by ``<eos>``, its last text piece (or an empty one after a final image) padded as an
+    answer is (``answer_ids``: to ``text.answer_len`` for masked text)."""
+    user = turn.role == "user"
+    parts = list(turn.parts)
+    last = "" if user or not parts or not isinstance(parts[-1], str) else parts.pop()
+    spans: Spans = []
+    for part in parts:
+        if isinstance(part, str):
+            spans.append(TextSpan(tok.encode(part), loss=not user))
+        elif user and part is None:
+            raise ValueError("a user turn's image must be given (None is an image left for a sampler)")
+        else:
+            spans.append(ImageSpan(part, layout.read_grid) if user else assistant_image(part, layout))
+    spans.append(TextSpan([tok.sep_id], loss=False) if user else TextSpan(answer_ids(last, tok, layout)))
+    return spans
+
+
+def conversation_spans(turns: Sequence[Turn], layout: Layout, tok: TextTokenizer) -> Spans:
+    """``<bos>`` and every turn's spans (``turn_spans``)."""
+    if not turns:
+        raise ValueError("a conversation needs at least one turn")
+    return [TextSpan([tok.bos_id], loss=False), *(sp for turn in turns for sp in turn_spans(turn, layout, tok))]
+
+
 @dataclass(frozen=True)
 class ImagePrompt:
-    """What a generated image conditions on: a caption (text-to-image), or an instruction on a ``source`` image
-    [C, H, W] (editing)."""
+    """What a generated image conditions on: a caption (text-to-image), an instruction on a ``source`` image
+    [C, H, W] (editing), or the ``context`` of a conversation: its spans so far, the image generated next
+    (``text`` then only names the prompt in messages)."""
 
     text: str
     source: torch.Tensor | None = None
+    context: tuple[TextSpan | ImageSpan, ...] = ()
 
     def spans(self, layout: Layout, tok: TextTokenizer, conditional: bool = True) -> Spans:
         """The whole layout with the image to generate left empty; ``conditional=False``: the unconditional branch
-        of classifier-free guidance (the caption or instruction dropped, a source image kept)."""
+        of classifier-free guidance (the caption or instruction dropped, a source image kept; a conversation's
+        whole context dropped: the unconditional text-to-image layout)."""
+        if self.context:
+            if not conditional:
+                return generation_prompt(None, layout, tok)
+            return [*self.context, assistant_image(None, layout)]
         text = self.text if conditional else None
         if self.source is None:
             return generation_prompt(text, layout, tok)
@@ -132,9 +193,9 @@ def as_prompt(prompt: str | ImagePrompt) -> ImagePrompt:
 
 
 def before_generated(spans: Spans, boi_id: int) -> Spans:
-    """The spans before the first generated image, then its ``<boi>``: the prompt that autoregressive decoding
-    continues from."""
-    first = next(i for i, sp in enumerate(spans) if isinstance(sp, ImageSpan) and sp.generate)
+    """The spans before the first generated image left to fill (``image`` None), then its ``<boi>``: the prompt
+    that autoregressive decoding continues from."""
+    first = next(i for i, sp in enumerate(spans) if isinstance(sp, ImageSpan) and sp.generate and sp.image is None)
     return [*spans[:first], TextSpan([boi_id], loss=False)]
 
 

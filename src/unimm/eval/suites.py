@@ -29,6 +29,8 @@ class Suite:
     bootstrap_reps: int = 200  # resamples of both image sets behind each distribution metric's interval
     clips_n: int = 100  # video models: held-out clips understood, and clips generated (eval/video.py)
     edits_n: int = 500  # editing models: held-out edits applied and scored (eval/editing.py)
+    interleaved_n: int = 60  # interleaved tasks answered and scored (eval/interleaving.py)
+    interleaved_tokens: int = 48  # text tokens per interleaved reply at most
 
 
 # The generated images serve both prompt accuracy and the distribution metrics (one set of samples).
@@ -40,6 +42,10 @@ SUITES = {
     # CPU) and the held-out image loss (3.2x captioning's time: five backbone passes per image,
     # bench/results/heldout_loss.md)
     "demo": Suite("demo", understand_n=None, per_class=100, prompts_n=1000, distribution=False, heldout=False),
+    # interleaved generation only (eval/interleaving.py): text and images answered in slots, scored exactly
+    "interleaved": Suite(
+        "interleaved", understand_n=0, per_class=0, prompts_n=0, distribution=False, rank=False, heldout=False
+    ),
 }
 SUITE_NAMES = " | ".join(SUITES)  # as help and errors list them
 

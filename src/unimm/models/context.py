@@ -80,10 +80,10 @@ class ModelContext:
         )
 
     def run_with_images(self, base: torch.Tensor, batch: Batch, images: torch.Tensor) -> torch.Tensor:
-        """Scatter image embeddings [N, n, dim] into the positions of the images ``batch`` generates in ``base``
-        [B, L, dim] (in order; images read are already in ``base``), run the backbone -> hidden states
-        [N, n, dim] at those positions."""
-        at = batch.generated()
+        """Scatter image embeddings [N, n, dim] into the positions of the images ``batch`` leaves to fill in ``base``
+        [B, L, dim] (in order; images read, or made earlier, are already in ``base``), run the backbone -> hidden
+        states [N, n, dim] at those positions."""
+        at = batch.to_fill()
         hidden, _ = self.run(base.masked_scatter(at.unsqueeze(-1), images.to(base.dtype)), batch)
         return hidden[at].view(*images.shape[:2], -1)
 
@@ -92,12 +92,19 @@ class ModelContext:
         return self.reader.read(self, images)
 
     def embed_inputs(self, batch: Batch) -> torch.Tensor:
-        """Token embeddings with every image of ``batch`` read (clean) into its positions."""
+        """Token embeddings with the images of ``batch`` in their positions: those read through the reader, generated
+        ones that are given (made earlier in a conversation) as the writer sees a finished image
+        (``Writer.context_inputs``). The positions of an image left to fill keep their token embeddings."""
         x = self.backbone.embed_tokens(batch.tokens)
-        at = batch.image_id >= 0
-        if at.any():
-            emb = self.read_images(batch.images.to(x.device))
-            x = x.masked_scatter(at.unsqueeze(-1), emb.to(x.dtype))
+        gen = batch.generated()
+        read = (batch.image_id >= 0) & ~gen
+        if read.any():
+            emb = self.read_images(batch.images[~batch.image_generate].to(x.device))
+            x = x.masked_scatter(read.unsqueeze(-1), emb.to(x.dtype))
+        made = gen & ~batch.to_fill()
+        if made.any():
+            emb = self.writer.context_inputs(self, batch.images[batch.image_generate & batch.image_given].to(x.device))
+            x = x.masked_scatter(made.unsqueeze(-1), emb.to(x.dtype))
         return x
 
     def generation_spans(self, prompts: Sequence[str | ImagePrompt], guided: bool) -> list[Spans]:
@@ -113,12 +120,8 @@ class ModelContext:
         return seqs
 
     def generation_batch(self, prompts: Sequence[str | ImagePrompt], guided: bool) -> tuple[Batch, torch.Tensor]:
-        """The packed ``generation_spans`` and their input embeddings [B or 2B, L, dim]: token embeddings, with
-        the images that are read (an edit's source) read into their positions."""
+        """The packed ``generation_spans`` and their input embeddings [B or 2B, L, dim] (``embed_inputs``: the images
+        read, an edit's source or a conversation's, and the images made earlier in a conversation in their
+        positions)."""
         batch = self.pack(self.generation_spans(prompts, guided)).to(self.device)
-        x = self.backbone.embed_tokens(batch.tokens)
-        read = (batch.image_id >= 0) & ~batch.generated()
-        if read.any():
-            emb = self.read_images(batch.images[~batch.image_generate].to(x.device))
-            x = x.masked_scatter(read.unsqueeze(-1), emb.to(x.dtype))
-        return batch, x
+        return batch, self.embed_inputs(batch)

@@ -116,6 +116,12 @@ class Writer(nn.Module, ABC):
     def read_inputs(self, ctx: ModelContext, images: torch.Tensor) -> torch.Tensor:
         """Images that are read [N, C, H, W] -> input embeddings [N, n, dim]."""
 
+    def context_inputs(self, ctx: ModelContext, images: torch.Tensor) -> torch.Tensor:
+        """Generated images that are finished [N, C, H, W] (made earlier in a conversation or an interleaved
+        document) -> the input embeddings [N, n, dim] of their generated spans as later positions see them: clean,
+        as ``read_inputs`` embeds them (writers whose span holds no image override it)."""
+        return self.read_inputs(ctx, images)
+
     @abstractmethod
     def train_inputs(
         self, ctx: ModelContext, images: torch.Tensor, generate: torch.Tensor, generator: torch.Generator | None

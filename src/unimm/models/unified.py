@@ -18,7 +18,7 @@ that owns the algorithm (``edit`` is ``generate`` with a source image read befor
 """
 
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import torch
@@ -30,13 +30,14 @@ from unimm.data.image_stats import ImageStats
 from unimm.data.transparency import assumed_background
 from unimm.models.adapters import add_adapters
 from unimm.models.context import ModelContext
+from unimm.models.continuation import Continuation, DecodeSettings, Reply
 from unimm.models.contracts import PrepareData, Reader, TextObjective, Writer
 from unimm.models.inputs import check_images, unusual_message
 from unimm.nn.backbone import Backbone, BackboneConfig
 from unimm.nn.layers import Layers
 from unimm.sequence import Batch, SpecialIds
 from unimm.settings import LAYERS, READERS, TEXT, WRITERS
-from unimm.tasks import ImagePrompt, Layout, answer_ids
+from unimm.tasks import ImagePrompt, Layout, Turn, answer_ids, conversation_spans
 from unimm.tokenizers.text import TextTokenizer
 
 
@@ -228,18 +229,18 @@ class UnifiedModel(nn.Module):
     @torch.no_grad()
     def generate(
         self,
-        prompts: str | list[str],
+        prompts: str | ImagePrompt | list[str | ImagePrompt],
         cfg_scale: float | None = None,
         steps: int | None = None,
         sampler: str | None = None,
         generator: torch.Generator | None = None,
         use_cache: bool = True,
     ) -> torch.Tensor:
-        """Text -> images [B, C, H, W] in [-1, 1], one per prompt (a str is one prompt), by the writer's sampler
-        (with guidance when cfg != 1). Unset (None) arguments are read from ``cfg.sample`` now; ``steps`` must
-        be >= 1. ``use_cache=False`` makes autoregressive codes re-run the whole sequence at every step
-        (reference)."""
-        prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+        """Text -> images [B, C, H, W] in [-1, 1], one per prompt (a str is one prompt; an ``ImagePrompt`` may hold
+        an edit's source or a conversation's context, ``tasks.py``), by the writer's sampler (with guidance when
+        cfg != 1). Unset (None) arguments are read from ``cfg.sample`` now; ``steps`` must be >= 1.
+        ``use_cache=False`` makes autoregressive codes re-run the whole sequence at every step (reference)."""
+        prompts = [prompts] if isinstance(prompts, str | ImagePrompt) else list(prompts)
         if not prompts:
             raise ValueError("no prompts to generate from")
         return self._sample_images(prompts, cfg_scale, steps, sampler, generator, use_cache)
@@ -268,6 +269,28 @@ class UnifiedModel(nn.Module):
             )
         prompts = [ImagePrompt(t, source=im) for t, im in zip(instructions, images, strict=True)]
         return self._sample_images(prompts, cfg_scale, steps, sampler, generator, use_cache)
+
+    @torch.no_grad()
+    def interleave(
+        self,
+        prompt: str | Sequence[Turn],
+        generator: torch.Generator | None = None,
+        use_cache: bool = True,
+        **settings,
+    ) -> Reply:
+        """Continue a conversation (a str: one user turn; else ``Turn``s, the last usually the user's) with the model's
+        turn: text decoded left to right and, where the text picks ``<boi>``, an image generated in place seeing
+        everything before it, text resuming after it, until ``<eos>`` or a limit (``settings``: the fields of
+        ``DecodeSettings``, e.g. ``max_images``, ``max_new_tokens``, ``temperature``, ``cfg_scale``). The user's
+        images are checked as ``caption`` checks them. Left-to-right text only (``models/continuation.py``)."""
+        turns = [Turn("user", (prompt,))] if isinstance(prompt, str) else list(prompt)
+        for turn in turns:
+            for part in turn.parts:
+                if isinstance(part, torch.Tensor):
+                    self._images_to_read(part[None], "interleave")
+        cont = Continuation(self, use_cache)
+        cont.append(conversation_spans(turns, self.layout, self.tokenizer))
+        return cont.reply(DecodeSettings(**settings), generator)
 
     def _sample_images(
         self,

@@ -59,6 +59,7 @@ from unimm.train.distributed import (
 )
 from unimm.train.finetune import adopt_base, base_tokenizer, load_base, publish_adapter
 from unimm.train.frozen import EncoderInputs, StepFlops, encodes
+from unimm.train.interleaved import InterleavedExamples
 from unimm.train.ledger import build_ledger, read_fork, write_ledger
 from unimm.train.stream import ExampleStream, make_batch, one_caption_each
 from unimm.train.validation import Validation
@@ -93,6 +94,8 @@ def build_tokenizer(cfg: Config, data, templates) -> TextTokenizer:
         return init_tokenizer(cfg.model)
     texts = list(templates.all_texts()) if templates is not None else []
     texts += data.stored_texts()
+    if cfg.data.interleaved_fraction:
+        texts += InterleavedExamples(data, templates).texts()
     return TextTokenizer.train(texts, vocab_size=cfg.data.vocab_size)
 
 
@@ -121,6 +124,8 @@ def check_sequence_length(model: UnifiedModel, data, templates) -> None:
     decode = model.layout.answer_len or model.cfg.sample.max_new_tokens
     instructions = data.instructions or []
     lengths = longest_sequences(model.layout, model.tokenizer, captions or [], vqa, decode, instructions)
+    if model.cfg.data.interleaved_fraction:
+        lengths["interleaved"] = InterleavedExamples(data, templates).longest(model.layout, model.tokenizer)
     limit = model.cfg.model.max_seq_len
     if lengths and max(lengths.values()) > limit:
         what, need = max(lengths.items(), key=lambda kv: kv[1])

@@ -209,6 +209,10 @@ class ConnectorWriter(Writer):
     def read_inputs(self, ctx, images: torch.Tensor) -> torch.Tensor:
         raise ValueError("the connector writer cannot embed images it reads; use reader.kind = 'vit'")
 
+    def context_inputs(self, ctx, images: torch.Tensor) -> torch.Tensor:
+        """A finished image's span holds the query tokens, as in training: later positions never see its pixels."""
+        return self.queries.expand(images.shape[0], -1, -1)
+
     def train_inputs(self, ctx, images: torch.Tensor, generate: torch.Tensor, generator=None):
         """The query tokens in every generated image's span; the images' latents are the decoder's targets."""
         with torch.no_grad():
