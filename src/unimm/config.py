@@ -124,8 +124,9 @@ class DataSection(_Section):
         le=1,
         description="share of interleaved examples (train/interleaved.py): on a digit dataset 'write the digits of "
         "2024, one image each' and counting tasks, on the shapes dataset 'draw a red circle. Now add a blue square "
-        "to its right.', answered with text and images from the dataset; the others follow the task mix above. "
-        "0 = none (the stream is as without it)",
+        "to its right.', answered with text and images from the dataset; on a dataset converted from LLaVA "
+        "conversations or interleaved documents, the item's own turns (train/conversations.py); the others follow "
+        "the task mix above. 0 = none (the stream is as without it)",
     )
 
     @field_validator("class_names")

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from unimm.data.canonical import CLASSES_FILE, CanonicalFiles, find_canonical
 from unimm.data.captions import CaptionTemplates
 from unimm.data.clips import frames_of, like_media, media_frames
+from unimm.data.conversations import Conversation
 from unimm.data.formats import META_FILE, SPLITS, iter_folder_rows, read_idx_split, read_meta, read_png
 
 _LUMA = (0.299, 0.587, 0.114)  # ITU-R BT.601 weights for RGB -> grey
@@ -27,7 +28,9 @@ class ImageTextData:
     sets (captions come from ``templates_for``); ``qa`` each item's own (question, answer) pairs where the
     dataset stores them (video), else None (questions come from the templates). An edit dataset
     (``edit_store.py``) adds each item's ``sources`` ``[N,C,H,W]`` and ``instructions``: ``images`` are then the
-    edits' targets and ``captions`` theirs.
+    edits' targets and ``captions`` theirs. A dataset converted from LLaVA conversations or interleaved documents
+    keeps each item's turns in ``conversations`` (``data/conversations.py``; None for an item without, and for
+    other datasets): ``images`` then hold each item's first image and ``captions`` its ``Record.text``.
     """
 
     images: torch.Tensor
@@ -39,6 +42,7 @@ class ImageTextData:
     qa: list[list[tuple[str, str]]] | None = None
     sources: torch.Tensor | None = None
     instructions: list[str] | None = None
+    conversations: list[Conversation | None] | None = None
 
     def __len__(self) -> int:
         return self.images.shape[0]

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from unimm.data.canonical import find_canonical
+from unimm.data.conversations import PROMPT_SEGMENTS, record_conversation
 from unimm.data.datasets import ImageTextData, _to_nchw, convert_channels, resize
 from unimm.data.formats import META_FILE, SPLITS, encode_png, make_meta, write_meta
 from unimm.data.sources import Record, SkipStats, Source, counted, read_shards
@@ -212,31 +213,39 @@ def convert_to_shards(
 
 
 def to_image_text_data(
-    records: Iterable[Record], image_size: int | None = None, channels: int | None = None, name: str = "records"
+    records: Iterable[Record],
+    image_size: int | None = None,
+    channels: int | None = None,
+    name: str = "records",
+    prompt_segments: int = 1,
 ) -> ImageTextData:
-    """Records with an image -> ``ImageTextData`` (captions from ``text``, labels -1).
+    """Records with an image -> ``ImageTextData`` (captions from ``text``, labels -1). A record's conversation (LLaVA
+    turns) or document (segments) is kept too, as ``conversations`` (``data/conversations.py``; a document's first
+    ``prompt_segments`` are read, the rest produced); None when no record has one.
 
     ``channels`` None: 3 if any image is RGB, else 1. ``image_size`` None: images must share one size.
     """
-    images, captions = [], []
-    for record in records:
-        if record.image is not None:  # text-only conversations/documents have nothing to train images on
-            images.append(record.image)
-            captions.append(record.text)
-    if not images:
+    kept = [r for r in records if r.image is not None]  # text-only conversations/documents have no image to train on
+    if not kept:
         raise ValueError(f"{name}: no records with an image")
-    channels = channels or (3 if any(a.ndim == 3 for a in images) else 1)
-    if image_size is None and len({a.shape[:2] for a in images}) > 1:
-        raise ValueError(f"{name}: images differ in size {sorted({a.shape[:2] for a in images})}; pass image_size")
-    tensors = [convert_channels(_to_nchw(a[None]), channels) for a in images]
-    pixels = torch.cat([resize(t, image_size) for t in tensors] if image_size else tensors)
+    every = [a for r in kept for a in [r.image, *(s for s in r.segments or [] if isinstance(s, np.ndarray))]]
+    channels = channels or (3 if any(a.ndim == 3 for a in every) else 1)
+    if image_size is None and len({a.shape[:2] for a in every}) > 1:
+        raise ValueError(f"{name}: images differ in size {sorted({a.shape[:2] for a in every})}; pass image_size")
+
+    def to_tensor(array: np.ndarray) -> torch.Tensor:
+        image = convert_channels(_to_nchw(array[None]), channels)
+        return (resize(image, image_size) if image_size else image)[0]
+
+    conversations = [record_conversation(r, to_tensor, prompt_segments) for r in kept]
     return ImageTextData(
-        images=pixels,
-        labels=torch.full((len(images),), -1, dtype=torch.long),
-        captions=captions,
+        images=torch.stack([to_tensor(r.image) for r in kept]),
+        labels=torch.full((len(kept),), -1, dtype=torch.long),
+        captions=[r.text for r in kept],
         class_names=None,
         caption_kind="generic",
         name=name,
+        conversations=conversations if any(c is not None for c in conversations) else None,
     )
 
 
@@ -260,6 +269,7 @@ def load_shard_split(
         raise ValueError(f"{root}: split {split!r} has no shards (counts: {meta.get('counts')})")
     stats = SkipStats(str(root / split))
     records = counted(read_shards([root / f for f in files], stats), stats)
-    data = to_image_text_data(records, image_size, channels, meta["name"])
+    prompt = PROMPT_SEGMENTS.get(meta.get("source_format"), 1)
+    data = to_image_text_data(records, image_size, channels, meta["name"], prompt)
     data.caption_kind = meta.get("caption_kind", "generic")
     return data

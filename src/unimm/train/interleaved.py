@@ -94,6 +94,11 @@ class InterleavedExamples:
         alone = paint_out(scene, second[0], first[0])
         return Turn("user", (task.prompt,)), Turn("assistant", (task.slots[0], alone, task.slots[1], scene))
 
+    def turns(self, i: int, rng: random.Random) -> tuple[Turn, ...]:
+        """The stream's draw (``StoredConversations.turns``'s signature): a conversation of ``example``, whatever
+        the item ``i``."""
+        return self.example(rng)
+
     def tasks(self) -> list[InterleavedTask]:
         """A fixed set of the tasks this data makes (every shapes scene's; 200 digit and count tasks)."""
         if self.kind == "digits":

@@ -47,6 +47,7 @@ from unimm.train.checkpoints import (
     save_checkpoint,
     set_aside,
 )
+from unimm.train.conversations import StoredConversations, conversation_source
 from unimm.train.distributed import (
     DistEnv,
     grad_norm_and_clip,
@@ -59,7 +60,6 @@ from unimm.train.distributed import (
 )
 from unimm.train.finetune import adopt_base, base_tokenizer, load_base, publish_adapter
 from unimm.train.frozen import EncoderInputs, StepFlops, encodes
-from unimm.train.interleaved import InterleavedExamples
 from unimm.train.ledger import build_ledger, read_fork, write_ledger
 from unimm.train.stream import ExampleStream, make_batch, one_caption_each
 from unimm.train.validation import Validation
@@ -95,7 +95,7 @@ def build_tokenizer(cfg: Config, data, templates) -> TextTokenizer:
     texts = list(templates.all_texts()) if templates is not None else []
     texts += data.stored_texts()
     if cfg.data.interleaved_fraction:
-        texts += InterleavedExamples(data, templates).texts()
+        texts += conversation_source(data, templates).texts()
     return TextTokenizer.train(texts, vocab_size=cfg.data.vocab_size)
 
 
@@ -105,6 +105,8 @@ def check_answer_length(model: UnifiedModel, data, templates) -> None:
     if n is None:
         return
     texts = list(templates.all_texts()) if templates is not None else []
+    if model.cfg.data.interleaved_fraction and data.conversations is not None:
+        texts += StoredConversations(data).answers()
     longest = max((len(model.tokenizer.encode(t)) + 1 for t in texts + data.stored_texts()), default=0)
     if longest > n:
         raise ValueError(
@@ -125,7 +127,7 @@ def check_sequence_length(model: UnifiedModel, data, templates) -> None:
     instructions = data.instructions or []
     lengths = longest_sequences(model.layout, model.tokenizer, captions or [], vqa, decode, instructions)
     if model.cfg.data.interleaved_fraction:
-        lengths["interleaved"] = InterleavedExamples(data, templates).longest(model.layout, model.tokenizer)
+        lengths["interleaved"] = conversation_source(data, templates).longest(model.layout, model.tokenizer)
     limit = model.cfg.model.max_seq_len
     if lengths and max(lengths.values()) > limit:
         what, need = max(lengths.items(), key=lambda kv: kv[1])

@@ -18,7 +18,7 @@ from unimm.config import DataSection
 from unimm.data import CaptionTemplates, ImageTextData
 from unimm.sequence import Batch
 from unimm.tasks import Example, training_spans
-from unimm.train.interleaved import InterleavedExamples
+from unimm.train.conversations import conversation_source
 
 if TYPE_CHECKING:
     from unimm.models import UnifiedModel
@@ -52,7 +52,7 @@ class ExampleStream:
         self.batch_size, self.seed, self.shift = batch_size, seed, mix.shift
         self.rotate, self.scale = mix.rotate, mix.scale
         self._perm: tuple[int, torch.Tensor] | None = None
-        self.interleaved = InterleavedExamples(data, templates) if mix.interleaved_fraction else None
+        self.conversations = conversation_source(data, templates) if mix.interleaved_fraction else None
 
     def _item(self, g: int) -> int:
         n = len(self.data)
@@ -72,8 +72,10 @@ class ExampleStream:
                 return self.data.captions[i]
             return self.templates.caption(label, rng)
 
-        if self.interleaved is not None and rng.random() < self.obj.interleaved_fraction:  # drawn only when > 0
-            return Example("conversation", turns=self.interleaved.example(rng))
+        if self.conversations is not None and rng.random() < self.obj.interleaved_fraction:  # drawn only when > 0
+            turns = self.conversations.turns(i, rng)  # None: item i stores none; it follows the task mix
+            if turns is not None:
+                return Example("conversation", turns=turns)
         if self.data.sources is not None and rng.random() < self.obj.edit_fraction:  # drawn on edit datasets only
             return Example("edit", self.data.instructions[i], drop_condition=rng.random() < self.obj.cond_drop)
         if rng.random() < self.obj.understand_fraction:
