@@ -9,6 +9,7 @@ import torch
 
 from conftest import tiny_preset
 from unimm.data import load_split
+from unimm.data.shapes import detect_objects
 from unimm.eval.interleaved import NUMBER_WORDS, score_task
 from unimm.io import to_uint8
 from unimm.models import UnifiedModel
@@ -85,20 +86,57 @@ def test_a_preset_trains_on_interleaved_examples_and_answers_with_images(digits_
         assert image.shape == (1, 8, 8) and np.isfinite(image.numpy()).all()
 
 
-def test_with_templates_half_the_digit_conversations_ask_about_a_drawn_image(digits_dir):
+def orders(turns) -> str:
+    """'task', 'task+question' or 'question+task': where a template question sits in a conversation."""
+    if len(turns) == 2:
+        return "task"
+    return "question+task" if isinstance(turns[0].parts[0], torch.Tensor) else "task+question"
+
+
+def test_with_templates_digit_conversations_ask_about_an_image_after_or_before_the_request(digits_dir):
     data = load_split(digits_dir, "train")
     from unimm.data import templates_for
 
     source = InterleavedExamples(data, templates_for(data))
     rng = random.Random(1)
-    follow_ups = 0
-    for _ in range(40):
+    seen = []
+    for _ in range(60):
         turns = source.example(rng)
-        if len(turns) == 2:
+        seen.append(orders(turns))
+        if seen[-1] == "task":
             continue
-        follow_ups += 1
-        drawn, (image, question), (answer,) = turns[1].parts[1::2], turns[2].parts, turns[3].parts
-        slot = next(i for i, im in enumerate(drawn) if im is image)
-        digit = NUMBER_WORDS.index(turns[1].parts[2 * slot])
+        if seen[-1] == "task+question":
+            drawn, (image, question), (answer,) = turns[1].parts[1::2], turns[2].parts, turns[3].parts
+            slot = next(i for i, im in enumerate(drawn) if im is image)
+            digit = NUMBER_WORDS.index(turns[1].parts[2 * slot])
+        else:  # a question about an attached training image, then the request and its answer
+            (image, question), (answer,), request = turns[0].parts, turns[1].parts, turns[2]
+            same = (data.images == image).flatten(1).all(1)
+            (digit,) = set(data.labels[same].tolist())
+            assert request.role == "user" and request.parts[0].startswith(("write the digits", *NUMBER_WORDS))
+            assert turns[3].role == "assistant" and turns[3].parts[0] in NUMBER_WORDS
         assert question.endswith("?") and answer in (str(digit), NUMBER_WORDS[digit])
-    assert 10 < follow_ups < 30
+    assert all(12 < seen.count(kind) < 30 for kind in ("task", "task+question", "question+task")), seen
+
+
+def test_with_templates_shapes_conversations_ask_about_a_drawn_or_attached_object(shapes_dir):
+    data = load_split(shapes_dir, "train")
+    from unimm.data import templates_for
+
+    templates = templates_for(data)
+    source = InterleavedExamples(data, templates)
+    rng = random.Random(2)
+    seen = []
+    for _ in range(60):
+        turns = source.example(rng)
+        seen.append(orders(turns))
+        if seen[-1] == "task":
+            continue
+        ask, reply = (turns[2], turns[3]) if seen[-1] == "task+question" else (turns[0], turns[1])
+        image, question = ask.parts
+        (answer,) = reply.parts
+        (found,) = detect_objects(to_uint8(image[None])[0])  # one object, and the answer names it
+        assert question.endswith("?") and found.name in answer, (found.name, answer)
+        if seen[-1] == "task+question":
+            assert image is turns[1].parts[1]  # the first drawn scene
+    assert all(12 < seen.count(kind) < 30 for kind in ("task", "task+question", "question+task")), seen

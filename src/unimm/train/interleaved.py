@@ -8,9 +8,11 @@
   add a X to its right."; the model answers "a Y", the scene with X painted out (background), then "a X right of
   a Y" and the scene itself, so the second image keeps the first one's object where it was (consistency).
   Scenes whose two objects share a colour are skipped (painting out goes by colour).
-On a digit dataset with templates, half of the conversations go on for a second turn, as a chat does: the user
-attaches one of the images the model drew and asks a template question about it ("what digit is this?"), the
-model answers with its digit. Every draw comes from the caller's ``random.Random`` (the stream's per-example RNG).
+With class templates, a third of the conversations go on for a second turn, as a chat does: the user attaches
+one of the images the model drew (a digit; the shapes task's first scene, one object) and asks a template question
+about it ("what digit is this?"), the model answers its class. Another third open with such a question about an
+attached training image (one with a class label), then ask for the drawing: a chat's question may come first. Every
+draw comes from the caller's ``random.Random`` (the stream's per-example RNG).
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ class InterleavedExamples:
 
     def __init__(self, data: ImageTextData, templates: CaptionTemplates | None = None) -> None:
         self.data, self.templates = data, templates
+        self.askable = [i for i, y in enumerate(data.labels.tolist()) if y >= 0]  # images a template question fits
         if data.caption_kind == "digit" and data.captions is None:
             labels = data.labels.tolist()
             self.by_digit = {d: [i for i, y in enumerate(labels) if y == d] for d in range(10)}
@@ -76,23 +79,41 @@ class InterleavedExamples:
         self.kind = "shapes"
 
     def example(self, rng: random.Random) -> tuple[Turn, ...]:
-        """One conversation: the user's task, then the model's answer."""
+        """One conversation: the user's task, then the model's answer; with templates, a third of the time a
+        follow-up about an image it drew, a third of the time a question about a dataset image first."""
+        turns, drawn = self._task(rng)
+        if self.templates is None:
+            return turns
+        order = rng.random()
+        if order < 1 / 3 or (order < 2 / 3 and not drawn) or (order >= 2 / 3 and not self.askable):
+            return turns
+        if order < 2 / 3:  # request, then a question about one of the images drawn
+            image, label = rng.choice(drawn)
+            return (*turns, *self._question(image, label, rng))
+        i = rng.choice(self.askable)  # a question about an attached image, then the request
+        return (*self._question(self.data.images[i], int(self.data.labels[i]), rng), *turns)
+
+    def _question(self, image: torch.Tensor, label: int, rng: random.Random) -> tuple[Turn, Turn]:
+        """The user attaches ``image`` (of class ``label``) and asks a template question; the model answers."""
+        question, answer = self.templates.vqa(label, rng)
+        return Turn("user", (image, question)), Turn("assistant", (answer,))
+
+    def _task(self, rng: random.Random) -> tuple[tuple[Turn, Turn], list[tuple[torch.Tensor, int]]]:
+        """A task and its answer, and the answer's images that have a class label (image, label)."""
         if self.kind == "digits":
             task = digit_task(rng)
             parts: list[str | torch.Tensor] = []
             for digit in task.slots:
                 parts += [NUMBER_WORDS[digit], self.data.images[rng.choice(self.by_digit[digit])]]
-            turns = (Turn("user", (task.prompt,)), Turn("assistant", tuple(parts)))
-            if self.templates is None or rng.random() < 0.5:
-                return turns
-            slot = rng.randrange(len(task.slots))
-            question, answer = self.templates.vqa(task.slots[slot], rng)
-            return (*turns, Turn("user", (parts[2 * slot + 1], question)), Turn("assistant", (answer,)))
+            drawn = list(zip(parts[1::2], task.slots, strict=True))
+            return (Turn("user", (task.prompt,)), Turn("assistant", tuple(parts))), drawn
         i, task = rng.choice(self.scenes)
         scene = self.data.images[i]
         (second, first), _ = parse_caption(self.data.captions[i])
         alone = paint_out(scene, second[0], first[0])
-        return Turn("user", (task.prompt,)), Turn("assistant", (task.slots[0], alone, task.slots[1], scene))
+        names = self.templates.class_names if self.templates is not None else []
+        drawn = [(alone, names.index(" ".join(first)))] if " ".join(first) in names else []
+        return (Turn("user", (task.prompt,)), Turn("assistant", (task.slots[0], alone, task.slots[1], scene))), drawn
 
     def turns(self, i: int, rng: random.Random) -> tuple[Turn, ...]:
         """The stream's draw (``StoredConversations.turns``'s signature): a conversation of ``example``, whatever
@@ -123,8 +144,8 @@ class InterleavedExamples:
         ) + self.follow_up_length(layout, tok)
 
     def follow_up_length(self, layout: Layout, tok: TextTokenizer) -> int:
-        """The positions the longest follow-up turn adds (0 without one)."""
-        if self.kind != "digits" or self.templates is None:
+        """The positions the longest follow-up (or leading) question and answer add (0 without templates)."""
+        if self.templates is None:
             return 0
         return max(
             packed_length(
