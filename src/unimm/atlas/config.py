@@ -93,6 +93,8 @@ class EvalSection(_Strict):
         None, description="quality per inference step: sampler step counts to generate at again (sorted, unique)"
     )
     step_sweep_per_class: int | None = Field(None, gt=0, description="images per class at each step count")
+    edits_n: int | None = Field(None, gt=0, description="a strategy's 'edit' suite: held-out edits scored")
+    interleaved_n: int | None = Field(None, gt=0, description="a strategy's 'interleaved' suite: tasks scored")
 
     @field_validator("step_sweep")
     @classmethod
@@ -141,6 +143,12 @@ class StrategyEntry(_Strict):
         None,
         description="this entry repeats another strategy's runs with its preset's own schedule (ladder = false) at "
         "some of its budgets: the report checks that the cooldown branches match these dedicated runs",
+    )
+    suites: list[Literal["edit", "interleaved"]] = Field(
+        [],
+        description="further evaluations of this strategy's runs beside [eval]'s suite (atlas/further.py): 'edit' "
+        "(on an edit dataset: edit_accuracy, edit_preservation, edit_both) and 'interleaved' (digits or shapes: "
+        "slot_accuracy, interleaved_task_accuracy, interleaved_consistency); their metrics are atlas metrics",
     )
 
 

@@ -24,6 +24,14 @@ METRICS: dict[str, tuple[str, str, bool]] = {
     },
     # the writer's loss of held-out images (Writer.eval_loss): compare only runs with the same writer kind and codec
     "heldout_image_loss": ("generation", "heldout_image_loss", False),
+    # a strategy's further suites (atlas/further.py): exact edit scores on an edit dataset, slot scores of
+    # interleaved replies on digits or shapes
+    "edit_accuracy": ("editing", "edit.rate", True),
+    "edit_preservation": ("editing", "preservation.rate", True),
+    "edit_both": ("editing", "both.rate", True),
+    "slot_accuracy": ("interleaved", "slot_accuracy.rate", True),
+    "interleaved_task_accuracy": ("interleaved", "task_accuracy.rate", True),
+    "interleaved_consistency": ("interleaved", "consistency.rate", True),
     "caption_latency_s": ("understanding", "latency_s", False),
     "gen_latency_s": ("generation", "latency_s", False),
 }
@@ -44,6 +52,12 @@ RATES = frozenset(
         "precision",
         "recall",
         *(f"geneval_{c}" for c in ("object", "count", "colour", "position", "overall")),
+        "edit_accuracy",
+        "edit_preservation",
+        "edit_both",
+        "slot_accuracy",
+        "interleaved_task_accuracy",
+        "interleaved_consistency",
     }
 )
 

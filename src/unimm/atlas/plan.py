@@ -10,6 +10,7 @@ from typing import Any
 
 from unimm.atlas.config import AtlasConfig
 from unimm.config import ConfigError, load_config
+from unimm.data.edit_store import is_edit_dataset
 from unimm.data.video_store import is_video_dataset
 
 
@@ -39,6 +40,7 @@ class PlannedRun:
     branches: tuple[float, ...] = ()  # a ladder's stable run: the smaller budgets forked from it
     stable: str | None = None  # a cooldown branch: the name of the stable run it forks from
     control_of: str | None = None  # a dedicated run repeating this strategy's ladder run (same cell otherwise)
+    suites: tuple[str, ...] = ()  # further evaluations beside the harness (atlas/further.py); not in the spec
 
     @property
     def cell(self) -> str:
@@ -128,6 +130,11 @@ def plan_runs(atlas: AtlasConfig) -> list[PlannedRun]:
                                 f"strategy {s.name!r}: data.path = {cfg.data.path} is a video dataset; the atlas "
                                 "on video is not built yet (train with `unimm train`, evaluate with `unimm eval`)"
                             )
+                        if "edit" in s.suites and not is_edit_dataset(cfg.data.path):
+                            raise ConfigError(
+                                f"strategy {s.name!r}: suites has 'edit', but data.path = {cfg.data.path} is not an "
+                                "edit dataset (make one with `python -m unimm.data.edits --out DIR`)"
+                            )
                         run = PlannedRun(
                             strategy=s.name,
                             layers=cfg.layers.kind,
@@ -143,6 +150,7 @@ def plan_runs(atlas: AtlasConfig) -> list[PlannedRun]:
                             shared_tokenizer=atlas.budget.shared_tokenizer,
                             branches=tuple(sorted(b for b in budgets if b != top)) if ladder and value == top else (),
                             control_of=s.control_of,
+                            suites=tuple(s.suites),
                         )
                         if ladder and value != top:
                             stable = replace(run, budget=top, branches=tuple(sorted(b for b in budgets if b != top)))

@@ -241,6 +241,30 @@ def _compositional(doc: Document, results: list[RunResult]) -> list[dict[str, An
     return [{"name": r.run.name, "data": r.run.dataset, **{k: r.values.get(k) for k in keys}} for r in rows]
 
 
+FURTHER_KEYS = ("edit_accuracy", "edit_preservation", "edit_both", "slot_accuracy", "interleaved_task_accuracy",
+                "interleaved_consistency")  # fmt: skip
+FURTHER_TEXT = (
+    "Runs of strategies with further suites (`suites` in the atlas TOML, atlas/further.py): on an edit dataset, "
+    "*edit* is the share of held-out edits whose target object changed as asked and *preserved* the share where "
+    "nothing else changed (*both*: both at once), read from the pixels by `detect_objects`; on digits or shapes, "
+    "*slot acc* is the share of an interleaved reply's image slots with the right content, *task acc* the share of "
+    "replies with every slot right, *consistency* the share of shapes replies keeping the first image's object "
+    "(docs/eval.md). A check may declare any of them as its metric."
+)
+
+
+def _further(doc: Document, results: list[RunResult]) -> list[dict[str, Any]]:
+    """The edit and interleaved numbers of runs evaluated with those further suites, when any were."""
+    rows = [r for r in results if r.status == "done" and any(k in r.values for k in FURTHER_KEYS)]
+    if not rows:
+        return []
+    doc.heading("Editing and interleaved generation")
+    doc.paragraph(FURTHER_TEXT)
+    cells = [[f"`{r.run.name}`", r.run.dataset, *(_fmt(r.values.get(k)) for k in FURTHER_KEYS)] for r in rows]
+    doc.table(["run", "data", "edit", "preserved", "both", "slot acc", "task acc", "consistency"], cells)
+    return [{"name": r.run.name, "data": r.run.dataset, **{k: r.values.get(k) for k in FURTHER_KEYS}} for r in rows]
+
+
 def _ledger(doc: Document, results: list[RunResult]) -> list[dict[str, Any]]:
     """The FLOP ledger of every run: preparation by item, the shared tokenizer, the frozen encoders, the training
     steps, the total, what the main budget paid and inference FLOPs; returns it for report.json."""
@@ -437,6 +461,7 @@ def write_report(atlas: AtlasConfig, runs: list[PlannedRun], out: Path) -> Path:
     controls = _schedule_controls(doc, cells, [m for m in (und, gen, "task_loss") if m])
     steps = _steps(doc, cells, figures)
     compositional = _compositional(doc, results)
+    further = _further(doc, results)
     ledger = _ledger(doc, results)
     doc.heading("Every run")
     doc.table(RUN_HEADER, [_run_row(r) for r in results])
@@ -471,6 +496,7 @@ def write_report(atlas: AtlasConfig, runs: list[PlannedRun], out: Path) -> Path:
         "questions": summaries,
         "quality_per_step": steps,
         "compositional": compositional,
+        "further": further,
     }
     if scaling is not None:  # only with a ladder of 4 budgets or more (a one-budget atlas's report is unchanged)
         data["scaling"] = scaling

@@ -171,6 +171,13 @@ class _Queue:
         return lost
 
 
+def run_launch(base: dict[str, Any], r: PlannedRun, tokenizers: dict) -> dict[str, Any]:
+    """What the worker of run ``r`` is launched with: ``base`` (threads, device, eval), its shared tokenizer and
+    its strategy's further suites (``atlas/further.py``)."""
+    shared = tokenizers.get(r.data_key()) if r.uses_shared_tokenizer() else None
+    return {**base, "tokenizer": shared, "suites": list(r.suites)}
+
+
 def execute(atlas: AtlasConfig, runs: list[PlannedRun], out: Path, jobs: int, console: Console) -> list[RunOutcome]:
     """Run every unfinished run of ``runs``; finished ones are reported as skipped."""
     outcomes = [RunOutcome(r.name, "skipped") for r in runs if is_finished(out, r)]
@@ -216,7 +223,7 @@ def execute(atlas: AtlasConfig, runs: list[PlannedRun], out: Path, jobs: int, co
         try:
             while pending or queue.waiting:
                 while len(pending) < jobs and (r := queue.next()) is not None:
-                    launch = {**base, "tokenizer": tokenizers.get(r.data_key()) if r.uses_shared_tokenizer() else None}
+                    launch = run_launch(base, r, tokenizers)
                     pending[pool.submit(_run_one, r, run_dir(out, r), launch, procs, phase)] = r
                 for r in queue.orphans():
                     finish(r, RunOutcome(r.name, "failed", 0.0, f"its stable run {r.stable} failed"))

@@ -249,6 +249,7 @@ def train_branch(run_dir: Path, spec: dict[str, Any], launch: dict[str, Any], de
 
 
 def eval_run(run_dir: Path) -> None:
+    from unimm.atlas.further import further_sections
     from unimm.atlas.prepare import eval_suite
     from unimm.data import load_split
     from unimm.eval.harness import evaluate, generation_jobs
@@ -261,6 +262,9 @@ def eval_run(run_dir: Path) -> None:
     model = UnifiedModel.from_pretrained(run_dir).to(_device(launch))
     print(f"{run_dir.name}: evaluating (suite {suite.name}, seed {ev['seed']})", flush=True)
     result = evaluate(model, suite, seed=ev["seed"], run_dir=run_dir)
+    if launch.get("suites"):  # a strategy's further suites: their sections beside the harness's
+        print(f"{run_dir.name}: evaluating {', '.join(launch['suites'])}", flush=True)
+        result.update(further_sections(model, launch["suites"], suite, ev["seed"]))
     write_eval(result, run_dir / "eval", title=f"{model.cfg.name} ({run_dir.name})")
     cfg = model.cfg
     test = load_split(cfg.data.path, "test", cfg.data.image_size, cfg.data.channels, cfg.data.class_names)
