@@ -6,6 +6,7 @@ import random
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -129,3 +130,29 @@ def test_the_length_check_counts_the_longest_stored_conversation(tmp_path):
     )
     with pytest.raises(ValueError, match="interleaved needs"):
         train(cfg, tmp_path / "run", progress=False)
+
+
+def test_converted_shape_edits_read_the_source_and_instruction_and_produce_the_target(edits_dir, tmp_path):
+    out = tmp_path / "shards"
+    convert_to_shards(open_source(edits_dir), out, val_fraction=0, test_fraction=0)
+    data = load_split(out, "train")
+    user, assistant = data.conversations[0]
+    assert user[0] == "user" and isinstance(user[1][0], torch.Tensor) and isinstance(user[1][1], str)
+    assert assistant[0] == "assistant" and len(assistant[1]) == 1 and isinstance(assistant[1][0], torch.Tensor)
+    assert torch.equal(user[1][0], data.images[0]) and user[1][1] == data.captions[0]  # the source, the instruction
+
+
+def test_items_without_a_conversation_follow_the_task_mix(tmp_path):
+    from unimm.config import DataSection
+    from unimm.data.shards import to_image_text_data
+    from unimm.data.sources import Record
+
+    image = np.zeros((8, 8, 3), dtype=np.uint8)
+    records = [Record("c", image, "a reply", turns=[("user", "<image> what?"), ("assistant", "a reply")]),
+               Record("p", image, "a plain caption")]  # fmt: skip
+    data = to_image_text_data(records)
+    assert data.conversations[1] is None
+    stream = ExampleStream(data, None, DataSection(interleaved_fraction=1.0), 16, 0)
+    by_item = {(i, ex.task) for i, ex, _ in stream.samples(0)}
+    assert {task for i, task in by_item if i == 0} == {"conversation"}
+    assert {task for i, task in by_item if i == 1} <= {"t2i", "caption"} and any(i == 1 for i, _ in by_item)
