@@ -4,7 +4,7 @@ import json
 import shutil
 from pathlib import Path
 
-import pytest
+from PIL import Image
 from typer.testing import CliRunner
 
 import unimm.demo
@@ -132,8 +132,24 @@ def test_the_tokenizer_paragraph_leaves_the_ledger_entries_to_the_ledger():
     assert "vae_recon_mse 0.01" in text and "flops" not in text and "prep_wall_s" not in text
 
 
-def test_demo_refuses_a_video_dataset_before_training(clips_dir, tmp_path):
-    cfg = load_config(None, tiny_overrides(clips_dir))
-    with pytest.raises(ValueError, match="a video demo is not built yet"):
-        run_demo(cfg, tmp_path / "run", suite=TINY, cache_dir=tmp_path, progress=False)
-    assert not (tmp_path / "run").exists()  # nothing trained
+def test_demo_on_a_video_dataset_writes_the_video_report(clips_dir, tmp_path):
+    """A video dataset trains and gets eval/video.py's metrics, an animated GIF, frame strips and provenance."""
+    cfg = load_config(None, tiny_overrides(clips_dir, **{"sample.steps": 2}))
+    path = run_demo(cfg, tmp_path / "run", suite=TINY, cache_dir=tmp_path, progress=False, command="unimm demo x")
+    report_dir = path.parent
+    for name in ("report.md", "report.json", "eval.json", "eval.md", "samples.gif", "strips.png", "loss.png"):
+        assert (report_dir / name).is_file(), name
+    report = json.loads((report_dir / "report.json").read_text())
+    assert report["kind"] == "video" and report["frames"] == 3 and report["training"]["status"] == "trained"
+    g, u = report["eval"]["generation"], report["eval"]["understanding"]
+    for key in ("frame_prompt_accuracy", "motion_accuracy", "same_class_every_frame", "frame_consistency"):
+        assert 0 <= g[key] <= 1, key
+    assert g["n"] == 6 and g["reference"]["motion_accuracy"] == 1.0  # the real clips' ceiling beside them
+    assert 0 <= u["caption_exact_match"] <= 1 and 0 <= u["direction_vqa_accuracy"] <= 1
+    assert report["provenance"]["command"] == "unimm demo x" and report["training"]["total_wall_s"] > 0
+    with Image.open(report_dir / "samples.gif") as gif:
+        assert gif.is_animated and gif.n_frames == 3
+    text = path.read_text()
+    assert "per-frame prompt accuracy" in text and "samples.gif" in text and "motion accuracy" in text
+    again = run_demo(cfg, tmp_path / "run", suite=TINY, cache_dir=tmp_path, progress=False)
+    assert "skipped" in json.loads((again.parent / "report.json").read_text())["training"]["status"]

@@ -3,7 +3,8 @@
 ``out/`` is the training run directory (see ``train/loop.py``); ``out/report/`` gets ``report.md``,
 ``report.json``, ``loss.png``, ``samples.png`` and ``captions.png``. A finished run is not retrained
 and an interrupted one is resumed, so re-running the demo only re-evaluates. Every number comes from
-``eval.harness.evaluate`` (suite ``demo``): ``unimm eval RUN --suite demo`` gives the same ones.
+``eval.harness.evaluate`` (suite ``demo``): ``unimm eval RUN --suite demo`` gives the same ones. A video
+dataset goes to ``video_demo.py`` (the video metrics, an animated GIF and frame strips).
 """
 
 from __future__ import annotations
@@ -334,11 +335,10 @@ def run_demo(
     """Train (or resume / reuse) ``cfg`` in ``out``, evaluate it with the harness (``suite``, ``seed``;
     evaluators from ``cache_dir``, default ``$UNIMM_CACHE``), write ``out/report/`` and return the path of
     ``report.md``. ``command`` (the command line that asked for it) is recorded in the report's provenance."""
-    if is_video_dataset(cfg.data.path):  # refused before it trains: its report is of image metrics
-        raise ValueError(
-            f"data.path = {cfg.data.path} is a video dataset: a video demo is not built yet; train on it with "
-            "`unimm train` and evaluate with `unimm eval` (docs/video.md)"
-        )
+    if is_video_dataset(cfg.data.path):  # its report holds the video metrics (video_demo.py)
+        from unimm.video_demo import run_video_demo  # it imports this module's training and plotting helpers
+
+        return run_video_demo(cfg, out, suite, seed, cache_dir, progress, command)
     out, timer = Path(out), PhaseTimer()
     report_dir = out / "report"
     with timer("train"):

@@ -4,6 +4,7 @@ import json
 import re
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from unimm.cli import app
@@ -53,6 +54,42 @@ def test_cli_passes_and_says_the_values(tmp_path):
     assert "caption accuracy 97.1 %" in res.output and "generated accuracy 98.8 %" in res.output
     res = CliRunner().invoke(app, ["demo-check", str(path), "--caption", "0.98"])
     assert res.exit_code == 1 and "caption accuracy 97.1 % < 98.0 %" in res.output
+
+
+def _video(frame: float, motion: float, direction: float) -> dict:
+    return {
+        "kind": "video",
+        "eval": {
+            "generation": {"frame_prompt_accuracy": frame, "motion_accuracy": motion},
+            "understanding": {"direction_vqa_accuracy": direction},
+        },
+    }
+
+
+def test_a_video_report_is_held_to_the_video_floors():
+    assert shortfalls(_video(0.9, 0.8, 0.9)) == []
+    assert shortfalls(_video(0.55, 0.9, 1.0)) == ["per-frame prompt accuracy 55.0 % < 90.0 %"]
+    assert shortfalls(_video(0.95, 0.79, 0.5)) == [
+        "motion accuracy 79.0 % < 80.0 %",
+        "direction QA accuracy 50.0 % < 90.0 %",
+    ]
+    report = _video(0.95, 0.9, 1.0)
+    del report["eval"]["understanding"]
+    assert shortfalls(report) == [
+        "direction QA accuracy missing from the report (eval.understanding.direction_vqa_accuracy)"
+    ]
+    with pytest.raises(ValueError, match="video demo report has no metric caption accuracy"):
+        shortfalls(_video(1, 1, 1), {"caption accuracy": 0.5})
+
+
+def test_cli_checks_a_video_report_with_its_own_options(tmp_path):
+    path = _write(tmp_path, _video(0.55, 0.9, 1.0))
+    res = CliRunner().invoke(app, ["demo-check", str(path)])
+    assert res.exit_code == 1 and "per-frame prompt accuracy 55.0 % < 90.0 %" in res.output
+    res = CliRunner().invoke(app, ["demo-check", str(path), "--frame-prompt", "0.5"])
+    assert res.exit_code == 0 and "motion accuracy 90.0 %" in res.output, res.output
+    res = CliRunner().invoke(app, ["demo-check", str(path), "--caption", "0.5"])
+    assert res.exit_code == 1 and "has no metric caption accuracy" in res.output
 
 
 def test_no_report_or_a_corrupt_one_fails(tmp_path):
