@@ -594,9 +594,3 @@ def test_sigterm_and_an_ignored_sigint_both_stop_a_sweep():
         assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
     finally:
         signal.signal(signal.SIGINT, before)
-
-
-def test_a_video_dataset_is_refused_with_the_reason(digits_dir, clips_dir, tmp_path):
-    toml = _atlas_toml(digits_dir).replace(f'data = "{digits_dir}"', f'data = "{clips_dir}"')
-    with pytest.raises(ConfigError, match="is a video dataset; the atlas on video is not built yet"):
-        plan_runs(_load(tmp_path, toml))

@@ -95,6 +95,7 @@ class EvalSection(_Strict):
     step_sweep_per_class: int | None = Field(None, gt=0, description="images per class at each step count")
     edits_n: int | None = Field(None, gt=0, description="a strategy's 'edit' suite: held-out edits scored")
     interleaved_n: int | None = Field(None, gt=0, description="a strategy's 'interleaved' suite: tasks scored")
+    clips_n: int | None = Field(None, gt=0, description="a video dataset: held-out clips generated and understood")
 
     @field_validator("step_sweep")
     @classmethod

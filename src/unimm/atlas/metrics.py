@@ -32,6 +32,13 @@ METRICS: dict[str, tuple[str, str, bool]] = {
     "slot_accuracy": ("interleaved", "slot_accuracy.rate", True),
     "interleaved_task_accuracy": ("interleaved", "task_accuracy.rate", True),
     "interleaved_consistency": ("interleaved", "consistency.rate", True),
+    # a video dataset (eval/video.py): per-frame prompt accuracy, motion from pixels, one class in every frame,
+    # caption exact match and the direction question on held-out clips
+    "frame_prompt_accuracy": ("generation", "frame_prompt_accuracy", True),
+    "motion_accuracy": ("generation", "motion_accuracy", True),
+    "temporal_consistency": ("generation", "same_class_every_frame", True),
+    "caption_exact_match": ("understanding", "caption_exact_match", True),
+    "direction_vqa_accuracy": ("understanding", "direction_vqa_accuracy", True),
     "caption_latency_s": ("understanding", "latency_s", False),
     "gen_latency_s": ("generation", "latency_s", False),
 }
@@ -58,6 +65,11 @@ RATES = frozenset(
         "slot_accuracy",
         "interleaved_task_accuracy",
         "interleaved_consistency",
+        "frame_prompt_accuracy",
+        "motion_accuracy",
+        "temporal_consistency",
+        "caption_exact_match",
+        "direction_vqa_accuracy",
     }
 )
 

@@ -77,10 +77,12 @@ def shared_tokenizers(atlas: AtlasConfig, runs: list[PlannedRun], out: Path, con
 
 
 def prepare_evaluators(suite, runs: list[PlannedRun], console: Console) -> None:
-    """Train the harness's classifier and CLIP for every dataset the runs use (cached: a no-op when done)."""
+    """Train the harness's classifier and CLIP for every dataset the runs use (cached: a no-op when done); for a
+    video dataset the frame classifier and the clip evaluator of ``eval/video.py``."""
     from unimm.data import load_split
     from unimm.eval.classifier import load_or_train_classifier
     from unimm.eval.clip import load_or_train_clip
+    from unimm.eval.clip_evaluator import load_or_train_clip_evaluator
     from unimm.eval.harness import default_cache
 
     cache = default_cache()
@@ -88,9 +90,15 @@ def prepare_evaluators(suite, runs: list[PlannedRun], console: Console) -> None:
     for path, size, channels, named in sorted(keys, key=str):
         names = list(named) or None  # data.class_names, else the dataset's own
         train = load_split(path, "train", size, channels, names)
-        size, channels = int(train.images.shape[-1]), int(train.images.shape[1])  # as the run resolves them
+        size, channels = int(train.images.shape[-1]), int(train.images.shape[-3])  # as the run resolves them
         test = load_split(path, "test", size, channels, names)
         console.print(f"evaluators for {path} ({size}x{size}, {channels} channel(s)) in {cache}")
         if bool(test.class_names) and bool((test.labels >= 0).any()):
             load_or_train_classifier(path, "train", size, channels, cache / "classifiers", steps=suite.classifier_steps)
+        if train.frames:  # eval/video.py's FVD-style features (no CLIP score for clips)
+            if suite.distribution:
+                load_or_train_clip_evaluator(
+                    path, size, channels, cache / "clip_evaluators", steps=suite.classifier_steps
+                )
+            continue
         load_or_train_clip(path, "train", size, channels, cache / "clip", steps=suite.clip_steps, class_names=names)

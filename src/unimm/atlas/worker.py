@@ -261,19 +261,36 @@ def eval_run(run_dir: Path) -> None:
     suite = eval_suite(ev)
     model = UnifiedModel.from_pretrained(run_dir).to(_device(launch))
     print(f"{run_dir.name}: evaluating (suite {suite.name}, seed {ev['seed']})", flush=True)
-    result = evaluate(model, suite, seed=ev["seed"], run_dir=run_dir)
-    if launch.get("suites"):  # a strategy's further suites: their sections beside the harness's
-        print(f"{run_dir.name}: evaluating {', '.join(launch['suites'])}", flush=True)
-        result.update(further_sections(model, launch["suites"], suite, ev["seed"]))
-    write_eval(result, run_dir / "eval", title=f"{model.cfg.name} ({run_dir.name})")
-    cfg = model.cfg
-    test = load_split(cfg.data.path, "test", cfg.data.image_size, cfg.data.channels, cfg.data.class_names)
-    labels = [label for _, label in generation_jobs(test, suite)]  # the harness's prompt order
-    write_strip(result["_images"], result["_prompts"], labels, run_dir)
+    if model.cfg.data.frames:  # a video run: eval/video.py's numbers (atlas/metrics.py reads them)
+        result = eval_video_run(model, run_dir, suite, ev["seed"])
+    else:
+        result = evaluate(model, suite, seed=ev["seed"], run_dir=run_dir)
+        if launch.get("suites"):  # a strategy's further suites: their sections beside the harness's
+            print(f"{run_dir.name}: evaluating {', '.join(launch['suites'])}", flush=True)
+            result.update(further_sections(model, launch["suites"], suite, ev["seed"]))
+        write_eval(result, run_dir / "eval", title=f"{model.cfg.name} ({run_dir.name})")
+        cfg = model.cfg
+        test = load_split(cfg.data.path, "test", cfg.data.image_size, cfg.data.channels, cfg.data.class_names)
+        labels = [label for _, label in generation_jobs(test, suite)]  # the harness's prompt order
+        write_strip(result["_images"], result["_prompts"], labels, run_dir)
     on_gpu = next(model.parameters()).is_cuda  # the harness reads the CUDA allocator there
-    peak = {"peak_mib": round(result["cost"]["peak_memory_mib"] if on_gpu else peak_rss_mib(), 1)}
+    peak_gpu = result["cost"].get("peak_memory_mib") if on_gpu else None
+    peak = {"peak_mib": round(peak_gpu if peak_gpu is not None else peak_rss_mib(), 1)}
     atomic_write_text(run_dir / "eval" / "atlas_eval.json", json.dumps(peak))
     print(f"{run_dir.name}: evaluated", flush=True)
+
+
+def eval_video_run(model, run_dir: Path, suite, seed: int) -> dict[str, Any]:
+    """eval/video.py on a video run: eval.json, eval.md, samples.gif, strips.png, and the atlas's strip of each
+    generated clip's first frame; returns the evaluation."""
+    from unimm.eval.video import evaluate_video
+    from unimm.eval.video_report import write_video_eval
+
+    result = evaluate_video(model, suite, seed=seed)
+    write_video_eval(result, run_dir / "eval", title=f"{model.cfg.name} ({run_dir.name})")
+    clips = result["_clips"]
+    write_strip(clips[:, 0], result["_prompts"], [-1] * len(clips), run_dir)  # no class grouping: the first clips
+    return result
 
 
 def write_strip(images: torch.Tensor, prompts: list[str], labels: list[int], run_dir: Path, limit: int = 10) -> None:
