@@ -17,6 +17,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
         (
             "unimm.train",
             "unimm.demo",
+            "unimm.video_demo",
             "unimm.eval",
             "unimm.atlas",
             "unimm.reports",
