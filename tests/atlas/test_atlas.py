@@ -54,7 +54,7 @@ set = {json.dumps(TINY_VQ)}
 [[strategies]]
 name = "transfusion"
 preset = "{CONFIGS / "quick.toml"}"
-set = ["train.lr=0.002", "codec.steps=5", "codec.hidden=8", "codec.downsample=2"]
+set = ["train.lr=0.002", "data.understand_fraction=0.7", "codec.steps=5", "codec.hidden=8", "codec.downsample=2"]
 [[strategies]]
 name = "chameleon"
 preset = "{CONFIGS / "chameleon.toml"}"
@@ -326,7 +326,8 @@ def test_confounds_are_what_differs_outside_the_entailed_part_sections():
     ca, cq = chameleon.first.run.config, quick.first.run.config
     assert set(entailed_sections("writer.kind", ca, cq)) == {"writer", "codec", "denoiser", "sample"}
     # writer.weight, the codec, the denoiser and the settings of another sampler come with the writer
-    assert Pair(ar_vs_diffusion.axis, chameleon, quick).differences() == ("train.lr (0.002 vs 0.003)")
+    expected = "data.understand_fraction (0.7 vs 0.8), train.lr (0.002 vs 0.003)"  # the demo's recipe (README)
+    assert Pair(ar_vs_diffusion.axis, chameleon, quick).differences() == expected
     assert "sample" not in entailed_sections("writer.kind", ca, ca)
     # same writer kind: its own settings are confounds of the reader axis (janus's codes get their own vocabulary)
     confounds = Pair(shared_vs_decoupled.axis, chameleon, janus).differences()
