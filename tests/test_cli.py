@@ -173,7 +173,9 @@ def test_edit_run_trains_evaluates_and_edits(edits_dir, tmp_path):
         assert scores[key]["n"] == test_edits and 0 <= scores[key]["rate"] <= 1 and len(scores[key]["ci"]) == 2
         assert f"{key}={scores[key]['rate']:.4g}" in result.output
     assert scores["scored_resized"] and set(scores["per_kind"]) <= {"recolour", "move", "add", "remove", "swap"}
+    assert scores["codec_ceiling"]["preservation"]["n"] == test_edits  # the VQ codec's round trip of the targets
     assert "| all |" in (run / "eval" / "eval.md").read_text() and (run / "eval" / "edits.png").is_file()
+    assert "Codec ceiling" in (run / "eval" / "eval.md").read_text()
     source = edits_dir / "images" / "000000-source.png"
     out = tmp_path / "edited.png"
     edit = ["edit", str(run), "--image", str(source), "--instruction", "remove the circle", "--out", str(out)]

@@ -161,3 +161,29 @@ def test_shapes_slots_and_consistency():
 def test_classifier_callable_returns_a_class():
     classify = classifier_callable(ImageClassifier(1, 8, 10))
     assert 0 <= classify(digit(3)) < 10
+
+
+def test_codec_ceiling_scores_the_true_targets_through_the_codec(edits_dir):
+    """A lossless codec passes every test edit; one that blanks its images loses preservation: the ceiling is
+    the codec's, not the model's."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from unimm.data.edits import load_edits
+    from unimm.eval.editing import _to_pixels, codec_ceiling
+
+    test = load_edits(edits_dir, "test")
+    cfg = SimpleNamespace(data=SimpleNamespace(channels=3, image_size=32))
+
+    def model_with(decode):
+        codec = SimpleNamespace(encode=lambda x: x * 2, decode=decode)
+        return SimpleNamespace(cfg=cfg, writer=SimpleNamespace(codec=codec))
+
+    targets = _to_pixels(np.stack([t.target for t in test]), model_with(None))
+    edits = [t.edit for t in test]
+    lossless = codec_ceiling(model_with(lambda z: z / 2), targets, edits, 32)
+    assert lossless["edit"]["rate"] == 1 and lossless["preservation"]["rate"] == 1 and lossless["pixel_distance"] < 1
+    blank = codec_ceiling(model_with(lambda z: torch.ones_like(z)), targets, edits, 32)
+    assert blank["preservation"]["rate"] < 0.5 and blank["pixel_distance"] > lossless["pixel_distance"]
+    assert codec_ceiling(SimpleNamespace(cfg=cfg, writer=SimpleNamespace()), targets, edits, 32) is None

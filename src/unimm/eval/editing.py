@@ -45,6 +45,19 @@ def _to_stored(images: torch.Tensor, size: int) -> np.ndarray:
     return to_uint8(images)
 
 
+@torch.no_grad()
+def codec_ceiling(model, targets: torch.Tensor, edits: list, size: int) -> dict[str, Any] | None:
+    """The scores of the true targets passed through the writer's codec (encode, then decode): the most any
+    model that writes through this codec can score, since every image it makes is a decoded one. None for a
+    writer without a codec of its own."""
+    codec = getattr(model.writer, "codec", None)
+    if codec is None or not hasattr(codec, "encode") or not hasattr(codec, "decode"):
+        return None
+    images = torch.cat([codec.decode(codec.encode(targets[i : i + 64])) for i in range(0, len(targets), 64)])
+    scores = score_edits(list(_to_stored(images.clamp(-1, 1), size)), edits)
+    return {k: v for k, v in scores.items() if k in ("edit", "preservation", "both", "pixel_distance")}
+
+
 def evaluate_edits(
     model,
     suite: str | Suite = "quick",
@@ -77,6 +90,8 @@ def evaluate_edits(
     scores = score_edits(list(_to_stored(edited, size)), [t.edit for t in test])
     scores["scored_resized"] = edited.shape[-1] != size or edited.shape[1] != 3
     scores["seconds_per_edit"] = seconds / len(test)
+    targets = _to_pixels(np.stack([t.target for t in test]), model)
+    scores["codec_ceiling"] = codec_ceiling(model, targets, [t.edit for t in test], size)
     return {
         "suite": s.name,
         "seed": seed,
@@ -84,6 +99,6 @@ def evaluate_edits(
         "editing": scores,
         "_sources": sources,
         "_edited": edited,
-        "_targets": _to_pixels(np.stack([t.target for t in test]), model),
+        "_targets": targets,
         "_instructions": instructions,
     }

@@ -35,6 +35,15 @@ def editing_markdown(result: dict[str, Any], title: str) -> str:
     for name, r in [("all", e), *e["per_kind"].items()]:
         distance = "n/a" if r["pixel_distance"] is None else f"{r['pixel_distance']:.2f}"
         lines.append(f"| {name} | {_rate(r['edit'])} | {_rate(r['preservation'])} | {_rate(r['both'])} | {distance} |")
+    ceiling = e.get("codec_ceiling")
+    if ceiling is not None:
+        lines += [
+            "",
+            "Codec ceiling (the true targets encoded and decoded by the writer's codec, scored the same way: the "
+            "most a model writing through this codec can reach): edit accuracy "
+            f"{_rate(ceiling['edit'])}, preservation {_rate(ceiling['preservation'])}, both {_rate(ceiling['both'])}, "
+            f"mean pixel distance {ceiling['pixel_distance']:.2f}.",
+        ]
     return "\n".join(lines) + "\n"
 
 
