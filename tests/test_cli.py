@@ -165,8 +165,11 @@ def test_edit_run_trains_evaluates_and_edits(edits_dir, tmp_path):
     sets = _sets(edits_dir, "chameleon", **{"sample.max_new_tokens": 6})
     result = runner.invoke(app, ["train", str(Path(QUICK).parent / "chameleon.toml"), "--out", str(run), *sets])
     assert result.exit_code == 0, result.output
-    result = runner.invoke(app, ["eval", str(run), "--seed", "1"])
+    refused = runner.invoke(app, ["eval", str(run), "--sample", "bogus=1"])
+    assert refused.exit_code != 0 and "bogus" in refused.output and not (run / "eval").exists()
+    result = runner.invoke(app, ["eval", str(run), "--seed", "1", "--sample", "image_temperature=0"])
     assert result.exit_code == 0, result.output
+    assert json.loads((run / "eval" / "eval.json").read_text())["sample"]["image_temperature"] == 0
     scores = json.loads((run / "eval" / "eval.json").read_text())["editing"]
     test_edits = len(load_split(edits_dir, "test"))
     for key in ("edit", "preservation", "both"):

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import tomllib
 
-from unimm.config import ConfigError, dump_toml, load_config, validate
+from unimm.config import ConfigError, dump_toml, load_config, validate, with_sampling
 from unimm.config_upgrade import upgrade
 
 ROOT = Path(__file__).parents[1]
@@ -54,6 +54,20 @@ def test_data_class_names_are_a_list_of_distinct_names(tmp_path):
     ]:
         msg = _error([f"data.class_names={bad}"])
         assert "data.class_names" in msg and says in msg and len(msg.splitlines()) == 1, msg
+
+
+def test_sampling_overrides_change_only_sample_and_bad_ones_change_nothing():
+    cfg = load_config(ROOT / "configs" / "chameleon.toml")
+    before = cfg.model_dump()
+    assert with_sampling(cfg, ["image_temperature=0", "sample.cfg=1.5"]) is cfg
+    assert cfg.sample.image_temperature == 0 and cfg.sample.cfg == 1.5 and cfg.sample.sampler == "ar"
+    assert {k: v for k, v in cfg.model_dump().items() if k != "sample"} == {
+        k: v for k, v in before.items() if k != "sample"
+    }
+    for bad, named in [("bogus=1", "sample.bogus"), ("steps=0", "sample.steps"), ("model.dim=3", "sample.model")]:
+        with pytest.raises(ConfigError, match=named.replace(".", r"\.")):
+            with_sampling(cfg, [bad])
+    assert cfg.sample.image_temperature == 0 and cfg.sample.steps == before["sample"]["steps"]
 
 
 def test_unknown_key_names_key_and_allowed():

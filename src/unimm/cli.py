@@ -486,6 +486,10 @@ def eval_(
     out: Annotated[Path | None, typer.Option(help="output directory (default: RUN/eval)")] = None,
     data: Annotated[Path | None, typer.Option(help="dataset to evaluate on (default: the run's data.path)")] = None,
     inception: Annotated[Path | None, typer.Option(help="local InceptionV3 FID weights (needs torch-fidelity)")] = None,
+    sample: Annotated[
+        list[str] | None,
+        typer.Option("--sample", help="sampling setting KEY=VALUE for this evaluation (repeatable), e.g. cfg=2"),
+    ] = None,
 ) -> None:
     """Evaluate a run: understanding, generation and cost metrics -> eval.json, eval.md, sample grids (on an edit
     dataset: edit accuracy and preservation -> eval.json, eval.md, edits.png; --suite interleaved: slot accuracy
@@ -493,6 +497,7 @@ def eval_(
     import time
 
     from unimm.cli_checks import check_out_dir
+    from unimm.config import with_sampling
     from unimm.data.edit_store import is_edit_dataset
     from unimm.eval.harness import evaluate
     from unimm.eval.report import write_eval
@@ -504,6 +509,7 @@ def eval_(
         suite_by_name(suite)
         check_out_dir(out or run / "eval")
         model = UnifiedModel.from_pretrained(run)
+        with_sampling(model.cfg, sample or [])  # recorded in the provenance's command line
         if model.cfg.data.frames is not None:  # a run trained on clips: its own metrics (docs/video.md)
             return _eval_video(model, run, suite, seed, out, data)
         if suite == "interleaved":  # text and images in slots, scored exactly (docs/chat.md)

@@ -295,6 +295,10 @@ PARTS = ("layers", "codec", "writer", "denoiser", "reader", "text")  # one secti
 PART_SECTIONS = (*PARTS, "reader.connector")
 
 
+class _SampleOnly(_Section):
+    sample: SampleSection
+
+
 def _part(name: str):
     """A field holding the settings of one part, validated by that part's registry."""
     return Field(default_factory=lambda: _registry(name).validate({}, name))
@@ -451,6 +455,16 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
                 node.clear()
         node[leaf] = parsed
     return raw
+
+
+def with_sampling(cfg: Config, overrides: list[str]) -> Config:
+    """``cfg`` with its ``[sample]`` settings overridden in place by ``key=value`` strings (``cfg=2``,
+    ``image_temperature=0``): sampling settings are read at every call, so a trained model samples with them
+    from then on. A key outside ``[sample]`` or a bad value fails naming it, and nothing changes."""
+    raw = {"sample": cfg.sample.model_dump(exclude_unset=False)}
+    apply_overrides(raw, [f"sample.{o.removeprefix('sample.')}" for o in overrides])
+    cfg.sample = validate(raw, _SampleOnly).sample
+    return cfg
 
 
 def validate(raw: dict, schema: type[BaseModel] = Config):

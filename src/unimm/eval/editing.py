@@ -96,6 +96,7 @@ def evaluate_edits(
         "suite": s.name,
         "seed": seed,
         "dataset": {"path": str(path), "test_edits": len(test), "image_size": size},
+        "sample": model.cfg.sample.model_dump(),  # the sampling settings the edits were made with
         "editing": scores,
         "_sources": sources,
         "_edited": edited,
