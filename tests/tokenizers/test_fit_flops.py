@@ -113,3 +113,28 @@ def test_a_loaded_tokenizer_is_a_shared_item_not_the_runs_own(digits_dir, tmp_pa
     total = json.loads((tmp_path / "tok" / "ledger.json").read_text())["total"]
     assert stats["shared_flops.codec.tokenizer"] == total and not any(k.startswith("flops.") for k in stats)
     assert math.isfinite(total) and total > 0
+
+
+def test_a_loaded_vae_tokenizer_serves_the_latent_codec(digits_dir, tmp_path):
+    """``codec.tokenizer`` on a ``vae`` codec: the run takes the trained KL-VAE's geometry and weights (its round
+    trip is the tokenizer's), fits nothing, and counts the tokenizer's FLOPs as shared."""
+    from unimm.tokenizers.train import load_image_tokenizer, train_tokenizer
+    from unimm.train.loop import resolve_image_tokenizer
+
+    over = [f'data.path="{digits_dir}"', "train.steps=3", "tokenizer.hidden=8", "tokenizer.code_dim=3",
+            "tokenizer.downsample=2"]  # fmt: skip
+    train_tokenizer(load_config("configs/tok/vae.toml", over, schema=TokenizerConfig), tmp_path / "tok", progress=False)
+    cfg = tiny_preset(digits_dir, "quick", **{"codec.tokenizer": f'"{tmp_path / "tok"}"', "codec.channels": 5})
+    resolve_image_tokenizer(cfg)
+    assert (cfg.codec.channels, cfg.codec.hidden, cfg.codec.downsample) == (3, 8, 2)
+    data = load_split(digits_dir, "train")
+    model = UnifiedModel(cfg, build_tokenizer(cfg, *resolve_data(cfg)))
+    assert model.writer.codec.preparation() == []
+    stats = model.prepare(data.images, data.labels, progress=False)
+    assert stats["shared_flops.codec.tokenizer"] == json.loads((tmp_path / "tok" / "ledger.json").read_text())["total"]
+    assert not any(k.startswith("flops.codec.steps") for k in stats)
+    tok, images = load_image_tokenizer(tmp_path / "tok"), data.images[:4]
+    codec = model.writer.codec
+    assert torch.allclose(codec.decode(codec.encode(images)), tok.reconstruct(images)[0], atol=1e-5)
+    with pytest.raises(ValueError, match="cannot serve codec.kind"):
+        resolve_image_tokenizer(tiny_preset(digits_dir, "chameleon", **{"codec.tokenizer": f'"{tmp_path / "tok"}"'}))

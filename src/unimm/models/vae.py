@@ -17,7 +17,7 @@ from unimm.flops import FitFlops, count_flops
 from unimm.models.frames import FramewiseCodec
 from unimm.nn.conv import conv_decoder, conv_encoder
 from unimm.settings import CODECS, Settings
-from unimm.tokenizers.fit import fit_image_tokenizer
+from unimm.tokenizers.fit import fit_image_tokenizer, load_tokenizer_into
 
 
 class SmallVAE(nn.Module):
@@ -76,6 +76,9 @@ class VAESettings(Settings):
     hidden: int = Field(32, gt=0)
     steps: int = Field(600, gt=0, description="VAE fitting steps before the transformer trains")
     kl: float = Field(1e-4, ge=0, description="KL weight")
+    tokenizer: str | None = Field(
+        None, description="directory of a 'unimm tokenizer train' KL-VAE to use (frozen) instead of fitting one"
+    )
 
 
 @CODECS.register(VAESettings)
@@ -93,6 +96,7 @@ class VAEPatches(FramewiseCodec, nn.Module):
             hidden=s.hidden,
             fit_steps=s.steps,
             kl_weight=s.kl,
+            pretrained=s.tokenizer,
         )
 
     def __init__(
@@ -105,6 +109,7 @@ class VAEPatches(FramewiseCodec, nn.Module):
         hidden: int = 64,
         fit_steps: int = 1500,
         kl_weight: float = 1e-4,
+        pretrained: str | None = None,
     ) -> None:
         super().__init__()
         side = image_size // downsample
@@ -115,6 +120,7 @@ class VAEPatches(FramewiseCodec, nn.Module):
             )
         self.vae = SmallVAE(channels, latent_channels, hidden, downsample, kl_weight)
         self.patch_size, self.fit_steps, self.kl_weight = patch_size, fit_steps, kl_weight
+        self.pretrained = pretrained
         self.frame_grid = (side // patch_size, side // patch_size)
         self.patch_dim = latent_channels * patch_size * patch_size
         self.register_buffer("scale", torch.ones(()))
@@ -131,17 +137,26 @@ class VAEPatches(FramewiseCodec, nn.Module):
         return self.vae.decode(z / self.scale)
 
     def preparation(self) -> list[tuple[str, int, str]]:
-        """What ``prepare`` runs: (what, steps, the config key of the steps)."""
-        return [("fitting the VAE codec", self.fit_steps, "codec.steps")]
+        """What ``prepare`` runs: (what, steps, the config key of the steps); loading a trained one costs none."""
+        return [] if self.pretrained else [("fitting the VAE codec", self.fit_steps, "codec.steps")]
 
     def prepare(self, images: torch.Tensor, seed: int = 0, batch_size: int = 64, progress: bool = True) -> dict:
         """Train the VAE on ``images`` [N, C, H, W] (frames, for clips), set the latent scale to 1/std, then freeze
         it. The FLOPs go to ``flops.codec.steps`` (the fit) and ``flops.codec.scale_pass`` (encoding every
-        image once)."""
-        fit = FitFlops()
-        m = fit_image_tokenizer(
-            self.vae, images, self.fit_steps, batch_size, seed=seed, progress=progress, desc="fit VAE", flops=fit
-        )
+        image once). With ``codec.tokenizer`` the VAE is loaded instead of fitted: its FLOPs (from its
+        ``ledger.json``) go to ``shared_flops.codec.tokenizer``, as a loaded VQ's do, and only the scale pass runs."""
+        if self.pretrained:
+            spent = {"shared_flops.codec.tokenizer": load_tokenizer_into(self.vae, self.pretrained)}
+            self.vae.eval()
+            with torch.no_grad():
+                probe = images[:1000]
+                m = {"mse": float((self.vae.decode(self.vae.encode(probe)[0]) - probe).pow(2).mean()), "kl": None}
+        else:
+            fit = FitFlops()
+            m = fit_image_tokenizer(
+                self.vae, images, self.fit_steps, batch_size, seed=seed, progress=progress, desc="fit VAE", flops=fit
+            )
+            spent = {"flops.codec.steps": fit.flops}
         with torch.no_grad(), count_flops() as scale_pass:
             self.scale.fill_(1.0)
             latents = torch.cat([self.vae.encode(images[i : i + 256])[0] for i in range(0, len(images), 256)])
@@ -152,6 +167,6 @@ class VAEPatches(FramewiseCodec, nn.Module):
             "vae_recon_mse": m["mse"],
             "vae_kl": m["kl"],
             "vae_scale": float(self.scale),
-            "flops.codec.steps": fit.flops,
+            **spent,
             "flops.codec.scale_pass": scale_pass.get_total_flops(),
         }

@@ -5,8 +5,6 @@ Fitted on the run's own images before the transformer trains (``prepare``), or l
 saved inside the model, so a trained run never needs the tokenizer directory again.
 """
 
-import json
-from pathlib import Path
 from typing import Literal
 
 import torch
@@ -14,11 +12,10 @@ from einops import rearrange
 from pydantic import Field
 from torch import nn
 
-from unimm.checkpoint import load_weights
 from unimm.flops import FitFlops
 from unimm.models.frames import FramewiseCodec
 from unimm.settings import CODECS, Settings
-from unimm.tokenizers.fit import fit_image_tokenizer
+from unimm.tokenizers.fit import fit_image_tokenizer, load_tokenizer_into
 from unimm.tokenizers.vqvae import VQVAE, psnr
 
 
@@ -100,14 +97,7 @@ class VQCodes(FramewiseCodec, nn.Module):
         ``shared_flops.codec.tokenizer``: it was trained once, outside the run. The reconstruction probe
         measures, it builds nothing, and is not counted."""
         if self.pretrained:
-            state = load_weights(Path(self.pretrained) / "tokenizer.safetensors")
-            missing, unexpected = self.vq.load_state_dict(state, strict=False)
-            if missing or unexpected:
-                raise ValueError(f"{self.pretrained}: tokenizer weights do not match codec.* ({missing[:3]})")
-            ledger = Path(self.pretrained) / "ledger.json"
-            spent = {
-                "shared_flops.codec.tokenizer": json.loads(ledger.read_text())["total"] if ledger.is_file() else None
-            }
+            spent = {"shared_flops.codec.tokenizer": load_tokenizer_into(self.vq, self.pretrained)}
         else:
             fit = FitFlops()
             fit_image_tokenizer(

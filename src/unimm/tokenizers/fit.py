@@ -7,13 +7,16 @@ adversarial terms (``unimm.tokenizers.losses``, both off by default) are compute
 as ``flops`` counts the loop's FLOPs (forward, backward and the discriminator's step; a step's key is its phase).
 """
 
+import json
 from collections.abc import Callable
 from contextlib import nullcontext
+from pathlib import Path
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from unimm.checkpoint import load_weights
 from unimm.flops import FitFlops
 from unimm.optim import warmup_cosine
 from unimm.tokenizers.losses import PerceptualLoss, d_hinge_loss, g_hinge_loss
@@ -92,3 +95,20 @@ def fit_image_tokenizer(
     if use_adv:
         discriminator.eval()
     return {k: float(v) for k, v in metrics.items()}
+
+
+def load_tokenizer_into(model: nn.Module, directory: str | Path) -> int | None:
+    """Load a ``unimm tokenizer train`` output's weights into ``model`` (a run's codec, built from ``codec.*``),
+    failing with one line when they do not match; returns the FLOPs its training spent (its ``ledger.json``'s
+    total; None without one), which a run counts as shared, not its own."""
+    directory = Path(directory)
+    state = load_weights(directory / "tokenizer.safetensors")
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as err:  # a tensor of another shape
+        first = str(err).strip().splitlines()[-1].strip()
+        raise ValueError(f"{directory}: tokenizer weights do not match codec.* ({first})") from None
+    if missing or unexpected:
+        raise ValueError(f"{directory}: tokenizer weights do not match codec.* ({(missing or unexpected)[:3]})")
+    ledger = directory / "ledger.json"
+    return json.loads(ledger.read_text())["total"] if ledger.is_file() else None

@@ -143,7 +143,7 @@ def check_sequence_length(model: UnifiedModel, data, templates) -> None:
 
 
 def resolve_image_tokenizer(cfg: Config) -> None:
-    """``codec.tokenizer`` names a trained VQ tokenizer: take its geometry into the ``[codec]`` section."""
+    """``codec.tokenizer`` names a trained VQ or KL-VAE tokenizer: take its geometry into the ``[codec]`` section."""
     path = getattr(cfg.codec, "tokenizer", None)
     if path is None:
         return
@@ -154,6 +154,9 @@ def resolve_image_tokenizer(cfg: Config) -> None:
     if t.kind != cfg.codec.kind:
         raise ValueError(f"codec.tokenizer: a {t.kind!r} tokenizer cannot serve codec.kind = {cfg.codec.kind!r}")
     c = cfg.codec
+    if t.kind == "vae":
+        c.channels, c.hidden, c.downsample, c.kl = t.code_dim, t.hidden, t.downsample, t.kl_weight
+        return
     c.codebook, c.dim, c.hidden, c.downsample = t.codebook_size, t.code_dim, t.hidden, t.downsample
     c.l2_normalize = t.l2_normalize
 
