@@ -28,8 +28,13 @@ def test_edit_target_attends_to_its_source_and_alone_carries_the_loss(causal):
     assert seq.image_generate == [False, True] and seq.images[0] is source and seq.images[1] is target
     assert (seq.targets == IGNORE).all(), "no text loss: not on the source, the instruction or the closing tokens"
     src, tgt = (seq.image_index == 0).nonzero()[:, 0], (seq.image_index == 1).nonzero()[:, 0]
-    instruction = torch.tensor(tok.encode("make the circle blue"))
-    assert seq.tokens[src[-1] + 2 : src[-1] + 2 + len(instruction)].tolist() == instruction.tolist()
+    instruction = tok.encode("make the circle blue")
+    assert seq.tokens[: len(instruction) + 3].tolist() == [tok.bos_id, *instruction, tok.sep_id, tok.boi_id]
+    assert tgt[0] - src[-1] == 3, "the target follows the source: <eoi>, <boi>, then its first cell"
+    shifts = set()  # (t, row, col) offset from each source cell to the target cell at the same place
+    for i, (r, c) in enumerate((r, c) for r in range(2) for c in range(2)):  # source 2 x 2, target 2 x 3
+        shifts.add(tuple((seq.positions[:, tgt[r * 3 + c]] - seq.positions[:, src[i]]).tolist()))
+    assert len(shifts) == 1 and len(set(next(iter(shifts)))) == 1, "one offset, equal on every axis"
     mask = collate([seq], tok.pad_id).attn_mask[0]
     assert mask[tgt][:, src].all(), "every target position sees every source position"
     assert not mask[src][:, tgt].any(), "the source never sees the target"
@@ -37,7 +42,21 @@ def test_edit_target_attends_to_its_source_and_alone_carries_the_loss(causal):
     inside = mask[tgt][:, tgt]
     assert torch.equal(inside, torch.ones_like(inside).tril()) if causal else inside.all()
     dropped = training_spans(Example("edit", "x", drop_condition=True, source=source), target, layout, tok)
-    assert pack(dropped, special).image_generate == [False, True] and dropped[2].ids == [tok.sep_id]
+    assert pack(dropped, special).image_generate == [False, True] and dropped[0].ids == [tok.bos_id, tok.sep_id]
+
+
+def test_the_source_to_target_offset_does_not_depend_on_the_instruction():
+    """Adjacent source and target: a copy is the same relative position for every edit (RoPE sees offsets)."""
+    tok = TextTokenizer.train(["make the circle blue", "remove it"], 300)
+    layout = Layout(read_grid=(1, 2, 2), gen_grid=(1, 2, 2), gen_causal=False)
+    special = SpecialIds(tok.pad_id, tok.boi_id, tok.eoi_id, tok.img_id)
+    offsets = set()
+    for text in ("make the circle blue", "remove it", None):
+        example = Example("edit", text or "", drop_condition=text is None, source=torch.zeros(1, 4, 4))
+        seq = pack(training_spans(example, torch.ones(1, 4, 4), layout, tok), special)
+        src, tgt = (seq.image_index == 0).nonzero()[:, 0], (seq.image_index == 1).nonzero()[:, 0]
+        offsets.add(tuple((seq.positions[:, tgt] - seq.positions[:, src]).flatten().tolist()))
+    assert len(offsets) == 1
 
 
 def test_edit_prompt_is_the_training_layout_up_to_the_target():
@@ -47,11 +66,11 @@ def test_edit_prompt_is_the_training_layout_up_to_the_target():
     train = training_spans(Example("edit", "remove the square", source=source), None, layout, tok)
     prompt = ImagePrompt("remove the square", source=source).spans(layout, tok)
     assert [getattr(s, "ids", None) for s in prompt] == [getattr(s, "ids", None) for s in train]
-    assert prompt[3].image is None and prompt[3].generate
+    assert prompt[2].image is None and prompt[2].generate
     unconditional = ImagePrompt("remove the square", source=source).spans(layout, tok, conditional=False)
-    assert unconditional[1].image is source and unconditional[2].ids == [tok.sep_id]
+    assert unconditional[1].image is source and unconditional[0].ids == [tok.bos_id, tok.sep_id]
     prefix = before_generated(prompt, tok.boi_id)
-    assert len(prefix) == 4 and prefix[-1].ids == [tok.boi_id] and prefix[1].image is source
+    assert len(prefix) == 3 and prefix[-1].ids == [tok.boi_id] and prefix[1].image is source
 
 
 def _conversation(tok: TextTokenizer, layout: Layout):

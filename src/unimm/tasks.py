@@ -120,13 +120,16 @@ def edit_spans(
     layout: Layout,
     tok: TextTokenizer,
 ) -> Spans:
-    """The edit layout: ``source`` read, ``instruction`` (None: dropped, the unconditional branch), ``target``
-    generated (None: a sampler fills it in). Only the target carries a loss."""
+    """The edit layout: ``instruction`` (None: dropped, the unconditional branch), ``source`` read, then
+    ``target`` generated (None: a sampler fills it in) right after it. Only the target carries a loss.
+
+    The instruction comes first so that the source and the target are adjacent: every target cell then sits
+    at the same RoPE offset from its source cell, whatever the instruction's length (a copy is one fixed
+    relative position to attend to), and the source is read knowing the instruction."""
     ids = [] if instruction is None else tok.encode(instruction)
     return [
-        TextSpan([tok.bos_id], loss=False),
+        TextSpan([tok.bos_id, *ids, tok.sep_id], loss=False),
         ImageSpan(source, layout.read_grid),
-        TextSpan([*ids, tok.sep_id], loss=False),
         ImageSpan(target, layout.gen_grid, generate=True, causal=layout.gen_causal),
         TextSpan([tok.eos_id], loss=False),
     ]
