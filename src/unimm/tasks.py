@@ -4,9 +4,10 @@
   ``<bos>``) for classifier-free guidance, and the image gets the image objective's loss.
 - caption: ``<bos> <boi> image <eoi> caption <eos>``; loss on the caption.
 - vqa: ``<bos> <boi> image <eoi> question <sep> answer <eos>``; loss on the answer.
-- edit: ``<bos> <boi> source <eoi> instruction <sep> <boi> target <eoi> <eos>``; the source is read, the
-  target generated, and only the target gets a loss (the image objective's); the target's span sees the
-  source's (causal across spans). For classifier-free guidance the instruction is dropped, the source kept.
+- edit: ``<bos> instruction <sep> <boi> source <eoi> <boi> target <eoi> <eos>``; the source is read, the
+  target generated right after it (each target cell at one fixed offset from its source cell), and only the
+  target gets a loss (the image objective's); the target's span sees the source's (causal across spans). For
+  classifier-free guidance the instruction is dropped, the source kept.
 - conversation (multi-turn chat, an interleaved document): ``<bos>``, then per turn its parts in order, a user
   turn closed by ``<sep>``, an assistant turn by ``<eos>``: ``<bos> user... <sep> assistant... <eos> user...
   <sep> ...``. The user's text and images are read (no loss); the assistant's text gets the text loss, its
