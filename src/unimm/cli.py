@@ -679,6 +679,12 @@ def tokenizer_train(
     val = result["val"]
     extra = f", code usage {val['usage']:.2f}, perplexity {val['perplexity']:.1f}" if "usage" in val else ""
     typer.echo(f"{out}: val PSNR {val['psnr']:.2f} dB (MSE {val['mse']:.4f}){extra}")
+    if "edit_ceiling" in result:
+        c = result["edit_ceiling"]
+        typer.echo(
+            f"edit ceiling on {c['test_edits']} test edits: edit {c['edit']['rate']:.1%}, preservation "
+            f"{c['preservation']['rate']:.1%}, both {c['both']['rate']:.1%}, pixel distance {c['pixel_distance']:.2f}"
+        )
 
 
 def main() -> None:

@@ -187,3 +187,33 @@ def test_codec_ceiling_scores_the_true_targets_through_the_codec(edits_dir):
     blank = codec_ceiling(model_with(lambda z: torch.ones_like(z)), targets, edits, 32)
     assert blank["preservation"]["rate"] < 0.5 and blank["pixel_distance"] > lossless["pixel_distance"]
     assert codec_ceiling(SimpleNamespace(cfg=cfg, writer=SimpleNamespace()), targets, edits, 32) is None
+
+
+def test_a_tokenizer_trained_on_edits_reports_its_edit_ceiling(edits_dir, tmp_path):
+    """``unimm tokenizer train`` on an edit dataset scores the round trip of the test targets: what a model that
+    writes through this tokenizer could reach at most (metrics.json and the command's last line)."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from unimm.cli import app
+
+    sets = [f"data.path={edits_dir}", "train.steps=2", "tokenizer.hidden=8", "tokenizer.code_dim=3"]
+    result = CliRunner().invoke(
+        app,
+        [
+            "tokenizer",
+            "train",
+            "configs/tok/vae.toml",
+            "--out",
+            str(tmp_path / "t"),
+            *[a for s in sets for a in ("--set", s)],
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    ceiling = json.loads((tmp_path / "t" / "metrics.json").read_text())["edit_ceiling"]
+    from unimm.data.edits import load_edits
+
+    assert ceiling["test_edits"] == len(load_edits(edits_dir, "test")) == ceiling["preservation"]["n"]
+    assert ceiling["pixel_distance"] > 1  # two steps of training: far from a lossless round trip
+    assert f"preservation {ceiling['preservation']['rate']:.1%}" in result.output, result.output

@@ -46,6 +46,14 @@ def _to_stored(images: torch.Tensor, size: int) -> np.ndarray:
 
 
 @torch.no_grad()
+def roundtrip_scores(roundtrip, targets: torch.Tensor, edits: list, size: int) -> dict[str, Any]:
+    """Edit scores of the true ``targets`` [N, C, S, S] after ``roundtrip`` (images -> images, e.g. a codec's
+    encode then decode): rates of edit, preservation and both, and the mean pixel distance."""
+    images = torch.cat([roundtrip(targets[i : i + 64]) for i in range(0, len(targets), 64)])
+    scores = score_edits(list(_to_stored(images.clamp(-1, 1), size)), edits)
+    return {k: v for k, v in scores.items() if k in ("edit", "preservation", "both", "pixel_distance")}
+
+
 def codec_ceiling(model, targets: torch.Tensor, edits: list, size: int) -> dict[str, Any] | None:
     """The scores of the true targets passed through the writer's codec (encode, then decode): the most any
     model that writes through this codec can score, since every image it makes is a decoded one. None for a
@@ -53,9 +61,18 @@ def codec_ceiling(model, targets: torch.Tensor, edits: list, size: int) -> dict[
     codec = getattr(model.writer, "codec", None)
     if codec is None or not hasattr(codec, "encode") or not hasattr(codec, "decode"):
         return None
-    images = torch.cat([codec.decode(codec.encode(targets[i : i + 64])) for i in range(0, len(targets), 64)])
-    scores = score_edits(list(_to_stored(images.clamp(-1, 1), size)), edits)
-    return {k: v for k, v in scores.items() if k in ("edit", "preservation", "both", "pixel_distance")}
+    return roundtrip_scores(lambda x: codec.decode(codec.encode(x)), targets, edits, size)
+
+
+def tokenizer_ceiling(tokenizer, path: str | Path, n: int = 500) -> dict[str, Any]:
+    """The codec ceiling of an image tokenizer (``unimm tokenizer train``; ``reconstruct`` round trip) on the
+    first ``n`` test edits of the edit dataset at ``path``, at their stored size (RGB)."""
+    test = load_edits(path, "test")[:n]
+    if not test:
+        raise ValueError(f"{path}: no test edits to measure the tokenizer's ceiling on")
+    targets = torch.from_numpy(np.stack([t.target for t in test])).permute(0, 3, 1, 2).float() / 127.5 - 1
+    scores = roundtrip_scores(lambda x: tokenizer.reconstruct(x)[0], targets, [t.edit for t in test], targets.shape[-1])
+    return {"test_edits": len(test), **scores}
 
 
 def evaluate_edits(

@@ -18,6 +18,7 @@ from unimm.checkpoint import atomic_write_text, load_weights, save_weights
 from unimm.config import TokenizerConfig, dump_toml, load_config
 from unimm.data import load_split
 from unimm.data.clips import frames_of
+from unimm.data.edit_store import is_edit_dataset
 from unimm.flops import FitFlops
 from unimm.models.vae import SmallVAE
 from unimm.tokenizers.fit import fit_image_tokenizer
@@ -106,6 +107,11 @@ def train_tokenizer(cfg: TokenizerConfig, out: str | Path, progress: bool = True
         )
         seconds = time.perf_counter() - t0
     result = {"val": evaluate_tokenizer(model, val.images), "val_untrained": before, "steps": cfg.train.steps}
+    if is_edit_dataset(cfg.data.path):  # the most an editing model writing through this tokenizer can score
+        from unimm.eval.editing import tokenizer_ceiling
+
+        model.eval()
+        result["edit_ceiling"] = tokenizer_ceiling(model, cfg.data.path)
     save_weights(model.state_dict(), out / "tokenizer.safetensors")
     atomic_write_text(out / "metrics.json", json.dumps(result, indent=2))
     rec = fit.record()
