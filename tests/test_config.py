@@ -226,3 +226,15 @@ def test_setting_a_kind_starts_that_section_afresh(tmp_path):
     cfg = load_config(implicit, ["writer.kind=mar", "writer.head_depth=2", "denoiser.kind=ddpm"])
     assert cfg.writer.kind == "mar" and cfg.writer.head_depth == 2
     assert load_config(implicit, ["writer.kind=latent"]).writer.read_noise == 0.2
+
+
+@pytest.mark.parametrize("path", sorted(ROOT.joinpath("configs", "tok").glob("*.toml")), ids=lambda p: p.stem)
+def test_tokenizer_presets_validate(path):
+    from unimm.config import TokenizerConfig
+
+    assert load_config(path, schema=TokenizerConfig).tokenizer.kind in ("vq", "vae")
+
+
+@pytest.mark.parametrize("path", sorted(ROOT.joinpath("configs", "recipes").glob("*.toml")), ids=lambda p: p.stem)
+def test_recipes_validate(path):
+    assert load_config(path).name
