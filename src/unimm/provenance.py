@@ -78,12 +78,14 @@ def code_state() -> dict[str, Any]:
     }
 
 
-def record_training_code(run_dir: str | Path, step: int) -> None:
+def record_training_code(run_dir: str | Path, step: int, state: dict[str, Any] | None = None) -> None:
     """Append the code a training session of ``run_dir`` starts on (at ``step``) to its ``trained_on.json``: a
-    report written later, after a ``git pull`` or an edit, still names the code that produced the weights."""
+    report written later, after a ``git pull`` or an edit, still names the code that produced the weights.
+    ``state``: ``code_state()`` taken when the process started (default: now); a session records it only after
+    its preparation (a codec fit of minutes), during which the tree may have moved on."""
     path = Path(run_dir) / TRAINED_ON
     sessions = json.loads(path.read_text()) if path.is_file() else []
-    sessions.append({"from_step": step, **code_state()})
+    sessions.append({"from_step": step, **(state or code_state())})
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(sessions, indent=1) + "\n")
     os.replace(tmp, path)

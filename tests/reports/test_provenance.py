@@ -61,3 +61,23 @@ def test_a_run_without_a_record_falls_back_to_the_code_of_the_report(tmp_path):
     p = prov.provenance(tmp_path / "config.toml", {"train": None, "evaluate": 1.0, "this_call": 1.0})
     assert p["trained_on"] is None and p["same_code"] is None
     assert p["source_sha256"] == p["evaluated_on"]["source_sha256"] == prov.source_hash()
+
+
+def test_training_records_the_code_it_started_on_not_the_code_after_its_preparation(digits_dir, tmp_path, monkeypatch):
+    """The codec fit runs for minutes before training; an edit or a commit meanwhile must not be recorded as the
+    code that trained (the process loaded the code it started on)."""
+    from unimm.models import UnifiedModel
+    from unimm.train.loop import train
+
+    real = UnifiedModel.prepare
+
+    def prepare_while_the_tree_moves_on(self, *args, **kwargs):
+        out = real(self, *args, **kwargs)
+        monkeypatch.setattr(prov, "source_hash", lambda: "f" * 64)  # the tree changed during preparation
+        return out
+
+    monkeypatch.setattr(UnifiedModel, "prepare", prepare_while_the_tree_moves_on)
+    before = prov.source_hash()
+    train(load_config(None, tiny_overrides(digits_dir, **{"train.steps": 2})), tmp_path / "run", progress=False)
+    sessions = json.loads((tmp_path / "run" / "trained_on.json").read_text())
+    assert [s["source_sha256"] for s in sessions] == [before] != ["f" * 64]

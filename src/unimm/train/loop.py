@@ -35,7 +35,7 @@ from unimm.models.adapters import add_adapters
 from unimm.models.init_from import apply_init, init_tokenizer
 from unimm.nn.lora import seed_dropout
 from unimm.optim import EMA, build_optimizer, warmup_cosine, warmup_stable_decay
-from unimm.provenance import record_training_code
+from unimm.provenance import code_state, record_training_code
 from unimm.tasks import longest_sequences
 from unimm.tokenizers.text import TextTokenizer
 from unimm.train.bad_steps import BadSteps, describe_batch
@@ -215,13 +215,14 @@ def train(cfg: Config, out: str | Path, resume: bool = False, progress: bool = T
     ddp when left at none); rank 0 alone writes the logs. ``plan`` (a fresh run only) is called after
     preparation, on every process with rank 0's preparation record, and may set ``cfg.train``'s steps and
     schedule from what preparation cost (the atlas's budgets)."""
+    code = code_state()  # the code this process loaded, before a preparation of minutes
     env = setup_distributed(cfg.train.parallel)
     if env.parallel != cfg.train.parallel:
         if env.main:
             print(f"note: launched as {env.world} processes with train.parallel = 'none': training with ddp")
         cfg.train.parallel = env.parallel
     try:
-        return _train(cfg, Path(out), resume, progress and env.main, env, plan)
+        return _train(cfg, Path(out), resume, progress and env.main, env, plan, code)
     except KeyboardInterrupt:
         if env.main:
             print(resume_hint(Path(out), env.world), file=sys.stderr, flush=True)
@@ -249,7 +250,9 @@ def resume_hint(out: Path, world: int = 1) -> str:
     return f"interrupted: the last checkpoint is step {step} ({out / 'checkpoints' / name}); continue with: {command}"
 
 
-def _train(cfg: Config, out: Path, resume: bool, progress: bool, env: DistEnv, plan: Plan | None) -> Path:
+def _train(
+    cfg: Config, out: Path, resume: bool, progress: bool, env: DistEnv, plan: Plan | None, code: dict | None = None
+) -> Path:
     t_cfg = cfg.train
     if t_cfg.threads:
         torch.set_num_threads(t_cfg.threads)
@@ -334,7 +337,7 @@ def _train(cfg: Config, out: Path, resume: bool, progress: bool, env: DistEnv, p
     if env.main:
         core.image_stats.save(out)  # also into a run resumed from before the file was kept
         _trim_metrics(out / "metrics.jsonl", start)
-        record_training_code(out, start)  # reports name the code that trained, not the code that reports
+        record_training_code(out, start, code)  # reports name the code that trained, not the code that reports
     env.barrier()
 
     shards = t_cfg.batch_shards
