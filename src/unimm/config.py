@@ -94,6 +94,9 @@ class DataSection(_Section):
         "(meta.json, or classes.txt beside canonical IDX files)",
     )
     vocab_size: int = Field(512, gt=0)
+    split_digits: bool = Field(
+        False, description="the trained BPE keeps every digit its own token (numbers stay readable digit by digit)"
+    )
     shift: int = Field(
         0, ge=0, description="augmentation: random translation of the images read (not generated), up to this many px"
     )

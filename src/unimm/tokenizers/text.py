@@ -40,13 +40,20 @@ class TextTokenizer:
         return cls(tokenizer)
 
     @classmethod
-    def train(cls, texts: list[str], vocab_size: int = 512) -> TextTokenizer:
-        """Train on ``texts``; the same texts and vocab size always give the same tokenizer."""
+    def train(cls, texts: list[str], vocab_size: int = 512, split_digits: bool = False) -> TextTokenizer:
+        """Train on ``texts``; the same texts and vocab size always give the same tokenizer. ``split_digits``:
+        every digit is its own pre-token (as in Llama's tokenizer), so no merge spans two digits and a number's
+        digits stay readable ("4366" -> 4, 3, 6, 6) whether or not training saw that number."""
         alphabet = pre_tokenizers.ByteLevel.alphabet()
         if vocab_size < len(SPECIAL_TOKENS) + len(alphabet):
             raise ValueError(f"vocab_size must be at least {len(SPECIAL_TOKENS) + len(alphabet)}")
         tokenizer = Tokenizer(models.BPE())
-        tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tokenizer.pre_tokenizer = (
+            pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True), byte_level])
+            if split_digits
+            else byte_level
+        )
         tokenizer.decoder = decoders.ByteLevel()
         trainer = trainers.BpeTrainer(
             vocab_size=vocab_size,

@@ -96,7 +96,7 @@ def build_tokenizer(cfg: Config, data, templates) -> TextTokenizer:
     texts += data.stored_texts()
     if cfg.data.interleaved_fraction:
         texts += conversation_source(data, templates).texts()
-    return TextTokenizer.train(texts, vocab_size=cfg.data.vocab_size)
+    return TextTokenizer.train(texts, vocab_size=cfg.data.vocab_size, split_digits=cfg.data.split_digits)
 
 
 def check_answer_length(model: UnifiedModel, data, templates) -> None:
