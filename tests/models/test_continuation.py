@@ -72,6 +72,19 @@ def test_limits_stop_a_reply_and_close_its_turn(digits_dir):
         cont.append([TextSpan([tok.eos_id] * 200)])
 
 
+def test_a_reply_that_ends_on_the_last_position_ends_by_eos(digits_dir):
+    """The last free position can hold the model's own ``<eos>``: a reply exactly as long as the room left stops by
+    ``eos``, not by the limit (the limit closes a reply only when the model would go on)."""
+    model = tiny_model(digits_dir, "chameleon")
+    tok = model.tokenizer
+    cont = Continuation(model)
+    cont.append(conversation_spans([Turn("user", ("draw a two",))], model.layout, tok))
+    left = model.cfg.model.max_seq_len - cont.length
+    force(model, {**{i: tok.encode("two")[0] for i in range(left - 1)}, left - 1: tok.eos_id})
+    reply = cont.reply(DecodeSettings(max_new_tokens=500))
+    assert reply.stop == "eos" and cont.length == model.cfg.model.max_seq_len
+
+
 def test_interleave_answers_a_prompt_with_text_and_images(digits_dir):
     model = tiny_model(digits_dir, "transfusion")
     tok = model.tokenizer

@@ -127,11 +127,15 @@ class Continuation:
             if new_tokens >= s.max_new_tokens:
                 out.stop = "max_new_tokens"
                 break
-            if not self.room([TextSpan([tok.eos_id, tok.eos_id])]):  # one token and the closing <eos>
+            last_slot = not self.room([TextSpan([tok.eos_id, tok.eos_id])])  # no room for a token and <eos>
+            if last_slot and not self.room([TextSpan([tok.eos_id])]):
                 out.stop = "max_seq_len"
                 break
             nxt = int(select_next(self.ctx.text_logits(self.last), s.temperature, s.top_k, s.top_p, generator)[0])
             new_tokens += 1
+            if last_slot and nxt != tok.eos_id:  # the one position left is the closing <eos>'s
+                out.stop = "max_seq_len"
+                break
             if nxt == tok.eos_id:
                 flush()
                 self.append([TextSpan([nxt])])
