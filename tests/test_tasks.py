@@ -144,3 +144,35 @@ def test_masked_text_pads_each_assistant_turn_and_a_user_image_must_be_given():
         conversation_spans([Turn("user", (None,))], layout, tok)
     with pytest.raises(ValueError, match="role"):
         Turn("system", ("x",))
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_a_linked_edit_target_takes_each_cell_from_its_source_cell(causal):
+    """``Layout.link_source``: target cell k is linked to source cell k; a next-code target links the position that
+    predicts cell k (``<boi>`` for the first) instead; nothing else is linked; left padding shifts the links."""
+    tok = TextTokenizer.train(["make the circle blue"], 300)
+    layout = Layout(read_grid=(1, 2, 2), gen_grid=(1, 2, 2), gen_causal=causal, link_source=True)
+    special = SpecialIds(tok.pad_id, tok.boi_id, tok.eoi_id, tok.img_id)
+    example = Example("edit", "make the circle blue", source=torch.zeros(1, 4, 4))
+    seq = pack(training_spans(example, torch.ones(1, 4, 4), layout, tok), special)
+    src, tgt = (seq.image_index == 0).nonzero()[:, 0], (seq.image_index == 1).nonzero()[:, 0]
+    at = tgt - 1 if causal else tgt
+    assert seq.link[at].tolist() == src.tolist()
+    assert (seq.link[[i for i in range(len(seq.link)) if i not in at.tolist()]] == -1).all()
+    short = pack(training_spans(Example("edit", "x", source=torch.zeros(1, 4, 4)), None, layout, tok), special)
+    batch = collate([seq, short], tok.pad_id, left_pad=True)
+    pad = len(seq.tokens) - len(short.tokens)
+    assert torch.equal(batch.link[0], seq.link)
+    assert torch.equal(batch.link[1, pad:], torch.where(short.link >= 0, short.link + pad, -1))
+    assert (batch.link[1, :pad] == -1).all()
+    unlinked = Layout(read_grid=(1, 2, 2), gen_grid=(1, 2, 2), gen_causal=causal)
+    assert (pack(training_spans(example, torch.ones(1, 4, 4), unlinked, tok), special).link == -1).all()
+
+
+def test_a_target_aligned_with_a_source_of_another_grid_fails():
+    tok = TextTokenizer.train(["make the circle blue"], 300)
+    layout = Layout(read_grid=(1, 2, 2), gen_grid=(1, 2, 3), link_source=True)
+    special = SpecialIds(tok.pad_id, tok.boi_id, tok.eoi_id, tok.img_id)
+    example = Example("edit", "make it blue", source=torch.zeros(1, 4, 4))
+    with pytest.raises(ValueError, match="same grid"):
+        pack(training_spans(example, torch.ones(1, 4, 4), layout, tok), special)

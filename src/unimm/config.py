@@ -43,6 +43,12 @@ class ModelSection(_Section):
     rope_theta: float = 10000.0
     max_seq_len: int = Field(256, gt=0)
     qkv_bias: bool = Field(False, description="biases on the q/k/v projections (Qwen2 has them)")
+    source_link: bool = Field(
+        False,
+        description="editing: each cell of the target image's input also gets a learned, zero-initialised projection "
+        "of its source cell's input (InstructPix2Pix's channel concatenation, in sequence form: unchanged cells "
+        "become a copy at their own position); needs the reader's grid equal to the writer's",
+    )
     init: str | None = Field(
         None,
         description="start a fresh run's backbone from this checkpoint: a local Hugging Face Llama / Qwen2 directory "

@@ -61,6 +61,7 @@ class ImageSpan:
     generate: bool = False  # True: the image objective's loss applies; False: the model reads it
     causal: bool = False  # attention inside the span: bidirectional, or causal in raster-in-time order
     announce: bool = False  # its ``<boi>`` is a next-token target: the text decides where an image starts
+    aligned: bool = False  # cell by cell with the image span before it (an edit's target with its source): ``link``
 
     def __post_init__(self) -> None:
         self.grid = clip_grid(self.grid)
@@ -84,6 +85,7 @@ class Packed:
     targets: torch.Tensor  # [L] long, next-token ids or IGNORE
     block: torch.Tensor  # [L] long, bidirectional block (the image span's index) or -1 (causal only)
     image_index: torch.Tensor  # [L] long, index of the image in this sequence, -1 at text
+    link: torch.Tensor  # [L] long, the position whose input this one's is linked to (``link_positions``), or -1
     images: list[torch.Tensor | None] = field(default_factory=list)
     image_generate: list[bool] = field(default_factory=list)
     next_position: int = 0
@@ -94,6 +96,18 @@ def span_cells(grid: tuple[int, ...]) -> torch.Tensor:
     positions in the sequence and of autoregressive codes)."""
     axes = torch.meshgrid(*(torch.arange(n) for n in clip_grid(grid)), indexing="ij")
     return torch.stack([a.flatten() for a in axes], 1)
+
+
+def link_positions(source: int, target: int, cells: int, causal: bool, length: int) -> torch.Tensor:
+    """[length] long: for an image span aligned with an earlier one of the same grid (``ImageSpan.aligned``), the
+    source position each position takes its link from, else -1. The spans' first cells sit at ``source`` and
+    ``target``. Each target cell is linked to the source cell where it is: what a denoised or masked cell
+    becomes is read at that cell. A causal (next-code) span predicts cell k from the position before it, so that
+    position (``<boi>`` for the first cell) is linked to source cell k instead."""
+    link = torch.full((length,), -1, dtype=torch.long)
+    at = torch.arange(cells) + target - int(causal)
+    link[at] = torch.arange(cells) + source
+    return link
 
 
 def packed_length(spans: list[TextSpan | ImageSpan]) -> int:
@@ -111,6 +125,8 @@ def pack(spans: list[TextSpan | ImageSpan], special: SpecialIds) -> Packed:
     predict: list[bool] = []  # does this position's token get a loss as a target?
     images: list[torch.Tensor | None] = []
     generate: list[bool] = []
+    links: list[tuple[int, int, int, bool]] = []  # (source first cell, target first cell, cells, causal)
+    previous: tuple[int, tuple[int, int, int]] | None = None  # the last image span's first cell and grid
     p = 0
 
     def add_text(tok: int, loss: bool) -> None:
@@ -125,6 +141,14 @@ def pack(spans: list[TextSpan | ImageSpan], special: SpecialIds) -> Packed:
                 add_text(tok, sp.loss)
             continue
         add_text(special.boi, sp.announce)
+        if sp.aligned:
+            if previous is None or previous[1] != sp.grid:
+                raise ValueError(
+                    f"an aligned image span needs an image span of the same grid {sp.grid} before it, "
+                    f"got {'none' if previous is None else previous[1]}"
+                )
+            links.append((previous[0], len(tokens), math.prod(sp.grid), sp.causal))
+        previous = (len(tokens), sp.grid)
         for f, r, c in span_cells(sp.grid).tolist():  # raster-in-time order
             tokens.append(special.img), modality.append(IMAGE), pos.append((p + f, p + r, p + c))
             block.append(-1 if sp.causal else s), image_index.append(len(generate)), predict.append(False)
@@ -137,6 +161,9 @@ def pack(spans: list[TextSpan | ImageSpan], special: SpecialIds) -> Packed:
     targets = torch.full_like(tok, IGNORE)
     want = torch.tensor(predict)
     targets[:-1] = torch.where(want[1:], tok[1:], IGNORE)
+    link = torch.full_like(tok, -1)
+    for source, target, cells, causal in links:
+        link = torch.maximum(link, link_positions(source, target, cells, causal, len(tok)))
     return Packed(
         tokens=tok,
         modality=torch.tensor(modality),
@@ -144,6 +171,7 @@ def pack(spans: list[TextSpan | ImageSpan], special: SpecialIds) -> Packed:
         targets=targets,
         block=torch.tensor(block),
         image_index=torch.tensor(image_index),
+        link=link,
         images=images,
         image_generate=generate,
         next_position=p,
@@ -165,6 +193,7 @@ class Batch:
     image_generate: torch.Tensor  # [num_images] bool
     next_position: torch.Tensor  # [B]
     image_given: torch.Tensor  # [num_images] bool: False for an image a sampler fills in (its span held None)
+    link: torch.Tensor  # [B, L] long: the position (same row) whose input embedding this one's is linked to, or -1
 
     def to(self, device: torch.device | str) -> "Batch":
         return Batch(**{k: v.to(device) for k, v in self.__dict__.items()})
@@ -226,6 +255,7 @@ def collate(seqs: list[Packed], pad_id: int, full_attention: bool = False, left_
     block = torch.full((bsz, length), -1, dtype=torch.long)
     valid = torch.zeros(bsz, length, dtype=torch.bool)
     image_id = torch.full((bsz, length), -1, dtype=torch.long)
+    link = torch.full((bsz, length), -1, dtype=torch.long)
     images: list[torch.Tensor | None] = []
     generate: list[bool] = []
     for b, s in enumerate(seqs):
@@ -234,6 +264,7 @@ def collate(seqs: list[Packed], pad_id: int, full_attention: bool = False, left_
         tokens[b, sl], modality[b, sl], positions[b, :, sl] = s.tokens, s.modality, s.positions
         targets[b, sl], valid[b, sl] = s.targets, True
         block[b, sl] = s.block
+        link[b, sl] = torch.where(s.link >= 0, s.link + sl.start, -1)
         image_id[b, sl] = torch.where(s.image_index >= 0, s.image_index + len(generate), -1)
         images += s.images
         generate += s.image_generate
@@ -249,4 +280,5 @@ def collate(seqs: list[Packed], pad_id: int, full_attention: bool = False, left_
         image_generate=torch.tensor(generate, dtype=torch.bool),
         next_position=torch.tensor([s.next_position for s in seqs]),
         image_given=torch.tensor([im is not None for im in images], dtype=torch.bool),
+        link=link,
     )

@@ -7,7 +7,8 @@
 - edit: ``<bos> instruction <sep> <boi> source <eoi> <boi> target <eoi> <eos>``; the source is read, the
   target generated right after it (each target cell at one fixed offset from its source cell), and only the
   target gets a loss (the image objective's); the target's span sees the source's (causal across spans). For
-  classifier-free guidance the instruction is dropped, the source kept.
+  classifier-free guidance the instruction is dropped, the source kept. With ``Layout.link_source`` the target
+  is ``aligned`` with the source: each target cell's input also gets its source cell's (``sequence.py``).
 - conversation (multi-turn chat, an interleaved document): ``<bos>``, then per turn its parts in order, a user
   turn closed by ``<sep>``, an assistant turn by ``<eos>``: ``<bos> user... <sep> assistant... <eos> user...
   <sep> ...``. The user's text and images are read (no loss); the assistant's text gets the text loss, its
@@ -67,6 +68,7 @@ class Layout:
     gen_causal: bool = False
     answer_len: int | None = None  # None: answers end at <eos>; an int: padded with <eos> to this length
     prompt_loss: bool = True  # next-token loss on the t2i prompt too (free language modelling)
+    link_source: bool = False  # an edit's target is aligned with its source, cell by cell (``model.source_link``)
 
 
 def answer_ids(text: str, tok: TextTokenizer, layout: Layout) -> list[int]:
@@ -131,7 +133,7 @@ def edit_spans(
     return [
         TextSpan([tok.bos_id, *ids, tok.sep_id], loss=False),
         ImageSpan(source, layout.read_grid),
-        ImageSpan(target, layout.gen_grid, generate=True, causal=layout.gen_causal),
+        ImageSpan(target, layout.gen_grid, generate=True, causal=layout.gen_causal, aligned=layout.link_source),
         TextSpan([tok.eos_id], loss=False),
     ]
 

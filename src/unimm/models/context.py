@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from unimm.nn.backbone import Backbone
 from unimm.nn.decoding import IncrementalDecoder
@@ -40,6 +41,7 @@ class ModelContext:
     writer: Writer
     reader: Reader
     text: TextObjective
+    link: nn.Module | None = None  # ``model.source_link``: dim -> dim, what a linked position adds of its source's input
 
     @property
     def sample(self) -> SampleSection:
@@ -67,16 +69,26 @@ class ModelContext:
         """The ids [B, L] the blocks of ``batch``'s backbone pass route by (``layers.route``; else the modality)."""
         return self.layers.branch_ids(batch.modality, batch.generated())
 
+    def linked(self, x: torch.Tensor, batch: Batch) -> torch.Tensor:
+        """x [B, L, dim] with ``link(x[source])`` added at each position ``batch.link`` links to a source (an edit's
+        target cells, ``model.source_link``); x itself without a link. The link runs (on no rows) even when nothing
+        is linked, so that every process of a distributed step uses its weights."""
+        if self.link is None:
+            return x
+        at = (batch.link >= 0).nonzero(as_tuple=True)
+        return x.index_put(at, self.link(x[at[0], batch.link[at]]), accumulate=True)
+
     def run(self, x: torch.Tensor, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """The backbone over embeddings x [B, L, dim] laid out as ``batch`` -> (hidden [B, L, dim], aux losses)."""
-        return self.backbone(x, batch.positions, self.branch_ids(batch), batch.attn_mask)
+        """The backbone over embeddings x [B, L, dim] laid out as ``batch`` (``linked`` first) -> (hidden [B, L, dim],
+        aux losses)."""
+        return self.backbone(self.linked(x, batch), batch.positions, self.branch_ids(batch), batch.attn_mask)
 
     def decoder(self, x: torch.Tensor, batch: Batch, max_new: int, use_cache: bool = True) -> IncrementalDecoder:
         """Incremental decoding after the left-padded prompt ``batch`` (embeddings x [B, L, dim]), routed as
         ``run`` routes. Its steps append text or generated image codes, which every route sends by modality."""
         ids = self.branch_ids(batch)
         return IncrementalDecoder(
-            self.backbone, x, batch.positions, ids, batch.attn_mask, batch.valid, max_new, use_cache
+            self.backbone, self.linked(x, batch), batch.positions, ids, batch.attn_mask, batch.valid, max_new, use_cache
         )
 
     def run_with_images(self, base: torch.Tensor, batch: Batch, images: torch.Tensor) -> torch.Tensor:

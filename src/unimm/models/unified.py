@@ -79,7 +79,9 @@ class UnifiedModel(nn.Module):
             gen_causal=self.writer.causal,
             answer_len=self.text.answer_len,
             prompt_loss=self.text.prompt_loss,
+            link_source=cfg.model.source_link,
         )
+        self.source_link = self._source_link(cfg) if cfg.model.source_link else None
         self.ctx = ModelContext(
             backbone=self.backbone,
             layers=self.layers,
@@ -91,10 +93,22 @@ class UnifiedModel(nn.Module):
             writer=self.writer,
             reader=self.reader,
             text=self.text,
+            link=self.source_link,
         )
         self.writer.init_weights(self.ctx)
         self.image_stats: ImageStats | None = None  # of the training images: set by training, saved with the model
         self._warned_unusual = False
+
+    def _source_link(self, cfg: Config) -> nn.Linear:
+        """``model.source_link``: dim -> dim, zero at the start (an edit's target begins as without the link)."""
+        if self.reader.grid != self.writer.grid:
+            raise ValueError(
+                f"model.source_link aligns an edit's target with its source cell by cell, but the reader's grid "
+                f"{self.reader.grid} differs from the writer's {self.writer.grid} (reader.kind = {cfg.reader.kind!r})"
+            )
+        link = nn.Linear(cfg.model.dim, cfg.model.dim, bias=False)
+        nn.init.zeros_(link.weight)
+        return link
 
     @property
     def background(self) -> tuple[float, ...]:

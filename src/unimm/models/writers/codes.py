@@ -172,7 +172,11 @@ class ARCodeWriter(CodeWriter):
         n = len(cells)
         seqs = ctx.generation_spans(prompts, guided=scale != 1.0)
         batch = ctx.pack([before_generated(sp, ctx.tokenizer.boi_id) for sp in seqs], left_pad=True).to(ctx.device)
-        dec = ctx.decoder(ctx.embed_inputs(batch), batch, n, use_cache)
+        x = ctx.embed_inputs(batch)
+        links = self.source_links(ctx, seqs, batch, x)
+        if links is not None:  # the prompt's last position, <boi>, predicts the first code
+            x = torch.cat([x[:, :-1], x[:, -1:] + links[:, :1]], 1)
+        dec = ctx.decoder(x, batch, n, use_cache)
         start = batch.next_position
         out = []
         for i in range(n):
@@ -185,8 +189,23 @@ class ARCodeWriter(CodeWriter):
             code2 = code.repeat(2) if scale != 1.0 else code
             frame, row, col = cells[i]
             pos = torch.stack([start + frame, start + row, start + col], 1).to(code.device)
-            dec.step(self.embed_codes(ctx, code2), pos, IMAGE)
+            emb = self.embed_codes(ctx, code2)
+            dec.step(emb if links is None else emb + links[:, i + 1], pos, IMAGE)
         return self.decode(torch.stack(out, 1))
+
+    def source_links(self, ctx, seqs: list, batch, x: torch.Tensor) -> torch.Tensor | None:
+        """What ``ctx.linked`` adds to the position that predicts each code of an aligned target (``model.source_link``:
+        the prompt's ``<boi>`` for code 0, code i for code i + 1), [B, n, dim], zero in rows without one; None when
+        no row's target is aligned. The prompt ``batch`` (embeddings ``x``) ends at the target's ``<boi>``, right
+        after its source: the last image of each row."""
+        targets = [next(sp for sp in spans if getattr(sp, "generate", False) and sp.image is None) for spans in seqs]
+        if ctx.link is None or not any(sp.aligned for sp in targets):
+            return None
+        src = x.new_zeros(len(targets), math.prod(self.grid), x.shape[-1])
+        for b, sp in enumerate(targets):
+            if sp.aligned:
+                src[b] = x[b, batch.image_id[b] == batch.image_id[b].max()]
+        return ctx.link(src)
 
 
 @WRITERS.register(MaskedCodeSettings)
