@@ -41,7 +41,7 @@ class ModelContext:
     writer: Writer
     reader: Reader
     text: TextObjective
-    link: nn.Module | None = None  # ``model.source_link``: dim -> dim, what a linked position adds of its source's input
+    link: nn.Module | None = None  # ``model.source_link``: dim -> dim, what a linked position adds of its source
 
     @property
     def sample(self) -> SampleSection:
