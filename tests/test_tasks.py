@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from unimm.sequence import IGNORE, SpecialIds, collate, pack
+from unimm.sequence import IGNORE, ImageSpan, SpecialIds, TextSpan, collate, pack
 from unimm.tasks import (
     Example,
     ImagePrompt,
@@ -169,10 +169,28 @@ def test_a_linked_edit_target_takes_each_cell_from_its_source_cell(causal):
     assert (pack(training_spans(example, torch.ones(1, 4, 4), unlinked, tok), special).link == -1).all()
 
 
-def test_a_target_aligned_with_a_source_of_another_grid_fails():
+def test_only_a_source_of_the_same_grid_is_linked():
     tok = TextTokenizer.train(["make the circle blue"], 300)
-    layout = Layout(read_grid=(1, 2, 2), gen_grid=(1, 2, 3), link_source=True)
     special = SpecialIds(tok.pad_id, tok.boi_id, tok.eoi_id, tok.img_id)
+    layout = Layout(read_grid=(1, 2, 2), gen_grid=(1, 2, 3), link_source=True)
     example = Example("edit", "make it blue", source=torch.zeros(1, 4, 4))
+    assert (pack(training_spans(example, torch.ones(1, 4, 4), layout, tok), special).link == -1).all()
+    spans = [TextSpan([tok.bos_id]), ImageSpan(None, (2, 2)), ImageSpan(None, (2, 3), generate=True, aligned=True)]
     with pytest.raises(ValueError, match="same grid"):
-        pack(training_spans(example, torch.ones(1, 4, 4), layout, tok), special)
+        pack(spans, special)
+    with pytest.raises(ValueError, match="same grid"):
+        pack(spans[:1] + spans[2:], special)
+
+
+def test_an_image_made_in_a_conversation_is_linked_to_the_image_before_it():
+    tok = TextTokenizer.train(["draw a red circle now add a square"], 300)
+    layout = Layout(read_grid=(1, 2, 2), gen_grid=(1, 2, 2), link_source=True)
+    a, b = torch.zeros(1, 4, 4), torch.ones(1, 4, 4)
+    turns = [Turn("user", ("draw a red circle",)), Turn("assistant", ("here", a, "and", b))]
+    spans = conversation_spans(turns, layout, tok)
+    images = [sp for sp in spans if isinstance(sp, ImageSpan)]
+    assert [sp.aligned for sp in images] == [False, True], "the first image has nothing before it"
+    shown = conversation_spans([Turn("user", (a, "add a square")), Turn("assistant", (b,))], layout, tok)
+    assert [sp.aligned for sp in shown if isinstance(sp, ImageSpan)] == [False, True]
+    layout.link_source = False
+    assert not any(sp.aligned for sp in conversation_spans(turns, layout, tok) if isinstance(sp, ImageSpan))

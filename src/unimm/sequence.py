@@ -12,7 +12,9 @@ to. The attention mask is causal across the sequence and bidirectional inside ea
 of a clip sees every other: diffusion and masked writers) unless the span is ``causal``
 (autoregressive codes, which come in raster-in-time order: frame by frame, each frame row by row);
 ``collate(..., full_attention=True)`` makes every real position see every other (masked diffusion
-over the whole sequence).
+over the whole sequence). An image span ``aligned`` with the image span before it (an edit's target with its
+source, same grid) gives ``link``: the source position whose input each of its positions also gets, through a
+learned projection, when the model has one (``model.source_link``, ``ModelContext.linked``).
 
 RoPE layout (Qwen2-VL's multi-axis scheme, with its time axis used): text positions advance by one
 per token with all three axes equal; the cell (frame f, row r, col c) of a span placed at running

@@ -8,7 +8,8 @@
   target generated right after it (each target cell at one fixed offset from its source cell), and only the
   target gets a loss (the image objective's); the target's span sees the source's (causal across spans). For
   classifier-free guidance the instruction is dropped, the source kept. With ``Layout.link_source`` the target
-  is ``aligned`` with the source: each target cell's input also gets its source cell's (``sequence.py``).
+  is ``aligned`` with the source: each target cell's input also gets its source cell's (``sequence.py``); so is
+  an image a conversation makes with the image before it (``link_generated``).
 - conversation (multi-turn chat, an interleaved document): ``<bos>``, then per turn its parts in order, a user
   turn closed by ``<sep>``, an assistant turn by ``<eos>``: ``<bos> user... <sep> assistant... <eos> user...
   <sep> ...``. The user's text and images are read (no loss); the assistant's text gets the text loss, its
@@ -25,7 +26,7 @@ text a fixed answer length (the answer is padded with ``<eos>``, as in masked di
 """
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import torch
@@ -130,12 +131,30 @@ def edit_spans(
     at the same RoPE offset from its source cell, whatever the instruction's length (a copy is one fixed
     relative position to attend to), and the source is read knowing the instruction."""
     ids = [] if instruction is None else tok.encode(instruction)
-    return [
+    spans = [
         TextSpan([tok.bos_id, *ids, tok.sep_id], loss=False),
         ImageSpan(source, layout.read_grid),
-        ImageSpan(target, layout.gen_grid, generate=True, causal=layout.gen_causal, aligned=layout.link_source),
+        ImageSpan(target, layout.gen_grid, generate=True, causal=layout.gen_causal),
         TextSpan([tok.eos_id], loss=False),
     ]
+    return link_generated(spans, layout)
+
+
+def link_generated(spans: Spans, layout: Layout) -> Spans:
+    """With ``layout.link_source``: every generated image span that follows an image span of its grid is ``aligned``
+    with that image (an edit's target with its source; in a conversation, an image made after an image shown or
+    made: "now add a blue square to its right" starts from a copy of the picture before). ``spans`` unchanged
+    otherwise; the spans themselves are never modified (aligned copies replace them)."""
+    if not layout.link_source:
+        return spans
+    out, previous = [], None
+    for sp in spans:
+        if isinstance(sp, ImageSpan):
+            if sp.generate and previous == sp.grid and not sp.aligned:
+                sp = replace(sp, aligned=True)
+            previous = sp.grid
+        out.append(sp)
+    return out
 
 
 def assistant_image(image: torch.Tensor | None, layout: Layout) -> ImageSpan:
@@ -166,7 +185,8 @@ def conversation_spans(turns: Sequence[Turn], layout: Layout, tok: TextTokenizer
     """``<bos>`` and every turn's spans (``turn_spans``)."""
     if not turns:
         raise ValueError("a conversation needs at least one turn")
-    return [TextSpan([tok.bos_id], loss=False), *(sp for turn in turns for sp in turn_spans(turn, layout, tok))]
+    spans = [TextSpan([tok.bos_id], loss=False), *(sp for turn in turns for sp in turn_spans(turn, layout, tok))]
+    return link_generated(spans, layout)
 
 
 @dataclass(frozen=True)
@@ -186,7 +206,7 @@ class ImagePrompt:
         if self.context:
             if not conditional:
                 return generation_prompt(None, layout, tok)
-            return [*self.context, assistant_image(None, layout)]
+            return link_generated([*self.context, assistant_image(None, layout)], layout)
         text = self.text if conditional else None
         if self.source is None:
             return generation_prompt(text, layout, tok)

@@ -26,11 +26,28 @@ def _two_turns(model: UnifiedModel, use_cache: bool):
     return cont, [first, second], logits
 
 
-@pytest.mark.parametrize("preset", ["chameleon", "transfusion", "janus", "connector"])
-def test_cached_multi_turn_decoding_equals_uncached(digits_dir, preset):
-    model = tiny_model(digits_dir, preset)
+def _linked_model(digits_dir, preset: str) -> UnifiedModel:
+    """``model.source_link`` with every weight awake (the link and the zero-initialised heads random)."""
+    model = tiny_model(digits_dir, preset, **{"model.source_link": True})
+    with torch.no_grad():
+        for p in model.parameters():
+            if not p.any():
+                p.normal_(std=0.3 if p is model.source_link.weight else 0.02)
+    return model
+
+
+@pytest.mark.parametrize(
+    "preset, linked",
+    [("chameleon", False), ("transfusion", False), ("janus", False), ("connector", False)]
+    + [("chameleon", True), ("transfusion", True)],
+)
+def test_cached_multi_turn_decoding_equals_uncached(digits_dir, preset, linked):
+    """With ``model.source_link`` each image made is linked to the image before it (the user's, then the first made),
+    across the pieces the cache was filled in."""
+    make = _linked_model if linked else tiny_model
+    model = make(digits_dir, preset)
     cached, replies, logits = _two_turns(model, True)
-    ref, ref_replies, ref_logits = _two_turns(tiny_model(digits_dir, preset), False)
+    ref, ref_replies, ref_logits = _two_turns(make(digits_dir, preset), False)
     assert cached.cache is not None and ref.cache is None
     assert [sp.ids if isinstance(sp, TextSpan) else None for sp in cached.spans] == [
         sp.ids if isinstance(sp, TextSpan) else None for sp in ref.spans

@@ -25,8 +25,8 @@ from typing import TYPE_CHECKING, Literal
 import torch
 
 from unimm.samplers.text import select_next
-from unimm.sequence import TextSpan, packed_length
-from unimm.tasks import ImagePrompt, Spans, assistant_image
+from unimm.sequence import ImageSpan, TextSpan, packed_length
+from unimm.tasks import ImagePrompt, Spans, assistant_image, link_generated
 
 if TYPE_CHECKING:
     from unimm.models.unified import UnifiedModel
@@ -81,6 +81,7 @@ class Continuation:
         self.position = 0  # the next RoPE position
         self.cache = model.backbone.new_cache(self.limit) if use_cache else None
         self.last: torch.Tensor | None = None  # [1, dim] hidden state of the last position
+        self.inputs: torch.Tensor | None = None  # [1, length, dim] every input so far, before links (source_link only)
 
     def room(self, spans: Spans) -> bool:
         return self.length + packed_length(spans) <= self.limit
@@ -95,7 +96,7 @@ class Continuation:
         self.spans += spans
         self.length = need
         if self.cache is None:  # the reference: the whole sequence again
-            batch = self.ctx.pack([self.spans]).to(self.ctx.device)
+            batch = self.ctx.pack([link_generated(self.spans, self.model.layout)]).to(self.ctx.device)
             hidden, _ = self.ctx.run(self.ctx.embed_inputs(batch), batch)
             self.position = int(batch.next_position[0])
         else:
@@ -103,10 +104,23 @@ class Continuation:
             batch.positions += self.position  # the piece continues the sequence's positions
             seen = torch.ones(1, batch.tokens.shape[1], self.cache.length, dtype=torch.bool, device=self.ctx.device)
             mask = torch.cat([seen, batch.attn_mask], -1)  # every earlier position, and the piece's own mask
-            x = self.ctx.embed_inputs(batch)
+            x = self.linked(spans, self.ctx.embed_inputs(batch))
             hidden, _ = self.model.backbone(x, batch.positions, self.ctx.branch_ids(batch), mask, self.cache)
             self.position += int(batch.next_position[0])
         self.last = hidden[:, -1]
+
+    def linked(self, piece: Spans, x: torch.Tensor) -> torch.Tensor:
+        """The inputs x [1, n, dim] of the ``piece`` just added to ``spans`` with the links its generated images get
+        (``model.source_link``, ``tasks.link_generated``): as ``ctx.run`` adds them over the whole sequence, their
+        sources may sit in earlier pieces (whose inputs are kept for this)."""
+        if self.ctx.link is None:
+            return x
+        self.inputs = x if self.inputs is None else torch.cat([self.inputs, x], 1)
+        if not any(isinstance(sp, ImageSpan) and sp.generate for sp in piece):
+            return x
+        link = self.ctx.pack([link_generated(self.spans, self.model.layout)]).link[0, -x.shape[1] :].to(x.device)
+        at = (link >= 0).nonzero()[:, 0]
+        return x.index_put((torch.zeros_like(at), at), self.ctx.link(self.inputs[0, link[at]]), accumulate=True)
 
     @torch.no_grad()
     def reply(self, settings: DecodeSettings | None = None, generator: torch.Generator | None = None) -> Reply:
