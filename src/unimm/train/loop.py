@@ -222,7 +222,9 @@ def train(cfg: Config, out: str | Path, resume: bool = False, progress: bool = T
             print(f"note: launched as {env.world} processes with train.parallel = 'none': training with ddp")
         cfg.train.parallel = env.parallel
     try:
-        return _train(cfg, Path(out), resume, progress and env.main, env, plan, code)
+        run = _train(cfg, Path(out), resume, progress and env.main, env, plan, code)
+        env.barrier()  # no process tears the group down while another still talks to it (gloo aborts at exit)
+        return run
     except KeyboardInterrupt:
         if env.main:
             print(resume_hint(Path(out), env.world), file=sys.stderr, flush=True)
