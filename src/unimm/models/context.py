@@ -73,10 +73,13 @@ class ModelContext:
         """x [B, L, dim] with ``link(x[source])`` added at each position ``batch.link`` links to a source (an edit's
         target cells, ``model.source_link``); x itself without a link. The link runs (on no rows) even when nothing
         is linked, so that every process of a distributed step uses its weights."""
-        if self.link is None:
-            return x
-        at = (batch.link >= 0).nonzero(as_tuple=True)
-        return x.index_put(at, self.link(x[at[0], batch.link[at]]), accumulate=True)
+        return x if self.link is None else self.add_links(x, batch.link, x)
+
+    def add_links(self, x: torch.Tensor, link: torch.Tensor, sources: torch.Tensor) -> torch.Tensor:
+        """x [B, n, dim] plus ``link(sources[b, link[b, i]])`` at each position with ``link[b, i] >= 0``; ``sources``
+        [B, m, dim] are the inputs the link positions index (x itself, or a longer sequence x ends)."""
+        at = (link >= 0).nonzero(as_tuple=True)
+        return x.index_put(at, self.link(sources[at[0], link[at]]), accumulate=True)
 
     def run(self, x: torch.Tensor, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The backbone over embeddings x [B, L, dim] laid out as ``batch`` (``linked`` first) -> (hidden [B, L, dim],

@@ -118,9 +118,8 @@ class Continuation:
         self.inputs = x if self.inputs is None else torch.cat([self.inputs, x], 1)
         if not any(isinstance(sp, ImageSpan) and sp.generate for sp in piece):
             return x
-        link = self.ctx.pack([link_generated(self.spans, self.model.layout)]).link[0, -x.shape[1] :].to(x.device)
-        at = (link >= 0).nonzero()[:, 0]
-        return x.index_put((torch.zeros_like(at), at), self.ctx.link(self.inputs[0, link[at]]), accumulate=True)
+        link = self.ctx.pack([link_generated(self.spans, self.model.layout)]).link[:, -x.shape[1] :].to(x.device)
+        return self.ctx.add_links(x, link, self.inputs)
 
     @torch.no_grad()
     def reply(self, settings: DecodeSettings | None = None, generator: torch.Generator | None = None) -> Reply:
