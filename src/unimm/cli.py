@@ -550,6 +550,10 @@ def atlas(
     rate: Annotated[
         float, typer.Option(help="--plan: the sustained GFLOP/s per job assumed for the hours", min=1e-3)
     ] = 35.0,
+    only: Annotated[
+        list[str],
+        typer.Option(metavar="NAME", help="only these strategies (repeatable or comma-separated): a column of its own"),
+    ] = [],
 ) -> None:
     """Decision atlas: train every strategy to the same budget, evaluate, and report what the numbers show."""
     from unimm.atlas import load_atlas, plan_runs, run_atlas
@@ -557,16 +561,22 @@ def atlas(
     from unimm.cli_checks import check_out_dir
     from unimm.config import ConfigError
 
+    names = [name for item in only for name in item.split(",") if name]
+
+    def load():
+        atlas_cfg = load_atlas(config)
+        return atlas_cfg.only(names) if names else atlas_cfg
+
     if plan:
         try:
-            atlas_cfg = load_atlas(config)
+            atlas_cfg = load()
             typer.echo(plan_text(atlas_cfg, run_costs(atlas_cfg, plan_runs(atlas_cfg)), rate))
         except (ConfigError, ValueError) as err:
             _fail(err)
         return
     try:
         check_out_dir(out)
-        outcomes, report = run_atlas(load_atlas(config), out, jobs=jobs, report_only=report_only)
+        outcomes, report = run_atlas(load(), out, jobs=jobs, report_only=report_only)
     except (ConfigError, FileNotFoundError, ValueError) as err:
         _fail(err)
     typer.echo(f"report: {report} and {report.with_suffix('.html')}")

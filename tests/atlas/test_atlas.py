@@ -269,7 +269,9 @@ def test_atlas_presets_plan_every_strategy(monkeypatch):
     medium = load_atlas(CONFIGS / "atlas" / "medium.toml")
     medium_runs = plan_runs(medium)
     assert medium.checks == quick.checks and {Path(s.preset).stem for s in medium.strategies} == presets
-    assert {r.dataset for r in medium_runs} == {"mnist", "shapes"} and len(medium.budget.values) >= 4
+    assert {r.dataset for r in medium_runs} == {"mnist", "shapes", "moving_mnist_16"} and len(medium.budget.values) >= 4
+    video = sorted({r.strategy for r in medium_runs if r.dataset == "moving_mnist_16"})  # the video column (issue 18)
+    assert video == ["chameleon-video", "show-o-video", "transfusion-video"]
     assert max(medium.budget.values) / min(medium.budget.values) >= 30
     for s in medium.strategies:  # every strategy has a curve: a ladder of every budget, or a control of one
         assert s.control_of or medium.ladder_of(s) and s.budgets is None, s.name
@@ -285,6 +287,22 @@ def test_atlas_presets_plan_every_strategy(monkeypatch):
     assert runs[0].spec()["ledger"] == {"regime": "pretrained", "side_flops": 2e12, "shared_tokenizer": "charged"}
     assert (full.budget.regime, full.budget.shared_tokenizer) == ("scratch", "charged")
     assert not [s.set for s in full.strategies if any("pretrain_steps" in o or "writer.train" in o for o in s.set)]
+
+
+def test_only_runs_a_column_of_the_atlas_and_the_report_says_so(monkeypatch, tmp_path):
+    monkeypatch.chdir(CONFIGS.parent)
+    medium = load_atlas(CONFIGS / "atlas" / "medium.toml")
+    names = ["transfusion-video", "chameleon-video", "show-o-video"]
+    column = medium.only(names)
+    assert [s.name for s in column.strategies] == ["transfusion-video", "chameleon-video", "show-o-video"]
+    assert len(column.left_out) == len(medium.strategies) - 3 and column.checks == medium.checks
+    assert {r.dataset for r in plan_runs(column)} == {"moving_mnist_16"} and len(plan_runs(column)) == 36
+    with pytest.raises(ValueError, match="unknown strategy name"):
+        medium.only(["transfusion-vidoe"])
+    with pytest.raises(ValueError, match="control"):  # a control without the strategy it controls
+        medium.only(["transfusion-cosine"])
+    plan = CliRunner().invoke(app, ["atlas", str(CONFIGS / "atlas" / "medium.toml"), "--plan", "--only", ",".join(names)])
+    assert plan.exit_code == 0 and "36 runs" in plan.output and "chameleon.dense" not in plan.output, plan.output
 
 
 GOOD_CHECK = CHECKS[: CHECKS.index("[[checks]]", 1)]  # the first declared check

@@ -205,6 +205,9 @@ class AtlasConfig(_Strict):
     tokenizer: TokenizerSection | None = None
     strategies: list[StrategyEntry] = Field(min_length=1)
     checks: list[CheckEntry] = Field([], description="published findings checked; one Holm family per report")
+    left_out: list[str] = Field(
+        [], description="strategies of the TOML not in this run of it (set by `only`, the CLI's --only)"
+    )
 
     @model_validator(mode="after")
     def _names_and_kinds(self) -> AtlasConfig:
@@ -256,6 +259,20 @@ class AtlasConfig(_Strict):
         if differ:
             raise ValueError(f"strategy {s.name!r} is the control of {of.name!r} but differs in {differ}: it may "
                              "differ only in its schedule")  # fmt: skip
+
+    def only(self, names: list[str]) -> AtlasConfig:
+        """The atlas with only the strategies ``names`` (the CLI's ``--only``): a column run and reported on its
+        own; a control comes with the strategy it controls or not at all."""
+        known = [s.name for s in self.strategies]
+        unknown = [n for n in names if n not in known]
+        if unknown or not names:
+            raise ValueError(f"--only: unknown strategy name(s) {unknown or names}; the atlas has {known}")
+        kept = [s for s in self.strategies if s.name in names]
+        orphans = [s.name for s in kept if s.control_of is not None and s.control_of not in names]
+        if orphans:
+            raise ValueError(f"--only: {orphans} control(s) a strategy left out; name it too")
+        left = [n for n in known if n not in names]
+        return self.model_copy(update={"strategies": kept, "left_out": [*self.left_out, *left]})
 
     def ladder_of(self, s: StrategyEntry) -> bool:
         """Whether strategy ``s`` trains cooldown branches of one run (needs two budgets or more)."""

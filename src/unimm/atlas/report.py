@@ -114,6 +114,11 @@ def _overview(doc: Document, atlas: AtlasConfig, results: list[RunResult], out: 
         f"({'counted FLOPs' if atlas.budget.kind == 'flops' else 'seconds'}, regime `{atlas.budget.regime}`); "
         f"training seeds {seeds}; evaluation suite `{atlas.eval.suite}`, sampling seed {atlas.eval.seed} for every run."
     )
+    if atlas.left_out:
+        doc.paragraph(
+            f"**A part of the atlas** (`--only`): {', '.join(f'`{s.name}`' for s in atlas.strategies)}. The TOML's "
+            f"other {len(atlas.left_out)} strategies are not in this report (their runs are reported on their own)."
+        )
     for regime in sorted(atlas.regimes, key=lambda r: r != atlas.budget.regime):
         doc.paragraph(LEDGER[regime].format(side=atlas.budget.side_flops or 0.0))
     other = [s.name for s in atlas.strategies if (s.regime or atlas.budget.regime) != atlas.budget.regime]
