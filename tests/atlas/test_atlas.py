@@ -301,7 +301,8 @@ def test_only_runs_a_column_of_the_atlas_and_the_report_says_so(monkeypatch, tmp
         medium.only(["transfusion-vidoe"])
     with pytest.raises(ValueError, match="control"):  # a control without the strategy it controls
         medium.only(["transfusion-cosine"])
-    plan = CliRunner().invoke(app, ["atlas", str(CONFIGS / "atlas" / "medium.toml"), "--plan", "--only", ",".join(names)])
+    args = ["atlas", str(CONFIGS / "atlas" / "medium.toml"), "--plan", "--only", ",".join(names)]
+    plan = CliRunner().invoke(app, args)
     assert plan.exit_code == 0 and "36 runs" in plan.output and "chameleon.dense" not in plan.output, plan.output
 
 
