@@ -48,3 +48,15 @@ def test_a_video_atlas_plans_trains_and_reads_the_video_metrics(clips_dir, tmp_p
 def test_image_suites_are_refused_on_a_video_dataset(clips_dir, tmp_path):
     with pytest.raises(ConfigError, match="is a video dataset"):
         plan_runs(load_atlas(_atlas(tmp_path, clips_dir, '["interleaved"]')))
+
+
+def test_the_shared_vq_tokenizer_of_a_video_dataset_is_priced_on_its_frames(clips_dir):
+    """The side budget's price of a tokenizer step on clips is one step over frames, as ``train_tokenizer`` fits
+    the shared tokenizer (a clip batch handed to the VQ's 2-D convolutions failed)."""
+    from unimm.atlas.side import tokenizer_step_price
+    from unimm.config import TokenizerConfig, load_config
+
+    sets = [f"data.path={json.dumps(str(clips_dir))}", "train.batch_size=4", "tokenizer.hidden=8",
+            "tokenizer.code_dim=4", "tokenizer.codebook_size=8", "tokenizer.downsample=2"]  # fmt: skip
+    cfg = load_config(CONFIGS / "tok" / "vq.toml", sets, schema=TokenizerConfig)
+    assert tokenizer_step_price(cfg) > 0

@@ -18,6 +18,7 @@ import torch
 
 from unimm.config import Config, TokenizerConfig
 from unimm.data import load_split
+from unimm.data.clips import frames_of
 from unimm.flops import FitFlops
 from unimm.models import UnifiedModel
 from unimm.tokenizers.fit import fit_image_tokenizer
@@ -62,10 +63,11 @@ def tokenizer_step_price(cfg: TokenizerConfig) -> float:
     """FLOPs of the first step of ``unimm tokenizer train`` with ``cfg``."""
     cfg = cfg.model_copy(deep=True)
     data = load_split(cfg.data.path, "train", cfg.data.image_size, cfg.data.channels)
-    cfg.data.channels, cfg.data.image_size = int(data.images.shape[1]), int(data.images.shape[-1])
+    images = frames_of(data.images[:PROBE_IMAGES])  # a video dataset's tokenizer fits on its frames, as it trains
+    cfg.data.channels, cfg.data.image_size = int(images.shape[1]), int(images.shape[-1])
     torch.manual_seed(cfg.train.seed)
     t, fit = cfg.train, FitFlops()
-    images = data.images[:PROBE_IMAGES]
+    images = images[:PROBE_IMAGES]
     extra = build_tokenizer_losses(cfg)
     fit_image_tokenizer(build_image_tokenizer(cfg), images, 1, t.batch_size, t.lr, t.seed, False, **extra, flops=fit)
     return float(fit.flops)
