@@ -116,3 +116,25 @@ def test_cpu_run_of_the_process_sections(tmp_path):
         assert row["parallel_saved"] and math.isfinite(row["loss_last"]) and row["steps"] == 2
     runs = result["sections"]["atlas"]["runs"]
     assert len(runs) == 2 and all(r["evaluated"] and r["steps"] > 0 for r in runs.values())
+
+
+def test_cpu_run_of_the_video_section(tmp_path):
+    """Clips made from the digits; the three video layouts train, write clips of the data's shape and caption."""
+    bench = _load()
+    out = tmp_path / "gpu_check.json"
+    threads = torch.get_num_threads()
+    try:
+        result = bench.main(["--cpu", "--only", "video", "--out", str(out)])
+    finally:
+        torch.set_num_threads(threads)
+    _check_common(result, out, ["video"])
+    video = result["sections"]["video"]
+    layouts = video["layouts"]
+    assert list(layouts) == list(bench.VIDEO_PRESETS)
+    assert [r["writer"] for r in layouts.values()] == ["latent", "ar-codes", "masked-codes"]
+    for name, row in layouts.items():
+        assert row["loss_finite"] and row["batch"] == 2 and row["clips_per_s"] > 0, (name, row)
+        assert len(row["captions"]) == 2 and all(isinstance(c, str) for c in row["captions"])
+        assert " moving " in row["prompts"][0]  # text-to-video prompts are the clips' captions
+    assert (tmp_path / video["png"]).stat().st_size > 100
+    assert "video `chameleon`" in out.with_suffix(".md").read_text()
