@@ -41,3 +41,15 @@ def test_build_from_config():
     obj = DENOISERS.build(settings)
     assert isinstance(obj, DDPMObjective) and obj.schedule.num_train_timesteps == 50
     assert obj.prediction == "v_prediction"
+
+
+def test_flow_time_is_uniform_by_default_or_logit_normal_from_the_config():
+    g = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+    uniform = DENOISERS.build(DENOISERS.validate({"kind": "flow"}, "denoiser"))
+    torch.testing.assert_close(uniform.sample_time(8, g()), torch.rand(8, generator=g()))  # the presets' draws
+    settings = DENOISERS.validate({"kind": "flow", "time": "logit-normal", "logit_mean": 0.5}, "denoiser")
+    t = DENOISERS.build(settings).sample_time(20_000, g())
+    torch.testing.assert_close(t, torch.sigmoid(0.5 + torch.randn(20_000, generator=g())))
+    assert 0 < t.min() and t.max() < 1 and abs(t.median() - torch.sigmoid(torch.tensor(0.5))) < 0.01
+    middle = ((t > 0.25) & (t < 0.75)).float().mean()  # more of the middle than uniform's 50 %
+    assert middle > 0.6
