@@ -145,6 +145,23 @@ def test_verdicts_follow_the_t_test_rule(digits_dir, tmp_path):
     assert "Holm-adjusted p" in pair.lines()[0] and prompt.outcome == "b" and fid.outcome == "within"
 
 
+def test_clips_answer_a_check_on_an_image_metric_through_its_video_analogue(digits_dir, tmp_path):
+    """A pair of video cells has no prompt accuracy: the Transfusion check and the survey's question read the
+    per-frame prompt accuracy instead (VIDEO_ANALOGUE), and motion accuracy joins the question's comparisons."""
+    atlas = _load(tmp_path, _atlas_toml(digits_dir))
+    ar, diffusion = {r.strategy: r for r in plan_runs(atlas)}["chameleon"], plan_runs(atlas)[0]
+    cells = [_cell(ar, {"frame_prompt_accuracy": [0.30, 0.33], "motion_accuracy": [0.5, 0.6]}),
+             _cell(diffusion, {"frame_prompt_accuracy": [0.60, 0.62], "motion_accuracy": [0.9, 0.95]})]  # fmt: skip
+    check = check_claims(atlas.checks, cells)[0]
+    assert check.verdict == "agrees" and [c.metric for _, c in check.tests] == ["frame_prompt_accuracy"]
+    (pair,) = summarise_all(cells)[0].pairs
+    assert [c.metric for c in pair.comparisons] == ["frame_prompt_accuracy", "motion_accuracy"]
+    # an image pair keeps the declared metric even when it also has the analogue
+    image = [_cell(ar, {"prompt_accuracy": [0.6, 0.62], "frame_prompt_accuracy": [0.3, 0.33]}),
+             _cell(diffusion, {"prompt_accuracy": [0.3, 0.33], "frame_prompt_accuracy": [0.6, 0.62]})]  # fmt: skip
+    assert check_claims(atlas.checks, image)[0].verdict == "disagrees"
+
+
 def test_checks_are_declared_in_the_atlas_toml(tmp_path):
     """The same five checks in both presets, each with its metric and the side the literature says is better."""
     quick, full = load_atlas(CONFIGS / "atlas" / "quick.toml"), load_atlas(CONFIGS / "atlas" / "full.toml")

@@ -42,7 +42,8 @@ def test_a_video_atlas_plans_trains_and_reads_the_video_metrics(clips_dir, tmp_p
     assert values["frame_prompt_accuracy"] == ev["generation"]["frame_prompt_accuracy"]
     assert values["motion_accuracy"] == ev["generation"]["motion_accuracy"]
     assert (folder / "eval" / "samples.gif").is_file() and (folder / "eval" / "strip.png").is_file()
-    assert run.name in md.read_text()
+    text = md.read_text()
+    assert run.name in text and f"{values['frame_prompt_accuracy']:.3f} (clips)" in text  # the analogue, marked
 
 
 def test_image_suites_are_refused_on_a_video_dataset(clips_dir, tmp_path):

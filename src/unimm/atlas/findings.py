@@ -19,18 +19,22 @@ from dataclasses import dataclass, field
 
 from unimm.atlas.comparison import ALPHA, Comparison, adjust
 from unimm.atlas.config import AXES, CheckEntry
-from unimm.atlas.metrics import WRITER_UNITS
+from unimm.atlas.metrics import VIDEO_ANALOGUE, WRITER_UNITS
 from unimm.atlas.results import Cell
 
 PART_SECTIONS = ("layers", "codec", "writer", "denoiser", "reader", "reader.connector", "text")
 IGNORED = ("name", "train.seed", "train.steps", "train.branches", "train.warmup", "train.save_every", "train.log_every",
            "train.threads", "train.parallel", "codec.tokenizer", "sample.sampler")  # fmt: skip
-PRIMARY = {
-    "generation": ("prompt_accuracy", "clip_score"),
-    "understanding": ("caption_accuracy", "exact_match", "caption_cider"),
+PRIMARY = {  # the first a pair has; the last of each: a video dataset's (VIDEO_ANALOGUE)
+    "generation": ("prompt_accuracy", "clip_score", "frame_prompt_accuracy"),
+    "understanding": ("caption_accuracy", "exact_match", "caption_cider", "caption_exact_match"),
     "task_loss": ("task_loss",),
 }
-SECONDARY = {"generation": ("fid",), "understanding": ("vqa_accuracy", "rank_accuracy"), "task_loss": ()}
+SECONDARY = {
+    "generation": ("fid", "motion_accuracy"),
+    "understanding": ("vqa_accuracy", "rank_accuracy", "direction_vqa_accuracy"),
+    "task_loss": (),
+}
 
 
 def flatten(config: dict, prefix: str = "") -> dict[str, object]:
@@ -257,10 +261,19 @@ def claim_tests(check: CheckEntry, cells: list[Cell]) -> list[tuple[Pair, Compar
     """The check's comparisons: every matched pair of its sides on its declared metric."""
     out = []
     for p in matched_pairs(check.axis, check.a, check.b, cells):
-        a, b = p.a.stat(check.metric), p.b.stat(check.metric)
-        if a is not None and b is not None:
-            out.append((p, Comparison(check.metric, a, b, confounds=p.confounds(metric=check.metric))))
+        metric = pair_metric(p, check.metric)
+        if metric is not None:
+            a, b = p.a.stat(metric), p.b.stat(metric)
+            out.append((p, Comparison(metric, a, b, confounds=p.confounds(metric=metric))))
     return out
+
+
+def pair_metric(pair: Pair, metric: str) -> str | None:
+    """``metric`` when both cells have it, else its video analogue when both have that (clips), else None."""
+    for m in (metric, VIDEO_ANALOGUE.get(metric)):
+        if m is not None and pair.a.stat(m) is not None and pair.b.stat(m) is not None:
+            return m
+    return None
 
 
 def verdict(expects_b: bool, found: Sequence[Comparison]) -> tuple[str, str]:

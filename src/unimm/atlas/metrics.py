@@ -42,6 +42,13 @@ METRICS: dict[str, tuple[str, str, bool]] = {
     "caption_latency_s": ("understanding", "latency_s", False),
     "gen_latency_s": ("generation", "latency_s", False),
 }
+# on a video dataset: the metric that asks an image metric's question of clips (eval/video.py). A declared check, a
+# survey question or a headline on the image metric reads a pair of video cells on its analogue (both cells must
+# lack the image metric and have the analogue), and the report names the metric it used
+VIDEO_ANALOGUE: dict[str, str] = {
+    "prompt_accuracy": "frame_prompt_accuracy",
+    "caption_accuracy": "caption_exact_match",
+}
 # every metric a comparison can use: the evaluation's and the final training loss (read from metrics.jsonl)
 HIGHER_IS_BETTER: dict[str, bool] = {k: v[2] for k, v in METRICS.items()} | {"task_loss": False}
 # metrics in the writer's own unit (Writer.eval_loss): compared only between runs with the same writer, codec and

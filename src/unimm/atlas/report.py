@@ -11,7 +11,7 @@ from typing import Any
 from unimm.atlas.comparison import Comparison
 from unimm.atlas.config import AtlasConfig
 from unimm.atlas.findings import PRIMARY, ClaimCheck, check_claims, summarise_all
-from unimm.atlas.metrics import HIGHER_IS_BETTER
+from unimm.atlas.metrics import HIGHER_IS_BETTER, VIDEO_ANALOGUE
 from unimm.atlas.null_rates import false_verdict_rate
 from unimm.atlas.plan import PlannedRun, budget_label
 from unimm.atlas.plots import (
@@ -70,6 +70,12 @@ def _fid(v: float | None, ci: list[float] | None) -> str:
     return _fmt(v, ".2f") if v is None or not ci else f"{v:.2f} [{ci[0]:.2f}, {ci[1]:.2f}]"
 
 
+def _or_clips(v: dict, metric: str) -> str:
+    """The image metric, or on a video run its analogue (VIDEO_ANALOGUE) marked as read on clips."""
+    clips = v.get(VIDEO_ANALOGUE[metric])
+    return _fmt(v.get(metric)) if v.get(metric) is not None or clips is None else f"{clips:.3f} (clips)"
+
+
 def _run_row(r: RunResult) -> list[str]:
     v, i, run = r.values, r.info, r.run
     status = r.status if r.status != "failed" else f"failed ({i.get('failure', '')})"
@@ -81,8 +87,8 @@ def _run_row(r: RunResult) -> list[str]:
     return [
         f"`{run.name}`", run.dataset, status, _fmt(i.get("trained_steps") or i.get("steps"), "d"),
         _fmt(flops, ".3g"), off, params,
-        _fmt(i.get("train_wall_s"), ".0f"), _fmt(v.get("caption_accuracy")), _fmt(v.get("rank_accuracy")),
-        _fmt(v.get("vqa_accuracy")), _fmt(v.get("caption_bleu_4")), _fmt(v.get("prompt_accuracy")),
+        _fmt(i.get("train_wall_s"), ".0f"), _or_clips(v, "caption_accuracy"), _fmt(v.get("rank_accuracy")),
+        _fmt(v.get("vqa_accuracy")), _fmt(v.get("caption_bleu_4")), _or_clips(v, "prompt_accuracy"),
         _fid(v.get("fid"), i.get("fid_ci")), _fmt(v.get("clip_score"), ".1f"), _fmt(v.get("task_loss")),
         _fmt(v.get("caption_latency_s")), _fmt(v.get("gen_latency_s")), mem,
     ]  # fmt: skip
@@ -462,7 +468,10 @@ def write_report(atlas: AtlasConfig, runs: list[PlannedRun], out: Path) -> Path:
     doc.paragraph(RULE)
     _figures(doc, cells, results, figures)
     und, gen = _first_metric(cells, "understanding"), _first_metric(cells, "generation")
-    scaling = scaling_section(doc, results, [m for m in (und, gen, "task_loss", "caption_nll") if m], figures)
+    analogues = [VIDEO_ANALOGUE.get(m) for m in (und, gen) if m]  # a video column beside image ones
+    scaled = [m for m in (und, gen, *analogues, "motion_accuracy", "task_loss", "caption_nll") if m]
+    scaled = [m for m in dict.fromkeys(scaled) if m in ("task_loss", "caption_nll") or any(c.stat(m) for c in cells)]
+    scaling = scaling_section(doc, results, scaled, figures)
     controls = _schedule_controls(doc, cells, [m for m in (und, gen, "task_loss") if m])
     steps = _steps(doc, cells, figures)
     compositional = _compositional(doc, results)
@@ -471,8 +480,10 @@ def write_report(atlas: AtlasConfig, runs: list[PlannedRun], out: Path) -> Path:
     doc.heading("Every run")
     doc.table(RUN_HEADER, [_run_row(r) for r in results])
     doc.paragraph(
-        "Metrics from `unimm eval`'s harness (docs/eval.md); *FID [95 % CI]*: the run's FID with its bootstrap "
-        "interval over resamples of its generated and real images (sampling noise of one evaluation, not the "
+        "Metrics from `unimm eval`'s harness (docs/eval.md; a video run's from `eval/video.py`, where *(clips)* "
+        "marks the caption exact match in *caption acc* and the per-frame prompt accuracy in *prompt acc*, the "
+        "analogues a check or question on those metrics reads on clips); *FID [95 % CI]*: the run's FID with its "
+        "bootstrap interval over resamples of its generated and real images (sampling noise of one evaluation, not the "
         "seed-to-seed spread the verdicts test); *final train loss* is the text loss plus the weighted "
         "image loss (router terms left out), mean of the last 5 logged steps; *total FLOPs* is the ledger's total; "
         "*vs budget* compares what the main budget paid (or, for a wall-time budget, the training loop's seconds) "

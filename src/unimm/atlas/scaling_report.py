@@ -10,6 +10,7 @@ from typing import Any
 
 from unimm.atlas.config import AXES
 from unimm.atlas.findings import matched_pairs
+from unimm.atlas.metrics import VIDEO_ANALOGUE
 from unimm.atlas.plots import plot_scaling
 from unimm.atlas.results import RunResult, group_cells
 from unimm.atlas.scaling import (
@@ -112,9 +113,12 @@ def headline_table(results: list[RunResult], fits: dict[str, dict[str, Bootstrap
     """One row per survey question and matched pair of curves: where B is better, A is, they cross, or no
     difference is detectable up to the largest budget."""
     rows, data = [], []
-    for title, axis, a_kinds, b_kinds, metric in HEADLINES:
+    for title, axis, a_kinds, b_kinds, declared in HEADLINES:
         for a, b in matched_curve_pairs(results, axis, a_kinds, b_kinds):
-            fa, fb = fits.get(metric, {}).get(a), fits.get(metric, {}).get(b)
+            for metric in (declared, VIDEO_ANALOGUE.get(declared)):  # clips: the image metric's video analogue
+                fa, fb = fits.get(metric, {}).get(a), fits.get(metric, {}).get(b)
+                if fa is not None and fb is not None:
+                    break
             if fa is None or fb is None:
                 continue
             c_range = (max(min(fa.compute), min(fb.compute)), min(max(fa.compute), max(fb.compute)))
