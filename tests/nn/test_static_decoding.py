@@ -67,3 +67,20 @@ def test_static_cache_has_no_int_length():
     cache = StaticKVCache(2, 8)
     with pytest.raises(AttributeError, match="attention mask"):
         _ = cache.length
+
+
+def test_one_query_attention_is_sdpa_over_the_written_slots():
+    """The static step's written-out attention equals SDPA with grouped heads and a mask of written slots."""
+    import torch.nn.functional as F
+
+    from unimm.nn.attention import one_query_attention
+
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (
+        torch.randn(3, 8, 1, 16, generator=g),
+        torch.randn(3, 2, 10, 16, generator=g),
+        torch.randn(3, 2, 10, 16, generator=g),
+    )
+    mask = torch.arange(10)[None, None, :] < torch.tensor([4, 7, 10])[:, None, None]  # [B, 1, S]: slots written
+    want = F.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, None], enable_gqa=True)
+    torch.testing.assert_close(one_query_attention(q, k, v, mask), want)

@@ -4,8 +4,21 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from unimm.nn.kv_cache import KVCache
+from unimm.nn.kv_cache import KVCache, StaticKVCache
 from unimm.nn.rope import apply_rope
+
+
+def one_query_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """One new query per row over a static cache's slots: q [B, H, 1, D], k / v [B, Hkv, S, D], mask bool [B, 1, S]
+    (True = may attend) -> [B, H, 1, D]. SDPA's arithmetic (scaled scores, masked softmax, weighted values)
+    written out, so that a compiled decoding step fuses it with the ops around it instead of calling one opaque
+    kernel per layer (``bench/decode.py``)."""
+    b, heads, _, d = q.shape
+    kv_heads = k.shape[1]
+    q = q.reshape(b, kv_heads, heads // kv_heads, d)  # the query heads that share a key / value head, side by side
+    scores = torch.matmul(q, k.transpose(-1, -2)) * d**-0.5  # [B, Hkv, G, S]
+    scores = scores.masked_fill(~mask[:, :, None, :], float("-inf"))
+    return torch.matmul(scores.softmax(-1), v).reshape(b, heads, 1, d)
 
 
 def attend(
@@ -40,7 +53,10 @@ def attend(
     else:  # several new tokens after a cached prefix: causal with an offset
         mask = torch.ones(length, past + length, dtype=torch.bool, device=q.device).tril(past)
         causal = False
-    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal, enable_gqa=kv_heads != heads)
+    if isinstance(cache, StaticKVCache) and length == 1:  # a decoding step of StaticDecoder
+        out = one_query_attention(q, k, v, attn_mask)
+    else:
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal, enable_gqa=kv_heads != heads)
     return out.transpose(1, 2).reshape(b, length, -1)
 
 
