@@ -26,3 +26,19 @@ def test_quick_run_counts_one_pass_per_step_and_splits_the_time(tmp_path, monkey
     assert chameleon["batches"]["1"]["passes"] == 49
     table = out.with_suffix(".md").read_text()
     assert "| quick | latent | 20 |" in table and "| chameleon | ar-codes |" in table
+
+
+def test_mar_head_steps_are_timed(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(SCRIPT.parent))
+    spec = importlib.util.spec_from_file_location("bench_sampling_mar", SCRIPT)
+    bench = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = bench
+    spec.loader.exec_module(bench)
+    out = tmp_path / "sampling.json"
+    args = ["--presets", "mar", "--batch", "1", "2", "--repeats", "1", "--threads", "1", "--out", str(out)]
+    result = bench.main(args)
+    mar = result["presets"]["mar"]
+    for row in mar["batches"].values():
+        # one head step per group and head step, timed apart from the transformer's passes
+        assert row["head_passes"] == mar["steps"] * 50 and row["passes"] == mar["steps"]
+        assert 0 < row["head_s"] < row["total_s"] - row["transformer_s"]

@@ -6,8 +6,10 @@ import torch
 
 from conftest import tiny_preset
 from unimm.models import UnifiedModel
+from unimm.models.diffusion_head import ConditionedHead, DiffusionHead
 from unimm.models.writers.connector import ConnectorWriter
 from unimm.models.writers.mar import MARWriter
+from unimm.samplers.guidance import guide
 from unimm.samplers.mar import generation_order, group_sizes, order_mask, training_mask
 from unimm.tasks import Example
 from unimm.tokenizers.text import TextTokenizer
@@ -231,3 +233,41 @@ def test_connector_batched_conditions_equal_one_by_one(digits_dir):
         alone = [model.writer.prompt_condition(model.ctx, [p], guided=True) for p in prompts]
     torch.testing.assert_close(batched[:3], torch.cat([a[:1] for a in alone]), atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(batched[3:], torch.cat([a[1:] for a in alone]), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("table_limit", [1 << 24, 0])
+def test_mar_conditioned_head_equals_the_head_at_each_level(table_limit):
+    """The precomputed modulations (one table, or one level's row per call) give the head's forward."""
+    torch.manual_seed(0)
+    head = DiffusionHead(patch_dim=6, cond_dim=10, width=16, depth=2)
+    for p in head.parameters():  # the zero-initialised gates and output would hide the modulations
+        torch.nn.init.normal_(p, std=0.3)
+    level, z, x = torch.rand(5), torch.randn(7, 10), torch.randn(7, 6)
+    with torch.no_grad():
+        conditioned = ConditionedHead(head, level, z, table_limit=table_limit)
+        assert (conditioned.table is None) == (table_limit == 0)
+        for i in range(5):
+            expected = head(x, level[i].expand(7), z)
+            torch.testing.assert_close(conditioned.run(x, torch.tensor([i])), expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("sampler", ["ddpm", "ddim", "flow_euler", "flow_heun"])
+def test_mar_sampling_steps_equal_the_plain_head_forward(digits_dir, sampler):
+    """sample_patches (modulations looked up by the sampler's time) draws what the head's forward would."""
+    over = {"denoiser": '{kind = "flow"}', "sample.sampler": f'"{sampler}"'} if sampler.startswith("flow") else {}
+    w = _model(digits_dir, "mar", **over).eval().writer
+    for p in w.head.parameters():
+        torch.nn.init.normal_(p, std=0.3)
+    z, z_uncond, scale = torch.randn(5, w.head.z_in.in_features), torch.randn(5, w.head.z_in.in_features), 2.5
+
+    def plain(x_t, t):  # the head's own forward, guided
+        out = w.head(torch.cat([x_t, x_t]), w.objective.level(t).repeat(2), torch.cat([z, z_uncond]))
+        return guide(out, scale)
+
+    with torch.no_grad():
+        got = w.sample_patches(z, z_uncond, scale, sampler, 4, 0.9, torch.Generator().manual_seed(1))
+        gen = torch.Generator().manual_seed(1)
+        noise = torch.randn(5, w.codec.patch_dim, generator=gen) * 0.9
+        kw = {"temperature": 0.9} if sampler == "ddpm" else {}
+        expected = w.objective.run_sampler(sampler, plain, noise, 4, gen, **kw)
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)

@@ -11,7 +11,7 @@ from typing import Literal, Protocol
 import torch
 from pydantic import Field
 
-from unimm.samplers.diffusion import sample
+from unimm.samplers.diffusion import model_times, sample
 from unimm.samplers.schedules import DDPMSchedule, flow_interpolate, flow_velocity
 from unimm.settings import DENOISERS, Settings
 
@@ -29,6 +29,7 @@ class ImageObjective(Protocol):
     def loss(self, pred: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]: ...
     def row_loss(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor: ...
     def run_sampler(self, sampler: str, model_fn, noise: torch.Tensor, steps: int, generator=None, **kw): ...
+    def sampler_times(self, sampler: str, steps: int, **kw) -> torch.Tensor: ...
 
 
 def regression_loss(pred: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -115,6 +116,10 @@ class DDPMObjective:
             **kw,
         )
 
+    def sampler_times(self, sampler: str, steps: int, **kw) -> torch.Tensor:
+        """The times ``run_sampler`` passes to its model, ascending (``samplers.diffusion.model_times``)."""
+        return model_times(sampler, steps, self.schedule)
+
 
 @DENOISERS.register(FlowSettings)
 class FlowObjective:
@@ -152,3 +157,7 @@ class FlowObjective:
         self, sampler: str, model_fn, noise: torch.Tensor, steps: int, generator=None, **kw
     ) -> torch.Tensor:
         return sample(sampler, model_fn, noise, num_steps=steps, objective=self.name, **kw)
+
+    def sampler_times(self, sampler: str, steps: int, shift: float = 1.0, **kw) -> torch.Tensor:
+        """The times ``run_sampler`` passes to its model, ascending (``samplers.diffusion.model_times``)."""
+        return model_times(sampler, steps, shift=shift)

@@ -233,6 +233,18 @@ SAMPLER_OBJECTIVES: dict[str, str] = {
 }
 
 
+def model_times(name: str, num_steps: int, schedule: DDPMSchedule | None = None, shift: float = 1.0) -> Tensor:
+    """The distinct times sampler ``name`` passes to its model callable in ``num_steps`` steps, float32 ascending
+    (exactly the values of its ``t`` tensors): lets a model precompute what depends on the time alone."""
+    if name not in SAMPLERS:
+        raise ValueError(f"unknown sampler {name!r}; allowed: {sorted(SAMPLERS)}")
+    if SAMPLER_OBJECTIVES[name] == "flow":
+        return flow_timesteps(num_steps, shift)[:-1].flip(0)  # t = 0 is never evaluated
+    if schedule is None:
+        raise ValueError(f"diffusion sampler {name!r} needs a DDPMSchedule")
+    return torch.tensor(sorted(ddpm_timesteps(schedule.num_train_timesteps, num_steps)), dtype=torch.float32)
+
+
 def sample(
     name: str,
     model_fn: ModelFn,

@@ -66,6 +66,7 @@ class DDPMSchedule:
         self.alphas = alphas.float()
         self.alphas_cumprod_f64 = torch.cumprod(alphas, dim=0)
         self.alphas_cumprod = self.alphas_cumprod_f64.float()
+        self._a_list = self.alphas_cumprod_f64.tolist()  # the same float64 values, read without a tensor op
 
     def to(self, device: torch.device | str) -> DDPMSchedule:
         """Move the float32 tensors to ``device`` (in place; the float64 copy stays on CPU); returns self."""
@@ -76,7 +77,7 @@ class DDPMSchedule:
 
     def alpha_cumprod(self, t: int) -> float:
         """``a_t`` as a Python float (float64 precision); ``t < 0`` gives 1.0 (fully clean)."""
-        return float(self.alphas_cumprod_f64[t]) if t >= 0 else 1.0
+        return self._a_list[t] if t >= 0 else 1.0
 
     def _sqrt_alphas(self, t: int | Tensor, like: Tensor) -> tuple[float | Tensor, float | Tensor]:
         """``(sqrt(a_t), sqrt(1 - a_t))``: floats for an int ``t``, ``[B, 1, ..]`` tensors for ``t: [B]``."""

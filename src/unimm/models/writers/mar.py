@@ -130,16 +130,20 @@ class MARWriter(Writer):
         temperature: float,
         generator=None,
     ) -> torch.Tensor:
-        """Draw one patch per row of z [M, dim] with the head (guided by ``z_uncond`` when given) -> [M, P]."""
+        """Draw one patch per row of z [M, dim] with the head (guided by ``z_uncond`` when given) -> [M, P].
+        The head's AdaLN modulations for every time the sampler visits are computed up front
+        (``DiffusionHead.conditioned``), so each step runs only the head's MLPs."""
+        guided = z_uncond is not None
+        kw = {"temperature": temperature} if sampler == "ddpm" else {}
+        times = self.objective.sampler_times(sampler, head_steps).to(z.device)
+        head = self.head.conditioned(self.objective.level(times), torch.cat([z, z_uncond]) if guided else z)
 
         def head_fn(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-            level = self.objective.level(t)
-            if z_uncond is None:
-                return self.head(x_t, level, z)
-            return guide(self.head(torch.cat([x_t, x_t]), level.repeat(2), torch.cat([z, z_uncond])), scale)
+            i = torch.searchsorted(times, t[:1])  # this step's time in the table, read on the device
+            out = head.run(torch.cat([x_t, x_t]) if guided else x_t, i)
+            return guide(out, scale) if guided else out
 
         noise = torch.randn(z.shape[0], self.codec.patch_dim, generator=generator).to(z.device) * temperature
-        kw = {"temperature": temperature} if sampler == "ddpm" else {}
         return self.objective.run_sampler(sampler, head_fn, noise, head_steps, generator, **kw)
 
     @torch.no_grad()
