@@ -179,6 +179,14 @@ def test_edit_run_trains_evaluates_and_edits(edits_dir, tmp_path):
     assert scores["codec_ceiling"]["preservation"]["n"] == test_edits  # the VQ codec's round trip of the targets
     assert "| all |" in (run / "eval" / "eval.md").read_text() and (run / "eval" / "edits.png").is_file()
     assert "Codec ceiling" in (run / "eval" / "eval.md").read_text()
+    # sampling settings are chosen on the validation edits, never the test edits
+    result = runner.invoke(app, ["eval", str(run), "--split", "val", "--out", str(tmp_path / "val")])
+    assert result.exit_code == 0, result.output
+    val = json.loads((tmp_path / "val" / "eval.json").read_text())
+    assert val["dataset"]["split"] == "val" and val["editing"]["edit"]["n"] == len(load_split(edits_dir, "val"))
+    assert "val edits of" in (tmp_path / "val" / "eval.md").read_text()
+    refused = runner.invoke(app, ["eval", str(run), "--split", "train", "--out", str(tmp_path / "train")])
+    assert refused.exit_code != 0 and "'test' or 'val'" in refused.output
     source = edits_dir / "images" / "000000-source.png"
     out = tmp_path / "edited.png"
     edit = ["edit", str(run), "--image", str(source), "--instruction", "remove the circle", "--out", str(out)]

@@ -440,7 +440,9 @@ def _eval_video(model, run: Path, suite: str, seed: int, out: Path | None, data:
     typer.echo(f"wrote {paths['json']}, {paths['md']} and {paths['gif']}")
 
 
-def _eval_edits(model, run: Path, suite: str, seed: int, out: Path | None, data: Path | None) -> None:
+def _eval_edits(
+    model, run: Path, suite: str, seed: int, out: Path | None, data: Path | None, split: str = "test"
+) -> None:
     """``unimm eval`` on an edit dataset: eval/editing.py's exact scores -> eval.json, eval.md, edits.png."""
     import time
 
@@ -449,7 +451,7 @@ def _eval_edits(model, run: Path, suite: str, seed: int, out: Path | None, data:
     from unimm.provenance import command_line, provenance
 
     t0 = time.perf_counter()
-    result = evaluate_edits(model, suite, seed=seed, data_path=data, progress=True)
+    result = evaluate_edits(model, suite, seed=seed, data_path=data, progress=True, split=split)
     wall = {"evaluate": round(time.perf_counter() - t0, 2)}
     result["provenance"] = provenance(run / "config.toml", wall, command_line())
     paths = write_editing_eval(result, out or run / "eval", title=f"{model.cfg.name} ({run})")
@@ -490,6 +492,9 @@ def eval_(
         list[str] | None,
         typer.Option("--sample", help="sampling setting KEY=VALUE for this evaluation (repeatable), e.g. cfg=2"),
     ] = None,
+    split: Annotated[
+        str, typer.Option(help="edit datasets: 'test' (the report's), or 'val' to choose sampling settings on")
+    ] = "test",
 ) -> None:
     """Evaluate a run: understanding, generation and cost metrics -> eval.json, eval.md, sample grids (on an edit
     dataset: edit accuracy and preservation -> eval.json, eval.md, edits.png; --suite interleaved: slot accuracy
@@ -510,12 +515,14 @@ def eval_(
         check_out_dir(out or run / "eval")
         model = UnifiedModel.from_pretrained(run)
         with_sampling(model.cfg, sample or [])  # recorded in the provenance's command line
+        if split != "test" and (suite == "interleaved" or not is_edit_dataset(data or model.cfg.data.path)):
+            raise ValueError(f"--split {split}: only the evaluation of an edit dataset takes another split")
         if model.cfg.data.frames is not None:  # a run trained on clips: its own metrics (docs/video.md)
             return _eval_video(model, run, suite, seed, out, data)
         if suite == "interleaved":  # text and images in slots, scored exactly (docs/chat.md)
             return _eval_interleaved(model, run, suite, seed, out, data)
         if is_edit_dataset(data or model.cfg.data.path):  # edit triples: exact edit scores (docs/editing.md)
-            return _eval_edits(model, run, suite, seed, out, data)
+            return _eval_edits(model, run, suite, seed, out, data, split)
         t0 = time.perf_counter()
         result = evaluate(
             model, suite, seed=seed, data_path=data, run_dir=run, progress=True, inception_weights=inception

@@ -81,17 +81,21 @@ def evaluate_edits(
     seed: int = 0,
     data_path: str | Path | None = None,
     progress: bool = False,
+    split: str = "test",
 ) -> dict[str, Any]:
     """Edit accuracy and preservation of ``model`` on the test edits of ``data_path`` (default: the run's
-    data.path). JSON-ready, with ``"_sources"`` / ``"_edited"`` / ``"_targets"`` (tensors for the report; drop
-    them before saving)."""
+    data.path), or on its ``split = "val"`` edits (to choose sampling settings without looking at the test
+    edits). JSON-ready, with ``"_sources"`` / ``"_edited"`` / ``"_targets"`` (tensors for the report; drop them
+    before saving)."""
     s = suite if isinstance(suite, Suite) else suite_by_name(suite)
     path = data_path or model.cfg.data.path
     if not is_edit_dataset(path):
         raise ValueError(f"{path} is not an edit dataset (make one with `python -m unimm.data.edits --out DIR`)")
-    test = load_edits(path, "test")[: s.edits_n]
+    if split not in ("test", "val"):
+        raise ValueError(f"split {split!r}: expected 'test' or 'val' (training edits are never scored)")
+    test = load_edits(path, split)[: s.edits_n]
     if not test:
-        raise ValueError(f"{path}: no test edits to evaluate on")
+        raise ValueError(f"{path}: no {split} edits to evaluate on")
     model.eval()
     sources = _to_pixels(np.stack([t.source for t in test]), model)
     instructions = [t.edit.instruction for t in test]
@@ -112,7 +116,7 @@ def evaluate_edits(
     return {
         "suite": s.name,
         "seed": seed,
-        "dataset": {"path": str(path), "test_edits": len(test), "image_size": size},
+        "dataset": {"path": str(path), "split": split, "test_edits": len(test), "image_size": size},
         "sample": model.cfg.sample.model_dump(),  # the sampling settings the edits were made with
         "editing": scores,
         "_sources": sources,

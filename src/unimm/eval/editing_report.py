@@ -25,7 +25,8 @@ def editing_markdown(result: dict[str, Any], title: str) -> str:
     lines = [
         f"# {title}: editing evaluation",
         "",
-        f"{result['dataset']['test_edits']} test edits of {result['dataset']['path']}, seed {result['seed']}; "
+        f"{result['dataset']['test_edits']} {result['dataset'].get('split', 'test')} edits of "
+        f"{result['dataset']['path']}, seed {result['seed']}; "
         f"Wilson 95 % intervals; tolerance {e['tolerance']} px, pixel threshold {e['pixel_threshold']}."
         + (" Images were resized to the stored size before scoring." if e["scored_resized"] else ""),
         "",
