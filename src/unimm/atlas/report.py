@@ -25,7 +25,7 @@ from unimm.atlas.plots import (
 from unimm.atlas.results import Cell, RunResult, group_cells, load_result
 from unimm.atlas.runner import run_dir
 from unimm.atlas.scaling_report import scaling_section
-from unimm.atlas.schedule_check import schedule_checks
+from unimm.atlas.schedule_check import interaction_table, schedule_checks, schedule_interactions
 from unimm.atlas.schedule_check import table as schedule_table
 from unimm.atlas.steps import masked_vs_ar, step_points, wilson, writer_kind
 from unimm.atlas.throughput import summary_text, sweep_summary
@@ -379,21 +379,35 @@ def _claims(doc: Document, atlas: AtlasConfig, cells: list[Cell]) -> tuple[list[
             for c in checks], null  # fmt: skip
 
 
-def _schedule_controls(doc: Document, cells: list[Cell], metrics: list[str]) -> list[dict[str, Any]]:
-    """Cooldown branches against dedicated cosine runs of the same cells (only when the atlas has controls)."""
+def _schedule_controls(
+    doc: Document, cells: list[Cell], metrics: list[str]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Cooldown branches against dedicated cosine runs of the same cells (only when the atlas has controls), and
+    whether the differences between controlled cells depend on the schedule."""
     checks = schedule_checks(cells, metrics)
     if not checks:
-        return []
+        return [], []
     doc.heading("Cooldown branches against dedicated runs")
     doc.paragraph(
         "Each control trains the same cell, budget and seeds as a run of its own with the preset's warmup + cosine "
         "schedule; the ladder's run at that budget is a cooldown branch of its stable run (warmup-stable-decay, "
-        "docs/scaling.md). *branch − dedicated*: the difference of the means, with the paired t-test's 95 % "
-        "interval and p over the shared seeds (no Holm: nothing is claimed to differ); *within seed noise*: |d| "
-        "at most the two cells' pooled seed-to-seed s.d.; *equivalent*: the whole interval within ± that s.d."
+        "docs/scaling.md), which warms up as its smallest budget does (a fifth of that budget's steps at most), so "
+        "the two can also differ in warm-up. *branch − dedicated*: the difference of the means, with the paired "
+        "t-test's 95 % interval and p over the shared seeds (no Holm: nothing is claimed to differ); *within seed "
+        "noise*: |d| at most the two cells' pooled seed-to-seed s.d.; *equivalent*: the whole interval within ± "
+        "that s.d."
     )
     doc.table(*schedule_table(checks))
-    return [c.row() for c in checks]
+    interactions = [row for i in schedule_interactions(checks) if (row := i.row()) is not None]
+    if interactions:
+        doc.paragraph(
+            "A schedule that moves every cell alike leaves the verdicts alone, which compare cells. Per pair of "
+            "controlled cells, their difference with the dedicated runs and with the branches, and *branches − "
+            "dedicated*: the paired t-test of (Y − X) branch − (Y − X) dedicated over the seeds all four cells "
+            "share (an interval that holds 0: no interaction of schedule and strategy detectable)."
+        )
+        doc.table(*interaction_table(schedule_interactions(checks)))
+    return [c.row() for c in checks], interactions
 
 
 def _null_rate(checks: list[ClaimCheck], reps: int = 10_000) -> dict[str, Any] | None:
@@ -472,7 +486,7 @@ def write_report(atlas: AtlasConfig, runs: list[PlannedRun], out: Path) -> Path:
     scaled = [m for m in (und, gen, *analogues, "motion_accuracy", "task_loss", "caption_nll") if m]
     scaled = [m for m in dict.fromkeys(scaled) if m in ("task_loss", "caption_nll") or any(c.stat(m) for c in cells)]
     scaling = scaling_section(doc, results, scaled, figures)
-    controls = _schedule_controls(doc, cells, [m for m in (und, gen, "task_loss") if m])
+    controls, interactions = _schedule_controls(doc, cells, [m for m in (und, gen, "task_loss") if m])
     steps = _steps(doc, cells, figures)
     compositional = _compositional(doc, results)
     further = _further(doc, results)
@@ -518,6 +532,8 @@ def write_report(atlas: AtlasConfig, runs: list[PlannedRun], out: Path) -> Path:
         data["scaling"] = scaling
     if controls:
         data["schedule_controls"] = controls
+    if interactions:
+        data["schedule_interactions"] = interactions
     if sweep is not None:
         data["sweep"] = sweep
     atomic_write_text(out / "report.json", json.dumps(data, indent=2))
