@@ -91,6 +91,7 @@ class Packed:
     images: list[torch.Tensor | None] = field(default_factory=list)
     image_generate: list[bool] = field(default_factory=list)
     next_position: int = 0
+    image_base: list[int] = field(default_factory=list)  # per image: the image it is aligned with, or -1
 
 
 def span_cells(grid: tuple[int, ...]) -> torch.Tensor:
@@ -128,6 +129,7 @@ def pack(spans: list[TextSpan | ImageSpan], special: SpecialIds) -> Packed:
     images: list[torch.Tensor | None] = []
     generate: list[bool] = []
     links: list[tuple[int, int, int, bool]] = []  # (source first cell, target first cell, cells, causal)
+    bases: list[int] = []  # per image span: the index of the image span it is aligned with, or -1
     previous: tuple[int, tuple[int, int, int]] | None = None  # the last image span's first cell and grid
     p = 0
 
@@ -150,6 +152,7 @@ def pack(spans: list[TextSpan | ImageSpan], special: SpecialIds) -> Packed:
                     f"got {'none' if previous is None else previous[1]}"
                 )
             links.append((previous[0], len(tokens), math.prod(sp.grid), sp.causal))
+        bases.append(len(generate) - 1 if sp.aligned else -1)
         previous = (len(tokens), sp.grid)
         for f, r, c in span_cells(sp.grid).tolist():  # raster-in-time order
             tokens.append(special.img), modality.append(IMAGE), pos.append((p + f, p + r, p + c))
@@ -177,6 +180,7 @@ def pack(spans: list[TextSpan | ImageSpan], special: SpecialIds) -> Packed:
         images=images,
         image_generate=generate,
         next_position=p,
+        image_base=bases,
     )
 
 
@@ -196,6 +200,7 @@ class Batch:
     next_position: torch.Tensor  # [B]
     image_given: torch.Tensor  # [num_images] bool: False for an image a sampler fills in (its span held None)
     link: torch.Tensor  # [B, L] long: the position (same row) whose input embedding this one's is linked to, or -1
+    image_base: torch.Tensor  # [num_images] long: the image each one is aligned with (an edit's source), or -1
 
     def to(self, device: torch.device | str) -> "Batch":
         return Batch(**{k: v.to(device) for k, v in self.__dict__.items()})
@@ -260,6 +265,7 @@ def collate(seqs: list[Packed], pad_id: int, full_attention: bool = False, left_
     link = torch.full((bsz, length), -1, dtype=torch.long)
     images: list[torch.Tensor | None] = []
     generate: list[bool] = []
+    bases: list[int] = []
     for b, s in enumerate(seqs):
         n = len(s.tokens)
         sl = slice(length - n, length) if left_pad else slice(0, n)
@@ -268,6 +274,7 @@ def collate(seqs: list[Packed], pad_id: int, full_attention: bool = False, left_
         block[b, sl] = s.block
         link[b, sl] = torch.where(s.link >= 0, s.link + sl.start, -1)
         image_id[b, sl] = torch.where(s.image_index >= 0, s.image_index + len(generate), -1)
+        bases += [i + len(generate) if i >= 0 else -1 for i in s.image_base]
         images += s.images
         generate += s.image_generate
     return Batch(
@@ -283,4 +290,5 @@ def collate(seqs: list[Packed], pad_id: int, full_attention: bool = False, left_
         next_position=torch.tensor([s.next_position for s in seqs]),
         image_given=torch.tensor([im is not None for im in images], dtype=torch.bool),
         link=link,
+        image_base=torch.tensor(bases, dtype=torch.long),
     )

@@ -59,6 +59,7 @@ class Writer(nn.Module, ABC):
     denoises = False  # needs a [denoiser] section
     reads = True  # can embed the images it reads (what a ``shared`` reader needs)
     causal = False  # True: the positions of a generated image see only earlier ones
+    residual = False  # True: an image generated after an image of its grid is made as a difference from it
     joint = False  # can mask every image's codes at given times (``joint_inputs``, what ``text.joint`` needs)
     stepped = True  # ``generate``'s ``steps`` sets how many passes its sampler runs (False: a fixed count)
     extra_vocab = 0  # token ids it adds to the vocabulary
@@ -124,10 +125,16 @@ class Writer(nn.Module, ABC):
 
     @abstractmethod
     def train_inputs(
-        self, ctx: ModelContext, images: torch.Tensor, generate: torch.Tensor, generator: torch.Generator | None
+        self,
+        ctx: ModelContext,
+        images: torch.Tensor,
+        generate: torch.Tensor,
+        generator: torch.Generator | None,
+        bases: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, Any]:
         """Training inputs of images [N, C, H, W] (``generate`` [N] bool: generated, else read) ->
-        (embeddings [N, n, dim], the targets ``loss`` needs)."""
+        (embeddings [N, n, dim], the targets ``loss`` needs). ``bases``, given to a ``residual`` writer only: (has
+        [N] bool, images [N, C, H, W]), the image each generated one is aligned with (an edit's source)."""
 
     def joint_inputs(
         self, ctx: ModelContext, images: torch.Tensor, mask: JointMask, generator: torch.Generator | None

@@ -79,7 +79,7 @@ class UnifiedModel(nn.Module):
             gen_causal=self.writer.causal,
             answer_len=self.text.answer_len,
             prompt_loss=self.text.prompt_loss,
-            link_source=cfg.model.source_link,
+            link_source=cfg.model.source_link or self.writer.residual,  # residual images need their base aligned
         )
         self.source_link = self._source_link(cfg) if cfg.model.source_link else None
         self.ctx = ModelContext(
@@ -218,11 +218,13 @@ class UnifiedModel(nn.Module):
                 x = x.masked_scatter(img.unsqueeze(-1), emb.to(x.dtype))
                 gen_pos = img
             elif self.reader.shared:  # the writer embeds read and generated images alike, in one pass
-                emb, state = self.writer.train_inputs(ctx, images, gen, generator)
+                emb, state = self.writer.train_inputs(ctx, images, gen, generator, self._bases(batch, images))
                 x = x.masked_scatter(img.unsqueeze(-1), emb.to(x.dtype))
             else:
                 if gen.any():
-                    emb, state = self.writer.train_inputs(ctx, images[gen], gen[gen], generator)
+                    bases = self._bases(batch, images)
+                    bases = None if bases is None else (bases[0][gen], bases[1][gen])
+                    emb, state = self.writer.train_inputs(ctx, images[gen], gen[gen], generator, bases)
                     x = x.masked_scatter(gen_pos.unsqueeze(-1), emb.to(x.dtype))
                 if not gen.all():
                     read = self.reader.read(ctx, images[~gen]).to(x.dtype)
@@ -238,6 +240,14 @@ class UnifiedModel(nn.Module):
         metrics = {"loss": loss.detach(), "text_loss": text_loss.detach(), "image_loss": image_loss.detach()}
         metrics.update({k: v.detach() for k, v in aux.items()})
         return loss, metrics
+
+    def _bases(self, batch: Batch, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """For a ``residual`` writer: (has [N] bool, the image each of ``images`` is aligned with [N, C, H, W]);
+        None for other writers."""
+        if not self.writer.residual:
+            return None
+        idx = batch.image_base.to(images.device)
+        return idx >= 0, images[idx.clamp_min(0)]
 
     # ----------------------------------------------------------------------------- generation
     @torch.no_grad()

@@ -29,6 +29,11 @@ class LatentSettings(Settings):
     read_noise: float = Field(
         0.0, ge=0, le=1, description="images that are read get noise up to this fraction of t (0 = clean)"
     )
+    residual: bool = Field(
+        False,
+        description="an image generated right after an image of its grid (an edit's target after its source) is "
+        "denoised as the difference of their latents and decoded as base + difference: what it leaves alone is 0",
+    )
 
 
 @dataclass
@@ -47,17 +52,22 @@ class LatentWriter(Writer):
         self.embed = PatchEmbed(self.codec.patch_dim, cfg.model.dim)
         self.head = PatchHead(cfg.model.dim, self.codec.patch_dim)
         self.objective = DENOISERS.build(cfg.denoiser)
+        self.residual = settings.residual
 
     def read_inputs(self, ctx, images: torch.Tensor) -> torch.Tensor:
         """Clean images [N, C, H, W] -> input embeddings [N, n, dim] (noise level 0)."""
         x0 = self.codec.encode(images)
         return self.embed(x0.flatten(0, 1), x0.new_zeros(x0.shape[0] * x0.shape[1])).view(*x0.shape[:2], -1)
 
-    def train_inputs(self, ctx, images: torch.Tensor, generate: torch.Tensor, generator=None):
-        """Noised inputs for the images to generate; clean (or noise-capped) ones for the images read."""
+    def train_inputs(self, ctx, images: torch.Tensor, generate: torch.Tensor, generator=None, bases=None):
+        """Noised inputs for the images to generate; clean (or noise-capped) ones for the images read. With
+        ``residual``, a generated image with a base is noised (and predicted) as its latent minus the base's."""
         max_noise = self.settings.read_noise
         with torch.no_grad():  # the codec is fixed while the transformer trains
             x0 = self.codec.encode(images)
+            if bases is not None and bases[0].any():
+                has = bases[0] & generate
+                x0 = x0.index_put((has.nonzero()[:, 0],), x0[has] - self.codec.encode(bases[1][has]))
         n, dev = x0.shape[0], x0.device
         t = self.objective.sample_time(n, generator).to(dev)
         t_read = self.objective.time_at(torch.rand(n, generator=generator).to(dev) * max_noise)
@@ -125,4 +135,17 @@ class LatentWriter(Writer):
         fn = classifier_free_guidance(model_fn, scale) if scale != 1.0 else model_fn
         noise = torch.randn(len(prompts), n_patch, patch_dim, generator=generator).to(base.device)
         x0 = self.objective.run_sampler(sampler, fn, noise, steps, generator)
+        if self.residual:  # the sampled differences, on the latents of the images they are aligned with
+            x0 = x0 + self.base_latents(batch, len(prompts), x0)
         return self.codec.decode(x0).clamp(-1, 1)
+
+    def base_latents(self, batch, count: int, like: torch.Tensor) -> torch.Tensor:
+        """The latents [count, n, P] of the images that the first ``count`` images to fill of ``batch`` (one per
+        prompt, the conditional rows) are aligned with; zero where one has none."""
+        fill = (batch.image_generate & ~batch.image_given).nonzero()[:count, 0]
+        idx = batch.image_base[fill]
+        out = torch.zeros_like(like)
+        has = idx >= 0
+        if has.any():
+            out[has] = self.codec.encode(batch.images[idx[has]].to(like.device)).to(like.dtype)
+        return out
