@@ -255,10 +255,12 @@ def execute(atlas: AtlasConfig, runs: list[PlannedRun], out: Path, jobs: int, co
 
 def start_session(out: Path, jobs: int, threads: int | None, device: str) -> dict[str, Any]:
     """Open this invocation's entry in ``OUT/sweep.json`` (the sweep's wall time, session by session), with the
-    fp32 matmul peak measured now with every core, the yardstick of the sweep's achieved FLOP/s."""
-    from unimm.atlas.throughput import matmul_peak_gflops
+    fp32 matmul peak measured now with every core, the yardstick of the sweep's achieved FLOP/s, and the load
+    average the machine carried when it was measured (other work makes the peak read low)."""
+    from unimm.atlas.throughput import load_average, matmul_peak_gflops
 
     session = {"start": time.time(), "end": time.time(), "jobs": jobs, "threads_per_job": threads,
+               "load_at_start": load_average(),
                "matmul_peak_gflops": matmul_peak_gflops() if device != "cuda" else None, "finished": []}  # fmt: skip
     _write_sessions(out, session)
     return session

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import statistics
 import time
 from pathlib import Path
@@ -32,6 +33,17 @@ def matmul_peak_gflops(n: int = 1024, repeats: int = 5) -> float:
         torch.mm(a, b, out=c)
         best = min(best, time.perf_counter() - t0)
     return 2 * n**3 / best / 1e9
+
+
+LOADED = 0.5  # a load average at a session's start above this: other work shared the cores the peak was measured on
+
+
+def load_average() -> float | None:
+    """The 1-minute load average (None where the OS has none)."""
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return None
 
 
 def _computed(ledger: dict[str, Any]) -> tuple[float, float] | None:
@@ -76,6 +88,7 @@ def sweep_summary(out: Path, folders: list[Path]) -> dict[str, Any] | None:
         "share_of_peak": rate / peak if rate is not None and peak else None,
         "jobs": sorted({s["jobs"] for s in sessions}),
         "threads_per_job": sorted({s["threads_per_job"] or 0 for s in sessions}),
+        "load_at_start": [s.get("load_at_start") for s in sessions],
     }
 
 
@@ -91,6 +104,13 @@ def summary_text(s: dict[str, Any]) -> str:
                  f"of the fp32 matmul peak measured at each start ({s['matmul_peak_gflops']:.0f} GFLOP/s); the "
                  "wall time also holds evaluation, evaluator and tokenizer fits and start-up, which no ledger "
                  "counts.")  # fmt: skip
+        loads = [x for x in s.get("load_at_start", []) if x is not None]
+        if loads and max(loads) > LOADED:
+            text += (f" The machine carried other work when a peak was measured (load average up to "
+                     f"{max(loads):.2f} at a start), so the peak reads low and the share high.")  # fmt: skip
+        elif s["share_of_peak"] > 1:
+            text += (" More than the peak is impossible: other work on the machine disturbed the peak measured at a "
+                     "start (the sessions predate the recorded load), so this share means nothing.")  # fmt: skip
     if s["branching_saves"]:
         text += (f" Trained as runs of their own, the same runs would have computed {s['dedicated_flops']:.3g} "
                  f"FLOPs: the cooldown branches saved {s['branching_saves']:.0%}.")  # fmt: skip
