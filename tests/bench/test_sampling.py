@@ -7,12 +7,18 @@ from pathlib import Path
 SCRIPT = Path(__file__).resolve().parents[2] / "bench" / "sampling.py"
 
 
-def test_quick_run_counts_one_pass_per_step_and_splits_the_time(tmp_path, monkeypatch):
+def _bench(monkeypatch, name: str):
+    """bench/sampling.py loaded as a module."""
     monkeypatch.syspath_prepend(str(SCRIPT.parent))
-    spec = importlib.util.spec_from_file_location("bench_sampling", SCRIPT)
+    spec = importlib.util.spec_from_file_location(name, SCRIPT)
     bench = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = bench
     spec.loader.exec_module(bench)
+    return bench
+
+
+def test_quick_run_counts_one_pass_per_step_and_splits_the_time(tmp_path, monkeypatch):
+    bench = _bench(monkeypatch, "bench_sampling")
     out = tmp_path / "sampling.json"
     result = bench.main(["--quick", "--threads", "1", "--out", str(out)])
     quick, chameleon = result["presets"]["quick"], result["presets"]["chameleon"]
@@ -29,11 +35,7 @@ def test_quick_run_counts_one_pass_per_step_and_splits_the_time(tmp_path, monkey
 
 
 def test_mar_head_steps_are_timed(tmp_path, monkeypatch):
-    monkeypatch.syspath_prepend(str(SCRIPT.parent))
-    spec = importlib.util.spec_from_file_location("bench_sampling_mar", SCRIPT)
-    bench = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = bench
-    spec.loader.exec_module(bench)
+    bench = _bench(monkeypatch, "bench_sampling_mar")
     out = tmp_path / "sampling.json"
     args = ["--presets", "mar", "--batch", "1", "2", "--repeats", "1", "--threads", "1", "--out", str(out)]
     result = bench.main(args)
