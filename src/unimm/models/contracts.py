@@ -133,8 +133,9 @@ class Writer(nn.Module, ABC):
         bases: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, Any]:
         """Training inputs of images [N, C, H, W] (``generate`` [N] bool: generated, else read) ->
-        (embeddings [N, n, dim], the targets ``loss`` needs). ``bases``, given to a ``residual`` writer only: (has
-        [N] bool, images [N, C, H, W]), the image each generated one is aligned with (an edit's source)."""
+        (embeddings [N, n, dim], the targets ``loss`` needs). ``bases`` is passed to a ``residual`` writer only
+        (others are called with four arguments): (has [N] bool, images [N, C, H, W]), the image each generated one
+        is aligned with (an edit's source)."""
 
     def joint_inputs(
         self, ctx: ModelContext, images: torch.Tensor, mask: JointMask, generator: torch.Generator | None

@@ -218,13 +218,13 @@ class UnifiedModel(nn.Module):
                 x = x.masked_scatter(img.unsqueeze(-1), emb.to(x.dtype))
                 gen_pos = img
             elif self.reader.shared:  # the writer embeds read and generated images alike, in one pass
-                emb, state = self.writer.train_inputs(ctx, images, gen, generator, self._bases(batch, images))
+                emb, state = self._train_inputs(images, gen, generator, self._bases(batch, images))
                 x = x.masked_scatter(img.unsqueeze(-1), emb.to(x.dtype))
             else:
                 if gen.any():
                     bases = self._bases(batch, images)
                     bases = None if bases is None else (bases[0][gen], bases[1][gen])
-                    emb, state = self.writer.train_inputs(ctx, images[gen], gen[gen], generator, bases)
+                    emb, state = self._train_inputs(images[gen], gen[gen], generator, bases)
                     x = x.masked_scatter(gen_pos.unsqueeze(-1), emb.to(x.dtype))
                 if not gen.all():
                     read = self.reader.read(ctx, images[~gen]).to(x.dtype)
@@ -240,6 +240,13 @@ class UnifiedModel(nn.Module):
         metrics = {"loss": loss.detach(), "text_loss": text_loss.detach(), "image_loss": image_loss.detach()}
         metrics.update({k: v.detach() for k, v in aux.items()})
         return loss, metrics
+
+    def _train_inputs(self, images: torch.Tensor, gen: torch.Tensor, generator, bases) -> tuple[torch.Tensor, object]:
+        """``writer.train_inputs``, with ``bases`` only for a ``residual`` writer (a writer written against the
+        four-argument contract, docs/architecture.md, keeps working)."""
+        if bases is None:
+            return self.writer.train_inputs(self.ctx, images, gen, generator)
+        return self.writer.train_inputs(self.ctx, images, gen, generator, bases)
 
     def _bases(self, batch: Batch, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
         """For a ``residual`` writer: (has [N] bool, the image each of ``images`` is aligned with [N, C, H, W]);

@@ -128,7 +128,7 @@ class ARCodeWriter(CodeWriter):
     def samplers(cls, cfg: Config) -> tuple[str, ...]:
         return ("ar",)
 
-    def train_inputs(self, ctx, images: torch.Tensor, generate: torch.Tensor, generator=None, bases=None):
+    def train_inputs(self, ctx, images: torch.Tensor, generate: torch.Tensor, generator=None):
         codes = self.codec.encode(images)
         return self.embed_codes(ctx, codes), CodeTargets(codes[generate])
 
@@ -217,7 +217,7 @@ class MaskedCodeWriter(CodeWriter):
     def samplers(cls, cfg: Config) -> tuple[str, ...]:
         return ("maskgit",)
 
-    def train_inputs(self, ctx, images: torch.Tensor, generate: torch.Tensor, generator=None, bases=None):
+    def train_inputs(self, ctx, images: torch.Tensor, generate: torch.Tensor, generator=None):
         """Generated images: a cosine-schedule share of their codes replaced by [MASK]; read ones clean."""
         codes = self.codec.encode(images)
         mask = sample_mask(codes.shape[0], codes.shape[1], generator).to(codes.device) & generate[:, None]

@@ -213,7 +213,7 @@ class ConnectorWriter(Writer):
         """A finished image's span holds the query tokens, as in training: later positions never see its pixels."""
         return self.queries.expand(images.shape[0], -1, -1)
 
-    def train_inputs(self, ctx, images: torch.Tensor, generate: torch.Tensor, generator=None, bases=None):
+    def train_inputs(self, ctx, images: torch.Tensor, generate: torch.Tensor, generator=None):
         """The query tokens in every generated image's span; the images' latents are the decoder's targets."""
         with torch.no_grad():
             x0 = self.codec.encode(images[generate])

@@ -69,7 +69,7 @@ class MARWriter(Writer):
     def read_inputs(self, ctx, images: torch.Tensor) -> torch.Tensor:
         return self.embed(self.codec.encode(images))
 
-    def train_inputs(self, ctx, images: torch.Tensor, generate: torch.Tensor, generator=None, bases=None):
+    def train_inputs(self, ctx, images: torch.Tensor, generate: torch.Tensor, generator=None):
         with torch.no_grad():  # the codec is fixed while the transformer trains
             x0 = self.codec.encode(images)
         order = generation_order(x0.shape[0], self.n, self.settings.order, generator).to(x0.device)
