@@ -398,7 +398,8 @@ def _schedule_controls(
         "that s.d."
     )
     doc.table(*schedule_table(checks))
-    interactions = [row for i in schedule_interactions(checks) if (row := i.row()) is not None]
+    pairs = schedule_interactions(checks)
+    interactions = [row for i in pairs if (row := i.row()) is not None]
     if interactions:
         doc.paragraph(
             "A schedule that moves every cell alike leaves the verdicts alone, which compare cells. Per pair of "
@@ -406,7 +407,7 @@ def _schedule_controls(
             "dedicated*: the paired t-test of (Y − X) branch − (Y − X) dedicated over the seeds all four cells "
             "share (an interval that holds 0: no interaction of schedule and strategy detectable)."
         )
-        doc.table(*interaction_table(schedule_interactions(checks)))
+        doc.table(*interaction_table(pairs))
     return [c.row() for c in checks], interactions
 
 
