@@ -32,8 +32,9 @@ from pathlib import Path
 import torch
 import transformers
 
+from unimm.nn import packed_linear
 from unimm.nn.backbone import Backbone
-from unimm.nn.static_decoding import StaticDecoder
+from unimm.nn.static_decoding import StaticDecoder, decode_weights
 from unimm.samplers.text import select_next
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/ siblings, however this file is run
@@ -168,6 +169,51 @@ def profile_unimm(model: Backbone, prompt: torch.Tensor, new_tokens: int, top: i
     }
 
 
+def linear_kernels(model: Backbone, rows: list[int], repeats: int = 7) -> list[dict]:
+    """Every linear product of one decoding step (the model's decode weights) at each row count, with MKL's
+    ``mm`` on the transposed copy (what the step uses without packs) and with oneDNN on a pack made for that row
+    count, alternating -> [{rows, mkl_us, onednn_us, ...}] (microseconds per step's worth of products)."""
+    if not packed_linear.available():
+        return []
+    out = []
+    for r in rows:
+        weights = list(decode_weights(model).values())
+        packed_linear.pack(weights, r)
+        xs = [torch.randn(r, w.shape[1]) for w in weights]
+
+        def mkl(xs=xs, weights=weights) -> None:
+            for x, w in zip(xs, weights, strict=True):
+                torch.mm(x, w.t())
+
+        def onednn(xs=xs, weights=weights) -> None:
+            for x, w in zip(xs, weights, strict=True):
+                packed_linear.decode_linear(x, w.t(), None)
+
+        with torch.inference_mode():
+            t = time_alternating({"mkl": mkl, "onednn": onednn}, warmup=3, repeats=repeats * 5)
+        flops = 2 * r * sum(w.numel() for w in weights)
+        row = {"rows": r, "products": len(weights)}
+        for name in ("mkl", "onednn"):
+            row[f"{name}_us"] = t[name]["median_s"] * 1e6
+            row[f"{name}_gflops"] = flops / t[name]["median_s"] / 1e9
+        row["onednn_speedup"] = row["mkl_us"] / row["onednn_us"]
+        out.append(row)
+    return out
+
+
+def square_peaks(n: int = 2048, repeats: int = 5) -> dict:
+    """GFLOP/s of one n x n x n fp32 product with MKL's ``mm`` and with oneDNN (weight packed once)."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    runs = {"mkl": lambda: torch.mm(a, b)}
+    if packed_linear.available():
+        w = b.t().contiguous()
+        packed = torch.ops.mkldnn._reorder_linear_weight(w, batch_size=n)
+        runs["onednn"] = lambda: torch.ops.mkldnn._linear_pointwise(a, packed, None, "none", [], "")
+    with torch.inference_mode():
+        t = time_alternating(runs, warmup=2, repeats=repeats)
+    return {"n": n, **{f"{k}_gflops": 2 * n**3 / v["median_s"] / 1e9 for k, v in t.items()}}
+
+
 def bench_batch(args, ref, ours, batch: int) -> dict:
     """Check token equality and time both systems at one batch size."""
     prompt = torch.randint(1, args.vocab, (batch, args.prompt_len), generator=torch.Generator().manual_seed(batch))
@@ -205,6 +251,7 @@ def bench_batch(args, ref, ours, batch: int) -> dict:
         "compiled_tokens_match": compiled_diverge is None,
         "compiled_first_divergence": compiled_diverge,
         "compile_s": compile_s,
+        "compiled_packed": decoder.packed,
         "timing": t,
     }
     for name in SYSTEMS:
@@ -253,8 +300,34 @@ def markdown(result: dict) -> str:
         "`StaticDecoder` with its `torch.compile`'d step (inductor; linear weights held as transposed copies, the "
         "faster one-row layout), whose one-off compile took "
         + ", ".join(f"{r['compile_s']:.1f} s at batch {r['batch']}" for r in result["table"])
-        + " (not in the timings).",
+        + " (not in the timings). Its linear products run through oneDNN with the weights packed for the batch at "
+        + (", ".join(f"batch {r['batch']}" for r in result["table"] if r.get("compiled_packed")) or "no batch")
+        + " (`nn/packed_linear.py`), through MKL's `mm` otherwise.",
     ]
+    if result.get("linear_kernels"):
+        lines += [
+            "",
+            "## The step's linear products, MKL or oneDNN",
+            "",
+            f"All {result['linear_kernels'][0]['products']} products of one decoding step (this model's weights), "
+            "median of alternating runs: MKL's `mm` on the transposed weight copy against oneDNN on a weight packed "
+            "for the row count.",
+            "",
+            "| rows | MKL µs | oneDNN µs | MKL GFLOP/s | oneDNN GFLOP/s | oneDNN speed-up |",
+            "|---:|---:|---:|---:|---:|---:|",
+        ]
+        lines += [
+            f"| {k['rows']} | {k['mkl_us']:.0f} | {k['onednn_us']:.0f} | {k['mkl_gflops']:.1f} | "
+            f"{k['onednn_gflops']:.1f} | {k['onednn_speedup']:.2f}x |"
+            for k in result["linear_kernels"]
+        ]
+        pk = result.get("square_peaks") or {}
+        if "onednn_gflops" in pk:
+            lines += [
+                "",
+                f"A square {pk['n']}-product: MKL {pk['mkl_gflops']:.0f} GFLOP/s, oneDNN {pk['onednn_gflops']:.0f} "
+                "GFLOP/s. On an AMD processor MKL runs its AVX2 code; oneDNN uses the AVX-512 the CPU has.",
+            ]
     if result.get("profile"):
         p = result["profile"]
         lines += [
@@ -284,6 +357,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--repeats", type=int, default=7, help="timed runs per system; the median is reported")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    p.add_argument("--kernel-rows", type=int, nargs="*", default=[1, 2, 8, 32],
+                   help="row counts of the MKL / oneDNN product sweep (none: skip it)")  # fmt: skip
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-wait", type=float, default=180, help="seconds to wait for a 1-min load average < 0.5")
     p.add_argument("--profile", choices=["auto", "always", "never"], default="auto",
@@ -293,7 +368,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.quick:
         args.hidden, args.layers, args.heads, args.kv_heads, args.intermediate = 64, 2, 4, 2, 128
-        args.new_tokens, args.warmup, args.repeats, args.max_wait = 16, 1, 3, 0
+        args.new_tokens, args.warmup, args.repeats, args.max_wait, args.kernel_rows = 16, 1, 3, 0, [1, 8]
     return args
 
 
@@ -320,6 +395,8 @@ def run(args) -> dict:
             flush=True,
         )
         table.append(row)
+    kernels = linear_kernels(ours, args.kernel_rows) if args.kernel_rows else []
+    peaks = square_peaks(256 if args.quick else 2048)
     load_end = os.getloadavg()
     slow = [r for r in table if r["speed_ratio"] < 1 / 1.5]
     profile = None
@@ -357,6 +434,8 @@ def run(args) -> dict:
         },
         "timing": {"warmup": args.warmup, "repeats": args.repeats},
         "table": table,
+        "linear_kernels": kernels,
+        "square_peaks": peaks,
         "profile": profile,
     }
 

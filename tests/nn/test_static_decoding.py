@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from unimm.nn import packed_linear
 from unimm.nn.backbone import Backbone, BackboneConfig
 from unimm.nn.kv_cache import StaticKVCache
 from unimm.nn.static_decoding import StaticDecoder
@@ -84,3 +85,15 @@ def test_one_query_attention_is_sdpa_over_the_written_slots():
     mask = torch.arange(10)[None, None, :] < torch.tensor([4, 7, 10])[:, None, None]  # [B, 1, S]: slots written
     want = F.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, None], enable_gqa=True)
     torch.testing.assert_close(one_query_attention(q, k, v, mask), want)
+
+
+def test_packed_step_gives_the_cached_tokens():
+    """Batch 3 packs its weights for oneDNN (the default from PACKED_MIN_ROWS rows); forced off, MKL's products:
+    both decode the reference tokens."""
+    model, prompt = _model(0), torch.randint(0, 61, (3, 5), generator=torch.Generator().manual_seed(3))
+    with torch.inference_mode():
+        expected = _reference(model, prompt, 12)
+        for packed in (True, False):
+            dec = StaticDecoder(model, 3, 17, packed=packed)
+            assert dec.packed == (packed and packed_linear.available())
+            assert torch.equal(dec.generate(prompt, 12), expected)

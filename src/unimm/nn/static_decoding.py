@@ -12,13 +12,16 @@ SwiGLU). Compiling the step needs every step to look the same, so :class:`Static
 Nothing in a step reads a Python int that changes, so the compiled graph is traced once per (batch,
 ``max_len``) and reused for every step and every later prompt of that shape (``reset`` starts a new one).
 The step also reads each linear weight through a transposed contiguous copy (:func:`decode_weights`), the
-layout in which this CPU's BLAS multiplies one row fastest; the copies are refreshed when the model's
-parameters change. The prefill runs eagerly, with the model's own weights. Compiled and eager steps give the
-same tokens as the growing-cache path (``tests/nn/test_static_decoding.py``). ``bench/decode.py`` measures it
-against transformers' ``generate``; on a GPU the step is captured as a CUDA graph (``bench/gpu_check.py``).
+layout in which this CPU's BLAS multiplies one row fastest; from two rows up the copies are also packed for
+oneDNN, which multiplies a few rows faster than MKL on this AMD CPU (:mod:`unimm.nn.packed_linear`; the sweep
+in ``bench/results/decode.md``). The copies are refreshed when the model's parameters change. The prefill runs
+eagerly, with the model's own weights. Compiled and eager steps give the same tokens as the growing-cache path
+(``tests/nn/test_static_decoding.py``). ``bench/decode.py`` measures it against transformers' ``generate``; on a
+GPU the step is captured as a CUDA graph (``bench/gpu_check.py``).
 """
 
 from collections.abc import Callable
+from contextlib import nullcontext
 
 import torch
 import torch.nn.functional as F
@@ -27,6 +30,10 @@ from torch.func import functional_call
 
 from unimm.nn.backbone import Backbone
 from unimm.nn.kv_cache import StaticKVCache
+from unimm.nn.packed_linear import PackedLinears, available, pack
+
+#: the fewest rows at which oneDNN's packed product beats MKL's on this CPU (nn/packed_linear.py)
+PACKED_MIN_ROWS = 2
 
 
 def decode_weights(backbone: Backbone) -> dict[str, torch.Tensor]:
@@ -47,16 +54,20 @@ def _step(
     visible: torch.Tensor,
     next_pos: torch.Tensor,
     ids: torch.Tensor,
+    packed: bool = False,
 ) -> torch.Tensor:
     """One token per row (ids [B]) at the cache's position -> logits [B, vocab]; advances the state in place.
-    ``weights`` replace the backbone's linear weights for the call (:func:`decode_weights`)."""
+    ``weights`` replace the backbone's linear weights for the call (:func:`decode_weights`); ``packed`` runs
+    the linear products through :class:`~unimm.nn.packed_linear.PackedLinears` (weights packed for B rows)."""
     b = ids.shape[0]
     visible.index_fill_(1, cache.position.view(1), True)
     positions = next_pos.view(b, 1, 1).expand(b, 3, 1)
     x = backbone.embed_tokens(ids[:, None])
-    hidden, _ = functional_call(backbone, weights, (x, positions, None, visible[:, None, :], cache), strict=False)
+    with PackedLinears() if packed else nullcontext():
+        hidden, _ = functional_call(backbone, weights, (x, positions, None, visible[:, None, :], cache), strict=False)
+        logits = F.linear(hidden[:, -1], weights["lm_head.weight"])
     next_pos.add_(1)
-    return F.linear(hidden[:, -1], weights["lm_head.weight"])
+    return logits
 
 
 def compile_options(device_type: str) -> dict:
@@ -81,10 +92,18 @@ class StaticDecoder:
 
     ``compile``: run the step through ``torch.compile`` (the first step of a new shape compiles, seconds);
     False runs the same step eagerly (the reference it is tested against). ``options``: inductor options instead
-    of :func:`compile_options`' defaults."""
+    of :func:`compile_options`' defaults. ``packed``: on a CPU, multiply through oneDNN with the weights packed
+    for ``batch`` rows (:mod:`unimm.nn.packed_linear`); None (default) does where it is faster, from
+    ``PACKED_MIN_ROWS`` rows, and False keeps MKL's products."""
 
     def __init__(
-        self, backbone: Backbone, batch: int, max_len: int, compile: bool = True, options: dict | None = None
+        self,
+        backbone: Backbone,
+        batch: int,
+        max_len: int,
+        compile: bool = True,
+        options: dict | None = None,
+        packed: bool | None = None,
     ) -> None:
         device = backbone.embed_tokens.weight.device
         self.backbone, self.batch, self.max_len = backbone, batch, max_len
@@ -92,10 +111,20 @@ class StaticDecoder:
         self.visible = torch.zeros(batch, max_len, dtype=torch.bool, device=device)
         self.next_pos = torch.zeros(batch, dtype=torch.long, device=device)
         options = compile_options(device.type) if options is None else options
+        if packed is None:
+            packed = batch >= PACKED_MIN_ROWS
+        self.packed = packed and device.type == "cpu" and available()
         self.step_fn = compiled_step(options) if compile else _step
-        self.weights, self.versions = decode_weights(backbone), self._versions()
+        self.weights, self.versions = self._decode_weights(), self._versions()
         self.stored = 0  # positions written, kept as an int outside the compiled step
         self.graphs = compile and bool(options.get("triton.cudagraphs"))
+
+    def _decode_weights(self) -> dict[str, torch.Tensor]:
+        """The step's weight copies, packed for this batch where ``packed`` (a pack goes with its copy)."""
+        weights = decode_weights(self.backbone)
+        if self.packed:
+            pack(weights.values(), self.batch)
+        return weights
 
     def _versions(self) -> list[int]:
         """In-place update counters of the backbone's parameters (an optimizer step or a load bumps them)."""
@@ -114,7 +143,7 @@ class StaticDecoder:
         if b != self.batch or p >= self.max_len:
             raise ValueError(f"prompt {tuple(ids.shape)} does not fit batch {self.batch} and max_len {self.max_len}")
         if self._versions() != self.versions:  # the model was updated since the copies were made
-            self.weights, self.versions = decode_weights(self.backbone), self._versions()
+            self.weights, self.versions = self._decode_weights(), self._versions()
         self.reset()
         self.visible[:, :p] = True
         slots = torch.arange(self.max_len, device=ids.device)
@@ -133,7 +162,7 @@ class StaticDecoder:
         if self.stored >= self.max_len:  # counted here: the compiled step would not bounds-check its cache writes
             raise ValueError(f"StaticDecoder full: {self.stored} positions stored, max_len {self.max_len}")
         self.stored += 1
-        return self.step_fn(self.backbone, self.weights, self.cache, self.visible, self.next_pos, ids)
+        return self.step_fn(self.backbone, self.weights, self.cache, self.visible, self.next_pos, ids, self.packed)
 
     def generate(self, ids: torch.Tensor, new_tokens: int) -> torch.Tensor:
         """Greedy decoding: prompts ids [B, P] -> the next ``new_tokens`` ids [B, new_tokens]."""

@@ -1,0 +1,97 @@
+"""CPU fp32 linear layers through oneDNN instead of torch's BLAS (MKL), switched on by a context like autocast.
+
+PyTorch's CPU ``F.linear`` calls MKL's sgemm, which on AMD processors runs its AVX2 code even where the CPU has
+AVX-512; oneDNN's inner product uses the widest instructions there are. On this project's AMD EPYC (2 threads)
+a square 2048-product runs at about 200 GFLOP/s with MKL and 460 with oneDNN (``bench/results/decode.md``), and
+a training step of the transfusion layout at 1.4x the speed (``bench/results/train_step.md``).
+
+Inside :func:`onednn_linears` every ``F.linear`` (so every ``nn.Linear``) whose operands are plain CPU fp32
+tensors with at least two rows runs as :class:`OneDNNLinear`: forward and input gradient are oneDNN inner
+products, the weight gradient (a product over the rows) stays with BLAS. Everything else passes through
+unchanged: other products (attention, batched expert products, ``@``), autocast regions (they choose their own
+kernels), tensor subclasses such as FSDP's DTensor, and code being traced by ``torch.compile``. The two
+libraries round differently in the last bits, so a run is reproducible with the same setting
+(``train.matmul``), not across settings.
+"""
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+import torch.nn.functional as F
+from torch.overrides import TorchFunctionMode
+
+
+def available() -> bool:
+    """Whether this PyTorch build has oneDNN's inner product (every x86 / arm64 CPU wheel has)."""
+    ops = torch.ops.mkldnn
+    return (
+        torch.backends.mkldnn.is_available()
+        and hasattr(ops, "_linear_pointwise")
+        and hasattr(ops, "_reorder_linear_weight")
+    )
+
+
+def _inner(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
+    """oneDNN's ``x [N, in] @ w [out, in].T + b`` (both made contiguous)."""
+    return torch.ops.mkldnn._linear_pointwise(x.contiguous(), w.contiguous(), b, "none", [], "")
+
+
+class OneDNNLinear(torch.autograd.Function):
+    """``F.linear`` with oneDNN's forward and input gradient and BLAS's weight gradient."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
+        ctx.save_for_backward(x, w)
+        ctx.has_bias = b is not None
+        return _inner(x.reshape(-1, x.shape[-1]), w, b).view(*x.shape[:-1], w.shape[0])
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        x, w = ctx.saved_tensors
+        g = grad.reshape(-1, grad.shape[-1])
+        gx = gw = gb = None
+        if ctx.needs_input_grad[0]:
+            gx = _inner(g, w.t(), None).view(x.shape)
+        if ctx.needs_input_grad[1]:
+            gw = g.t() @ x.reshape(-1, x.shape[-1])
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            gb = g.sum(0)
+        return gx, gw, gb
+
+
+def _eligible(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> bool:
+    plain = type(x) in (torch.Tensor, torch.nn.Parameter) and type(w) in (torch.Tensor, torch.nn.Parameter)
+    return (
+        plain
+        and (b is None or type(b) in (torch.Tensor, torch.nn.Parameter))
+        and x.device.type == "cpu"
+        and x.dtype == w.dtype == torch.float32
+        and (b is None or b.dtype == torch.float32)
+        and x.dim() >= 2
+        and x.numel() >= 2 * x.shape[-1]
+        and not torch.is_autocast_enabled("cpu")
+        and not torch.compiler.is_compiling()
+    )
+
+
+class _OneDNNLinears(TorchFunctionMode):
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func is F.linear:
+            x, w, *rest = args
+            b = rest[0] if rest else kwargs.get("bias")
+            if _eligible(x, w, b):
+                return OneDNNLinear.apply(x, w, b)
+        return func(*args, **kwargs)
+
+
+@contextmanager
+def onednn_linears(enabled: bool = True) -> Iterator[None]:
+    """Run the eligible ``F.linear`` calls inside through oneDNN (module docstring); ``enabled=False`` or a
+    build without oneDNN: a no-op."""
+    if not (enabled and available()):
+        yield
+        return
+    with _OneDNNLinears():
+        yield
