@@ -2,9 +2,11 @@
 
 One process measures, in order:
 
-1. the fp32 matmul peak of this machine at the current thread count (best of several 1024² / 2048² matmuls);
+1. the fp32 matmul peak of this machine at the current thread count (best of several 1024² / 2048² products,
+   with torch's BLAS and with oneDNN; the faster library's is the peak);
 2. unimm's training step (forward + backward + grad clip + AdamW) on real packed batches, with its FLOPs
-   counted by ``torch.utils.flop_counter.FlopCounterMode`` -> achieved GFLOP/s and MFU;
+   counted by ``torch.utils.flop_counter.FlopCounterMode`` -> achieved GFLOP/s and MFU; again with its linear
+   layers through oneDNN (``train.matmul = "onednn"``);
 3. the same step for lucidrains' ``transfusion-pytorch`` at an identical size and on identical content
    (the same text tokens and the same image patches per sequence), if it is installed.
 
@@ -32,6 +34,8 @@ from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, 
 from unimm.config import load_config
 from unimm.data import make_meta, write_idx_split, write_meta
 from unimm.models import UnifiedModel
+from unimm.nn.onednn_linear import available as onednn_available
+from unimm.nn.onednn_linear import onednn_linears
 from unimm.optim import build_optimizer
 from unimm.train.loop import build_tokenizer, make_batch, resolve_data
 from unimm.train.stream import ExampleStream
@@ -49,11 +53,17 @@ INSTALL_HINT = "make bench (it installs the bench extra: pip install torch==2.13
 
 
 def matmul_peak(sizes: tuple[int, ...], repeats: int) -> dict:
-    """Best-of-``repeats`` fp32 matmul throughput per size -> {"n": GFLOP/s, ..., "peak": max}."""
+    """Best-of-``repeats`` fp32 n x n product rates with torch's BLAS (MKL) and with oneDNN -> {"blas 1024": GFLOP/s,
+    ..., "blas_peak", "onednn_peak", "peak": the fastest of all}."""
     from unimm.atlas.throughput import matmul_peak_gflops
+    from unimm.nn.onednn_linear import available
 
-    out = {str(n): matmul_peak_gflops(n, repeats) for n in sizes}
-    out["peak"] = max(out.values())
+    out: dict = {}
+    for library in ("blas", "onednn") if available() else ("blas",):
+        rates = {f"{library} {n}": matmul_peak_gflops(n, repeats, library) for n in sizes}
+        out.update(rates)
+        out[f"{library}_peak"] = max(rates.values())
+    out["peak"] = max(v for k, v in out.items() if k.endswith("_peak"))
     return out
 
 
@@ -158,7 +168,8 @@ def unimm_setup(args, data_path: Path):
     return cfg, tok, model, drawn
 
 
-def bench_unimm(args, cfg, model, drawn) -> dict:
+def bench_unimm(args, cfg, model, drawn, onednn: bool = False) -> dict:
+    """Time the training step; ``onednn``: its linear layers through oneDNN (``train.matmul = "onednn"``)."""
     t = cfg.train
     opt = build_optimizer(model, t.lr, t.weight_decay, t.betas)
     model.train()
@@ -166,7 +177,8 @@ def bench_unimm(args, cfg, model, drawn) -> dict:
     pad = model.tokenizer.pad_id
 
     def fwd_bwd(batch, k: int) -> None:
-        loss, _ = model(batch, torch.Generator().manual_seed(k))
+        with onednn_linears(onednn):
+            loss, _ = model(batch, torch.Generator().manual_seed(k))
         loss.backward()
 
     def step(k: int) -> None:
@@ -215,7 +227,7 @@ def peer_samples(model: UnifiedModel, drawn) -> list[list]:
     Its forward adds ``<sos>``/``<eos>`` (our ``<bos>``/``<eos>``) and ``[meta] 7 , 7 [som] … [eom]`` around
     each image (our ``<boi> … <eoi>``), so we pass only the content.
     """
-    tok, (h, w) = model.tokenizer, model.writer.grid
+    tok, (_, h, w) = model.tokenizer, model.writer.grid  # (frames, rows, cols): one frame
     out = []
     for images, examples in drawn:
         patches = model.writer.codec.encode(images)  # [B, h*w, P]
@@ -244,7 +256,7 @@ def bench_peer(args, cfg, model: UnifiedModel, drawn) -> dict:
         num_text_tokens=model.tokenizer.vocab_size,
         dim_latent=model.writer.codec.patch_dim,
         channel_first_latent=False,
-        modality_default_shape=model.writer.grid,
+        modality_default_shape=model.writer.grid[1:],  # (rows, cols) of the one frame
         add_pos_emb=False,
         flow_loss_weight=cfg.writer.weight,
         text_loss_weight=cfg.text.weight,
@@ -303,7 +315,7 @@ def bench_peer(args, cfg, model: UnifiedModel, drawn) -> dict:
             "num_text_tokens": model.tokenizer.vocab_size,
             "embedding_rows": peer.text_embed.num_embeddings,
             "dim_latent": model.writer.codec.patch_dim,
-            "image_shape": list(model.writer.grid),
+            "image_shape": list(model.writer.grid[1:]),
             "ff_hidden": peer.transformer.layers[0][2].fn.net[-1].in_features,
             "unet_skips": True,
             "qk_rmsnorm": False,
@@ -351,6 +363,13 @@ def summarise(name: str, r: dict, timing_key: str, content_tokens: float, peak: 
     }
 
 
+def _peak_sources(mm: dict) -> str:
+    """' (MKL x, oneDNN y)' where both libraries were measured."""
+    if "onednn_peak" not in mm:
+        return ""
+    return f" (the faster of torch's BLAS, MKL: {mm['blas_peak']:.0f}, and oneDNN: {mm['onednn_peak']:.0f})"
+
+
 def markdown(result: dict) -> str:
     rows = result["table"]
     peer_s = next((r["step_ms"] for r in rows if r["system"].startswith(PEER)), None)
@@ -358,7 +377,7 @@ def markdown(result: dict) -> str:
         f"# Training step, {result['size_label']}",
         "",
         f"{result['cpu']}, {result['threads']} torch threads, torch {result['torch']}, "
-        f"fp32 matmul peak {result['matmul_gflops']['peak']:.0f} GFLOP/s, "
+        f"fp32 matmul peak {result['matmul_gflops']['peak']:.0f} GFLOP/s{_peak_sources(result['matmul_gflops'])}, "
         f"load average at start {result['loadavg_start'][0]:.2f}, {result['date']}.",
         "",
         *([f"**Contention:** {result['contention']}.", ""] if result["contention"] else []),
@@ -390,7 +409,11 @@ def markdown(result: dict) -> str:
         "tokens/s counts each system's own padded sequence; content tokens/s counts unimm's non-pad tokens for "
         "the same examples, so it compares the same work. The ratio is throughput on identical content "
         "(transfusion-pytorch step ms / this row's step ms); >1 means faster. GFLOP/s uses each model's own "
-        "forward+backward FLOPs (FlopCounterMode); MFU divides by the measured matmul peak.",
+        "forward+backward FLOPs (FlopCounterMode); MFU divides by the measured matmul peak, the faster library's.",
+        "",
+        "The oneDNN rows run the same step with its linear layers through oneDNN's inner product "
+        '(`train.matmul = "onednn"`, `src/unimm/nn/onednn_linear.py`); the rest (attention, AdamW) is the same '
+        "code. On an AMD CPU torch's BLAS, MKL, runs its AVX2 code, oneDNN AVX-512.",
     ]
     if result["peer"]["version"] is not None:
         lines += ["", "Setup differences that cannot be removed:", ""]
@@ -440,12 +463,18 @@ def main(argv=None) -> dict:
         cfg, tok, model, drawn = unimm_setup(args, data_path)
         print(f"unimm: {sum(p.numel() for p in model.parameters()):,} params; timing …", flush=True)
         ours = bench_unimm(args, cfg, model, drawn)
+        dnn = bench_unimm(args, cfg, model, drawn, onednn=True) if onednn_available() else None
     content = ours["nonpad_tokens_per_step"]
     peak = mm["peak"]
     table = [
         summarise("unimm transfusion", ours, "step", content, peak),
         summarise("unimm transfusion, incl. packing", ours, "step_with_packing", content, peak),
     ]
+    if dnn is not None:
+        table += [
+            summarise("unimm transfusion, oneDNN linears", dnn, "step", content, peak),
+            summarise("unimm transfusion, oneDNN linears, incl. packing", dnn, "step_with_packing", content, peak),
+        ]
     version = None if args.no_peer else peer_version()
     peer: dict = {"name": PEER, "version": version, "skipped": args.no_peer}
     if version is None and not args.no_peer:

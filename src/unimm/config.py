@@ -227,6 +227,13 @@ class TrainSection(_Section):
     precision: Literal["fp32", "bf16"] = Field(
         "fp32", description="bf16: forward under bf16 autocast (on fsdp also a bf16 MixedPrecisionPolicy)"
     )
+    matmul: Literal["blas", "onednn"] = Field(
+        "blas",
+        description="library of the fp32 CPU linear layers: blas (torch's default; MKL, which runs AVX2 code on AMD "
+        "CPUs) | onednn (oneDNN's inner product, AVX-512 where the CPU has it: 1.3-1.4x the training step on this "
+        "AMD EPYC, bench/results/train_step.md); the two round differently in the last bits, so a run is "
+        "reproducible with its own setting; fp32 only (bf16 autocast picks its own kernels)",
+    )
     activation_checkpointing: bool = Field(
         False, description="recompute each backbone block in backward instead of keeping its activations"
     )
@@ -250,6 +257,15 @@ class TrainSection(_Section):
         if self.batch_shards is not None and self.batch_size % self.batch_shards:
             raise ValueError(
                 f"train.batch_size ({self.batch_size}) must be divisible by train.batch_shards ({self.batch_shards})"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _onednn_fp32_eager(self) -> "TrainSection":
+        if self.matmul == "onednn" and (self.precision != "fp32" or self.compile):
+            raise ValueError(
+                "train.matmul = 'onednn' routes the eager fp32 linear layers; it does nothing under "
+                f"train.precision = '{self.precision}' or train.compile = {str(self.compile).lower()}: use 'blas' there"
             )
         return self
 

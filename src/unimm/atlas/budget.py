@@ -30,6 +30,7 @@ from unimm.models import UnifiedModel
 from unimm.optim import build_optimizer
 from unimm.settings import READERS
 from unimm.train.frozen import EncoderInputs, StepFlops, encodes
+from unimm.train.kernels import compute
 from unimm.train.loop import build_tokenizer, make_batch, resolve_data, resolve_image_tokenizer
 from unimm.train.stream import ExampleStream
 
@@ -83,7 +84,8 @@ def measure_step_cost(cfg: Config, steps: int = 3, timed: bool = False, device: 
             images, examples = stream.batch(k)
             batch = make_batch(model, images, examples).to(device)
             with meter.count() if meter is not None else nullcontext():
-                loss, _ = model(batch, torch.Generator().manual_seed(t.seed * 7_919 + k))
+                with compute(t, torch.device(device)):
+                    loss, _ = model(batch, torch.Generator().manual_seed(t.seed * 7_919 + k))
                 (loss / len(micro)).backward()
             tokens += batch.tokens.numel()
             expected += sum(map(encoded, examples))

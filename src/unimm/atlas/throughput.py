@@ -21,16 +21,35 @@ from typing import Any
 
 import torch
 
+from unimm.nn.onednn_linear import available as onednn_available
 
-def matmul_peak_gflops(n: int = 1024, repeats: int = 5) -> float:
-    """Best-of-``repeats`` fp32 ``n x n`` matmul rate of this process's threads, in GFLOP/s."""
+
+def matmul_peak_gflops(n: int = 1024, repeats: int = 5, library: str = "best") -> float:
+    """Best-of-``repeats`` fp32 ``n x n`` product rate of this process's threads, in GFLOP/s: with torch's BLAS
+    (``blas``: ``torch.mm``, MKL), with oneDNN's inner product (``onednn``), or the faster of the two (``best``,
+    the rate this machine reaches: on an AMD CPU MKL runs AVX2 code and oneDNN, with AVX-512, about twice as
+    fast; ``bench/results/decode.md``)."""
+    if library == "best":
+        libraries = ["blas", "onednn"] if onednn_available() else ["blas"]
+        return max(matmul_peak_gflops(n, repeats, lib) for lib in libraries)
     a, b = torch.randn(n, n), torch.randn(n, n)
-    c = torch.empty(n, n)
-    torch.mm(a, b, out=c)  # warm the kernel and the caches
+    if library == "blas":
+        c = torch.empty(n, n)
+
+        def product() -> None:
+            torch.mm(a, b, out=c)
+    elif library == "onednn":
+        packed = torch.ops.mkldnn._reorder_linear_weight(b.t().contiguous(), batch_size=n)
+
+        def product() -> None:
+            torch.ops.mkldnn._linear_pointwise(a, packed, None, "none", [], "")
+    else:
+        raise ValueError(f"library {library!r}: expected blas, onednn or best")
+    product()  # warm the kernel and the caches
     best = math.inf
     for _ in range(repeats):
         t0 = time.perf_counter()
-        torch.mm(a, b, out=c)
+        product()
         best = min(best, time.perf_counter() - t0)
     return 2 * n**3 / best / 1e9
 

@@ -20,6 +20,7 @@ from contextlib import contextmanager
 import torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
+from torch.utils.flop_counter import flop_registry, register_flop_formula
 
 
 def available() -> bool:
@@ -30,6 +31,19 @@ def available() -> bool:
         and hasattr(ops, "_linear_pointwise")
         and hasattr(ops, "_reorder_linear_weight")
     )
+
+
+def _inner_flops(x_shape, w_shape, *args, out_shape=None, **kwargs) -> int:
+    """FLOPs of oneDNN's inner product (``x [..., in] @ w [out, in].T``), for ``FlopCounterMode``: the product
+    counts the same as the ``mm`` it replaces (the bias is not counted there either)."""
+    rows = 1
+    for n in x_shape[:-1]:
+        rows *= n
+    return 2 * rows * x_shape[-1] * w_shape[0]
+
+
+if available() and torch.ops.mkldnn._linear_pointwise not in flop_registry:
+    register_flop_formula(torch.ops.mkldnn._linear_pointwise)(_inner_flops)
 
 
 def _inner(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:

@@ -21,18 +21,10 @@ import torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
+from unimm.nn.onednn_linear import available
+
 _Key = tuple[int, tuple[int, ...], int]
 _PACKS: dict[_Key, torch.Tensor] = {}
-
-
-def available() -> bool:
-    """Whether this PyTorch build has oneDNN's packed inner product (every x86 / arm64 CPU wheel has)."""
-    ops = torch.ops.mkldnn
-    return (
-        torch.backends.mkldnn.is_available()
-        and hasattr(ops, "_linear_pointwise")
-        and hasattr(ops, "_reorder_linear_weight")
-    )
 
 
 def _key(wt: torch.Tensor, rows: int) -> _Key:

@@ -60,6 +60,7 @@ from unimm.train.distributed import (
 )
 from unimm.train.finetune import adopt_base, base_tokenizer, load_base, publish_adapter
 from unimm.train.frozen import EncoderInputs, StepFlops, encodes
+from unimm.train.kernels import compute
 from unimm.train.ledger import build_ledger, read_fork, write_ledger
 from unimm.train.stream import ExampleStream, make_batch, one_caption_each
 from unimm.train.validation import Validation
@@ -383,7 +384,7 @@ def _train(
                 if adapters is not None:  # adapter dropout: its own stream, a function of (seed, k) too
                     seed_dropout(core, 2**32 + t_cfg.seed * 7_919 + k, env.device)
                 with grad_sync(model, sync=i == len(mine) - 1), meter.count() if counting else nullcontext():
-                    with torch.autocast(env.device.type, torch.bfloat16, enabled=t_cfg.precision == "bf16"):
+                    with compute(t_cfg, env.device):
                         with replica_quiet(env):
                             loss, metrics = model(batch, gen)
                     (loss / len(mine)).backward()

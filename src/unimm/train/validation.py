@@ -8,7 +8,6 @@ S/W shards) and the values are summed in shard order, so the result is the same 
 """
 
 import sys
-from contextlib import nullcontext
 
 import torch
 
@@ -16,6 +15,7 @@ from unimm.config import Config
 from unimm.data import load_split
 from unimm.models import UnifiedModel
 from unimm.train.distributed import DistEnv
+from unimm.train.kernels import compute
 from unimm.train.stream import ExampleStream, make_batch
 
 METRICS = ("loss", "text_loss", "image_loss")
@@ -27,7 +27,7 @@ class Validation:
         """``cfg`` resolved (image size and channels filled in, ``train.batch_shards`` set)."""
         t = cfg.train
         self.every, self.batches, self.shards, self.env = t.val_every, t.val_batches, t.batch_shards, env
-        self.seed, self.precision = t.seed, t.precision
+        self.seed, self.train = t.seed, t
         data = load_split(cfg.data.path, "val", cfg.data.image_size, cfg.data.channels)
         if not len(data):
             raise ValueError("it holds no examples")
@@ -65,8 +65,7 @@ class Validation:
                     batch = make_batch(core, images, examples)
                     batch = batch.to(env.device) if env.device.type != "cpu" else batch
                     gen = torch.Generator().manual_seed(NOISE_OFFSET + self.seed * 7_919 + k)
-                    bf16 = self.precision == "bf16"
-                    with torch.autocast(env.device.type, torch.bfloat16) if bf16 else nullcontext():
+                    with compute(self.train, env.device):
                         _, metrics = core(batch, gen)
                     values.append((k, [float(metrics[m]) for m in METRICS]))
         finally:
