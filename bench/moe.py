@@ -9,9 +9,13 @@ One process times, on the same random tokens (half text, half image modality):
 - ``naive-moe``: the same routed layer computed the slow way, a Python loop over tokens and their experts
   (the reference the MoE tests compare against; timed on a subset of tokens and scaled);
 - ``dense-block`` / ``moe-block`` / ``mot-block``: whole pre-norm blocks (attention + FFN) for context, built
-  by the layer kinds' factories (``unimm.settings.LAYERS``).
+  by the layer kinds' factories (``unimm.settings.LAYERS``);
+- group ``ffn, oneDNN``: the three FFNs again with their products through oneDNN (``train.matmul = "onednn"``),
+  each against the dense FFN on oneDNN.
 
-Each row reports tokens/s of forward + backward and its ratio to the dense row of its group.
+Each row reports tokens/s of forward + backward (median over repeats) and its speed relative to the dense row of
+its group: the layers of a group take turns, repeat by repeat, and the ratio is the median of the per-repeat
+ratios, so that the shared machine's drift during the bench cancels.
 Results go to ``bench/results/moe.json`` and ``bench/results/moe.md``.
 Run ``python bench/moe.py`` (defaults: dim 256, hidden 688, 8 experts, top-2, 2048 tokens) or ``--quick``.
 """
@@ -31,6 +35,8 @@ from torch import nn
 from unimm.nn.backbone import BackboneConfig
 from unimm.nn.mlp import SwiGLU
 from unimm.nn.moe import MoEFeedForward
+from unimm.nn.onednn_linear import available as onednn_available
+from unimm.nn.onednn_linear import onednn_linears
 from unimm.nn.rope import RotaryEmbedding
 from unimm.settings import LAYERS
 
@@ -77,15 +83,28 @@ def naive_moe(layer: MoEFeedForward, x: torch.Tensor, modality: torch.Tensor) ->
 
 def time_fwd_bwd(fn: Callable[[], torch.Tensor], params: list[nn.Parameter], warmup: int, repeats: int) -> float:
     """Median seconds of one forward + backward."""
-    times = []
+    return statistics.median(time_alternating({"fn": (fn, params)}, warmup, repeats)["fn"])
+
+
+def time_alternating(runs: dict[str, tuple[Callable[[], torch.Tensor], list]], warmup: int, repeats: int) -> dict:
+    """Seconds of each repeat of one forward + backward of each (fn, params) -> {name: [s, ...]}, the runs taking
+    turns repeat by repeat, so that the machine's drift during the bench falls on all of them alike."""
+    times: dict = {name: [] for name in runs}
     for i in range(warmup + repeats):
-        for p in params:
-            p.grad = None
-        t0 = time.perf_counter()
-        fn().float().square().mean().backward()
-        if i >= warmup:
-            times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+        for name, (fn, params) in runs.items():
+            for p in params:
+                p.grad = None
+            t0 = time.perf_counter()
+            fn().float().square().mean().backward()
+            if i >= warmup:
+                times[name].append(time.perf_counter() - t0)
+    return times
+
+
+def paired_ratio(base: list[float], times: list[float]) -> float:
+    """Median over repeats of base / time, each pair timed back to back: the speed relative to the base run with
+    the drift between repeats cancelled (a ratio of medians would mix repeats minutes apart)."""
+    return statistics.median(b / t for b, t in zip(base, times, strict=True))
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -103,11 +122,18 @@ def run(args: argparse.Namespace) -> dict:
         "modality-moe": MoEFeedForward(d, h // k, e, k, groups=groups),
     }
     rows = []
+    runs = {}
     for name, layer in ffns.items():
-        fn = lambda layer=layer: layer(x, modality)[0]  # noqa: E731
-        rows.append(
-            {"group": "ffn", "layer": name, "s": time_fwd_bwd(fn, [*layer.parameters(), x], args.warmup, args.repeats)}
-        )
+        runs[("ffn", name)] = (lambda layer=layer: layer(x, modality)[0], [*layer.parameters(), x])
+        if onednn_available():  # the same layers with their products on oneDNN (train.matmul = "onednn")
+
+            def fn(layer=layer) -> torch.Tensor:
+                with onednn_linears():
+                    return layer(x, modality)[0]
+
+            runs[("ffn, oneDNN", name)] = (fn, [*layer.parameters(), x])
+    for (group, name), ts in time_alternating(runs, args.warmup, args.repeats).items():
+        rows.append({"group": group, "layer": name, "s": statistics.median(ts), "times": ts})
     moe = ffns["moe"]
     flat, flat_mod = (
         x.detach().reshape(-1, d)[: args.naive_tokens].requires_grad_(),
@@ -131,26 +157,28 @@ def run(args: argparse.Namespace) -> dict:
         "mot-block": {"kind": "mot"},
     }
     blocks = {name: LAYERS.build(LAYERS.validate(sec, "layers"))(cfg, 0) for name, sec in sections.items()}
-    for name, block in blocks.items():
-        fn = lambda block=block: block(x, modality, None, rope)[0]  # noqa: E731
-        rows.append(
-            {
-                "group": "block",
-                "layer": name,
-                "s": time_fwd_bwd(fn, [*block.parameters(), x], args.warmup, args.repeats),
-            }
-        )
+    runs = {
+        name: (lambda block=block: block(x, modality, None, rope)[0], [*block.parameters(), x])
+        for name, block in blocks.items()
+    }
+    for name, ts in time_alternating(runs, args.warmup, args.repeats).items():
+        rows.append({"group": "block", "layer": name, "s": statistics.median(ts), "times": ts})
 
     breakdown = moe_breakdown(ffns["moe"], x.detach(), args.warmup, args.repeats)
 
-    base = {
-        "ffn": next(r["s"] for r in rows if r["layer"] == "dense"),
-        "block": next(r["s"] for r in rows if r["layer"] == "dense-block"),
-    }
+    order = ["ffn", "ffn, oneDNN", "block"]
+    rows.sort(key=lambda r: order.index(r["group"]))  # stable: each group in the order its layers were listed
+    base = {r["group"]: r for r in rows if r["layer"] in ("dense", "dense-block")}
     for r in rows:
+        dense = base[r["group"]]
+        if "times" in r:  # timed in turns with its group's dense layer: the paired ratio
+            r["vs_dense"] = round(paired_ratio(dense["times"], r["times"]), 3)
+        else:  # naive-moe, timed apart on a subset of the tokens
+            r["vs_dense"] = round(dense["s"] / r["s"], 3)
         r["tokens_per_s"] = round(n / r["s"], 1)
-        r["vs_dense"] = round(base[r["group"]] / r["s"], 3)
+    for r in rows:
         r["ms"] = round(r.pop("s") * 1000, 3)
+        r.pop("times", None)
     return {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "cpu": cpu_model(),
@@ -242,10 +270,14 @@ def markdown(result: dict) -> str:
         lines.append(
             f"| {r['group']} | {r['layer']} | {r['ms']:.2f} | {r['tokens_per_s']:,.0f} | {r['vs_dense']:.2f}× |"
         )
-    lines += ["", "`naive-moe` is timed on a subset of tokens and scaled to the full count."]
+    lines += [
+        "",
+        "`naive-moe` is timed on a subset of tokens and scaled to the full count. The layers of a group take turns "
+        "repeat by repeat; *vs dense* is the median of the per-repeat ratios (the naive loop's: of the medians).",
+    ]
     b = result.get("moe_breakdown")
     if b:
-        dense = next(r["ms"] for r in result["table"] if r["layer"] == "dense")
+        dense = next(r["ms"] for r in result["table"] if r["layer"] == "dense" and r["group"] == "ffn")
         lines += [
             "",
             f"## Where the routed FFN's time goes (no modality groups; {b['total_ms']:.2f} ms per step, dense "

@@ -23,6 +23,13 @@ def test_quick_run_reports_every_layer_kind(tmp_path):
         assert f"| {name} |" in md
     import json
 
+    from unimm.nn.onednn_linear import available
+
+    table = json.loads((tmp_path / "moe.json").read_text())["table"]
+    dnn = {r["layer"]: r for r in table if r["group"] == "ffn, oneDNN"}
+    assert set(dnn) == ({"dense", "moe", "modality-moe"} if available() else set())
+    assert all(r["vs_dense"] > 0 for r in dnn.values()) and (not dnn or dnn["dense"]["vs_dense"] == 1.0)
+
     b = json.loads((tmp_path / "moe.json").read_text())["moe_breakdown"]
     assert sum(b["expert_counts"]) == 2 * 16 * 2  # batch 2 x seq 16 tokens, top-2 choices each
     parts = b["parts_ms"]

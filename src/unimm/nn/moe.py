@@ -97,8 +97,10 @@ class MoEFeedForward(nn.Module):
         """Expert ``e`` on tokens x [N, dim] -> [N, dim]; ``weights``: the experts' (gate-up, down) matrices as
         ``unbind`` gives them, which the forward takes once for all experts."""
         w_gate_up, w_down = weights if weights is not None else (self.w_gate_up, self.w_down)
-        gate, up = (x @ w_gate_up[e]).chunk(2, dim=-1)
-        return (F.silu(gate) * up) @ w_down[e]
+        # F.linear with the transposed [in, out] matrix is the same product as x @ w (bit for bit), and runs
+        # through oneDNN where train.matmul asks for it (nn/onednn_linear.py), as the dense layers' do
+        gate, up = F.linear(x, w_gate_up[e].t()).chunk(2, dim=-1)
+        return F.linear(F.silu(gate) * up, w_down[e].t())
 
     def route(
         self, x: torch.Tensor, group: torch.Tensor

@@ -47,8 +47,11 @@ if available() and torch.ops.mkldnn._linear_pointwise not in flop_registry:
 
 
 def _inner(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
-    """oneDNN's ``x [N, in] @ w [out, in].T + b`` (both made contiguous)."""
-    return torch.ops.mkldnn._linear_pointwise(x.contiguous(), w.contiguous(), b, "none", [], "")
+    """oneDNN's ``x [N, in] @ w [out, in].T + b``; ``w`` may be the transposed view of an ``[in, out]`` matrix
+    (oneDNN reads it in place, as fast: an MoE expert's weights), any other layout is copied first."""
+    if not (w.is_contiguous() or w.t().is_contiguous()):
+        w = w.contiguous()
+    return torch.ops.mkldnn._linear_pointwise(x.contiguous(), w, b, "none", [], "")
 
 
 class OneDNNLinear(torch.autograd.Function):
