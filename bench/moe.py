@@ -122,18 +122,23 @@ def run(args: argparse.Namespace) -> dict:
         "modality-moe": MoEFeedForward(d, h // k, e, k, groups=groups),
     }
     rows = []
-    runs = {}
-    for name, layer in ffns.items():
-        runs[("ffn", name)] = (lambda layer=layer: layer(x, modality)[0], [*layer.parameters(), x])
-        if onednn_available():  # the same layers with their products on oneDNN (train.matmul = "onednn")
+    groups = {
+        "ffn": {
+            name: (lambda layer=layer: layer(x, modality)[0], [*layer.parameters(), x]) for name, layer in ffns.items()
+        }
+    }
+    if onednn_available():  # the same layers with their products on oneDNN (train.matmul = "onednn")
 
-            def fn(layer=layer) -> torch.Tensor:
-                with onednn_linears():
-                    return layer(x, modality)[0]
+        def on_onednn(layer: nn.Module) -> torch.Tensor:
+            with onednn_linears():
+                return layer(x, modality)[0]
 
-            runs[("ffn, oneDNN", name)] = (fn, [*layer.parameters(), x])
-    for (group, name), ts in time_alternating(runs, args.warmup, args.repeats).items():
-        rows.append({"group": group, "layer": name, "s": statistics.median(ts), "times": ts})
+        groups["ffn, oneDNN"] = {
+            name: (lambda layer=layer: on_onednn(layer), [*layer.parameters(), x]) for name, layer in ffns.items()
+        }
+    for group, runs in groups.items():  # one group at a time: a oneDNN run in between changes the BLAS timings
+        for name, ts in time_alternating(runs, args.warmup, args.repeats).items():
+            rows.append({"group": group, "layer": name, "s": statistics.median(ts), "times": ts})
     moe = ffns["moe"]
     flat, flat_mod = (
         x.detach().reshape(-1, d)[: args.naive_tokens].requires_grad_(),
