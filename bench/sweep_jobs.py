@@ -32,13 +32,23 @@ print(json.dumps({"flops": cost.flops, "seconds": cost.seconds}))
 """
 
 
-def layout(jobs: int, threads: int, preset: str, steps: int) -> dict:
-    """``jobs`` concurrent workers with ``threads`` threads each: per-job step time and the summed FLOP/s."""
+def layout(jobs: int, threads: int, preset: str, steps: int, matmul: str = "blas") -> dict:
+    """``jobs`` concurrent workers with ``threads`` threads each, their linear layers on ``matmul`` (the
+    ``train.matmul`` setting): per-job step time and the summed FLOP/s."""
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-    cmd = [sys.executable, "-c", WORKER, str(threads), preset, json.dumps(TINY), str(steps)]
+    overrides = [*TINY, f'train.matmul="{matmul}"']
+    cmd = [sys.executable, "-c", WORKER, str(threads), preset, json.dumps(overrides), str(steps)]
     t0 = time.perf_counter()
-    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env, cwd=ROOT) for _ in range(jobs)]
-    outs = [json.loads(p.communicate()[0].strip().splitlines()[-1]) for p in procs]
+    procs = [
+        subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+        for _ in range(jobs)
+    ]
+    outs = []
+    for p in procs:
+        out, err = p.communicate()
+        if p.returncode:
+            raise RuntimeError(f"a worker of {preset} failed: {err.strip().splitlines()[-1] if err.strip() else ''}")
+        outs.append(json.loads(out.strip().splitlines()[-1]))
     wall = time.perf_counter() - t0
     rate = sum(o["flops"] / o["seconds"] for o in outs) / 1e9
     return {"jobs": jobs, "threads_per_job": threads, "step_s": [o["seconds"] for o in outs],
@@ -53,36 +63,42 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--presets", nargs="+", default=["configs/quick.toml", "configs/chameleon.toml"])
     ap.add_argument("--steps", type=int, default=8, help="timed steps per worker (after a warm-up step)")
+    ap.add_argument("--matmul", nargs="+", default=["blas", "onednn"], help="train.matmul settings to compare")
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args()
     cores = os.cpu_count() or 1
     torch.set_num_threads(cores)
-    peak = max(matmul_peak_gflops(n) for n in (1024, 2048))
+    peak = max(matmul_peak_gflops(n) for n in (1024, 2048))  # the faster of torch's BLAS and oneDNN
     load = os.getloadavg()[0]
     layouts = [(j, cores // j) for j in range(1, cores + 1) if cores % j == 0]
     rows = []
     for preset in args.presets:
-        for jobs, threads in layouts:
-            r = layout(jobs, threads, preset, args.steps)
-            rows.append({"preset": Path(preset).stem, **r, "share_of_peak": r["gflops"] / peak})
-    for preset in {r["preset"] for r in rows}:
-        base = next(r for r in rows if r["preset"] == preset and r["jobs"] == 1)["gflops"]
+        for matmul in args.matmul:
+            for jobs, threads in layouts:
+                r = layout(jobs, threads, preset, args.steps, matmul)
+                rows.append({"preset": Path(preset).stem, "matmul": matmul, **r, "share_of_peak": r["gflops"] / peak})
+    for preset in {r["preset"] for r in rows}:  # against one job with every thread on torch's BLAS, the default
+        base = next(r for r in rows if r["preset"] == preset and r["jobs"] == 1 and r["matmul"] == args.matmul[0])
         for r in rows:
             if r["preset"] == preset:
-                r["vs_one_job"] = r["gflops"] / base
+                r["vs_one_job"] = r["gflops"] / base["gflops"]
     data = {"cores": cores, "matmul_peak_gflops": peak, "load_average_at_start": load, "torch": torch.__version__,
             "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "rows": rows}  # fmt: skip
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "sweep_jobs.json").write_text(json.dumps(data, indent=2) + "\n")
     md = [f"# Atlas sweep layout: jobs x threads per job on {cores} cores (tiny atlas size, training steps only)", "",
-          f"fp32 matmul peak {peak:.0f} GFLOP/s with {cores} threads; load average at start {load:.2f}; "
-          f"torch {torch.__version__}; {data['date']}.", "",
-          "| preset | jobs x threads | step s (each job) | GFLOP/step | summed GFLOP/s | share of peak | vs one job |",
-          "|---|---|---|---:|---:|---:|---:|"]  # fmt: skip
+          f"fp32 matmul peak {peak:.0f} GFLOP/s with {cores} threads (the faster of torch's BLAS and oneDNN); load "
+          f"average at start {load:.2f}; torch {torch.__version__}; {data['date']}.", "",
+          f"*matmul* is `train.matmul`; *vs one job* compares with one job of all {cores} threads on "
+          f"{args.matmul[0]}.", "",
+          "| preset | matmul | jobs x threads | step s (each job) | GFLOP/step | summed GFLOP/s | share of peak "
+          "| vs one job |",
+          "|---|---|---|---|---:|---:|---:|---:|"]  # fmt: skip
     for r in rows:
         steps = ", ".join(f"{x:.4f}" for x in r["step_s"])
-        md.append(f"| {r['preset']} | {r['jobs']} x {r['threads_per_job']} | {steps} | {r['step_gflop']:.2f} | "
-                  f"{r['gflops']:.1f} | {r['share_of_peak']:.0%} | {r['vs_one_job']:.2f}x |")  # fmt: skip
+        cells = [r["preset"], r["matmul"], f"{r['jobs']} x {r['threads_per_job']}", steps, f"{r['step_gflop']:.2f}",
+                 f"{r['gflops']:.1f}", f"{r['share_of_peak']:.0%}", f"{r['vs_one_job']:.2f}x"]  # fmt: skip
+        md.append("| " + " | ".join(cells) + " |")
     (args.out / "sweep_jobs.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
 
