@@ -229,10 +229,10 @@ class TrainSection(_Section):
     )
     matmul: Literal["blas", "onednn"] = Field(
         "blas",
-        description="library of the fp32 CPU linear layers: blas (torch's default; MKL, which runs AVX2 code on AMD "
-        "CPUs) | onednn (oneDNN's inner product, AVX-512 where the CPU has it: 1.3-1.4x the training step on this "
-        "AMD EPYC, bench/results/train_step.md); the two round differently in the last bits, so a run is "
-        "reproducible with its own setting; fp32 only (bf16 autocast picks its own kernels)",
+        description="library of the fp32 CPU linear layers of training and validation: blas (torch's default; MKL, "
+        "which runs AVX2 code on AMD CPUs) | onednn (oneDNN's inner product, AVX-512 where the CPU has it: on this "
+        "AMD EPYC 1.3x the training step at dim 256, 1.14-1.19x at dims 96-128, bench/results/train_step.md); the "
+        "two round differently in the last bits, so a run is reproducible with its own setting; eager fp32 only",
     )
     activation_checkpointing: bool = Field(
         False, description="recompute each backbone block in backward instead of keeping its activations"
@@ -262,10 +262,17 @@ class TrainSection(_Section):
 
     @model_validator(mode="after")
     def _onednn_fp32_eager(self) -> "TrainSection":
-        if self.matmul == "onednn" and (self.precision != "fp32" or self.compile):
+        if self.matmul != "onednn":
+            return self
+        if self.precision != "fp32" or self.compile:
             raise ValueError(
                 "train.matmul = 'onednn' routes the eager fp32 linear layers; it does nothing under "
                 f"train.precision = '{self.precision}' or train.compile = {str(self.compile).lower()}: use 'blas' there"
+            )
+        if self.activation_checkpointing:
+            raise ValueError(
+                "train.matmul = 'onednn' and train.activation_checkpointing: the recomputation in backward runs "
+                "outside the forward's context and would not match what the forward saved; use one of them"
             )
         return self
 

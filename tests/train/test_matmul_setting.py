@@ -34,7 +34,9 @@ def test_onednn_training_runs_through_onednn_and_resumes_exactly(digits_dir, tmp
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
-@pytest.mark.parametrize("setting", ['train.precision="bf16"', "train.compile=true"])
+@pytest.mark.parametrize(
+    "setting", ['train.precision="bf16"', "train.compile=true", "train.activation_checkpointing=true"]
+)
 def test_onednn_refuses_what_it_cannot_route(digits_dir, setting):
     with pytest.raises(ValueError, match="train.matmul = 'onednn'"):
         load_config(None, [*tiny_overrides(digits_dir, **{"train.matmul": '"onednn"'}), setting])

@@ -2,14 +2,15 @@
 
 PyTorch's CPU ``F.linear`` calls MKL's sgemm, which on AMD processors runs its AVX2 code even where the CPU has
 AVX-512; oneDNN's inner product uses the widest instructions there are. On this project's AMD EPYC (2 threads)
-a square 2048-product runs at about 200 GFLOP/s with MKL and 460 with oneDNN (``bench/results/decode.md``), and
-a training step of the transfusion layout at 1.4x the speed (``bench/results/train_step.md``).
+a square 2048-product runs at about 210 GFLOP/s with MKL and 480 with oneDNN, and a training step of the
+transfusion layout at dim 256 at 1.3x the speed, at dims 96-128 1.14-1.19x (``bench/results/train_step.md``).
 
 Inside :func:`onednn_linears` every ``F.linear`` (so every ``nn.Linear``) whose operands are plain CPU fp32
 tensors with at least two rows runs as :class:`OneDNNLinear`: forward and input gradient are oneDNN inner
-products, the weight gradient (a product over the rows) stays with BLAS. Everything else passes through
-unchanged: other products (attention, batched expert products, ``@``), autocast regions (they choose their own
-kernels), tensor subclasses such as FSDP's DTensor, and code being traced by ``torch.compile``. The two
+products, the weight gradient (a product over the rows) stays with BLAS. The MoE experts' products are
+``F.linear`` calls too (``nn/moe.py``). Everything else passes through unchanged: other products (attention,
+``@``), autocast regions (they choose their own kernels), tensor subclasses such as FSDP's DTensor, and code
+being traced by ``torch.compile``. The two
 libraries round differently in the last bits, so a run is reproducible with the same setting
 (``train.matmul``), not across settings.
 """
