@@ -7,12 +7,14 @@ prompt on both sides:
 1. unimm: prefill the prompt into a ``KVCache``, then one token per forward, choosing with ``select_next``
    (temperature 0 = argmax), the loop written out below;
 2. unimm-compiled: the same weights in ``StaticDecoder``: a fixed-shape cache written in place and a
-   ``torch.compile``'d step (its one-off compile is timed apart);
+   ``torch.compile``'d step (its one-off compile is timed apart), its products through oneDNN on packed weights
+   from 2 rows up;
 3. transformers: ``model.generate(..., do_sample=False, use_cache=True)`` with exactly ``--new-tokens`` tokens,
    in the model's default attention implementation (reported).
 
 All must produce identical tokens (``tokens_match``, ``compiled_tokens_match``; the first diverging step is
-reported otherwise).
+reported otherwise). Then the step's products alone, MKL against oneDNN, at a few row counts, and the square
+product peaks of both libraries.
 Results go to ``bench/results/decode.json`` and ``bench/results/decode.md``.
 Run ``python bench/decode.py`` (defaults: hidden 256, 6 layers, 8 heads, 4 kv heads, batch 1 and 8, prompt 32,
 128 new tokens) or ``--quick`` for a tiny smoke run.
