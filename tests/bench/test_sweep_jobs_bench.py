@@ -8,30 +8,27 @@ import pytest
 SCRIPT = Path(__file__).resolve().parents[2] / "bench" / "sweep_jobs.py"
 
 
-def _load_bench():
+@pytest.fixture
+def bench(monkeypatch, digits_dir):
+    """The bench script, its workers at a tiny size on the digits."""
     spec = importlib.util.spec_from_file_location("bench_sweep_jobs", SCRIPT)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
+    small = ["model.dim=32", "model.depth=1", "model.heads=2", "train.batch_size=4", "codec.hidden=8",
+             f"data.path={str(digits_dir)!r}", "train.tensorboard=false"]  # fmt: skip
+    monkeypatch.setattr(module, "TINY", small)
     return module
 
 
-def test_two_one_thread_workers_each_time_their_steps_and_the_rates_add_up(monkeypatch, digits_dir):
-    bench = _load_bench()
-    small = ["model.dim=32", "model.depth=1", "model.heads=2", "train.batch_size=4", "codec.hidden=8",
-             f"data.path={str(digits_dir)!r}", "train.tensorboard=false"]  # fmt: skip
-    monkeypatch.setattr(bench, "TINY", small)
+def test_two_one_thread_workers_each_time_their_steps_and_the_rates_add_up(bench):
     row = bench.layout(2, 1, "configs/quick.toml", steps=1)
     assert row["jobs"] == 2 and row["threads_per_job"] == 1 and len(row["step_s"]) == 2
     assert row["step_gflop"] > 0 and all(s > 0 for s in row["step_s"])
     assert row["gflops"] == pytest.approx(sum(row["step_gflop"] / s for s in row["step_s"]), rel=1e-9)
 
 
-def test_a_layout_on_onednn_counts_the_same_flops(monkeypatch, digits_dir):
+def test_a_layout_on_onednn_counts_the_same_flops(bench):
     """train.matmul reaches the workers (the setting is validated there) and FLOPs are counted alike."""
-    bench = _load_bench()
-    small = ["model.dim=32", "model.depth=1", "model.heads=2", "train.batch_size=4", "codec.hidden=8",
-             f"data.path={str(digits_dir)!r}", "train.tensorboard=false"]  # fmt: skip
-    monkeypatch.setattr(bench, "TINY", small)
     blas = bench.layout(1, 1, "configs/quick.toml", steps=1)
     onednn = bench.layout(1, 1, "configs/quick.toml", steps=1, matmul="onednn")
     assert onednn["step_gflop"] == pytest.approx(blas["step_gflop"], rel=1e-9)
