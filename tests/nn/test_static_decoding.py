@@ -97,3 +97,26 @@ def test_packed_step_gives_the_cached_tokens():
             dec = StaticDecoder(model, 3, 17, packed=packed)
             assert dec.packed == (packed and packed_linear.available())
             assert torch.equal(dec.generate(prompt, 12), expected)
+
+
+@pytest.mark.skipif(not packed_linear.available(), reason="this torch build has no oneDNN")
+def test_the_compiled_packed_step_finds_its_packs(monkeypatch):
+    """Inside the compiled step each product looks its pack up by the weight it is handed: every lookup must hit
+    (a miss falls back to MKL silently, same tokens, no speed-up)."""
+
+    class Counting(dict):
+        hits = misses = 0
+
+        def get(self, key, default=None):
+            found = super().get(key, default)
+            if found is None:
+                Counting.misses += 1
+            else:
+                Counting.hits += 1
+            return found
+
+    monkeypatch.setattr(packed_linear, "_PACKS", Counting())
+    model, prompt = _model(0), torch.randint(0, 61, (3, 5), generator=torch.Generator().manual_seed(5))
+    with torch.inference_mode():
+        StaticDecoder(model, 3, 17, packed=True).generate(prompt, 4)
+    assert Counting.misses == 0 and Counting.hits == 3 * (2 * 4 + 1)  # 3 steps x (4 products a layer + the head)
