@@ -93,12 +93,17 @@ def _eligible(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> bool:
     )
 
 
+def linear_args(args: tuple, kwargs: dict) -> tuple:
+    """``F.linear``'s (input, weight, bias) from a call's args and kwargs, as a torch-function mode sees them."""
+    x, w, *rest = args
+    return x, w, rest[0] if rest else kwargs.get("bias")
+
+
 class _OneDNNLinears(TorchFunctionMode):
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         if func is F.linear:
-            x, w, *rest = args
-            b = rest[0] if rest else kwargs.get("bias")
+            x, w, b = linear_args(args, kwargs)
             if _eligible(x, w, b):
                 return OneDNNLinear.apply(x, w, b)
         return func(*args, **kwargs)

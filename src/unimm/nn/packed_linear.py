@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
-from unimm.nn.onednn_linear import available
+from unimm.nn.onednn_linear import available, linear_args
 
 _Key = tuple[int, tuple[int, ...], int]
 _PACKS: dict[_Key, torch.Tensor] = {}
@@ -83,7 +83,6 @@ class PackedLinears(TorchFunctionMode):
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         if func is F.linear:
-            x, w, *rest = args
-            bias = rest[0] if rest else kwargs.get("bias")
+            x, w, bias = linear_args(args, kwargs)
             return decode_linear(x, w.t(), bias)
         return func(*args, **kwargs)
