@@ -231,7 +231,7 @@ class TrainSection(_Section):
         "blas",
         description="library of the fp32 CPU linear layers of training and validation: blas (torch's default; MKL, "
         "which runs AVX2 code on AMD CPUs) | onednn (oneDNN's inner product, AVX-512 where the CPU has it: on this "
-        "AMD EPYC 1.3x the training step at dim 256, 1.14-1.19x at dims 96-128, bench/results/train_step.md); the "
+        "AMD EPYC 1.3x the training step at dim 256, 1.18-1.27x at dims 96-128, bench/results/train_step*.md); the "
         "two round differently in the last bits, so a run is reproducible with its own setting; eager fp32 only",
     )
     activation_checkpointing: bool = Field(

@@ -3,7 +3,7 @@
 PyTorch's CPU ``F.linear`` calls MKL's sgemm, which on AMD processors runs its AVX2 code even where the CPU has
 AVX-512; oneDNN's inner product uses the widest instructions there are. On this project's AMD EPYC (2 threads)
 a square 2048-product runs at about 210 GFLOP/s with MKL and 480 with oneDNN, and a training step of the
-transfusion layout at dim 256 at 1.3x the speed, at dims 96-128 1.14-1.19x (``bench/results/train_step.md``).
+transfusion layout at dim 256 at 1.3x the speed, at dims 96-128 1.18-1.27x (``bench/results/train_step*.md``).
 
 Inside :func:`onednn_linears` every ``F.linear`` (so every ``nn.Linear``) whose operands are plain CPU fp32
 tensors with at least two rows runs as :class:`OneDNNLinear`: forward and input gradient are oneDNN inner
