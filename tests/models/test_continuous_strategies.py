@@ -9,6 +9,7 @@ from unimm.models import UnifiedModel
 from unimm.models.diffusion_head import ConditionedHead, DiffusionHead
 from unimm.models.writers.connector import ConnectorWriter
 from unimm.models.writers.mar import MARWriter
+from unimm.nn import onednn_linear
 from unimm.samplers.guidance import guide
 from unimm.samplers.mar import generation_order, group_sizes, order_mask, training_mask
 from unimm.tasks import Example
@@ -235,17 +236,20 @@ def test_connector_batched_conditions_equal_one_by_one(digits_dir):
     torch.testing.assert_close(batched[3:], torch.cat([a[1:] for a in alone]), atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("onednn_min_rows", [1 << 30, 1])
 @pytest.mark.parametrize("table_limit", [1 << 24, 0])
-def test_mar_conditioned_head_equals_the_head_at_each_level(table_limit):
-    """The precomputed modulations (one table, or one level's row per call) give the head's forward."""
+def test_mar_conditioned_head_equals_the_head_at_each_level(table_limit, onednn_min_rows):
+    """The precomputed modulations (one table, or one level's row per call) give the head's forward, with the
+    MLPs' products on MKL or on oneDNN with packed weights (the rows past the threshold)."""
     torch.manual_seed(0)
     head = DiffusionHead(patch_dim=6, cond_dim=10, width=16, depth=2)
     for p in head.parameters():  # the zero-initialised gates and output would hide the modulations
         torch.nn.init.normal_(p, std=0.3)
     level, z, x = torch.rand(5), torch.randn(7, 10), torch.randn(7, 6)
     with torch.no_grad():
-        conditioned = ConditionedHead(head, level, z, table_limit=table_limit)
+        conditioned = ConditionedHead(head, level, z, table_limit=table_limit, onednn_min_rows=onednn_min_rows)
         assert (conditioned.table is None) == (table_limit == 0)
+        assert conditioned.onednn == (onednn_min_rows == 1 and onednn_linear.available())
         for i in range(5):
             expected = head(x, level[i].expand(7), z)
             torch.testing.assert_close(conditioned.run(x, torch.tensor([i])), expected, rtol=1e-5, atol=1e-5)
