@@ -316,6 +316,13 @@ class SampleSection(_Section):
         None, gt=0, description="masked text: mask draws per text when scoring texts (ELBO); None = one per token"
     )
     head_steps: int = Field(50, gt=0, description="mar: denoising steps of the per-patch head (sample.steps = groups)")
+    edit_strength: float = Field(
+        1.0,
+        gt=0,
+        le=1,
+        description="edits, latent writers: run only the last int(s * steps) sampler steps, starting from the source "
+        "image's latent noised to the first of them (SDEdit; diffusers' image-to-image strength); 1 = from noise",
+    )
     cfg: float = Field(3.0, ge=0)
     temperature: float = Field(0.0, ge=0, description="0 = greedy text decoding")
     top_k: int | None = Field(None, gt=0)
@@ -404,6 +411,8 @@ class Config(_Section):
                 problems.append(str(err))
         if problems:
             raise ValueError("\n".join(problems))
+        if (problem := _sampling_misfit(self)) is not None:
+            raise ValueError(problem)
         samplers = writer.samplers(self)
         if self.sample.sampler is None:
             self.sample.sampler = samplers[0]
@@ -489,13 +498,26 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
     return raw
 
 
+def _sampling_misfit(cfg: Config) -> str | None:
+    """What in ``cfg.sample`` the writer cannot do, as one line (None: nothing)."""
+    if cfg.sample.edit_strength < 1 and not _registry("writer").cls(cfg.writer.kind).starts_from_source:
+        return (
+            f"sample.edit_strength = {cfg.sample.edit_strength} starts an edit from its source image, which writer "
+            f"kind {cfg.writer.kind!r} cannot: only a latent writer can (set it back to 1)"
+        )
+    return None
+
+
 def with_sampling(cfg: Config, overrides: list[str]) -> Config:
     """``cfg`` with its ``[sample]`` settings overridden in place by ``key=value`` strings (``cfg=2``,
     ``image_temperature=0``): sampling settings are read at every call, so a trained model samples with them
     from then on. A key outside ``[sample]`` or a bad value fails naming it, and nothing changes."""
     raw = {"sample": cfg.sample.model_dump(exclude_unset=False)}
     apply_overrides(raw, [f"sample.{o.removeprefix('sample.')}" for o in overrides])
-    cfg.sample = validate(raw, _SampleOnly).sample
+    sample = validate(raw, _SampleOnly).sample
+    if (problem := _sampling_misfit(cfg.model_copy(update={"sample": sample}))) is not None:
+        raise ConfigError(problem)
+    cfg.sample = sample
     return cfg
 
 

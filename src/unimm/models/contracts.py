@@ -60,6 +60,7 @@ class Writer(nn.Module, ABC):
     reads = True  # can embed the images it reads (what a ``shared`` reader needs)
     causal = False  # True: the positions of a generated image see only earlier ones
     residual = False  # True: an image generated after an image of its grid is made as a difference from it
+    starts_from_source = False  # True: sample.edit_strength < 1 starts an edit's sampler from its source image
     joint = False  # can mask every image's codes at given times (``joint_inputs``, what ``text.joint`` needs)
     stepped = True  # ``generate``'s ``steps`` sets how many passes its sampler runs (False: a fixed count)
     extra_vocab = 0  # token ids it adds to the vocabulary

@@ -6,6 +6,9 @@ A model callable is ``model_fn(x_t: Tensor[B, ...], t: Tensor[B]) -> Tensor[B, .
 - Flow: ``t`` holds the continuous time in ``[0, 1]`` (1 = noise); the output is the velocity ``noise - x0``.
 
 Per-step functions are pure; each ``*_sample`` loop is written out in full and returns the ``x0`` estimate.
+Every sampler can start part-way (SDEdit, Meng et al. 2022; diffusers' image-to-image ``strength``): given
+``init`` and ``strength`` < 1 it runs only the last ``int(strength * num_steps)`` steps of its schedule, from
+``init`` noised to the first of them with the same ``noise``.
 DDPM / DDIM numerics match diffusers' ``DDPMScheduler`` (variance "fixed_small") and ``DDIMScheduler``
 (``set_alpha_to_one=True``, ``steps_offset=0``, "leading" spacing); flow steps match
 ``FlowMatchEulerDiscreteScheduler`` / ``FlowMatchHeunDiscreteScheduler`` on the same sigmas.
@@ -33,6 +36,41 @@ def _randn_like(x: Tensor, generator: torch.Generator | None) -> Tensor:
 
 def _times(value: float, like: Tensor) -> Tensor:
     return torch.full((like.shape[0],), float(value), device=like.device, dtype=torch.float32)
+
+
+def kept_steps(num_steps: int, strength: float) -> int:
+    """How many of a sampler's ``num_steps`` steps a start at ``strength`` runs: ``int(strength * num_steps)``
+    (diffusers' image-to-image rule), at least 1; ``strength`` must be in (0, 1]."""
+    if not 0 < strength <= 1:
+        raise ValueError(f"strength must be in (0, 1]; got {strength}")
+    return max(1, min(num_steps, int(strength * num_steps)))
+
+
+def _flow_start(sigmas: list[float], noise: Tensor, init: Tensor | None, strength: float) -> tuple[list[float], Tensor]:
+    """The grid a flow sampler runs (descending, ending at 0) and its first x: ``noise`` at t = 1, or, with
+    ``init``, the last ``kept_steps`` steps from ``init`` noised to their first time, ``(1 - t) init + t noise``."""
+    if init is None:
+        return sigmas, noise
+    kept = kept_steps(len(sigmas) - 1, strength)
+    if strength == 1:  # the whole schedule, from the noise alone
+        return sigmas, noise
+    sigmas = sigmas[-kept - 1 :]
+    return sigmas, (1 - sigmas[0]) * init + sigmas[0] * noise
+
+
+def _ddpm_start(
+    schedule: DDPMSchedule, timesteps: list[int], noise: Tensor, init: Tensor | None, strength: float
+) -> tuple[list[int], Tensor]:
+    """The timesteps a DDPM / DDIM sampler runs (descending) and its first x: ``noise``, or, with ``init``, the
+    last ``kept_steps`` steps from ``init`` noised to the first of them by the forward process."""
+    if init is None:
+        return timesteps, noise
+    kept = kept_steps(len(timesteps), strength)
+    if strength == 1:  # the whole schedule, from the noise alone
+        return timesteps, noise
+    timesteps = timesteps[-kept:]
+    t = torch.full((noise.shape[0],), timesteps[0], dtype=torch.long)
+    return timesteps, schedule.add_noise(init, noise, t)
 
 
 def ddpm_timesteps(num_train_timesteps: int, num_steps: int) -> list[int]:
@@ -137,11 +175,14 @@ def ddpm_sample(
     clip_sample: float | None = None,
     progress: bool = False,
     temperature: float = 1.0,
+    init: Tensor | None = None,
+    strength: float = 1.0,
 ) -> Tensor:
     """Ancestral DDPM from ``noise: [B, ...]`` (``num_steps=None``: all T steps). Returns x0 ``[B, ...]``.
-    ``temperature`` scales the noise added at each step (MAR's sampling temperature; 1 = plain DDPM)."""
+    ``temperature`` scales the noise added at each step (MAR's sampling temperature; 1 = plain DDPM); ``init``
+    and ``strength`` start part-way (module docstring)."""
     timesteps = ddpm_timesteps(schedule.num_train_timesteps, num_steps or schedule.num_train_timesteps)
-    x = noise
+    timesteps, x = _ddpm_start(schedule, timesteps, noise, init, strength)
     for i, t in enumerate(tqdm(timesteps, desc="ddpm", disable=not progress)):
         prev_t = timesteps[i + 1] if i + 1 < len(timesteps) else -1
         model_out = model_fn(x, _times(t, x))
@@ -170,10 +211,13 @@ def ddim_sample(
     generator: torch.Generator | None = None,
     clip_sample: float | None = None,
     progress: bool = False,
+    init: Tensor | None = None,
+    strength: float = 1.0,
 ) -> Tensor:
-    """DDIM sampling from ``noise: [B, ...]`` over "leading" timesteps. Returns x0 ``[B, ...]``."""
+    """DDIM sampling from ``noise: [B, ...]`` over "leading" timesteps. Returns x0 ``[B, ...]``. ``init`` and
+    ``strength`` start part-way (module docstring)."""
     timesteps = ddpm_timesteps(schedule.num_train_timesteps, num_steps)
-    x = noise
+    timesteps, x = _ddpm_start(schedule, timesteps, noise, init, strength)
     for i, t in enumerate(tqdm(timesteps, desc="ddim", disable=not progress)):
         prev_t = timesteps[i + 1] if i + 1 < len(timesteps) else -1
         model_out = model_fn(x, _times(t, x))
@@ -192,13 +236,19 @@ def ddim_sample(
 
 
 def flow_euler_sample(
-    model_fn: ModelFn, noise: Tensor, num_steps: int = 25, shift: float = 1.0, progress: bool = False
+    model_fn: ModelFn,
+    noise: Tensor,
+    num_steps: int = 25,
+    shift: float = 1.0,
+    progress: bool = False,
+    init: Tensor | None = None,
+    strength: float = 1.0,
 ) -> Tensor:
-    """Euler ODE integration from ``t=1`` (``noise: [B, ...]``) to ``t=0``. Returns x0 ``[B, ...]``."""
-    sigmas = flow_timesteps(num_steps, shift).tolist()
-    x = noise
+    """Euler ODE integration from ``t=1`` (``noise: [B, ...]``) to ``t=0``. Returns x0 ``[B, ...]``. ``init`` and
+    ``strength`` start part-way (module docstring)."""
+    sigmas, x = _flow_start(flow_timesteps(num_steps, shift).tolist(), noise, init, strength)
     for sigma, sigma_next in tqdm(
-        zip(sigmas[:-1], sigmas[1:], strict=True), total=num_steps, desc="flow_euler", disable=not progress
+        zip(sigmas[:-1], sigmas[1:], strict=True), total=len(sigmas) - 1, desc="flow_euler", disable=not progress
     ):
         v = model_fn(x, _times(sigma, x))
         x = flow_euler_step(v, sigma, sigma_next, x)
@@ -206,13 +256,19 @@ def flow_euler_sample(
 
 
 def flow_heun_sample(
-    model_fn: ModelFn, noise: Tensor, num_steps: int = 25, shift: float = 1.0, progress: bool = False
+    model_fn: ModelFn,
+    noise: Tensor,
+    num_steps: int = 25,
+    shift: float = 1.0,
+    progress: bool = False,
+    init: Tensor | None = None,
+    strength: float = 1.0,
 ) -> Tensor:
-    """Heun ODE integration from ``t=1`` to ``t=0`` (2 * num_steps - 1 calls). Returns x0 ``[B, ...]``."""
-    sigmas = flow_timesteps(num_steps, shift).tolist()
-    x = noise
+    """Heun ODE integration from ``t=1`` to ``t=0`` (2 * num_steps - 1 calls). Returns x0 ``[B, ...]``. ``init``
+    and ``strength`` start part-way (module docstring)."""
+    sigmas, x = _flow_start(flow_timesteps(num_steps, shift).tolist(), noise, init, strength)
     for sigma, sigma_next in tqdm(
-        zip(sigmas[:-1], sigmas[1:], strict=True), total=num_steps, desc="flow_heun", disable=not progress
+        zip(sigmas[:-1], sigmas[1:], strict=True), total=len(sigmas) - 1, desc="flow_heun", disable=not progress
     ):
         x = flow_heun_step(model_fn, x, sigma, sigma_next)
     return x

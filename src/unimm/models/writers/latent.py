@@ -18,7 +18,7 @@ from unimm.models.contracts import EVAL_GRID, Writer
 from unimm.models.image_io import PatchEmbed, PatchHead
 from unimm.samplers.guidance import classifier_free_guidance
 from unimm.settings import DENOISERS, WRITERS, Settings
-from unimm.tasks import ImagePrompt
+from unimm.tasks import ImagePrompt, as_prompt
 
 
 class LatentSettings(Settings):
@@ -44,6 +44,7 @@ class LatentTargets:
 @WRITERS.register(LatentSettings)
 class LatentWriter(Writer):
     denoises = True
+    starts_from_source = True
 
     def __init__(self, settings: LatentSettings, cfg: Config) -> None:
         super().__init__(settings)
@@ -134,10 +135,27 @@ class LatentWriter(Writer):
 
         fn = classifier_free_guidance(model_fn, scale) if scale != 1.0 else model_fn
         noise = torch.randn(len(prompts), n_patch, patch_dim, generator=generator).to(base.device)
-        x0 = self.objective.run_sampler(sampler, fn, noise, steps, generator)
+        strength = ctx.sample.edit_strength
+        start = {} if strength >= 1 else {"init": self.source_start(prompts, noise), "strength": strength}
+        x0 = self.objective.run_sampler(sampler, fn, noise, steps, generator, **start)
         if self.residual:  # the sampled differences, on the latents of the images they are aligned with
             x0 = x0 + self.base_latents(batch, len(prompts), x0)
         return self.codec.decode(x0).clamp(-1, 1)
+
+    def source_start(self, prompts: list[str | ImagePrompt], like: torch.Tensor) -> torch.Tensor:
+        """What the sampler starts from at ``sample.edit_strength`` < 1: the latents [B, n, P] of the prompts'
+        source images (zero for a ``residual`` writer, which samples differences from them). Every prompt must
+        be an edit: a text-to-image prompt, or a conversation's, has no source to start from."""
+        sources = [as_prompt(p).source for p in prompts]
+        missing = sum(s is None for s in sources)
+        if missing:
+            raise ValueError(
+                f"sample.edit_strength < 1 starts each image from its source image, and {missing} of {len(prompts)} "
+                "prompts have none (an edit's ImagePrompt with a source); sample them with edit_strength = 1"
+            )
+        if self.residual:
+            return torch.zeros_like(like)
+        return self.codec.encode(torch.stack(sources).to(like.device)).to(like.dtype)
 
     def base_latents(self, batch, count: int, like: torch.Tensor) -> torch.Tensor:
         """The latents [count, n, P] of the images that the first ``count`` images to fill of ``batch`` (one per
