@@ -127,6 +127,12 @@ class DataSection(_Section):
         description="on an edit dataset (data/edits.py): share of edit examples; the others follow the task mix "
         "above on the edits' targets and their captions. Unused on other datasets",
     )
+    multi_object_repeat: int = Field(
+        1,
+        ge=1,
+        description="on an edit dataset: training draws each edit whose source scene has two or more objects (where "
+        "the instruction must pick one out) this many times per epoch; 1 = every edit once. Validation is unchanged",
+    )
     interleaved_fraction: float = Field(
         0.0,
         ge=0,

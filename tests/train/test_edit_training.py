@@ -34,3 +34,23 @@ def test_edit_stream_pairs_each_target_with_its_source_and_instruction(edits_dir
         i, example, shift = stream.samples(0)[j]
         assert shift == (0, 0) and examples[j].text == data.instructions[i] and example.source is None
         assert torch.equal(images[j], data.images[i]) and torch.equal(examples[j].source, data.sources[i])
+
+
+def test_multi_object_edits_repeat_in_each_epoch_and_validation_stays_plain(edits_dir):
+    """``data.multi_object_repeat = 3``: an epoch draws each edit whose source has >= 2 objects three times and
+    the others once; at 1 the stream is the plain one, index for index."""
+    cfg = tiny_preset(edits_dir, "chameleon")
+    data, templates = resolve_data(cfg)
+    multi = {i for i, k in enumerate(data.source_objects) if k >= 2}
+    assert 0 < len(multi) < len(data), "the fixture needs scenes with one object and scenes with more"
+    plain = ExampleStream(data, templates, cfg.data, 8, 0)
+    repeated = ExampleStream(data, templates, cfg.data.model_copy(update={"multi_object_repeat": 3}), 8, 0)
+    epoch = len(data) + 2 * len(multi)
+    drawn = [repeated._item(g) for g in range(epoch)]
+    assert sorted(drawn) == sorted([i for i in range(len(data)) for _ in range(3 if i in multi else 1)])
+    assert [plain._item(g) for g in range(len(data))] == [int(i) for i in torch.randperm(
+        len(data), generator=torch.Generator().manual_seed(0))]  # fmt: skip
+    loaded = load_split(edits_dir, "train", 8, 1)
+    assert loaded.source_objects == data.source_objects
+    with pytest.raises(ValueError, match="multi_object_repeat"):
+        tiny_preset(edits_dir, "chameleon", **{"data.multi_object_repeat": 0})

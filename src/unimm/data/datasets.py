@@ -30,7 +30,8 @@ class ImageTextData:
     (``edit_store.py``) adds each item's ``sources`` ``[N,C,H,W]`` and ``instructions``: ``images`` are then the
     edits' targets and ``captions`` theirs. A dataset converted from LLaVA conversations or interleaved documents
     keeps each item's turns in ``conversations`` (``data/conversations.py``; None for an item without, and for
-    other datasets): ``images`` then hold each item's first image and ``captions`` its ``Record.text``.
+    other datasets): ``images`` then hold each item's first image and ``captions`` its ``Record.text``. An edit
+    dataset also counts the objects of each edit's source scene (``source_objects``, ``data.multi_object_repeat``).
     """
 
     images: torch.Tensor
@@ -43,6 +44,7 @@ class ImageTextData:
     sources: torch.Tensor | None = None
     instructions: list[str] | None = None
     conversations: list[Conversation | None] | None = None
+    source_objects: list[int] | None = None
 
     def __len__(self) -> int:
         return self.images.shape[0]

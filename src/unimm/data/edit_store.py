@@ -49,4 +49,5 @@ def load_edit_data(root: str | Path, split: str) -> ImageTextData:
         name=meta.get("name", Path(root).name),
         sources=_to_nchw(np.stack([e.source for e in edits])),
         instructions=[e.edit.instruction for e in edits],
+        source_objects=[len(e.edit.source.objects) for e in edits],
     )

@@ -53,14 +53,16 @@ class ExampleStream:
         self.rotate, self.scale = mix.rotate, mix.scale
         self._perm: tuple[int, torch.Tensor] | None = None
         self.conversations = conversation_source(data, templates) if mix.interleaved_fraction else None
+        self.items = epoch_items(data, mix.multi_object_repeat)
 
     def _item(self, g: int) -> int:
-        n = len(self.data)
+        n = len(self.data) if self.items is None else len(self.items)
         epoch = g // n
         if self._perm is None or self._perm[0] != epoch:
             gen = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
             self._perm = (epoch, torch.randperm(n, generator=gen))
-        return int(self._perm[1][g % n])
+        i = int(self._perm[1][g % n])
+        return i if self.items is None else int(self.items[i])
 
     def _example(self, i: int, rng: random.Random) -> Example:
         label = int(self.data.labels[i])
@@ -117,6 +119,16 @@ class ExampleStream:
             images = torch.stack([augment(im, aug) for im, (_, _, aug) in zip(images, samples, strict=True)])
         examples = [replace(ex, source=self.data.sources[i]) if ex.task == "edit" else ex for i, ex, _ in samples]
         return images, examples
+
+
+def epoch_items(data: ImageTextData, multi_object_repeat: int) -> torch.Tensor | None:
+    """The dataset indices one epoch draws from, in order before shuffling: each edit whose source has two or more
+    objects ``multi_object_repeat`` times, the others once; None (every item once, the plain stream) at 1 or on
+    a dataset that is not an edit dataset."""
+    if multi_object_repeat == 1 or data.source_objects is None:
+        return None
+    counts = torch.tensor([multi_object_repeat if k >= 2 else 1 for k in data.source_objects])
+    return torch.repeat_interleave(torch.arange(len(data)), counts)
 
 
 def make_batch(model: "UnifiedModel", images: torch.Tensor, examples: list[Example]) -> Batch:
