@@ -73,6 +73,7 @@ bench: setup
 	$(PY) bench/memory.py
 	$(PY) bench/decode.py
 	$(PY) bench/sampling.py
+	$(PY) bench/mar_head.py
 
 clean:
 	rm -rf runs data/.prepared

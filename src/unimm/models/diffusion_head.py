@@ -17,9 +17,8 @@ from torch import nn
 from unimm.models.image_io import timestep_embedding
 from unimm.nn.onednn_linear import available as onednn_available
 
-# From this many rows oneDNN's product with a packed weight beats MKL's addmm on the head's width-128 layers
-# (2 threads: 33 vs 25 us at 192 rows, 63 vs 37 at 384; at 6-12 rows MKL's 5-6 us against oneDNN's 13);
-# the modulation products (width -> 5 x width) are faster on oneDNN at every row count measured (6 to 9,600).
+# From this many rows oneDNN's product with a packed weight beats MKL's addmm on the head's width-128 layers; the
+# modulation products (width -> 11 x width at depth 3) are faster on oneDNN at every row count (bench/mar_head.py).
 ONEDNN_MIN_ROWS = 128
 
 
@@ -102,13 +101,13 @@ def _use_onednn(z: torch.Tensor) -> bool:
 class ConditionedHead:
     """``DiffusionHead`` at fixed conditions z [R, c] and noise levels [S]. Every AdaLN modulation, the blocks'
     (shift, 1 + scale, gate) and the output's (shift, 1 + scale), is computed once for all levels and rows in
-    one product (a table of S x R x K values), or, past ``table_limit`` values, one level's R rows at each call
-    (on this CPU a 9,600-row table product ran at a third of the speed of 384-row ones, writing 54 MB; 2^20
-    values keeps a batch of 1 on the table and a batch of 32 on per-step products). The weights are laid out
-    for few-row products: transposed for MKL's ``addmm``, or, on a CPU in fp32 from ``onednn_min_rows`` rows,
-    packed for oneDNN's product at R rows (``onednn`` says which; the modulations use oneDNN whenever it can
-    run). ``run(x_t, i)`` is ``head(x_t, level[i].expand(R), z)`` up to float rounding with a handful of ops per
-    block."""
+    one product (a table of S x R x K values), or, past ``table_limit`` values, one level's R rows at each call (on
+    this CPU a batch-32 group's 9,600-row table product runs at about a third of the speed of its 50 per-level
+    products, bench/mar_head.py; 2^20 values keeps a batch of 1 on the table and a batch of 32 on per-step
+    products). The weights are laid out for few-row products: transposed for MKL's ``addmm``, or, on a CPU in fp32
+    from ``onednn_min_rows`` rows, packed for oneDNN's product at R rows (``onednn`` says which; the modulations use
+    oneDNN whenever it can run). ``run(x_t, i)`` is ``head(x_t, level[i].expand(R), z)`` up to float rounding
+    with a handful of ops per block."""
 
     def __init__(
         self,
