@@ -8,7 +8,8 @@ prompt on both sides:
    (temperature 0 = argmax), the loop written out below;
 2. unimm-compiled: the same weights in ``StaticDecoder``: a fixed-shape cache written in place and a
    ``torch.compile``'d step (its one-off compile is timed apart), its products through oneDNN on packed weights
-   from 2 rows up;
+   from 2 rows up and, at 1 row, as multiply-and-sum loops of inductor's (timed against the same step on MKL's
+   ``sgemv``, the control);
 3. transformers: ``model.generate(..., do_sample=False, use_cache=True)`` with exactly ``--new-tokens`` tokens,
    in the model's default attention implementation (reported).
 
@@ -148,6 +149,39 @@ def time_alternating(runs: dict[str, Callable[[], None]], warmup: int, repeats: 
     }
 
 
+def time_blocks(runs: dict[str, Callable[[], None]], rounds: int, per_block: int) -> dict[str, dict]:
+    """Like :func:`time_alternating`, but each turn is a block: one untimed call, then ``per_block`` timed ones.
+    For the product sweep, whose two libraries hold separate weight copies (2 x 18 MB at the default size, more
+    than this CPU's 32 MB L3): call by call alternation would time each library reading from memory, which a
+    decoding step, using one copy, does not."""
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(rounds):
+        for name, run in runs.items():
+            run()
+            for _ in range(per_block):
+                t0 = time.perf_counter()
+                run()
+                times[name].append(time.perf_counter() - t0)
+    return {name: {"median_s": statistics.median(ts), "min_s": min(ts)} for name, ts in times.items()}
+
+
+def head_to_head(a: Callable[[], None], b: Callable[[], None], pairs: int) -> dict:
+    """Time ``a`` and ``b`` alone, in ``pairs`` pairs (the order alternating pair by pair) -> the median and the
+    10 / 90 % quantiles of the per-pair ratio time(b) / time(a): the speed-up of a over b with nothing else run in
+    between (a decoder decoding prompt after prompt)."""
+    a(), b()
+    ratios = []
+    for i in range(pairs):
+        times = {}
+        for name, run in (("a", a), ("b", b)) if i % 2 == 0 else (("b", b), ("a", a)):
+            t0 = time.perf_counter()
+            run()
+            times[name] = time.perf_counter() - t0
+        ratios.append(times["b"] / times["a"])
+    q = statistics.quantiles(ratios, n=10)
+    return {"pairs": pairs, "median": statistics.median(ratios), "q10": q[0], "q90": q[-1]}
+
+
 def profile_unimm(model: Backbone, prompt: torch.Tensor, new_tokens: int, top: int = 15) -> dict:
     """torch.profiler over one unimm decode: the ops with the most self CPU time, and the op-call count."""
     from torch.profiler import ProfilerActivity, profile
@@ -193,7 +227,7 @@ def linear_kernels(model: Backbone, rows: list[int], repeats: int = 7) -> list[d
                 packed_linear.decode_linear(x, w.t(), None)
 
         with torch.inference_mode():
-            t = time_alternating({"mkl": mkl, "onednn": onednn}, warmup=3, repeats=repeats * 5)
+            t = time_blocks({"mkl": mkl, "onednn": onednn}, rounds=repeats, per_block=5)
         flops = 2 * r * sum(w.numel() for w in weights)
         row = {"rows": r, "products": len(weights)}
         for name in ("mkl", "onednn"):
@@ -239,6 +273,17 @@ def bench_batch(args, ref, ours, batch: int) -> dict:
             hf_decode(ref, prompt, n)
 
     runs = {"unimm": run_ours, "unimm-compiled": run_compiled, "transformers": run_ref}
+    control = None
+    if decoder.linears == "rows":  # the control: the same compiled step with MKL's sgemv products
+        control = StaticDecoder(ours, batch, args.prompt_len + n, rows=False)
+        with torch.inference_mode():
+            control_tokens = compiled_decode(control, prompt, n)
+
+        def run_control() -> None:
+            with torch.inference_mode():
+                compiled_decode(control, prompt, n)
+
+        runs["unimm-compiled-sgemv"] = run_control
     t = time_alternating(runs, args.warmup, args.repeats)
     row = {
         "batch": batch,
@@ -248,8 +293,18 @@ def bench_batch(args, ref, ours, batch: int) -> dict:
         "compiled_first_divergence": compiled_diverge,
         "compile_s": compile_s,
         "compiled_packed": decoder.packed,
+        "compiled_linears": decoder.linears,
         "timing": t,
     }
+    if control is not None:
+        with_rows, sgemv = t["unimm-compiled"]["median_s"], t["unimm-compiled-sgemv"]["median_s"]
+        row["row_products"] = {
+            "ms_per_token": with_rows / n * 1e3,
+            "sgemv_ms_per_token": sgemv / n * 1e3,
+            "speedup": sgemv / with_rows,
+            "sgemv_tokens_match": first_divergence(control_tokens, ref_tokens) is None,
+            "alone": head_to_head(run_compiled, run_control, pairs=4 * args.repeats),
+        }
     for name in SYSTEMS:
         s = t[name]["median_s"]
         row[name] = {"new_tokens_per_s": batch * n / s, "ms_per_token": s / n * 1e3, "total_ms": s * 1e3}
@@ -287,7 +342,7 @@ def markdown(result: dict) -> str:
             lines.append("| " + " | ".join(cells) + " |")
     lines += [
         "",
-        f"Median of {result['timing']['repeats']} runs after {result['timing']['warmup']} warm-up, the two systems "
+        f"Median of {result['timing']['repeats']} runs after {result['timing']['warmup']} warm-up, the systems "
         "alternating. A run is the whole decode: prefill of the prompt and every new token. new tokens/s = batch x "
         "new tokens / run time; ms/token = run time / new tokens (one decoding step, all rows); the ratio is "
         "throughput, > 1 means unimm is faster. unimm runs under torch.inference_mode, generate under no_grad.",
@@ -300,14 +355,29 @@ def markdown(result: dict) -> str:
         + (", ".join(f"batch {r['batch']}" for r in result["table"] if r.get("compiled_packed")) or "no batch")
         + " (`nn/packed_linear.py`), through MKL's `mm` otherwise.",
     ]
+    for r in result["table"]:
+        if r.get("row_products"):
+            rp = r["row_products"]
+            lines += [
+                "",
+                f"At batch {r['batch']} the compiled step writes each product as a multiply-and-sum that inductor "
+                f"turns into a loop split over the threads (`nn/row_linear.py`): {rp['ms_per_token']:.2f} ms/token "
+                f"against {rp['sgemv_ms_per_token']:.2f} with MKL's one-thread `sgemv` in the same step, timed in "
+                f"the same alternation ({rp['speedup']:.2f}x; the sgemv step's tokens match: "
+                f"{'yes' if rp['sgemv_tokens_match'] else 'no'}). The two steps alone, in "
+                f"{rp['alone']['pairs']} alternating pairs with no other system between them (a decoder decoding "
+                f"prompt after prompt): the multiply-and-sum step {rp['alone']['median']:.2f}x as fast (median of "
+                f"the pairs' ratios; 10-90 % {rp['alone']['q10']:.2f}-{rp['alone']['q90']:.2f}x).",
+            ]
     if result.get("linear_kernels"):
         lines += [
             "",
             "## The step's linear products, MKL or oneDNN",
             "",
             f"All {result['linear_kernels'][0]['products']} products of one decoding step (this model's weights), "
-            "median of alternating runs: MKL's `mm` on the transposed weight copy against oneDNN on a weight packed "
-            "for the row count.",
+            "median over alternating blocks (one untimed call, then 5 timed: each library's copy warm in cache, as in "
+            "a decoding step): MKL's `mm` on the transposed weight copy against oneDNN on a weight packed for the "
+            "row count.",
             "",
             "| rows | MKL µs | oneDNN µs | MKL GFLOP/s | oneDNN GFLOP/s | oneDNN speed-up |",
             "|---:|---:|---:|---:|---:|---:|",
@@ -351,7 +421,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--prompt-len", type=int, default=32)
     p.add_argument("--new-tokens", type=int, default=128)
     p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--repeats", type=int, default=7, help="timed runs per system; the median is reported")
+    p.add_argument("--repeats", type=int, default=15, help="timed runs per system; the median is reported")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     p.add_argument("--kernel-rows", type=int, nargs="*", default=[1, 2, 8, 32],
                    help="row counts of the MKL / oneDNN product sweep (none: skip it)")  # fmt: skip

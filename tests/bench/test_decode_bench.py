@@ -32,6 +32,9 @@ def test_tiny_decode_tokens_match():
         assert row["unimm"]["new_tokens_per_s"] > 0 and row["transformers"]["new_tokens_per_s"] > 0
     assert result["hf_attn_implementation"] in ("eager", "sdpa")
     assert [r["compiled_packed"] for r in result["table"]] == [False, bench.packed_linear.available()]
+    one = result["table"][0]  # batch 1: row products, timed against the sgemv step (the control)
+    assert one["compiled_linears"] == "rows" and one["row_products"]["sgemv_tokens_match"]
+    assert "row_products" not in result["table"][1] and "multiply-and-sum" in bench.markdown(result)
     if bench.packed_linear.available():  # the MKL / oneDNN sweep over the step's own products
         assert [k["rows"] for k in result["linear_kernels"]] == [1, 3]
         assert all(

@@ -120,3 +120,42 @@ def test_the_compiled_packed_step_finds_its_packs(monkeypatch):
     with torch.inference_mode():
         StaticDecoder(model, 3, 17, packed=True).generate(prompt, 4)
     assert Counting.misses == 0 and Counting.hits == 3 * (2 * 4 + 1)  # 3 steps x (4 products a layer + the head)
+
+
+def test_row_linears_rewrite_only_one_row_products():
+    """Under RowLinears a one-row ``F.linear`` is the multiply-and-sum (same values, bias or not); two rows go
+    to ``F.linear`` untouched."""
+    import torch.nn.functional as F
+
+    from unimm.nn.row_linear import RowLinears
+
+    g = torch.Generator().manual_seed(0)
+    w, b = torch.randn(24, 40, generator=g), torch.randn(24, generator=g)
+    calls = []
+
+    class Spy(torch.overrides.TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            calls.append(func)
+            return func(*args, **(kwargs or {}))
+
+    for shape in ((1, 40), (1, 1, 40), (2, 40)):
+        x = torch.randn(*shape, generator=g)
+        for bias in (None, b):
+            calls.clear()
+            with Spy(), RowLinears():
+                got = F.linear(x, w, bias)
+            torch.testing.assert_close(got, F.linear(x, w, bias))
+            assert (F.linear in calls) == (shape == (2, 40))  # the inner mode sees F.linear only where left alone
+
+
+def test_one_row_compiled_step_gives_the_cached_tokens():
+    """Batch 1, compiled: the products run as RowLinears' multiply-and-sum (the default); forced off, MKL's
+    ``sgemv``: both decode the reference tokens."""
+    model, prompt = _model(0), torch.randint(0, 61, (1, 5), generator=torch.Generator().manual_seed(4))
+    with torch.inference_mode():
+        expected = _reference(model, prompt, 12)
+        for rows in (None, False):
+            dec = StaticDecoder(model, 1, 17, rows=rows)
+            assert dec.linears == ("mm" if rows is False else "rows")
+            assert torch.equal(dec.generate(prompt, 12), expected)
+        assert StaticDecoder(model, 1, 17, compile=False).linears == "mm"  # eager would materialise x * Wt

@@ -14,7 +14,9 @@ Nothing in a step reads a Python int that changes, so the compiled graph is trac
 The step also reads each linear weight through a transposed contiguous copy (:func:`decode_weights`), the
 layout in which this CPU's BLAS multiplies one row fastest; from two rows up the copies are also packed for
 oneDNN, which multiplies a few rows faster than MKL on this AMD CPU (:mod:`unimm.nn.packed_linear`; the sweep
-in ``bench/results/decode.md``). The copies are refreshed when the model's parameters change. The prefill runs
+in ``bench/results/decode.md``). At one row a compiled CPU step writes each product as a multiply-and-sum that
+inductor turns into a vectorised loop split over the threads (:mod:`unimm.nn.row_linear`), where MKL's
+``sgemv`` would run on one thread. The copies are refreshed when the model's parameters change. The prefill runs
 eagerly, with the model's own weights. Compiled and eager steps give the same tokens as the growing-cache path
 (``tests/nn/test_static_decoding.py``). ``bench/decode.py`` measures it against transformers' ``generate``; on a
 GPU the step is captured as a CUDA graph (``bench/gpu_check.py``).
@@ -31,6 +33,7 @@ from torch.func import functional_call
 from unimm.nn.backbone import Backbone
 from unimm.nn.kv_cache import StaticKVCache
 from unimm.nn.packed_linear import PackedLinears, available, pack
+from unimm.nn.row_linear import RowLinears
 
 #: the fewest rows at which oneDNN's packed product beats MKL's on this CPU (nn/packed_linear.py)
 PACKED_MIN_ROWS = 2
@@ -54,20 +57,25 @@ def _step(
     visible: torch.Tensor,
     next_pos: torch.Tensor,
     ids: torch.Tensor,
-    packed: bool = False,
+    linears: str = "mm",
 ) -> torch.Tensor:
     """One token per row (ids [B]) at the cache's position -> logits [B, vocab]; advances the state in place.
-    ``weights`` replace the backbone's linear weights for the call (:func:`decode_weights`); ``packed`` runs
-    the linear products through :class:`~unimm.nn.packed_linear.PackedLinears` (weights packed for B rows)."""
+    ``weights`` replace the backbone's linear weights for the call (:func:`decode_weights`). ``linears``: "mm"
+    multiplies with ``F.linear``; "packed" through :class:`~unimm.nn.packed_linear.PackedLinears` (weights
+    packed for B rows); "rows" as :class:`~unimm.nn.row_linear.RowLinears`' multiply-and-sum (B = 1, compiled)."""
     b = ids.shape[0]
     visible.index_fill_(1, cache.position.view(1), True)
     positions = next_pos.view(b, 1, 1).expand(b, 3, 1)
     x = backbone.embed_tokens(ids[:, None])
-    with PackedLinears() if packed else nullcontext():
+    with LINEAR_MODES[linears]():
         hidden, _ = functional_call(backbone, weights, (x, positions, None, visible[:, None, :], cache), strict=False)
         logits = F.linear(hidden[:, -1], weights["lm_head.weight"])
     next_pos.add_(1)
     return logits
+
+
+#: the context each ``linears`` choice of :func:`_step` runs its products in
+LINEAR_MODES: dict[str, Callable] = {"mm": nullcontext, "packed": PackedLinears, "rows": RowLinears}
 
 
 def compile_options(device_type: str) -> dict:
@@ -94,7 +102,9 @@ class StaticDecoder:
     False runs the same step eagerly (the reference it is tested against). ``options``: inductor options instead
     of :func:`compile_options`' defaults. ``packed``: on a CPU, multiply through oneDNN with the weights packed
     for ``batch`` rows (:mod:`unimm.nn.packed_linear`); None (default) does where it is faster, from
-    ``PACKED_MIN_ROWS`` rows, and False keeps MKL's products."""
+    ``PACKED_MIN_ROWS`` rows, and False keeps MKL's products. ``rows``: at batch 1 in a compiled CPU step, write
+    each product as a multiply-and-sum for inductor (:mod:`unimm.nn.row_linear`); None (default) does wherever
+    it applies, False keeps MKL's ``sgemv``."""
 
     def __init__(
         self,
@@ -104,6 +114,7 @@ class StaticDecoder:
         compile: bool = True,
         options: dict | None = None,
         packed: bool | None = None,
+        rows: bool | None = None,
     ) -> None:
         device = backbone.embed_tokens.weight.device
         self.backbone, self.batch, self.max_len = backbone, batch, max_len
@@ -114,6 +125,8 @@ class StaticDecoder:
         if packed is None:
             packed = batch >= PACKED_MIN_ROWS
         self.packed = packed and device.type == "cpu" and available()
+        self.rows = (rows is not False) and compile and batch == 1 and device.type == "cpu" and not self.packed
+        self.linears = "packed" if self.packed else "rows" if self.rows else "mm"
         self.step_fn = compiled_step(options) if compile else _step
         self.weights, self.versions = self._decode_weights(), self._versions()
         self.stored = 0  # positions written, kept as an int outside the compiled step
@@ -162,7 +175,7 @@ class StaticDecoder:
         if self.stored >= self.max_len:  # counted here: the compiled step would not bounds-check its cache writes
             raise ValueError(f"StaticDecoder full: {self.stored} positions stored, max_len {self.max_len}")
         self.stored += 1
-        return self.step_fn(self.backbone, self.weights, self.cache, self.visible, self.next_pos, ids, self.packed)
+        return self.step_fn(self.backbone, self.weights, self.cache, self.visible, self.next_pos, ids, self.linears)
 
     def generate(self, ids: torch.Tensor, new_tokens: int) -> torch.Tensor:
         """Greedy decoding: prompts ids [B, P] -> the next ``new_tokens`` ids [B, new_tokens]."""
