@@ -149,3 +149,22 @@ def test_bad_input_is_one_line_naming_file_and_line(tmp_path, made, damage, mess
     with pytest.raises(ValueError, match=message.format(file=file)) as err:
         edits.load_edits(tmp_path)
     assert "\n" not in str(err.value)
+
+
+def test_counterparts_aim_the_same_kind_at_another_object(made):
+    """With counterparts every edit made without them is kept as it was (val / test included), and each extra
+    edit is a train edit of the same kind and source as scene i's, aimed at another object, its change exact."""
+    twins = edits.make_edits(N, seed=0, counterparts=True)
+    assert [e for e in twins if e.scene < N] == made
+    extra = [e for e in twins if e.scene >= N]
+    by_scene = {e.scene: e for e in made}
+    assert len(extra) > 0.2 * N
+    for twin in extra:
+        first = by_scene[twin.scene - N]
+        assert twin.split == "train" == first.split and twin.kind == first.kind in edits.COUNTERPART_KINDS
+        assert twin.source == first.source and twin.object != first.object and twin.instruction != first.instruction
+    kinds = {e.scene: e.kind for e in extra}
+    multi = [e for e in made if e.split == "train" and e.kind in edits.COUNTERPART_KINDS and len(e.source.objects) > 1]
+    assert len(kinds) > 0.9 * len(multi)  # nearly every eligible edit gets one (some other object cannot be named)
+    test_each_kind_is_exactly_its_change(twins)
+    test_held_out_scenes_never_train(twins)

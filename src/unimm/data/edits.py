@@ -1,6 +1,6 @@
 """Image-editing triples (source image, instruction, target image) on the shapes, with exact ground truth.
 
-    python -m unimm.data.edits --out data/shape_edits --n 6000 [--seed 0] [--force]
+    python -m unimm.data.edits --out data/shape_edits --n 6000 [--seed 0] [--counterparts] [--force]
 
 Source scene ``i`` is scene ``i`` of ``shapes.generate(n, seed)`` and keeps its split from
 ``split_assignment(n, seed)``: with the defaults these are the scenes and splits of ``data/shapes``. Each
@@ -14,7 +14,9 @@ An object is named by its shape when that is unique in the scene, else by colour
 a scene where neither is unique (two identical objects) gets only ``add``. Every target keeps one white
 pixel to the border and two between objects, so ``detect_objects`` reads it back exactly. A train edit
 whose source or target scene is also a scene of a val/test edit is dropped: held-out scenes never train (the
-blank image left by removing a lone object belongs to no scene).
+blank image left by removing a lone object belongs to no scene). ``--counterparts`` adds, for each train recolour,
+move and remove of a scene with two or more objects, the same kind of edit of another object (``counterpart``;
+numbered scene ``n + i``); the val and test edits stay the same.
 
 Folder: ``images/<scene>-source.png``, ``images/<scene>-target.png``, ``edits.jsonl`` (one row per edit)
 and ``meta.json``. ``load_edits`` reads it back, failing with one line naming the file and line.
@@ -136,8 +138,8 @@ def scene_key(scene: ShapeScene) -> tuple:
 # --------------------------------------------------------------------------------------------- the kinds
 
 
-def _recolour(rng: random.Random, objs: tuple[ShapeObject, ...], size: int) -> Edit | None:
-    index = rng.randrange(len(objs))
+def _recolour(rng: random.Random, objs: tuple[ShapeObject, ...], size: int, index: int | None = None) -> Edit | None:
+    index = rng.randrange(len(objs)) if index is None else index
     ref = reference(objs, index)
     names = {o.name for i, o in enumerate(objs) if i != index}
     colours = [c for c in shapes.COLOURS if c != objs[index].colour and f"{c} {objs[index].shape}" not in names]
@@ -148,8 +150,8 @@ def _recolour(rng: random.Random, objs: tuple[ShapeObject, ...], size: int) -> E
     return Edit("recolour", f"make the {ref} {colour}", scene_of(objs), scene_of(target), index)
 
 
-def _move(rng: random.Random, objs: tuple[ShapeObject, ...], size: int) -> Edit | None:
-    index = rng.randrange(len(objs))
+def _move(rng: random.Random, objs: tuple[ShapeObject, ...], size: int, index: int | None = None) -> Edit | None:
+    index = rng.randrange(len(objs)) if index is None else index
     ref, step, obj = reference(objs, index), move_step(size), objs[index]
     options = []
     for direction, (dx, dy) in DIRECTIONS.items():
@@ -179,8 +181,8 @@ def _add(rng: random.Random, objs: tuple[ShapeObject, ...], size: int) -> Edit |
     return None
 
 
-def _remove(rng: random.Random, objs: tuple[ShapeObject, ...], size: int) -> Edit | None:
-    index = rng.randrange(len(objs))
+def _remove(rng: random.Random, objs: tuple[ShapeObject, ...], size: int, index: int | None = None) -> Edit | None:
+    index = rng.randrange(len(objs)) if index is None else index
     ref = reference(objs, index)
     if ref is None:
         return None
@@ -212,14 +214,41 @@ def make_edit(scene: ShapeScene, rng: random.Random, image_size: int = 32) -> Ed
     return None
 
 
-def make_edits(n: int, seed: int = 0, image_size: int = 32) -> list[Edit]:
-    """Edits of the first ``n`` shapes scenes with the shapes' splits, held-out scenes kept out of train."""
+#: the kinds that act on one object of the source, which a counterpart edit can aim at another object
+COUNTERPART_KINDS = ("recolour", "move", "remove")
+
+
+def counterpart(edit: Edit, rng: random.Random, image_size: int = 32) -> Edit | None:
+    """The same kind of edit of the same source aimed at another of its objects (the first, in a random order,
+    that can be named and edited), or None: "make the circle blue" beside "make the square red". Trained
+    together, the two show that the instruction's noun decides which object changes."""
+    objs = edit.source.objects
+    if edit.kind not in COUNTERPART_KINDS or len(objs) < 2:
+        return None
+    others = [i for i in range(len(objs)) if i != edit.object]
+    rng.shuffle(others)
+    for index in others:
+        made = _MAKERS[edit.kind](rng, objs, image_size, index)
+        if made is not None:
+            return replace(made, source=edit.source, split=edit.split)
+    return None
+
+
+def make_edits(n: int, seed: int = 0, image_size: int = 32, counterparts: bool = False) -> list[Edit]:
+    """Edits of the first ``n`` shapes scenes with the shapes' splits, held-out scenes kept out of train.
+    ``counterparts``: each train edit that acts on one object of a several-object scene also gets its
+    :func:`counterpart`, numbered scene ``n + i`` (its source is scene ``i``'s); every other edit, and every
+    val / test edit, is the one made without them."""
     splits = split_assignment(n, seed)
     edits = []
     for i, (_, scene) in enumerate(shapes.generate(n, seed, image_size)):
         edit = make_edit(scene, random.Random(f"edit {seed} {i}"), image_size)
         if edit is not None:
             edits.append(replace(edit, scene=i, split=splits[i]))
+            if counterparts and splits[i] == "train":
+                twin = counterpart(edit, random.Random(f"counterpart {seed} {i}"), image_size)
+                if twin is not None:
+                    edits.append(replace(twin, scene=n + i))
     held = {scene_key(s) for e in edits if e.split != "train" for s in (e.source, e.target)} - {()}  # blank: free
     return [e for e in edits if e.split != "train" or not {scene_key(e.source), scene_key(e.target)} & held]
 
@@ -291,10 +320,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--n", type=int, default=6000, help="source scenes (one edit each, at most)")
     parser.add_argument("--seed", type=int, default=0, help="shapes seed (0: the scenes of data/shapes)")
     parser.add_argument("--image-size", type=int, default=32, help="image side in pixels")
+    help_twin = "give each one-object train edit of a several-object scene a counterpart edit"
+    parser.add_argument("--counterparts", action="store_true", help=help_twin)
     parser.add_argument("--force", action="store_true", help="rebuild if it exists")
     args = parser.parse_args(argv)
-    edits = make_edits(args.n, args.seed, args.image_size)
+    edits = make_edits(args.n, args.seed, args.image_size, args.counterparts)
     source = f"unimm.data.edits seed={args.seed} n={args.n} image_size={args.image_size}"
+    source += " counterparts" if args.counterparts else ""
     if build(args.out.parent, args.out.name, lambda t: write_edits(t, edits, args.image_size, source), args.force):
         counts = ", ".join(f"{k}={sum(e.kind == k for e in edits)}" for k in EDIT_KINDS)
         print(f"{len(edits)} edits of {args.n} scenes ({counts}) -> {args.out}")
