@@ -4,8 +4,9 @@ At batch 1 a decoding step's products are matrix-vector products, and they are m
 as one ``sgemv`` on one thread (on this AMD CPU its AVX2 path), while the second core waits. Written as
 ``(x[..., :, None] * Wt).sum(-2)`` over the transposed weight copy ``Wt [in, out]``, a product becomes one
 inductor reduction: a loop over the inputs that accumulates contiguous, AVX-512-vectorised slices of the outputs,
-split between the threads. It sums each output over the inputs in order, in fp32, as ``sgemv`` does.
-``bench/results/decode.md`` has the step with and without it; tests compare the tokens.
+split between the threads; each output is summed over the inputs in order, in fp32. ``bench/results/decode.md``
+times the step with it against the same step on ``sgemv``: a small gain (1.10x head to head in the committed
+run, its pairs spread 0.91-1.27x), as a step streams its weights from memory either way; tests compare tokens.
 
 Only a compiled step should use it: run eagerly, the broadcast product is materialised (``in x out`` floats).
 """
