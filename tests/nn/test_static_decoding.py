@@ -159,3 +159,13 @@ def test_one_row_compiled_step_gives_the_cached_tokens():
             assert dec.linears == ("mm" if rows is False else "rows")
             assert torch.equal(dec.generate(prompt, 12), expected)
         assert StaticDecoder(model, 1, 17, compile=False).linears == "mm"  # eager would materialise x * Wt
+
+
+def test_more_decoder_shapes_than_dynamo_default_limit():
+    """Each (batch, max_len) is one more compiled graph of the same step: a process may meet more than dynamo's
+    default 8 without the ninth failing (the step compiles with fullgraph)."""
+    model = _model(0)
+    with torch.inference_mode():
+        for max_len in range(9, 19):  # 10 shapes of their own, on top of the others of this process
+            prompt = torch.randint(0, 61, (1, 5), generator=torch.Generator().manual_seed(max_len))
+            assert torch.equal(StaticDecoder(model, 1, max_len).generate(prompt, 3), _reference(model, prompt, 3))

@@ -86,9 +86,15 @@ def compile_options(device_type: str) -> dict:
 
 _compiled: dict[tuple, Callable] = {}
 
+#: compiled graphs of ``_step`` kept side by side: one per (batch, ``max_len``, model shape, product kind) met in
+#: a process, where dynamo's default limit of 8 per function would fail a ninth decoder shape (fullgraph)
+RECOMPILE_LIMIT = 64
+
 
 def compiled_step(options: dict) -> Callable:
-    """``_step`` compiled with ``options`` (one compiled function per distinct options, reused across decoders)."""
+    """``_step`` compiled with ``options`` (one compiled function per distinct options, reused across decoders;
+    dynamo's per-function recompile limit raised to at least ``RECOMPILE_LIMIT``)."""
+    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, RECOMPILE_LIMIT)
     key = tuple(sorted(options.items()))
     if key not in _compiled:
         _compiled[key] = torch.compile(_step, fullgraph=True, dynamic=False, options=dict(options))
