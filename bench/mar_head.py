@@ -9,7 +9,9 @@ README's account of why MAR stays above 2x its transformer time at batch 1:
   alternating runs;
 - ``table``: the modulations of one batch-32 group (50 levels x 192 rows in one 9,600-row product) against the
   same work as 50 products of 192 rows (what the head does past ``table_limit``);
-- ``step``: one head step of a batch-1 group (6 rows with guidance), ``ConditionedHead.run``, as MAR samples it.
+- ``step``: one head step of a batch-1 group (6 rows with guidance), ``ConditionedHead.run``, as MAR samples it;
+- ``group``: a batch-1 group's whole sampler (the preset's 50 DDPM steps with guidance), step by step in PyTorch
+  against the fused C loop (``models/head_loop.py``) with the same noise; their largest difference.
 
     python bench/mar_head.py            # writes bench/results/mar_head.{json,md}
     python bench/mar_head.py --quick    # fewer repeats (the test)
@@ -30,8 +32,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import cpu_model  # noqa: E402
+from unimm.models import head_loop  # noqa: E402
 from unimm.models.diffusion_head import DiffusionHead  # noqa: E402
 from unimm.nn.onednn_linear import available as onednn_available  # noqa: E402
+from unimm.objectives.image_diffusion import DDPMObjective  # noqa: E402
+from unimm.samplers.affine import coefficients, step_noise  # noqa: E402
+from unimm.samplers.guidance import guide  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -111,6 +117,39 @@ def step(width: int, depth: int, calls: int, repeats: int) -> dict:
             "products_share": products_per_step * mm / run}  # fmt: skip
 
 
+def group(width: int, depth: int, calls: int, repeats: int, positions: int = 3, steps: int = 50) -> dict | None:
+    """A batch-1 group's DDPM sampler with guidance (``positions`` x 2 rows), the PyTorch steps against the fused
+    loop, from the same noise; None where the loop is not built."""
+    if not head_loop.available():
+        return None
+    torch.manual_seed(0)
+    head = DiffusionHead(patch_dim=4, cond_dim=128, width=width, depth=depth).eval()
+    for p in head.parameters():
+        torch.nn.init.normal_(p, std=0.05)
+    objective, scale = DDPMObjective(), 3.0
+    times = objective.sampler_times("ddpm", steps)
+    plan = objective.affine_steps("ddpm", steps, temperature=1.0)
+    with torch.inference_mode():
+        conditioned = head.prepared(objective.level(times)).condition(torch.randn(2 * positions, 128))
+        x = torch.randn(positions, 4)
+        index = torch.searchsorted(times, torch.tensor([s.t for s in plan]))
+
+        def steps_in_torch():
+            def fn(x_t, t):
+                return guide(conditioned.run(torch.cat([x_t, x_t]), torch.searchsorted(times, t[:1])), scale)
+
+            return objective.run_sampler("ddpm", fn, x, steps, torch.Generator().manual_seed(1))
+
+        def fused():
+            noise = step_noise(plan, x, torch.Generator().manual_seed(1))
+            return conditioned.loop(x, index, coefficients(plan), noise, scale)
+
+        eager_us, fused_us = compare(steps_in_torch, fused, calls, repeats)
+        diff = (steps_in_torch() - fused()).abs().max().item()
+    return {"rows": 2 * positions, "steps": steps, "torch_us": eager_us, "fused_us": fused_us,
+            "speedup": eager_us / fused_us, "max_abs_diff": diff}  # fmt: skip
+
+
 def markdown(r: dict) -> str:
     lines = [
         "# MAR's diffusion-head products: MKL or oneDNN",
@@ -140,6 +179,17 @@ def markdown(r: dict) -> str:
         f"{s['products_per_step']} products at {s['addmm_6_rows_us']:.1f} µs each (MKL `addmm`, {s['rows']} rows) "
         f"are about {s['products_share']:.0%}. MAR at batch 1 makes 800 such steps.",
     ]
+    g = r.get("group")
+    if g is None:
+        lines += ["", "The fused head loop could not be built here (no C compiler), so it is not timed."]
+    else:
+        lines += [
+            "",
+            f"A batch-1 group's whole sampler ({g['steps']} DDPM steps with guidance, {g['rows']} rows): step by step "
+            f"in PyTorch {g['torch_us'] / 1e3:.2f} ms, the fused C loop (`models/head_loop.py`, same noise) "
+            f"{g['fused_us'] / 1e3:.2f} ms, **{g['speedup']:.1f}x**; largest difference {g['max_abs_diff']:.1e} "
+            "(the two sum in different orders).",
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -170,6 +220,7 @@ def main(argv=None) -> dict:
             "table": table(50, 192, width, mod, repeats),
         }
     result["step"] = step(width, depth, calls, repeats)
+    result["group"] = group(width, depth, max(2, calls // 100), repeats)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     args.out.with_suffix(".md").write_text(markdown(result))

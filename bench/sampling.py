@@ -84,7 +84,8 @@ def measure(model, batch: int, repeats: int, device: torch.device) -> dict:
     # the transformers: the backbone, and a DiT decoder's passes
     timers = {"backbone": [PassTimer(model.backbone, device)]}
     timers["dit"] = [PassTimer(m, device) for m in model.modules() if isinstance(m, DiT)]
-    timers["head"] = [MethodTimer(ConditionedHead, "run", device)]  # MAR's MLP head, one call per head step
+    # MAR's MLP head: one `run` per head step, or one `loop` per group (the fused C loop, sampler steps included)
+    timers["head"] = [MethodTimer(ConditionedHead, "run", device), MethodTimer(ConditionedHead, "loop", device)]
     every = [t for ts in timers.values() for t in ts]
     try:
         model.generate(prompts, generator=torch.Generator().manual_seed(0))  # warm-up

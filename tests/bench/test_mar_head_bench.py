@@ -17,3 +17,6 @@ def test_quick_run_reports_products_table_and_step(tmp_path):
     assert all(p[k] > 0 for p in result["products"] for k in p if k.endswith("_us"))
     assert result["table"]["table_us"] > 0 and result["step"]["run_us"] > 0
     assert "| 192 |" in (tmp_path / "mar_head.md").read_text()
+    group = result["group"]
+    if group is not None:  # the fused loop where a C compiler built it: the same draws as PyTorch's steps
+        assert group["fused_us"] > 0 and group["max_abs_diff"] < 1e-3

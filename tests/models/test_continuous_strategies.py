@@ -6,7 +6,7 @@ import torch
 
 from conftest import tiny_preset
 from unimm.models import UnifiedModel
-from unimm.models.diffusion_head import ConditionedHead, DiffusionHead
+from unimm.models.diffusion_head import DiffusionHead
 from unimm.models.writers.connector import ConnectorWriter
 from unimm.models.writers.mar import MARWriter
 from unimm.nn import onednn_linear
@@ -247,7 +247,12 @@ def test_mar_conditioned_head_equals_the_head_at_each_level(table_limit, onednn_
         torch.nn.init.normal_(p, std=0.3)
     level, z, x = torch.rand(5), torch.randn(7, 10), torch.randn(7, 6)
     with torch.no_grad():
-        conditioned = ConditionedHead(head, level, z, table_limit=table_limit, onednn_min_rows=onednn_min_rows)
+        conditioned = head.prepared(level).condition(
+            z,
+            table_limit=table_limit,
+            onednn_min_rows=onednn_min_rows,
+            loop_table_limit=0,  # the PyTorch steps
+        )
         assert (conditioned.table is None) == (table_limit == 0)
         assert conditioned.onednn == (onednn_min_rows == 1 and onednn_linear.available())
         for i in range(5):

@@ -14,12 +14,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from unimm.models import head_loop
 from unimm.models.image_io import timestep_embedding
 from unimm.nn.onednn_linear import available as onednn_available
 
 # From this many rows oneDNN's product with a packed weight beats MKL's addmm on the head's width-128 layers; the
 # modulation products (width -> 11 x width at depth 3) are faster on oneDNN at every row count (bench/mar_head.py).
 ONEDNN_MIN_ROWS = 128
+# Up to this many modulation values (levels x rows x K) they are computed as one table for PyTorch's steps ...
+TABLE_LIMIT = 1 << 20
+# ... and for the fused C loop, which reads the table. Past 2^23 (32 MB) the table's product is bound by writing
+# its output to memory (about 150 GFLOP/s for a batch-32 group, against 420 for per-step products whose output
+# stays in cache), and at batch 32 PyTorch's per-step path was faster overall (bench/sampling.py).
+LOOP_TABLE_LIMIT = 1 << 23
 
 
 class AdaLNResBlock(nn.Module):
@@ -63,7 +70,12 @@ class DiffusionHead(nn.Module):
 
     def conditioned(self, level: torch.Tensor, z: torch.Tensor) -> "ConditionedHead":
         """The head at conditions z [R, c] and noise levels [S], for a sampler's steps (inference only)."""
-        return ConditionedHead(self, level, z)
+        return self.prepared(level).condition(z)
+
+    def prepared(self, level: torch.Tensor) -> "PreparedHead":
+        """What depends on the weights and noise levels [S] alone, made once for many conditions (one ``generate``:
+        every group's sampler visits the same levels); inference only."""
+        return PreparedHead(self, level)
 
 
 def _pair(layer: nn.Linear) -> tuple[torch.Tensor, torch.Tensor]:
@@ -98,41 +110,82 @@ def _use_onednn(z: torch.Tensor) -> bool:
     )
 
 
-class ConditionedHead:
-    """``DiffusionHead`` at fixed conditions z [R, c] and noise levels [S]. Every AdaLN modulation, the blocks'
-    (shift, 1 + scale, gate) and the output's (shift, 1 + scale), is computed once for all levels and rows in
-    one product (a table of S x R x K values), or, past ``table_limit`` values, one level's R rows at each call (on
-    this CPU a batch-32 group's 9,600-row table product runs at about a third of the speed of its 50 per-level
-    products, bench/mar_head.py; 2^20 values keeps a batch of 1 on the table and a batch of 32 on per-step
-    products). The weights are laid out for few-row products: transposed for MKL's ``addmm``, or, on a CPU in fp32
-    from ``onednn_min_rows`` rows, packed for oneDNN's product at R rows (``onednn`` says which; the modulations use
-    oneDNN whenever it can run). ``run(x_t, i)`` is ``head(x_t, level[i].expand(R), z)`` up to float rounding
-    with a handful of ops per block."""
+class PreparedHead:
+    """``DiffusionHead`` laid out for sampling at noise levels [S]: every AdaLN modulation layer in one weight
+    [K, width] (the blocks' shift, scale, gate and the output's shift, scale; each scale slot's bias holding
+    1 + scale), the time features of every level [S, width], and the MLPs' weights transposed for few-row
+    products (``_pair``). :meth:`condition` adds conditions z."""
 
-    def __init__(
-        self,
-        head: DiffusionHead,
-        level: torch.Tensor,
-        z: torch.Tensor,
-        table_limit: int = 1 << 20,
-        onednn_min_rows: int = ONEDNN_MIN_ROWS,
-    ) -> None:
+    def __init__(self, head: DiffusionHead, level: torch.Tensor) -> None:
+        self.head, self.levels = head, level.shape[0]
         self.width, self.depth = head.x_in.out_features, len(head.blocks)
         layers = [b.ada for b in head.blocks] + [head.ada_out]
         bias = torch.cat([m.bias for m in layers])
         for start in range(self.width, bias.shape[0], 3 * self.width):  # each scale slot: 1 + scale
             bias[start : start + self.width] += 1
-        weight = torch.cat([m.weight for m in layers])  # [K, width]
+        self.ada_bias, self.ada_weight = bias, torch.cat([m.weight for m in layers])  # [K], [K, width]
+        self.x_in, self.out = _pair(head.x_in), _pair(head.out)
+        self.mlps = [(_pair(b.mlp[0]), _pair(b.mlp[2])) for b in head.blocks]
+        self.time = head.t_mlp(timestep_embedding(level, head.freq_dim).to(head.x_in.weight.dtype))  # [S, width]
+        self._loop_weights: dict[str, torch.Tensor] | None = None
+
+    def loop_weights(self) -> dict[str, torch.Tensor]:
+        """The products' weights as ``head_loop.run`` takes them (stacked over the blocks; made once)."""
+        if self._loop_weights is None:
+            self._loop_weights = {
+                "xin_wt": self.x_in[1],
+                "xin_b": self.x_in[0],
+                "w1": torch.stack([w1 for (_, w1), _ in self.mlps]),
+                "b1": torch.stack([b1 for (b1, _), _ in self.mlps]),
+                "w2": torch.stack([w2 for _, (_, w2) in self.mlps]),
+                "b2": torch.stack([b2 for _, (b2, _) in self.mlps]),
+                "out_wt": self.out[1],
+                "out_b": self.out[0],
+            }
+        return self._loop_weights
+
+    def condition(self, z: torch.Tensor, **limits: int) -> "ConditionedHead":
+        """The head at conditions z [R, c] and these levels (``limits``: ``ConditionedHead``'s)."""
+        return ConditionedHead(self, z, **limits)
+
+
+class ConditionedHead:
+    """``DiffusionHead`` at fixed conditions z [R, c] and noise levels [S]. Every AdaLN modulation is computed
+    once for all levels and rows in one product (a table of S x R x K values), or, past ``table_limit`` values,
+    one level's R rows at each call (on this CPU a batch-32 group's 9,600-row table product runs at about a third
+    of the speed of its 50 per-level products, bench/mar_head.py; 2^20 values keeps a batch of 1 on the table and
+    a batch of 32 on per-step products). Where the fused C loop (``models/head_loop.py``) is built and the table
+    has at most ``loop_table_limit`` values, ``loops`` is set and a sampler runs as one :meth:`loop` call.
+    Otherwise the MLPs' weights are laid out for PyTorch's few-row products: transposed for MKL's ``addmm``, or,
+    on a CPU in fp32 from ``onednn_min_rows`` rows, packed for oneDNN's product at R rows (``onednn`` says which).
+    The modulations use oneDNN whenever it can run, the per-level products with the weight packed for R rows, the
+    table's with it as it is (as fast there, and the same values). ``run(x_t, i)`` is
+    ``head(x_t, level[i].expand(R), z)`` up to float rounding with a handful of ops per block."""
+
+    def __init__(
+        self,
+        prepared: PreparedHead,
+        z: torch.Tensor,
+        table_limit: int = TABLE_LIMIT,
+        onednn_min_rows: int = ONEDNN_MIN_ROWS,
+        loop_table_limit: int = LOOP_TABLE_LIMIT,
+    ) -> None:
+        self.prepared = prepared
+        self.width, self.depth = prepared.width, prepared.depth
         rows, can = z.shape[0], _use_onednn(z)
-        tabled = level.shape[0] * rows * bias.shape[0] <= table_limit
+        values = prepared.levels * rows * prepared.ada_bias.shape[0]
+        self.loops = values <= loop_table_limit and head_loop.supports(self.width, prepared.x_in[1].shape[0], z)
+        tabled = self.loops or values <= table_limit
         self.ada_mm = _onednn if can else torch.addmm
-        self.ada = bias, (_pack(weight, level.shape[0] * rows if tabled else rows) if can else weight.t().contiguous())
-        self.onednn = can and rows >= onednn_min_rows
-        pair = (lambda layer: _packed_pair(layer, rows)) if self.onednn else _pair
+        weight = prepared.ada_weight
+        self.ada = prepared.ada_bias, (weight if tabled else _pack(weight, rows)) if can else weight.t().contiguous()
+        self.onednn = can and rows >= onednn_min_rows and not self.loops
         self.mm = _onednn if self.onednn else torch.addmm
-        self.x_in, self.out = pair(head.x_in), pair(head.out)
-        self.mlps = [(pair(b.mlp[0]), pair(b.mlp[2])) for b in head.blocks]
-        self.time = head.t_mlp(timestep_embedding(level, head.freq_dim).to(z.dtype))  # [S, width]
+        head = prepared.head
+        pair = (lambda layer: _packed_pair(layer, rows)) if self.onednn else None
+        self.x_in, self.out = (pair(head.x_in), pair(head.out)) if pair else (prepared.x_in, prepared.out)
+        self.mlps = [(pair(b.mlp[0]), pair(b.mlp[2])) for b in head.blocks] if pair else prepared.mlps
+        self.time = prepared.time
         self.cond = head.z_in(z)  # [R, width]
         self.table = self._modulations(self.time) if tabled else None
 
@@ -149,6 +202,14 @@ class ConditionedHead:
                 return self.table[int(index)]
             return self.table.index_select(0, index)[0]
         return self._modulations(self.time.index_select(0, index))[0]
+
+    def loop(
+        self, x: torch.Tensor, index: torch.Tensor, coef: torch.Tensor, noise: torch.Tensor, scale: float | None
+    ) -> torch.Tensor:
+        """A whole affine sampler in one call (where ``loops``): from x [M, P], at step k the head at level
+        ``index[k]``, guided by the null rows with ``scale`` when given (the conditions were ``[z, z_null]``), then
+        ``x = a x + b out + c noise[k]``, (a, b, c) = ``coef[k]``."""
+        return head_loop.run(x, self.prepared.loop_weights(), self.table, index, coef, noise, scale)
 
     def run(self, x_t: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         """x_t [R, P] at level ``index`` -> the head's prediction [R, P]."""

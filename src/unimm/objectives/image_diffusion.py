@@ -11,6 +11,7 @@ from typing import Literal, Protocol
 import torch
 from pydantic import Field
 
+from unimm.samplers.affine import AffineStep, affine_steps
 from unimm.samplers.diffusion import model_times, sample
 from unimm.samplers.schedules import DDPMSchedule, flow_interpolate, flow_velocity
 from unimm.settings import DENOISERS, Settings
@@ -30,6 +31,7 @@ class ImageObjective(Protocol):
     def row_loss(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor: ...
     def run_sampler(self, sampler: str, model_fn, noise: torch.Tensor, steps: int, generator=None, **kw): ...
     def sampler_times(self, sampler: str, steps: int, **kw) -> torch.Tensor: ...
+    def affine_steps(self, sampler: str, steps: int, **kw) -> tuple[AffineStep, ...] | None: ...
 
 
 def regression_loss(pred: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -120,6 +122,10 @@ class DDPMObjective:
         """The times ``run_sampler`` passes to its model, ascending (``samplers.diffusion.model_times``)."""
         return model_times(sampler, steps, self.schedule)
 
+    def affine_steps(self, sampler: str, steps: int, **kw) -> tuple[AffineStep, ...] | None:
+        """``run_sampler``'s steps as affine updates (``samplers/affine.py``), or None where they are not."""
+        return affine_steps(sampler, steps, self.schedule, self.prediction, **kw)
+
 
 @DENOISERS.register(FlowSettings)
 class FlowObjective:
@@ -161,3 +167,7 @@ class FlowObjective:
     def sampler_times(self, sampler: str, steps: int, shift: float = 1.0, **kw) -> torch.Tensor:
         """The times ``run_sampler`` passes to its model, ascending (``samplers.diffusion.model_times``)."""
         return model_times(sampler, steps, shift=shift)
+
+    def affine_steps(self, sampler: str, steps: int, **kw) -> tuple[AffineStep, ...] | None:
+        """``run_sampler``'s steps as affine updates (``samplers/affine.py``), or None where they are not."""
+        return affine_steps(sampler, steps, **kw)

@@ -22,7 +22,8 @@ from torch import nn
 
 from unimm.config import Config
 from unimm.models.contracts import EVAL_GRID, Writer
-from unimm.models.diffusion_head import DiffusionHead
+from unimm.models.diffusion_head import DiffusionHead, PreparedHead
+from unimm.samplers.affine import coefficients, step_noise
 from unimm.samplers.guidance import guide
 from unimm.samplers.mar import generation_order, group_sizes, order_mask, training_mask
 from unimm.samplers.masked import cosine_mask_ratio, masked_count
@@ -129,22 +130,35 @@ class MARWriter(Writer):
         head_steps: int,
         temperature: float,
         generator=None,
+        prepared: PreparedHead | None = None,
     ) -> torch.Tensor:
         """Draw one patch per row of z [M, dim] with the head (guided by ``z_uncond`` when given) -> [M, P].
         The head's AdaLN modulations for every time the sampler visits are computed up front
-        (``DiffusionHead.conditioned``), so each step runs only the head's MLPs."""
+        (``DiffusionHead.conditioned``), so each step runs only the head's MLPs; where the sampler's steps are
+        affine and the group is small, the whole loop runs as one C call (``models/head_loop.py``). ``prepared``:
+        the head laid out for the sampler's levels (``self.prepared_head``), to share between calls."""
         guided = z_uncond is not None
         kw = {"temperature": temperature} if sampler == "ddpm" else {}
         times = self.objective.sampler_times(sampler, head_steps).to(z.device)
-        head = self.head.conditioned(self.objective.level(times), torch.cat([z, z_uncond]) if guided else z)
+        prepared = prepared or self.prepared_head(sampler, head_steps, z.device)
+        head = prepared.condition(torch.cat([z, z_uncond]) if guided else z)
+        noise = torch.randn(z.shape[0], self.codec.patch_dim, generator=generator).to(z.device) * temperature
+        plan = self.objective.affine_steps(sampler, head_steps, **kw)
+        if plan is not None and head.loops:  # the whole loop in one C call, the same noise draws
+            at = torch.tensor([s.t for s in plan], dtype=times.dtype, device=times.device)
+            draws = step_noise(plan, noise, generator)
+            return head.loop(noise, torch.searchsorted(times, at), coefficients(plan), draws, scale if guided else None)
 
         def head_fn(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
             i = torch.searchsorted(times, t[:1])  # this step's time in the table, read on the device
             out = head.run(torch.cat([x_t, x_t]) if guided else x_t, i)
             return guide(out, scale) if guided else out
 
-        noise = torch.randn(z.shape[0], self.codec.patch_dim, generator=generator).to(z.device) * temperature
         return self.objective.run_sampler(sampler, head_fn, noise, head_steps, generator, **kw)
+
+    def prepared_head(self, sampler: str, head_steps: int, device: torch.device) -> PreparedHead:
+        """The head laid out for the levels sampler ``sampler`` visits in ``head_steps`` steps."""
+        return self.head.prepared(self.objective.level(self.objective.sampler_times(sampler, head_steps).to(device)))
 
     @torch.no_grad()
     def generate(
@@ -165,14 +179,16 @@ class MARWriter(Writer):
         known = torch.zeros(b, self.n, dtype=torch.bool, device=dev)
         order = generation_order(b, self.n, self.settings.order, generator).to(dev)
         rows = torch.arange(b, device=dev)[:, None]
-        done = 0
+        prepared, done = self.prepared_head(sampler, s.head_steps, dev), 0
         for size in group_sizes(self.n, steps):
             emb = self.embed_patches(patches, known)
             z = ctx.run_with_images(base, batch, emb.repeat(2, 1, 1) if guided else emb)
             group = order[:, done : done + size]  # [b, size]
             z_cond = z[:b][rows, group].flatten(0, 1)
             z_uncond = z[b:][rows, group].flatten(0, 1) if guided else None
-            new = self.sample_patches(z_cond, z_uncond, scale, sampler, s.head_steps, s.image_temperature, generator)
+            new = self.sample_patches(
+                z_cond, z_uncond, scale, sampler, s.head_steps, s.image_temperature, generator, prepared
+            )
             patches[rows, group] = new.view(b, size, -1).to(patches.dtype)
             known[rows, group] = True
             done += size
