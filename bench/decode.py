@@ -348,21 +348,23 @@ def markdown(result: dict) -> str:
         "throughput, > 1 means unimm is faster. unimm runs under torch.inference_mode, generate under no_grad.",
         "",
         "`unimm` is the growing KV cache, eager (what captioning uses); `unimm-compiled` the fixed-shape "
-        "`StaticDecoder` with its `torch.compile`'d step (inductor; linear weights held as transposed copies, the "
-        "faster one-row layout), whose one-off compile took "
+        "`StaticDecoder` with its `torch.compile`'d step (inductor), whose one-off compile took "
         + ", ".join(f"{r['compile_s']:.1f} s at batch {r['batch']}" for r in result["table"])
         + " (not in the timings). Its linear products run through oneDNN with the weights packed for the batch at "
         + (", ".join(f"batch {r['batch']}" for r in result["table"] if r.get("compiled_packed")) or "no batch")
-        + " (`nn/packed_linear.py`), through MKL's `mm` otherwise.",
+        + " (`nn/packed_linear.py`), on transposed weight copies; at batch 1 as multiply-and-sums along the "
+        "weights' own rows (below).",
     ]
     for r in result["table"]:
         if r.get("row_products"):
             rp = r["row_products"]
             lines += [
                 "",
-                f"At batch {r['batch']} the compiled step writes each product as a multiply-and-sum that inductor "
-                f"turns into a loop split over the threads (`nn/row_linear.py`): {rp['ms_per_token']:.2f} ms/token "
-                f"against {rp['sgemv_ms_per_token']:.2f} with MKL's one-thread `sgemv` in the same step, timed in "
+                f"At batch {r['batch']} the compiled step writes each product as a multiply-and-sum along the rows "
+                "of the weight `[out, in]`, which inductor turns into dot products split over the threads "
+                f"(`nn/row_linear.py`): {rp['ms_per_token']:.2f} ms/token "
+                f"against {rp['sgemv_ms_per_token']:.2f} with MKL's one-thread `sgemv` (on transposed copies) in the "
+                "same step, timed in "
                 f"the same alternation ({rp['speedup']:.2f}x; the sgemv step's tokens match: "
                 f"{'yes' if rp['sgemv_tokens_match'] else 'no'}). The two steps alone, in "
                 f"{rp['alone']['pairs']} alternating pairs with no other system between them (a decoder decoding "

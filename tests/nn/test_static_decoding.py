@@ -169,3 +169,29 @@ def test_more_decoder_shapes_than_dynamo_default_limit():
         for max_len in range(9, 19):  # 10 shapes of their own, on top of the others of this process
             prompt = torch.randint(0, 61, (1, 5), generator=torch.Generator().manual_seed(max_len))
             assert torch.equal(StaticDecoder(model, 1, max_len).generate(prompt, 3), _reference(model, prompt, 3))
+
+
+def test_steps_after_the_first_skip_guards_yet_decoders_of_other_shapes_interleave(monkeypatch):
+    """After a decoder's first step, steps in the same state run with dynamo's guards skipped (only those telling
+    the compiled graphs apart): decoders of three shapes stepping in turn still decode their own tokens; a step in
+    another grad mode runs every guard again."""
+    stances = []
+    set_stance = torch.compiler.set_stance
+    monkeypatch.setattr(torch.compiler, "set_stance", lambda *a, **k: stances.append(k) or set_stance(*a, **k))
+    model = _model(0)
+    shapes = [(1, 19), (2, 19), (1, 23)]  # lengths of their own: graphs compiled here, after the others
+    prompts = [torch.randint(0, 61, (b, 5), generator=torch.Generator().manual_seed(b + n)) for b, n in shapes]
+    with torch.inference_mode():
+        decoders = [StaticDecoder(model, b, n) for b, n in shapes]
+        tokens = [[dec.prefill(p).argmax(-1)] for dec, p in zip(decoders, prompts, strict=True)]
+        for _ in range(9):
+            for dec, out in zip(decoders, tokens, strict=True):
+                out.append(dec.step(out[-1]).argmax(-1))
+        for p, out in zip(prompts, tokens, strict=True):
+            assert torch.equal(torch.stack(out, 1), _reference(model, p, 10))
+    assert len(stances) == 3 * 8 and all(k == {"skip_guard_eval_unsafe": True} for k in stances)
+    dec = decoders[0]
+    with torch.no_grad():  # not the state the last full-guard step saw
+        before = len(stances)
+        dec.step(tokens[0][-1])
+        assert len(stances) == before and dec.guarded == dec._state(tokens[0][-1])

@@ -2,11 +2,13 @@
 
 At batch 1 a decoding step's products are matrix-vector products, and they are most of the step. MKL runs each
 as one ``sgemv`` on one thread (on this AMD CPU its AVX2 path), while the second core waits. Written as
-``(x[..., :, None] * Wt).sum(-2)`` over the transposed weight copy ``Wt [in, out]``, a product becomes one
-inductor reduction: a loop over the inputs that accumulates contiguous, AVX-512-vectorised slices of the outputs,
-split between the threads; each output is summed over the inputs in order, in fp32. ``bench/results/decode.md``
-times the step with it against the same step on ``sgemv``: a small gain (1.10x head to head in the committed
-run, its pairs spread 0.91-1.27x), as a step streams its weights from memory either way; tests compare tokens.
+``(x[..., None, :] * W).sum(-1)`` over the weight ``W [out, in]`` as ``nn.Linear`` keeps it (contiguous), a
+product becomes one inductor reduction: for each output, an AVX-512-vectorised dot product over its contiguous
+row of inputs, the outputs split between the threads. Summing along the rows reads each weight row as one
+contiguous stream; the transposed layout (``(x[..., :, None] * W.t()).sum(-2)``, outputs accumulated input by
+input) read a 64-byte slice of every row in turn and was about 1.4x slower over a decoding step's products in a
+side measurement. ``bench/results/decode.md`` times the step with it against the same step on ``sgemv``; tests
+compare tokens.
 
 Only a compiled step should use it: run eagerly, the broadcast product is materialised (``in x out`` floats).
 """
@@ -19,13 +21,14 @@ from unimm.nn.onednn_linear import linear_args
 
 class RowLinears(TorchFunctionMode):
     """Inside the context, a one-row ``F.linear(x, W, b)`` (``x.numel() == in``; ``nn.Linear`` modules included)
-    is computed as ``(x[..., :, None] * W.t()).sum(-2) + b``; products of more rows are left to ``F.linear``."""
+    is computed as ``(x[..., None, :] * W).sum(-1) + b``; products of more rows are left to ``F.linear``. Give it
+    weights contiguous as ``[out, in]`` (a transposed view makes the sum read across rows)."""
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         if func is F.linear:
             x, w, bias = linear_args(args, kwargs)
             if x.numel() == x.shape[-1]:
-                out = (x.unsqueeze(-1) * w.t()).sum(-2)
+                out = (x.unsqueeze(-2) * w).sum(-1)
                 return out if bias is None else out + bias
         return func(*args, **kwargs)
