@@ -32,11 +32,12 @@ print(json.dumps({"flops": cost.flops, "seconds": cost.seconds}))
 """
 
 
-def layout(jobs: int, threads: int, preset: str, steps: int, matmul: str = "blas") -> dict:
+def layout(jobs: int, threads: int, preset: str, steps: int, matmul: str = "blas", size: tuple[str, ...] = ()) -> dict:
     """``jobs`` concurrent workers with ``threads`` threads each, their linear layers on ``matmul`` (the
-    ``train.matmul`` setting): per-job step time and the summed FLOP/s."""
+    ``train.matmul`` setting): per-job step time and the summed FLOP/s. ``size``: overrides of the model's size
+    after the tiny atlas size's."""
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-    overrides = [*TINY, f'train.matmul="{matmul}"']
+    overrides = [*TINY, *size, f'train.matmul="{matmul}"']
     cmd = [sys.executable, "-c", WORKER, str(threads), preset, json.dumps(overrides), str(steps)]
     t0 = time.perf_counter()
     procs = [
@@ -64,8 +65,15 @@ def main() -> None:
     ap.add_argument("--presets", nargs="+", default=["configs/quick.toml", "configs/chameleon.toml"])
     ap.add_argument("--steps", type=int, default=8, help="timed steps per worker (after a warm-up step)")
     ap.add_argument("--matmul", nargs="+", default=["blas", "onednn"], help="train.matmul settings to compare")
+    ap.add_argument("--size", nargs=3, type=int, metavar=("DIM", "DEPTH", "HEADS"), default=None,
+                    help="a model size instead of the atlas's tiny one (dim 96, depth 3, heads 4); its results go "
+                    "to sweep_jobs_dim<DIM>.{json,md}")  # fmt: skip
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args()
+    keys = ("model.dim", "model.depth", "model.heads")
+    size = () if args.size is None else tuple(f"{k}={v}" for k, v in zip(keys, args.size, strict=True))
+    name = "sweep_jobs" if args.size is None else f"sweep_jobs_dim{args.size[0]}"
+    what = "tiny atlas size" if args.size is None else "dim {}, depth {}, heads {}".format(*args.size)
     cores = os.cpu_count() or 1
     torch.set_num_threads(cores)
     peak = max(matmul_peak_gflops(n) for n in (1024, 2048))  # the faster of torch's BLAS and oneDNN
@@ -75,7 +83,7 @@ def main() -> None:
     for preset in args.presets:
         for matmul in args.matmul:
             for jobs, threads in layouts:
-                r = layout(jobs, threads, preset, args.steps, matmul)
+                r = layout(jobs, threads, preset, args.steps, matmul, size)
                 rows.append({"preset": Path(preset).stem, "matmul": matmul, **r, "share_of_peak": r["gflops"] / peak})
     for preset in {r["preset"] for r in rows}:  # against one job with every thread on torch's BLAS, the default
         base = next(r for r in rows if r["preset"] == preset and r["jobs"] == 1 and r["matmul"] == args.matmul[0])
@@ -83,10 +91,10 @@ def main() -> None:
             if r["preset"] == preset:
                 r["vs_one_job"] = r["gflops"] / base["gflops"]
     data = {"cores": cores, "matmul_peak_gflops": peak, "load_average_at_start": load, "torch": torch.__version__,
-            "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "rows": rows}  # fmt: skip
+            "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "size": list(size), "rows": rows}  # fmt: skip
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "sweep_jobs.json").write_text(json.dumps(data, indent=2) + "\n")
-    md = [f"# Atlas sweep layout: jobs x threads per job on {cores} cores (tiny atlas size, training steps only)", "",
+    (args.out / f"{name}.json").write_text(json.dumps(data, indent=2) + "\n")
+    md = [f"# Atlas sweep layout: jobs x threads per job on {cores} cores ({what}, training steps only)", "",
           f"fp32 matmul peak {peak:.0f} GFLOP/s with {cores} threads (the faster of torch's BLAS and oneDNN); load "
           f"average at start {load:.2f}; torch {torch.__version__}; {data['date']}.", "",
           f"*matmul* is `train.matmul`; *vs one job* compares with one job of all {cores} threads on "
@@ -99,7 +107,7 @@ def main() -> None:
         cells = [r["preset"], r["matmul"], f"{r['jobs']} x {r['threads_per_job']}", steps, f"{r['step_gflop']:.2f}",
                  f"{r['gflops']:.1f}", f"{r['share_of_peak']:.0%}", f"{r['vs_one_job']:.2f}x"]  # fmt: skip
         md.append("| " + " | ".join(cells) + " |")
-    (args.out / "sweep_jobs.md").write_text("\n".join(md) + "\n")
+    (args.out / f"{name}.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
 
 
