@@ -126,3 +126,14 @@ def test_mar_generate_runs_each_group_in_one_loop_call_and_draws_the_pytorch_ima
     steps = model.generate(prompts, cfg_scale=2.0, steps=3, generator=torch.Generator().manual_seed(4))
     assert len(calls) == 3
     torch.testing.assert_close(fused, steps, rtol=1e-4, atol=1e-4)
+
+
+def test_an_unwritable_kernel_cache_leaves_the_pytorch_steps(monkeypatch, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    monkeypatch.setenv("UNIMM_KERNEL_CACHE", str(blocker / "kernels"))  # cannot be created under a file
+    head_loop._library.cache_clear()
+    try:
+        assert not head_loop.available()
+    finally:
+        head_loop._library.cache_clear()

@@ -58,10 +58,15 @@ def _cpu() -> str:
 
 
 def _compile(cc: str, flags: tuple[str, ...], target: Path) -> bool:
-    """Builds the shared library at ``target`` (atomically); False when the compiler refuses."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
-    os.close(fd)
+    """Builds the shared library at ``target`` (atomically); False when the compiler refuses or the cache
+    directory cannot be written."""
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
+        os.close(fd)
+    except OSError as err:
+        log.debug("head_loop: cannot write to %s: %s", target.parent, err)
+        return False
     try:
         done = subprocess.run([cc, *flags, str(SOURCE), "-o", tmp, "-lm"], capture_output=True, text=True, timeout=120)
         if done.returncode != 0:
