@@ -24,8 +24,9 @@ ONEDNN_MIN_ROWS = 128
 # Up to this many modulation values (levels x rows x K) they are computed as one table for PyTorch's steps ...
 TABLE_LIMIT = 1 << 20
 # ... and for the fused C loop, which reads the table. Past 2^23 (32 MB) the table's product is bound by writing
-# its output to memory (about 150 GFLOP/s for a batch-32 group, against 420 for per-step products whose output
-# stays in cache), and at batch 32 PyTorch's per-step path was faster overall (bench/sampling.py).
+# its output to memory (a batch-32 group's table at about 160 GFLOP/s against 440 for its per-step products,
+# bench/results/mar_head.md), so large batches keep PyTorch's per-step path (chosen from side runs of
+# bench/sampling.py at other limits, not committed).
 LOOP_TABLE_LIMIT = 1 << 23
 
 
