@@ -8,8 +8,9 @@ prompt on both sides:
    (temperature 0 = argmax), the loop written out below;
 2. unimm-compiled: the same weights in ``StaticDecoder``: a fixed-shape cache written in place and a
    ``torch.compile``'d step (its one-off compile is timed apart), its products through oneDNN on packed weights
-   from 2 rows up and, at 1 row, as multiply-and-sum loops of inductor's (timed against the same step on MKL's
-   ``sgemv``, the control);
+   from 2 rows up where oneDNN beats MKL on this CPU (``onednn_linear.beats_blas``: AVX-512 that MKL leaves
+   unused, as on AMD; otherwise MKL's ``mm``) and, at 1 row, as multiply-and-sum loops of inductor's (timed
+   against the same step on MKL's ``sgemv``, the control);
 3. transformers: ``model.generate(..., do_sample=False, use_cache=True)`` with exactly ``--new-tokens`` tokens,
    in the model's default attention implementation (reported).
 
@@ -38,6 +39,7 @@ import transformers
 from unimm.atlas.throughput import matmul_peak_gflops
 from unimm.nn import packed_linear
 from unimm.nn.backbone import Backbone
+from unimm.nn.onednn_linear import beats_blas
 from unimm.nn.static_decoding import StaticDecoder, decode_weights
 from unimm.samplers.text import select_next
 
@@ -352,8 +354,9 @@ def markdown(result: dict) -> str:
         + ", ".join(f"{r['compile_s']:.1f} s at batch {r['batch']}" for r in result["table"])
         + " (not in the timings). Its linear products run through oneDNN with the weights packed for the batch at "
         + (", ".join(f"batch {r['batch']}" for r in result["table"] if r.get("compiled_packed")) or "no batch")
-        + " (`nn/packed_linear.py`), on transposed weight copies; at batch 1 as multiply-and-sums along the "
-        "weights' own rows (below).",
+        + " (`nn/packed_linear.py`; from 2 rows where oneDNN beats MKL on the CPU, "
+        + f"`onednn_linear.beats_blas`: {'yes' if result.get('onednn_beats_blas') else 'no'} here), otherwise "
+        "MKL's `mm` on transposed weight copies; at batch 1 as multiply-and-sums along the weights' own rows (below).",
     ]
     for r in result["table"]:
         if r.get("row_products"):
@@ -394,7 +397,8 @@ def markdown(result: dict) -> str:
             lines += [
                 "",
                 f"A square {pk['n']}-product: MKL {pk['mkl_gflops']:.0f} GFLOP/s, oneDNN {pk['onednn_gflops']:.0f} "
-                "GFLOP/s. On an AMD processor MKL runs its AVX2 code; oneDNN uses the AVX-512 the CPU has.",
+                "GFLOP/s. On an AMD processor MKL runs its AVX2 code and oneDNN the AVX-512 the CPU has; on an "
+                "Intel one both use AVX-512.",
             ]
     if result.get("profile"):
         p = result["profile"]
@@ -478,6 +482,7 @@ def run(args) -> dict:
         "quick": args.quick,
         "cpu": cpu_model(),
         "cpu_count": os.cpu_count(),
+        "onednn_beats_blas": beats_blas(),
         "threads": threads,
         "torch": torch.__version__,
         "transformers": transformers.__version__,

@@ -35,6 +35,7 @@ from machine import cpu_model  # noqa: E402
 from unimm.models import head_loop  # noqa: E402
 from unimm.models.diffusion_head import DiffusionHead  # noqa: E402
 from unimm.nn.onednn_linear import available as onednn_available  # noqa: E402
+from unimm.nn.onednn_linear import beats_blas  # noqa: E402
 from unimm.objectives.image_diffusion import DDPMObjective  # noqa: E402
 from unimm.samplers.affine import coefficients, step_noise  # noqa: E402
 from unimm.samplers.guidance import guide  # noqa: E402
@@ -168,8 +169,10 @@ def markdown(r: dict) -> str:
     t, s = r["table"], r["step"]
     lines += [
         "",
-        "oneDNN's weights are packed for the row count. `ConditionedHead` takes oneDNN for the modulations always and "
-        "for the width products from `ONEDNN_MIN_ROWS` rows.",
+        "oneDNN's weights are packed for the row count. Where oneDNN beats MKL on the CPU "
+        f"(`onednn_linear.beats_blas`: {'yes' if r.get('onednn_beats_blas') else 'no'} here), `ConditionedHead` "
+        "takes oneDNN for the modulations always and for the width products from `ONEDNN_MIN_ROWS` rows; "
+        "elsewhere MKL's `addmm` throughout.",
         "",
         f"Modulations of a batch-32 group ({t['levels']} levels x {t['rows']} rows, oneDNN): one table product "
         f"{t['table_us'] / 1e3:.2f} ms ({t['table_gflops']:.0f} GFLOP/s) against {t['levels']} per-level products "
@@ -210,6 +213,7 @@ def main(argv=None) -> dict:
         result = {
             "benchmark": "mar_head",
             "machine": cpu_model(),
+            "onednn_beats_blas": beats_blas(),
             "threads": args.threads,
             "torch": torch.__version__,
             "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),

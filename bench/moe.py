@@ -6,6 +6,8 @@ One process times, on the same random tokens (half text, half image modality):
 - ``moe``: top-k of E routed SwiGLU experts of width ``hidden / k`` (``MoEFeedForward``: tokens sorted by
   expert, each expert on its contiguous slice);
 - ``modality-moe``: the same experts in a text half and an image half (MoMa routing);
+- ``moe, autograd ops``: the ``moe`` layer (same weights) with its experts as autograd's per-expert ops instead of
+  the in-place expert stage (``nn/expert_stage.py``): the control for that stage;
 - ``naive-moe``: the same routed layer computed the slow way, a Python loop over tokens and their experts
   (the reference the MoE tests compare against; timed on a subset of tokens and scaled);
 - ``dense-block`` / ``moe-block`` / ``mot-block``: whole pre-norm blocks (attention + FFN) for context, built
@@ -32,7 +34,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from unimm.nn import expert_stage
 from unimm.nn.backbone import BackboneConfig
+from unimm.nn.expert_stage import ExpertStage
 from unimm.nn.mlp import SwiGLU
 from unimm.nn.moe import MoEFeedForward
 from unimm.nn.onednn_linear import available as onednn_available
@@ -120,7 +124,9 @@ def run(args: argparse.Namespace) -> dict:
         "dense": SwiGLU(d, h),
         "moe": MoEFeedForward(d, h // k, e, k),
         "modality-moe": MoEFeedForward(d, h // k, e, k, groups=groups),
+        "moe, autograd ops": MoEFeedForward(d, h // k, e, k, in_place=False),
     }
+    ffns["moe, autograd ops"].load_state_dict(ffns["moe"].state_dict())  # the same layer on autograd's path
     rows = []
     groups = {
         "ffn": {
@@ -170,6 +176,7 @@ def run(args: argparse.Namespace) -> dict:
         rows.append({"group": "block", "layer": name, "s": statistics.median(ts), "times": ts})
 
     breakdown = moe_breakdown(ffns["moe"], x.detach(), args.warmup, args.repeats)
+    breakdown["products_only"] = products_only(ffns["dense"], ffns["moe"], breakdown["expert_counts"], args)
 
     order = ["ffn", "ffn, oneDNN", "block"]
     rows.sort(key=lambda r: order.index(r["group"]))  # stable: each group in the order its layers were listed
@@ -181,6 +188,16 @@ def run(args: argparse.Namespace) -> dict:
         else:  # naive-moe, timed apart on a subset of the tokens
             r["vs_dense"] = round(dense["s"] / r["s"], 3)
         r["tokens_per_s"] = round(n / r["s"], 1)
+    stage = {}  # the in-place expert stage against autograd's ops on the same layer, paired repeat by repeat
+    for group in ("ffn", "ffn, oneDNN"):
+        by_name = {r["layer"]: r for r in rows if r["group"] == group}
+        if "moe" in by_name and "moe, autograd ops" in by_name:
+            pairs = zip(by_name["moe, autograd ops"]["times"], by_name["moe"]["times"], strict=True)
+            ratios = sorted(a / b for a, b in pairs)
+            stage[group] = {
+                name: round(ratios[round(f * (len(ratios) - 1))], 3)
+                for name, f in (("median", 0.5), ("q10", 0.1), ("q90", 0.9))
+            }
     for r in rows:
         r["ms"] = round(r.pop("s") * 1000, 3)
         r.pop("times", None)
@@ -200,6 +217,45 @@ def run(args: argparse.Namespace) -> dict:
         },
         "table": rows,
         "moe_breakdown": breakdown,
+        "stage_vs_autograd": stage,
+    }
+
+
+def products_only(dense: SwiGLU, moe: MoEFeedForward, counts: list[int], args: argparse.Namespace) -> dict:
+    """The six matrix products of one forward + backward and nothing else, the dense layer's in the layouts autograd
+    gives ``nn.Linear`` and the experts' as the in-place stage runs them (on the measured counts), taking turns
+    repeat by repeat: the ceiling of the routed layer's ratio on this CPU's BLAS, whatever the other ops cost."""
+    t, d = sum(counts) // moe.top_k, moe.dim
+    w_gu, w_d = dense.gate_up_proj.weight.detach(), dense.down_proj.weight.detach()  # [2h, d], [d, h]
+    x, a, g = torch.randn(t, d), torch.randn(t, w_d.shape[1]), torch.randn(t, d)
+    gh = torch.randn(t, w_gu.shape[0])
+
+    def dense_products() -> None:
+        x @ w_gu.t(), a @ w_d.t()  # forward
+        g @ w_d, g.t() @ a, gh @ w_gu, gh.t() @ x  # input and weight gradients
+
+    egu, ed = moe.w_gate_up.detach(), moe.w_down.detach()  # [E, d, 2h'], [E, h', d]
+    xe = [torch.randn(n, d) for n in counts]
+    ae = [torch.randn(n, ed.shape[1]) for n in counts]
+    ge = [torch.randn(n, d) for n in counts]
+    ghe = [torch.randn(n, egu.shape[2]) for n in counts]
+
+    def expert_products() -> None:
+        for e in range(len(counts)):
+            xe[e] @ egu[e], ae[e] @ ed[e]
+            ge[e] @ ed[e].t(), ae[e].t() @ ge[e], ghe[e] @ egu[e].t(), xe[e].t() @ ghe[e]
+
+    times: dict = {"dense": [], "experts": []}
+    for i in range(args.warmup + args.repeats):
+        for name, fn in (("dense", dense_products), ("experts", expert_products)):
+            t0 = time.perf_counter()
+            fn()
+            if i >= args.warmup:
+                times[name].append(time.perf_counter() - t0)
+    return {
+        "dense_ms": round(statistics.median(times["dense"]) * 1000, 3),
+        "experts_ms": round(statistics.median(times["experts"]) * 1000, 3),
+        "vs_dense": round(paired_ratio(times["dense"], times["experts"]), 3),
     }
 
 
@@ -207,7 +263,9 @@ def moe_breakdown(layer: MoEFeedForward, x: torch.Tensor, warmup: int, repeats: 
     """The routed FFN's forward + backward cut into its stages, each timed alone on the layer's own routing of
     ``x``: routing (router, softmax, top-k, the balancing and z-losses), permutation (sort, gather into the expert
     buffer, weighted scatter back), the experts' products on the measured counts, and the same products on
-    perfectly balanced counts (their difference: the cost of imbalance). Milliseconds per step."""
+    perfectly balanced counts (their difference: the cost of imbalance). The experts run as the layer runs them:
+    on CPU fp32 its in-place stage (``nn/expert_stage.py``), there fed tokens already in the experts' order, so that
+    its gather and scatter are plain copies (counted in both stages). Milliseconds per step."""
     flat = x.reshape(-1, layer.dim)
     t, k, e = flat.shape[0], layer.top_k, layer.num_experts
     group = torch.zeros(t, dtype=torch.long)
@@ -234,8 +292,11 @@ def moe_breakdown(layer: MoEFeedForward, x: torch.Tensor, warmup: int, repeats: 
     def experts(sizes: list[int]):
         buf = flat[:1].expand(sum(sizes), -1).clone().requires_grad_()
         weights = (layer.w_gate_up.unbind(0), layer.w_down.unbind(0))
+        ones, rows = torch.ones(sum(sizes)), torch.arange(sum(sizes))
 
-        def run() -> torch.Tensor:
+        def run() -> torch.Tensor:  # the layer's own path, on tokens already in the experts' order
+            if expert_stage.eligible(buf, layer.w_gate_up, layer.w_down):
+                return ExpertStage.apply(buf, layer.w_gate_up, layer.w_down, ones, rows, sizes, False)
             outs = [layer.expert(i, c, weights) for i, c in enumerate(buf.split(sizes)) if c.shape[0] > 0]
             return torch.cat(outs)
 
@@ -280,6 +341,13 @@ def markdown(result: dict) -> str:
         "`naive-moe` is timed on a subset of tokens and scaled to the full count. The layers of a group take turns "
         "repeat by repeat; *vs dense* is the median of the per-repeat ratios (the naive loop's: of the medians).",
     ]
+    for group, q in result.get("stage_vs_autograd", {}).items():
+        lines += [
+            "",
+            f"In group *{group}* the routed layer with its in-place expert stage runs at {q['median']:.2f}× the speed "
+            f"of the same layer on autograd's per-expert ops (median of the per-repeat ratios, 10-90 % "
+            f"{q['q10']:.2f}-{q['q90']:.2f}×).",
+        ]
     b = result.get("moe_breakdown")
     if b:
         dense = next(r["ms"] for r in result["table"] if r["layer"] == "dense" and r["group"] == "ffn")
@@ -299,6 +367,15 @@ def markdown(result: dict) -> str:
         ]
         for name, ms in b["parts_ms"].items():
             lines.append(f"| {name} | {ms:.2f} | {ms / b['total_ms']:.0%} |")
+        po = b.get("products_only")
+        if po:
+            lines += [
+                "",
+                f"The six matrix products of a forward + backward alone, in the layouts each layer runs them, taking "
+                f"turns: dense {po['dense_ms']:.2f} ms, experts {po['experts_ms']:.2f} ms on the counts above, "
+                f"**{po['vs_dense']:.2f}×** (median of the per-repeat ratios): the ceiling of the routed layer's ratio "
+                "on this CPU's BLAS, whatever the routing, permutation and elementwise ops cost.",
+            ]
     return "\n".join(lines) + "\n"
 
 

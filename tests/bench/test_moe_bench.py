@@ -19,7 +19,16 @@ def test_quick_run_reports_every_layer_kind(tmp_path):
     bench = _load_bench()
     bench.main(["--quick", "--out", str(tmp_path)])
     md = (tmp_path / "moe.md").read_text()
-    for name in ("dense", "moe", "modality-moe", "naive-moe", "dense-block", "moe-block", "mot-block"):
+    for name in (
+        "dense",
+        "moe",
+        "modality-moe",
+        "moe, autograd ops",
+        "naive-moe",
+        "dense-block",
+        "moe-block",
+        "mot-block",
+    ):
         assert f"| {name} |" in md
     import json
 
@@ -27,8 +36,13 @@ def test_quick_run_reports_every_layer_kind(tmp_path):
 
     table = json.loads((tmp_path / "moe.json").read_text())["table"]
     dnn = {r["layer"]: r for r in table if r["group"] == "ffn, oneDNN"}
-    assert set(dnn) == ({"dense", "moe", "modality-moe"} if available() else set())
+    assert set(dnn) == ({"dense", "moe", "modality-moe", "moe, autograd ops"} if available() else set())
     assert all(r["vs_dense"] > 0 for r in dnn.values()) and (not dnn or dnn["dense"]["vs_dense"] == 1.0)
+
+    stage = json.loads((tmp_path / "moe.json").read_text())["stage_vs_autograd"]
+    assert set(stage) == ({"ffn", "ffn, oneDNN"} if available() else {"ffn"})
+    assert all(0 < q["q10"] <= q["median"] <= q["q90"] for q in stage.values())
+    assert "in-place expert stage runs at" in md
 
     b = json.loads((tmp_path / "moe.json").read_text())["moe_breakdown"]
     assert sum(b["expert_counts"]) == 2 * 16 * 2  # batch 2 x seq 16 tokens, top-2 choices each
@@ -43,6 +57,8 @@ def test_quick_run_reports_every_layer_kind(tmp_path):
     assert parts["routing"] > 0 and parts["permutation"] > 0 and parts["experts (balanced counts)"] > 0
     assert abs(sum(parts.values()) - b["total_ms"]) < 1e-2  # the rest closes the sum
     assert "## Where the routed FFN's time goes" in md
+    po = b["products_only"]
+    assert po["dense_ms"] > 0 and po["experts_ms"] > 0 and po["vs_dense"] > 0 and "matrix products" in md
 
 
 def test_naive_reference_equals_the_sorted_dispatch():

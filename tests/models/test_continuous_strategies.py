@@ -252,6 +252,7 @@ def test_mar_conditioned_head_equals_the_head_at_each_level(table_limit, onednn_
             table_limit=table_limit,
             onednn_min_rows=onednn_min_rows,
             loop_table_limit=0,  # the PyTorch steps
+            onednn=True,  # whether or not oneDNN beats MKL on this CPU
         )
         assert (conditioned.table is None) == (table_limit == 0)
         assert conditioned.onednn == (onednn_min_rows == 1 and onednn_linear.available())
@@ -280,3 +281,16 @@ def test_mar_sampling_steps_equal_the_plain_head_forward(digits_dir, sampler):
         kw = {"temperature": 0.9} if sampler == "ddpm" else {}
         expected = w.objective.run_sampler(sampler, plain, noise, 4, gen, **kw)
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("beats", [False, True])
+def test_mar_conditioned_head_takes_onednn_only_where_it_beats_blas(monkeypatch, beats):
+    """By default the head's products go to oneDNN only on a CPU where it beats MKL (onednn_linear.beats_blas)."""
+    from unimm.models import diffusion_head
+
+    monkeypatch.setattr(diffusion_head, "beats_blas", lambda: beats)
+    head = DiffusionHead(patch_dim=6, cond_dim=10, width=16, depth=2)
+    with torch.no_grad():
+        conditioned = head.prepared(torch.rand(3)).condition(torch.randn(5, 10), onednn_min_rows=1, loop_table_limit=0)
+    on = beats and onednn_linear.available()
+    assert conditioned.onednn == on and (conditioned.ada_mm is not torch.addmm) == on

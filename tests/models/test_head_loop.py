@@ -71,7 +71,7 @@ def test_heads_the_loop_does_not_take_keep_the_pytorch_steps():
         assert not odd.loops  # the loop's products need a width that is a multiple of 16
         large = _head().prepared(torch.rand(4)).condition(torch.randn(4, 12), loop_table_limit=0, table_limit=0)
         assert not large.loops and large.table is None  # modulations computed per step (large batches)
-        small = _head().prepared(torch.rand(4)).condition(torch.randn(4, 12), onednn_min_rows=1)
+        small = _head().prepared(torch.rand(4)).condition(torch.randn(4, 12), onednn_min_rows=1, onednn=True)
         assert small.loops == head_loop.available() and small.onednn != small.loops  # no packing for the loop
 
 

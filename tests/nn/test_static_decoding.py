@@ -1,9 +1,11 @@
 """The fixed-shape decoder (static cache, compiled step) gives the growing-cache decoder's tokens."""
 
+from pathlib import Path
+
 import pytest
 import torch
 
-from unimm.nn import packed_linear
+from unimm.nn import onednn_linear, packed_linear
 from unimm.nn.backbone import Backbone, BackboneConfig
 from unimm.nn.kv_cache import StaticKVCache
 from unimm.nn.static_decoding import StaticDecoder
@@ -97,6 +99,30 @@ def test_packed_step_gives_the_cached_tokens():
             dec = StaticDecoder(model, 3, 17, packed=packed)
             assert dec.packed == (packed and packed_linear.available())
             assert torch.equal(dec.generate(prompt, 12), expected)
+
+
+@pytest.mark.skipif(not packed_linear.available(), reason="this torch build has no oneDNN")
+@pytest.mark.parametrize(
+    "vendor, capability, packs",
+    [("AuthenticAMD", "AVX512", True), ("GenuineIntel", "AVX512", False), ("AuthenticAMD", "AVX2", False)],
+)
+def test_default_packs_only_where_onednn_beats_blas(monkeypatch, vendor, capability, packs):
+    """The default: oneDNN's packed products from PACKED_MIN_ROWS rows where the CPU has AVX-512 that MKL leaves
+    unused (not an Intel CPU), MKL's elsewhere; batch 1 never packs."""
+    monkeypatch.setattr(onednn_linear, "cpu_vendor", lambda: vendor)
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
+    onednn_linear.beats_blas.cache_clear()
+    try:
+        model = _model(0)
+        assert StaticDecoder(model, 3, 17, compile=False).packed == (packs and packed_linear.available())
+        assert not StaticDecoder(model, 1, 17, compile=False).packed
+    finally:
+        onednn_linear.beats_blas.cache_clear()
+
+
+def test_cpu_vendor_reads_proc_cpuinfo():
+    vendor = onednn_linear.cpu_vendor()
+    assert isinstance(vendor, str) and (vendor or not Path("/proc/cpuinfo").exists())
 
 
 @pytest.mark.skipif(not packed_linear.available(), reason="this torch build has no oneDNN")

@@ -6,8 +6,9 @@ noise-level embedding and a projection of ``z``; the gates and the output start 
 A sampler calls the head many times with the same ``z`` at a few known noise levels, and the AdaLN
 modulations depend on nothing else: ``DiffusionHead.conditioned`` computes them for every level and row
 in one product (``ConditionedHead``), so that each sampling step runs only the MLPs. On a CPU in fp32 its
-products go through oneDNN where that is faster than torch's MKL ``addmm`` (``nn/onednn_linear.py``): the
-modulation products always, the MLPs' from ``ONEDNN_MIN_ROWS`` rows (a batch's larger groups).
+products go through oneDNN where that is faster than torch's MKL ``addmm`` (``nn/onednn_linear.py``): on a CPU
+where MKL leaves AVX-512 unused (AMD), the modulation products always, the MLPs' from ``ONEDNN_MIN_ROWS`` rows (a
+batch's larger groups).
 """
 
 import torch
@@ -17,9 +18,11 @@ from torch import nn
 from unimm.models import head_loop
 from unimm.models.image_io import timestep_embedding
 from unimm.nn.onednn_linear import available as onednn_available
+from unimm.nn.onednn_linear import beats_blas
 
 # From this many rows oneDNN's product with a packed weight beats MKL's addmm on the head's width-128 layers; the
-# modulation products (width -> 11 x width at depth 3) are faster on oneDNN at every row count (bench/mar_head.py).
+# modulation products (width -> 11 x width at depth 3) are faster on oneDNN at every row count (bench/mar_head.py
+# on an AMD EPYC, `git show 7540e52:bench/results/mar_head.md`; on an Intel Xeon MKL is faster at few rows).
 ONEDNN_MIN_ROWS = 128
 # Up to this many modulation values (levels x rows x K) they are computed as one table for PyTorch's steps ...
 TABLE_LIMIT = 1 << 20
@@ -160,8 +163,11 @@ class ConditionedHead:
     Otherwise the MLPs' weights are laid out for PyTorch's few-row products: transposed for MKL's ``addmm``, or,
     on a CPU in fp32 from ``onednn_min_rows`` rows, packed for oneDNN's product at R rows (``onednn`` says which).
     The modulations use oneDNN whenever it can run, the per-level products with the weight packed for R rows, the
-    table's with it as it is (as fast there, and the same values). ``run(x_t, i)`` is
-    ``head(x_t, level[i].expand(R), z)`` up to float rounding with a handful of ops per block."""
+    table's with it as it is (as fast there, and the same values). ``onednn``: whether oneDNN may run at all; None
+    (default) where it beats MKL on this CPU (``nn/onednn_linear.py: beats_blas``: on an Intel Xeon MKL's own
+    AVX-512 products are faster on the width layers at every row count and on the modulations at few rows,
+    bench/results/mar_head.md).
+    ``run(x_t, i)`` is ``head(x_t, level[i].expand(R), z)`` up to float rounding with a handful of ops per block."""
 
     def __init__(
         self,
@@ -170,10 +176,12 @@ class ConditionedHead:
         table_limit: int = TABLE_LIMIT,
         onednn_min_rows: int = ONEDNN_MIN_ROWS,
         loop_table_limit: int = LOOP_TABLE_LIMIT,
+        onednn: bool | None = None,
     ) -> None:
         self.prepared = prepared
         self.width, self.depth = prepared.width, prepared.depth
-        rows, can = z.shape[0], _use_onednn(z)
+        rows = z.shape[0]
+        can = _use_onednn(z) and (beats_blas() if onednn is None else onednn)
         values = prepared.levels * rows * prepared.ada_bias.shape[0]
         self.loops = values <= loop_table_limit and head_loop.supports(self.width, prepared.x_in[1].shape[0], z)
         tabled = self.loops or values <= table_limit

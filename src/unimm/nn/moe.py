@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from unimm.nn import expert_stage, onednn_linear
+from unimm.nn.expert_stage import ExpertStage
 from unimm.nn.mlp import SwiGLU
 
 
@@ -45,6 +47,10 @@ class MoEFeedForward(nn.Module):
     weighted by their token counts, so a uniform router still scores exactly 1. The z-loss uses the logits
     that enter the softmax, i.e. only the token's own group.
 
+    ``in_place``: on CPU fp32 run the experts as one autograd function that writes every result where it belongs
+    (``nn/expert_stage.py``); ``False`` keeps autograd's per-expert ops there too (the bench's control). Elsewhere
+    (GPU, autocast, tracing, sharded parameters) autograd's ops run either way.
+
     After each forward ``last_stats`` holds detached routing statistics for logging: ``tokens_per_expert``
     [E] (kept assignments), ``dropped`` (assignments over capacity), ``router_entropy`` (mean, nats),
     ``aux_loss`` / ``z_loss`` (unweighted) and, when modality is given, ``tokens_per_expert_by_modality``
@@ -62,8 +68,10 @@ class MoEFeedForward(nn.Module):
         aux_weight: float = 0.01,
         z_weight: float = 1e-3,
         groups: list[list[int]] | None = None,
+        in_place: bool = True,
     ) -> None:
         super().__init__()
+        self.in_place = in_place
         self.dim, self.hidden_dim, self.num_experts, self.top_k = dim, hidden_dim, num_experts, top_k
         self.capacity_factor, self.aux_weight, self.z_weight = capacity_factor, aux_weight, z_weight
         self.groups = [list(g) for g in groups] if groups is not None else None
@@ -101,6 +109,24 @@ class MoEFeedForward(nn.Module):
         # through oneDNN where train.matmul asks for it (nn/onednn_linear.py), as the dense layers' do
         gate, up = F.linear(x, w_gate_up[e].t()).chunk(2, dim=-1)
         return F.linear(F.silu(gate) * up, w_down[e].t())
+
+    def experts_autograd(
+        self, x: torch.Tensor, tok: torch.Tensor, gate: torch.Tensor, counts: torch.Tensor
+    ) -> torch.Tensor:
+        """The experts' weighted outputs scattered back, ``[T, dim]``, as autograd ops: the general path (GPU,
+        autocast, tracing, sharded parameters) of what ``nn/expert_stage.py`` computes in place on CPU fp32."""
+        # one contiguous buffer, each expert on its own slice, weighted outputs scattered back
+        buf = x.index_select(0, tok)  # not x[tok]: its backward (an accumulating index_put) is 2x slower
+        # unbind once: its backward stacks the experts' gradients in one op, where indexing the parameter per expert
+        # would give each expert a zero-filled full-size gradient to add up
+        weights = (self.w_gate_up.unbind(0), self.w_down.unbind(0))
+        chunks = enumerate(buf.split(counts.tolist()))
+        outs = [self.expert(e, chunk, weights) for e, chunk in chunks if chunk.shape[0] > 0]
+        y = x.new_zeros(x.shape[0], self.dim)
+        if outs:
+            out = torch.cat(outs)
+            y = y.to(out.dtype).index_add_(0, tok, out * gate[:, None].to(out.dtype))
+        return y
 
     def route(
         self, x: torch.Tensor, group: torch.Tensor
@@ -148,17 +174,11 @@ class MoEFeedForward(nn.Module):
         else:
             kept = counts
 
-        # one contiguous buffer, each expert on its own slice, weighted outputs scattered back
-        buf = x.index_select(0, sorted_tok)  # not x[sorted_tok]: its backward (an accumulating index_put) is 2x slower
-        # unbind once: its backward stacks the experts' gradients in one op, where indexing the parameter per expert
-        # would give each expert a zero-filled full-size gradient to add up (bench/moe.py: 0.76x -> 0.83x of dense)
-        weights = (self.w_gate_up.unbind(0), self.w_down.unbind(0))
-        chunks = enumerate(buf.split(kept.tolist()))
-        outs = [self.expert(e, chunk, weights) for e, chunk in chunks if chunk.shape[0] > 0]
-        y = x.new_zeros(t, self.dim)
-        if outs:
-            out = torch.cat(outs)
-            y = y.to(out.dtype).index_add_(0, sorted_tok, out * sorted_gate[:, None].to(out.dtype))
+        if self.in_place and expert_stage.eligible(x, self.w_gate_up, self.w_down):
+            onednn = onednn_linear.active() and x.shape[0] > 1
+            y = ExpertStage.apply(x, self.w_gate_up, self.w_down, sorted_gate, sorted_tok, kept.tolist(), onednn)
+        else:
+            y = self.experts_autograd(x, sorted_tok, sorted_gate, kept)
         if self.shared_experts is not None:
             shared, _ = self.shared_experts(x)
             y = y.to(shared.dtype) + shared

@@ -7,16 +7,18 @@ transfusion layout at dim 256 at 1.3x the speed, at dims 96-128 1.18-1.27x (``be
 
 Inside :func:`onednn_linears` every ``F.linear`` (so every ``nn.Linear``) whose operands are plain CPU fp32
 tensors with at least two rows runs as :class:`OneDNNLinear`: forward and input gradient are oneDNN inner
-products, the weight gradient (a product over the rows) stays with BLAS. The MoE experts' products are
-``F.linear`` calls too (``nn/moe.py``). Everything else passes through unchanged: other products (attention,
-``@``), autocast regions (they choose their own kernels), tensor subclasses such as FSDP's DTensor, and code
-being traced by ``torch.compile``. The two
+products, the weight gradient (a product over the rows) stays with BLAS. The MoE experts' products follow the
+same setting (``nn/expert_stage.py`` asks :func:`active`; ``nn/moe.py``'s general path calls ``F.linear``).
+Everything else passes through unchanged: other products (attention, ``@``), autocast regions (they choose their
+own kernels), tensor subclasses such as FSDP's DTensor, and code being traced by ``torch.compile``. The two
 libraries round differently in the last bits, so a run is reproducible with the same setting
 (``train.matmul``), not across settings.
 """
 
+import functools
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -34,6 +36,30 @@ def available() -> bool:
     )
 
 
+def cpu_vendor() -> str:
+    """The CPU's vendor string (``GenuineIntel``, ``AuthenticAMD``, ...) from ``/proc/cpuinfo``; "" where there is
+    none (not Linux)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("vendor_id"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return ""
+
+
+@functools.cache
+def beats_blas() -> bool:
+    """Whether oneDNN's few-row products beat PyTorch's BLAS (MKL) on this CPU: where the CPU has AVX-512 that
+    MKL leaves unused. MKL takes its AVX-512 kernels on Intel processors only, so on an AMD EPYC ``mm`` runs AVX2
+    while oneDNN runs AVX-512 (2.3x on a square product there; a decoding step's products 1.4-1.8x at 2-32 rows,
+    ``git show 7540e52:bench/results/decode.md``); on an Intel Xeon both use AVX-512, the square product runs at
+    the same rate, and oneDNN's packed few-row products take 1.7-3.2x MKL's time (``bench/results/decode.md``)."""
+    return (
+        available() and torch.backends.cpu.get_cpu_capability().startswith("AVX512") and cpu_vendor() != "GenuineIntel"
+    )
+
+
 def _inner_flops(x_shape, w_shape, *args, out_shape=None, **kwargs) -> int:
     """FLOPs of oneDNN's inner product (``x [..., in] @ w [out, in].T``), for ``FlopCounterMode``: the product
     counts the same as the ``mm`` it replaces (the bias is not counted there either)."""
@@ -47,7 +73,7 @@ if available() and torch.ops.mkldnn._linear_pointwise not in flop_registry:
     register_flop_formula(torch.ops.mkldnn._linear_pointwise)(_inner_flops)
 
 
-def _inner(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
+def inner_product(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
     """oneDNN's ``x [N, in] @ w [out, in].T + b``; ``w`` may be the transposed view of an ``[in, out]`` matrix
     (oneDNN reads it in place, as fast: an MoE expert's weights), any other layout is copied first."""
     if not (w.is_contiguous() or w.t().is_contiguous()):
@@ -62,7 +88,7 @@ class OneDNNLinear(torch.autograd.Function):
     def forward(ctx, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
         ctx.save_for_backward(x, w)
         ctx.has_bias = b is not None
-        return _inner(x.reshape(-1, x.shape[-1]), w, b).view(*x.shape[:-1], w.shape[0])
+        return inner_product(x.reshape(-1, x.shape[-1]), w, b).view(*x.shape[:-1], w.shape[0])
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
@@ -70,7 +96,7 @@ class OneDNNLinear(torch.autograd.Function):
         g = grad.reshape(-1, grad.shape[-1])
         gx = gw = gb = None
         if ctx.needs_input_grad[0]:
-            gx = _inner(g, w.t(), None).view(x.shape)
+            gx = inner_product(g, w.t(), None).view(x.shape)
         if ctx.needs_input_grad[1]:
             gw = g.t() @ x.reshape(-1, x.shape[-1])
         if ctx.has_bias and ctx.needs_input_grad[2]:
@@ -100,6 +126,8 @@ def linear_args(args: tuple, kwargs: dict) -> tuple:
 
 
 class _OneDNNLinears(TorchFunctionMode):
+    """The mode :func:`onednn_linears` enters."""
+
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         if func is F.linear:
@@ -107,6 +135,12 @@ class _OneDNNLinears(TorchFunctionMode):
             if _eligible(x, w, b):
                 return OneDNNLinear.apply(x, w, b)
         return func(*args, **kwargs)
+
+
+def active() -> bool:
+    """Whether the calling code runs inside :func:`onednn_linears` (for products that are not ``F.linear`` calls
+    but want the same library: the MoE expert stage, ``nn/expert_stage.py``)."""
+    return any(isinstance(mode, _OneDNNLinears) for mode in torch.overrides._get_current_function_mode_stack())
 
 
 @contextmanager

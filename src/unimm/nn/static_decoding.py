@@ -13,14 +13,14 @@ Nothing in a step reads a Python int that changes, so the compiled graph is trac
 ``max_len``) and reused for every step and every later prompt of that shape (``reset`` starts a new one).
 On MKL or oneDNN the step reads each linear weight through a transposed contiguous copy (:func:`decode_weights`),
 the layout in which this CPU's BLAS multiplies one row fastest; from two rows up the copies are also packed for
-oneDNN, which multiplies a few rows faster than MKL on this AMD CPU (:mod:`unimm.nn.packed_linear`; the sweep
-in ``bench/results/decode.md``). At one row a compiled CPU step writes each product as a multiply-and-sum over
-the weights' own ``[out, in]`` rows, which inductor turns into vectorised dot products split over the threads
-(:mod:`unimm.nn.row_linear`), where MKL's ``sgemv`` would run on one thread. The copies are refreshed when the
-model's parameters change. The prefill runs eagerly, with the model's own weights. Compiled and eager steps
-give the same tokens as the growing-cache path (``tests/nn/test_static_decoding.py``). ``bench/decode.py``
-measures it against transformers' ``generate``; on a GPU the step is captured as a CUDA graph
-(``bench/gpu_check.py``).
+oneDNN where it multiplies a few rows faster than MKL: on CPUs with AVX-512 that MKL leaves unused, such as AMD's
+(:mod:`unimm.nn.packed_linear`, :func:`~unimm.nn.onednn_linear.beats_blas`; the sweep in ``bench/decode.py``).
+At one row a compiled CPU step writes each product as a multiply-and-sum over the weights' own ``[out, in]`` rows,
+which inductor turns into vectorised dot products split over the threads (:mod:`unimm.nn.row_linear`), where MKL's
+``sgemv`` would run on one thread. The copies are refreshed when the model's parameters change. The prefill runs
+eagerly, with the model's own weights. Compiled and eager steps give the same tokens as the growing-cache path
+(``tests/nn/test_static_decoding.py``). ``bench/decode.py`` measures it against transformers' ``generate``; on a GPU
+the step is captured as a CUDA graph (``bench/gpu_check.py``).
 """
 
 from collections.abc import Callable
@@ -33,10 +33,11 @@ from torch.func import functional_call
 
 from unimm.nn.backbone import Backbone
 from unimm.nn.kv_cache import StaticKVCache
+from unimm.nn.onednn_linear import beats_blas
 from unimm.nn.packed_linear import PackedLinears, available, pack
 from unimm.nn.row_linear import RowLinears
 
-#: the fewest rows at which oneDNN's packed product beats MKL's on this CPU (nn/packed_linear.py)
+#: the fewest rows at which oneDNN's packed product beats MKL's where it beats MKL at all (nn/packed_linear.py)
 PACKED_MIN_ROWS = 2
 
 
@@ -118,8 +119,9 @@ class StaticDecoder:
     ``compile``: run the step through ``torch.compile`` (the first step of a new shape compiles, seconds);
     False runs the same step eagerly (the reference it is tested against). ``options``: inductor options instead
     of :func:`compile_options`' defaults. ``packed``: on a CPU, multiply through oneDNN with the weights packed
-    for ``batch`` rows (:mod:`unimm.nn.packed_linear`); None (default) does where it is faster, from
-    ``PACKED_MIN_ROWS`` rows, and False keeps MKL's products. ``rows``: at batch 1 in a compiled CPU step, write
+    for ``batch`` rows (:mod:`unimm.nn.packed_linear`); None (default) does where it is faster: from
+    ``PACKED_MIN_ROWS`` rows on a CPU where oneDNN beats MKL at all (:func:`~unimm.nn.onednn_linear.beats_blas`);
+    False keeps MKL's products. ``rows``: at batch 1 in a compiled CPU step, write
     each product as a multiply-and-sum for inductor (:mod:`unimm.nn.row_linear`); None (default) does wherever
     it applies, False keeps MKL's ``sgemv``. ``skip_guards`` (compiled CPU steps): a step whose inputs are in the
     same state as the last one that ran dynamo's guards (same ids shape / dtype / device, grad, inference and
@@ -146,7 +148,7 @@ class StaticDecoder:
         self.next_pos = torch.zeros(batch, dtype=torch.long, device=device)
         options = compile_options(device.type) if options is None else options
         if packed is None:
-            packed = batch >= PACKED_MIN_ROWS
+            packed = batch >= PACKED_MIN_ROWS and beats_blas()
         self.packed = packed and device.type == "cpu" and available()
         self.rows = (rows is not False) and compile and batch == 1 and device.type == "cpu" and not self.packed
         self.linears = "packed" if self.packed else "rows" if self.rows else "mm"
