@@ -118,6 +118,25 @@ def step(width: int, depth: int, calls: int, repeats: int) -> dict:
             "products_share": products_per_step * mm / run}  # fmt: skip
 
 
+def condition(width: int, depth: int, calls: int, repeats: int) -> dict:
+    """A batch-1 group's ``PreparedHead.condition`` (6 rows, 50 levels) on the PreparedHead a sampler keeps, against
+    the same on a fresh one each time (the transposed modulation weight and the table's memory made anew, as every
+    group did before they were kept), on MKL's path; the fresh PreparedHead's own layout time is subtracted."""
+    torch.manual_seed(0)
+    head = DiffusionHead(patch_dim=4, cond_dim=128, width=width, depth=depth).eval()
+    level, z = torch.rand(50), torch.randn(6, 128)
+    with torch.inference_mode():
+        kept = head.prepared(level)
+        reused, fresh = compare(
+            lambda: kept.condition(z, onednn=False),
+            lambda: head.prepared(level).condition(z, onednn=False),
+            calls,
+            repeats,
+        )
+        layout, _ = compare(lambda: head.prepared(level), lambda: None, calls, repeats)
+    return {"rows": 6, "levels": 50, "reused_us": reused, "fresh_us": fresh - layout, "layout_us": layout}
+
+
 def group(width: int, depth: int, calls: int, repeats: int, positions: int = 3, steps: int = 50) -> dict | None:
     """A batch-1 group's DDPM sampler with guidance (``positions`` x 2 rows), the PyTorch steps against the fused
     loop, from the same noise; None where the loop is not built."""
@@ -182,6 +201,15 @@ def markdown(r: dict) -> str:
         f"{s['products_per_step']} products at {s['addmm_6_rows_us']:.1f} µs each (MKL `addmm`, {s['rows']} rows) "
         f"are about {s['products_share']:.0%}. MAR at batch 1 makes 800 such steps.",
     ]
+    c = r.get("condition")
+    if c:
+        lines += [
+            "",
+            f"A batch-1 group's `condition` ({c['rows']} rows, {c['levels']} levels, MKL's path): "
+            f"{c['reused_us']:.0f} µs on the PreparedHead a sampler keeps (transposed weight and table memory made "
+            f"once) against {c['fresh_us']:.0f} µs with both made anew (a fresh PreparedHead's layout time, "
+            f"{c['layout_us']:.0f} µs, subtracted).",
+        ]
     g = r.get("group")
     if g is None:
         lines += ["", "The fused head loop could not be built here (no C compiler), so it is not timed."]
@@ -225,6 +253,7 @@ def main(argv=None) -> dict:
         }
     result["step"] = step(width, depth, calls, repeats)
     result["group"] = group(width, depth, max(2, calls // 100), repeats)
+    result["condition"] = condition(width, depth, max(2, calls // 100), repeats)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     args.out.with_suffix(".md").write_text(markdown(result))

@@ -20,3 +20,5 @@ def test_quick_run_reports_products_table_and_step(tmp_path):
     group = result["group"]
     if group is not None:  # the fused loop where a C compiler built it: the same draws as PyTorch's steps
         assert group["fused_us"] > 0 and group["max_abs_diff"] < 1e-3
+    c = result["condition"]
+    assert c["reused_us"] > 0 and c["layout_us"] > 0 and "`condition`" in (tmp_path / "mar_head.md").read_text()

@@ -294,3 +294,27 @@ def test_mar_conditioned_head_takes_onednn_only_where_it_beats_blas(monkeypatch,
         conditioned = head.prepared(torch.rand(3)).condition(torch.randn(5, 10), onednn_min_rows=1, loop_table_limit=0)
     on = beats and onednn_linear.available()
     assert conditioned.onednn == on and (conditioned.ada_mm is not torch.addmm) == on
+
+
+def test_mar_tables_reuse_their_prepared_heads_memory_and_stale_ones_raise():
+    """On the MKL path each condition() writes its table into the PreparedHead's one buffer (no fresh allocation
+    per group); the values are those of a table of its own, and a head whose table was overwritten refuses."""
+    torch.manual_seed(0)
+    head = DiffusionHead(patch_dim=6, cond_dim=10, width=16, depth=2)
+    for p in head.parameters():
+        torch.nn.init.normal_(p, std=0.3)
+    level, z1, z2 = torch.rand(5), torch.randn(4, 10), torch.randn(3, 10)
+    with torch.no_grad():
+        prepared = head.prepared(level)
+        first = prepared.condition(z1, onednn=False, loop_table_limit=0)
+        assert first.shared and first.table.data_ptr() == prepared.table_memory(1).data_ptr()
+        x = torch.randn(4, 6)
+        want = head(x, level[2].expand(4), z1)
+        torch.testing.assert_close(first.run(x, torch.tensor([2])), want, rtol=1e-5, atol=1e-5)
+        second = prepared.condition(z2, onednn=False, loop_table_limit=0)
+        assert second.table.data_ptr() == first.table.data_ptr()  # the same memory, no new table
+        own = head.prepared(level).condition(z2, onednn=False, loop_table_limit=0).table
+        assert torch.equal(second.table, own)
+        with pytest.raises(RuntimeError, match="reused by a later condition"):
+            first.run(x, torch.tensor([2]))
+        assert prepared.ada_weight_t() is prepared.ada_weight_t()  # transposed once, not per group

@@ -132,6 +132,26 @@ class PreparedHead:
         self.mlps = [(_pair(b.mlp[0]), _pair(b.mlp[2])) for b in head.blocks]
         self.time = head.t_mlp(timestep_embedding(level, head.freq_dim).to(head.x_in.weight.dtype))  # [S, width]
         self._loop_weights: dict[str, torch.Tensor] | None = None
+        self._ada_t: torch.Tensor | None = None
+        self._table: torch.Tensor | None = None  # the MKL tables' memory, handed to each condition() in turn
+        self.generation = 0  # condition() calls so far: a ConditionedHead's table is valid while it is the last
+
+    def ada_weight_t(self) -> torch.Tensor:
+        """The modulation weight transposed and contiguous, ``[width, K]``, for MKL's ``addmm`` (made once, not once
+        per condition: a transposing copy of a few hundred kB per group)."""
+        if self._ada_t is None:
+            self._ada_t = self.ada_weight.t().contiguous()
+        return self._ada_t
+
+    def table_memory(self, rows: int) -> torch.Tensor:
+        """``[rows, K]`` of memory reused by every :meth:`condition`'s table on the MKL path (grown as needed): a
+        fresh table per group of a sampler costs as much in first-touch page faults as its product on some CPUs
+        (bench/results/mar_head.md). A ConditionedHead's table is therefore valid only until the next
+        :meth:`condition` call on the same PreparedHead; using it later raises."""
+        k = self.ada_weight.shape[0]
+        if self._table is None or self._table.shape[0] < rows:
+            self._table = self.ada_weight.new_empty(rows, k)
+        return self._table[:rows]
 
     def loop_weights(self) -> dict[str, torch.Tensor]:
         """The products' weights as ``head_loop.run`` takes them (stacked over the blocks; made once)."""
@@ -179,6 +199,8 @@ class ConditionedHead:
         onednn: bool | None = None,
     ) -> None:
         self.prepared = prepared
+        prepared.generation += 1
+        self.generation = prepared.generation
         self.width, self.depth = prepared.width, prepared.depth
         rows = z.shape[0]
         can = _use_onednn(z) and (beats_blas() if onednn is None else onednn)
@@ -187,7 +209,7 @@ class ConditionedHead:
         tabled = self.loops or values <= table_limit
         self.ada_mm = _onednn if can else torch.addmm
         weight = prepared.ada_weight
-        self.ada = prepared.ada_bias, (weight if tabled else _pack(weight, rows)) if can else weight.t().contiguous()
+        self.ada = prepared.ada_bias, (weight if tabled else _pack(weight, rows)) if can else prepared.ada_weight_t()
         self.onednn = can and rows >= onednn_min_rows and not self.loops
         self.mm = _onednn if self.onednn else torch.addmm
         head = prepared.head
@@ -196,16 +218,38 @@ class ConditionedHead:
         self.mlps = [(pair(b.mlp[0]), pair(b.mlp[2])) for b in head.blocks] if pair else prepared.mlps
         self.time = prepared.time
         self.cond = head.z_in(z)  # [R, width]
-        self.table = self._modulations(self.time) if tabled else None
+        self.shared = tabled and not can  # the table lives in the PreparedHead's reused memory
+        self._step: torch.Tensor | None = None  # the per-level modulations' memory on MKL (no table)
+        self.table = self._modulations(self.time, shared=self.shared) if tabled else None
 
-    def _modulations(self, time: torch.Tensor) -> torch.Tensor:
-        """Time features [S, width] -> modulations [S, R, K], every scale slot holding 1 + scale."""
-        c = F.silu(time[:, None] + self.cond[None])
-        return self.ada_mm(self.ada[0], c.flatten(0, 1), self.ada[1]).view(*c.shape[:2], -1)
+    def _modulations(self, time: torch.Tensor, shared: bool = False) -> torch.Tensor:
+        """Time features [S, width] -> modulations [S, R, K], every scale slot holding 1 + scale; on MKL's ``addmm``
+        into reused memory: ``shared``, the PreparedHead's table memory, otherwise (one level per step) this
+        head's own step buffer, valid until the next step."""
+        c = F.silu(time[:, None] + self.cond[None]).flatten(0, 1)
+        if self.ada_mm is torch.addmm:
+            if shared:
+                memory = self.prepared.table_memory(c.shape[0])
+            else:
+                if self._step is None or self._step.shape[0] != c.shape[0]:
+                    self._step = c.new_empty(c.shape[0], self.ada[1].shape[1])
+                memory = self._step
+            out = torch.addmm(self.ada[0], c, self.ada[1], out=memory)
+        else:
+            out = self.ada_mm(self.ada[0], c, self.ada[1])
+        return out.view(time.shape[0], self.cond.shape[0], -1)
+
+    def _check_current(self) -> None:
+        if self.shared and self.generation != self.prepared.generation:
+            raise RuntimeError(
+                "this ConditionedHead's modulation table was reused by a later condition() call on its PreparedHead; "
+                "condition again (or use one PreparedHead per live ConditionedHead)"
+            )
 
     def modulation(self, index: torch.Tensor) -> torch.Tensor:
         """The modulations [R, K] at level ``index`` (a one-element tensor: off a CPU no value is read on the
         host; on a CPU the table's row is a view, not a copy)."""
+        self._check_current()
         if self.table is not None:
             if index.device.type == "cpu":
                 return self.table[int(index)]
@@ -218,6 +262,7 @@ class ConditionedHead:
         """A whole affine sampler in one call (where ``loops``): from x [M, P], at step k the head at level
         ``index[k]``, guided by the null rows with ``scale`` when given (the conditions were ``[z, z_null]``), then
         ``x = a x + b out + c noise[k]``, (a, b, c) = ``coef[k]``."""
+        self._check_current()
         return head_loop.run(x, self.prepared.loop_weights(), self.table, index, coef, noise, scale)
 
     def run(self, x_t: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
