@@ -57,6 +57,19 @@ def test_fused_loop_equals_the_pytorch_steps(guided, rows, threads):
 
 
 @needs_loop
+@pytest.mark.parametrize(("guided", "rows"), [(True, 5), (False, 7)])
+def test_fused_loop_gives_the_same_bits_at_any_thread_count(guided, rows):
+    """Rows are split over the threads in blocks that share weight loads; a row's sums run in one order whatever its
+    block and thread, so every thread count gives the same bits (width 80: both column paths of the products)."""
+    outs = []
+    for threads in (1, 2, 3, 5):
+        expected, got, _ = _both(_head(width=80), DDPMObjective(), "ddpm", rows, guided, threads, temperature=0.8)
+        torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+        outs.append(got)
+    assert all(torch.equal(o, outs[0]) for o in outs[1:])
+
+
+@needs_loop
 @pytest.mark.parametrize(("objective", "sampler"), [(DDPMObjective(prediction="v_prediction"), "ddim"),
                                                     (FlowObjective(), "flow_euler")])  # fmt: skip
 def test_fused_loop_runs_other_affine_samplers(objective, sampler):

@@ -1,15 +1,19 @@
 /* MAR's diffusion-head sampling loop in one call (loaded by head_loop.py; see its docstring).
 
-   For each pair of lanes, every step of an affine sampler:
+   For every row of the modulation table, every step of an affine sampler:
      h = x_in(x);  for each block: h += gate * W2 silu(W1 (shift + LN(h) * scale1) + b1) + b2
      out = W_out (shift + LN(h) * scale1) + b_out
-     guided:   x <- a x + b (out_u + s (out_c - out_u)) + c noise     (lanes: the condition's and the null row)
-     unguided: x <- a x + b out + c noise                             (lanes: two rows, each its own x)
+     guided:   x <- a x + b (out_u + s (out_c - out_u)) + c noise     (rows j and M + j: the condition's, the null)
+     unguided: x <- a x + b out + c noise                             (row j, its own x)
    (shift, scale1 = 1 + scale, gate) come from the modulation table [levels, rows, K], K = 3 W depth + 2 W.
    Weights are transposed, [in, out]. The width W must be a multiple of 16. */
 #include <math.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 typedef float v16 __attribute__((vector_size(64)));
 typedef float v16u __attribute__((vector_size(64), aligned(4)));
@@ -18,32 +22,48 @@ typedef float v16u __attribute__((vector_size(64), aligned(4)));
 #define STORE(p, v) (*(v16u *)(p) = (v))
 #define MAX_WIDTH 1024
 
-/* y_l[o] = bias[o] + sum_i x_l[i] wt[i][o] for the two lanes l = 0, 1; out % 16 == 0. */
-static void linear2(int in, int out, const float *restrict wt, const float *restrict bias, const float *x0,
-                    const float *x1, float *restrict y0, float *restrict y1) {
+/* Lanes per block: the rows one weight load serves. 4 lanes x 4 column vectors = 16 accumulators need AVX-512's
+   32 vector registers; with 16 (AVX2, where a 64-byte vector is two registers) 2 lanes keep them in registers. */
+#ifdef __AVX512F__
+#define LANES 4
+#else
+#define LANES 2
+#endif
+
+/* y_l[o] = bias[o] + sum_i x_l[i] wt[i][o] for the n lanes l < n <= LANES; out % 16 == 0. Each lane's sum runs in
+   the same order whatever n is, so a row's result does not depend on which rows share its block. */
+static inline __attribute__((always_inline)) void linear_n(const int n, int in, int out, const float *restrict wt,
+                                                           const float *restrict bias, const float *const *x,
+                                                           float *const *y) {
     int o = 0;
     for (; o + 64 <= out; o += 64) {
-        v16 a0 = LOAD(bias + o), a1 = LOAD(bias + o + 16), a2 = LOAD(bias + o + 32), a3 = LOAD(bias + o + 48);
-        v16 c0 = a0, c1 = a1, c2 = a2, c3 = a3;
+        const v16 b0 = LOAD(bias + o), b1 = LOAD(bias + o + 16), b2 = LOAD(bias + o + 32), b3 = LOAD(bias + o + 48);
+        v16 acc[LANES][4];
+        for (int l = 0; l < n; l++) {
+            acc[l][0] = b0; acc[l][1] = b1; acc[l][2] = b2; acc[l][3] = b3;
+        }
         for (int i = 0; i < in; i++) {
             const float *w = wt + (size_t)i * out + o;
-            v16 w0 = LOAD(w), w1 = LOAD(w + 16), w2 = LOAD(w + 32), w3 = LOAD(w + 48);
-            float s = x0[i], t = x1[i];
-            a0 += s * w0; a1 += s * w1; a2 += s * w2; a3 += s * w3;
-            c0 += t * w0; c1 += t * w1; c2 += t * w2; c3 += t * w3;
+            const v16 w0 = LOAD(w), w1 = LOAD(w + 16), w2 = LOAD(w + 32), w3 = LOAD(w + 48);
+            for (int l = 0; l < n; l++) {
+                const float s = x[l][i];
+                acc[l][0] += s * w0; acc[l][1] += s * w1; acc[l][2] += s * w2; acc[l][3] += s * w3;
+            }
         }
-        STORE(y0 + o, a0); STORE(y0 + o + 16, a1); STORE(y0 + o + 32, a2); STORE(y0 + o + 48, a3);
-        STORE(y1 + o, c0); STORE(y1 + o + 16, c1); STORE(y1 + o + 32, c2); STORE(y1 + o + 48, c3);
+        for (int l = 0; l < n; l++) {
+            STORE(y[l] + o, acc[l][0]); STORE(y[l] + o + 16, acc[l][1]);
+            STORE(y[l] + o + 32, acc[l][2]); STORE(y[l] + o + 48, acc[l][3]);
+        }
     }
     for (; o < out; o += 16) {
-        v16 a = LOAD(bias + o), c = a;
+        const v16 b = LOAD(bias + o);
+        v16 acc[LANES];
+        for (int l = 0; l < n; l++) acc[l] = b;
         for (int i = 0; i < in; i++) {
-            v16 w = LOAD(wt + (size_t)i * out + o);
-            a += x0[i] * w;
-            c += x1[i] * w;
+            const v16 w = LOAD(wt + (size_t)i * out + o);
+            for (int l = 0; l < n; l++) acc[l] += x[l][i] * w;
         }
-        STORE(y0 + o, a);
-        STORE(y1 + o, c);
+        for (int l = 0; l < n; l++) STORE(y[l] + o, acc[l]);
     }
 }
 
@@ -71,81 +91,111 @@ static void silu(int n, float *restrict v) {
     for (int i = 0; i < n; i++) v[i] = v[i] / (1.f + expf(-v[i]));
 }
 
-/* One evaluation of the head for two lanes: inputs x0, x1 [P] with modulation rows mod0, mod1 [K] -> o0, o1 [P]. */
-static void head2(int P, int W, int depth, const float *xin_wt, const float *xin_b, const float *w1,
-                  const float *b1, const float *w2, const float *b2, const float *out_wt, const float *out_b,
-                  const float *mod0, const float *mod1, const float *x0, const float *x1, float *o0, float *o1) {
-    float h0[MAX_WIDTH], h1[MAX_WIDTH], u0[MAX_WIDTH], u1[MAX_WIDTH], v0[MAX_WIDTH], v1[MAX_WIDTH];
-    const size_t ww = (size_t)W * W;
-    linear2(P, W, xin_wt, xin_b, x0, x1, h0, h1);
-    for (int d = 0; d < depth; d++) {
-        const float *m0 = mod0 + (size_t)3 * W * d, *m1 = mod1 + (size_t)3 * W * d;
-        modulated_norm(W, h0, m0, m0 + W, u0);
-        modulated_norm(W, h1, m1, m1 + W, u1);
-        linear2(W, W, w1 + d * ww, b1 + (size_t)d * W, u0, u1, v0, v1);
-        silu(W, v0);
-        silu(W, v1);
-        linear2(W, W, w2 + d * ww, b2 + (size_t)d * W, v0, v1, u0, u1);
-        const float *g0 = m0 + 2 * W, *g1 = m1 + 2 * W;
-        for (int i = 0; i < W; i++) {
-            h0[i] += g0[i] * u0[i];
-            h1[i] += g1[i] * u1[i];
-        }
-    }
-    const float *m0 = mod0 + (size_t)3 * W * depth, *m1 = mod1 + (size_t)3 * W * depth;
-    modulated_norm(W, h0, m0, m0 + W, u0);
-    modulated_norm(W, h1, m1, m1 + W, u1);
-    linear_narrow(W, P, out_wt, out_b, u0, o0);
-    linear_narrow(W, P, out_wt, out_b, u1, o1);
-}
-
-struct loop {
-    int M, guided, P, W, depth, steps;
-    float scale;
-    const float *xin_wt, *xin_b, *w1, *b1, *w2, *b2, *out_wt, *out_b, *table, *coef, *noise;
-    const int64_t *level;
-    float *x;
+struct weights {
+    int P, W, depth;
+    const float *xin_wt, *xin_b, *w1, *b1, *w2, *b2, *out_wt, *out_b;
 };
 
-/* Every step for one pair of lanes: guided, pair j is row j and its null row M + j (one state x_j); unguided,
-   pair j is rows 2j and 2j + 1 (the last one alone when M is odd). */
-static void run_pair(const struct loop *L, int pair) {
-    const int M = L->M, P = L->P, W = L->W, R = L->guided ? 2 * M : M, K = 3 * W * L->depth + 2 * W;
-    float o0[MAX_WIDTH], o1[MAX_WIDTH];
-    const int j = L->guided ? pair : 2 * pair;
-    const int j1 = L->guided ? M + j : (j + 1 < M ? j + 1 : j); /* the second lane's table row */
-    float *xa = L->x + (size_t)j * P, *xb = L->guided ? xa : L->x + (size_t)j1 * P;
-    for (int k = 0; k < L->steps; k++) {
-        const float *row = L->table + (size_t)L->level[k] * R * K;
-        head2(P, W, L->depth, L->xin_wt, L->xin_b, L->w1, L->b1, L->w2, L->b2, L->out_wt, L->out_b,
-              row + (size_t)j * K, row + (size_t)j1 * K, xa, xb, o0, o1);
-        const float a = L->coef[3 * k], b = L->coef[3 * k + 1], c = L->coef[3 * k + 2], s = L->scale;
-        const float *na = L->noise + ((size_t)k * M + j) * P;
-        if (L->guided) {
-            for (int p = 0; p < P; p++) xa[p] = a * xa[p] + b * (o1[p] + s * (o0[p] - o1[p])) + c * na[p];
-        } else {
-            const float *nb = L->noise + ((size_t)k * M + j1) * P;
-            for (int p = 0; p < P; p++) xa[p] = a * xa[p] + b * o0[p] + c * na[p];
-            if (j1 != j)
-                for (int p = 0; p < P; p++) xb[p] = a * xb[p] + b * o1[p] + c * nb[p];
+/* One evaluation of the head for n lanes: inputs x[l] [P] with modulation rows mod[l] [K] -> o[l] [P]. */
+static inline __attribute__((always_inline)) void head_n(const int n, const struct weights *H,
+                                                         const float *const *mod, const float *const *x,
+                                                         float *const *o) {
+    const int P = H->P, W = H->W;
+    float hs[LANES][MAX_WIDTH], us[LANES][MAX_WIDTH], vs[LANES][MAX_WIDTH]; /* 48 kB of stack at 4 lanes */
+    float *h[LANES], *u[LANES], *v[LANES];
+    for (int l = 0; l < LANES; l++) h[l] = hs[l], u[l] = us[l], v[l] = vs[l];
+    const size_t ww = (size_t)W * W;
+    linear_n(n, P, W, H->xin_wt, H->xin_b, x, h);
+    for (int d = 0; d < H->depth; d++) {
+        for (int l = 0; l < n; l++) {
+            const float *m = mod[l] + (size_t)3 * W * d;
+            modulated_norm(W, h[l], m, m + W, u[l]);
         }
+        linear_n(n, W, W, H->w1 + d * ww, H->b1 + (size_t)d * W, (const float *const *)u, v);
+        for (int l = 0; l < n; l++) silu(W, v[l]);
+        linear_n(n, W, W, H->w2 + d * ww, H->b2 + (size_t)d * W, (const float *const *)v, u);
+        for (int l = 0; l < n; l++) {
+            const float *g = mod[l] + (size_t)3 * W * d + 2 * W;
+            for (int i = 0; i < W; i++) h[l][i] += g[i] * u[l][i];
+        }
+    }
+    for (int l = 0; l < n; l++) {
+        const float *m = mod[l] + (size_t)3 * W * H->depth;
+        modulated_norm(W, h[l], m, m + W, u[l]);
+        linear_narrow(W, P, H->out_wt, H->out_b, u[l], o[l]);
+    }
+}
+
+/* head_n for a run-time n, each case compiled with its lane count fixed. */
+static void head_block(int n, const struct weights *H, const float *const *mod, const float *const *x,
+                       float *const *o) {
+    switch (n) {
+    case 1: head_n(1, H, mod, x, o); break;
+#if LANES >= 2
+    case 2: head_n(2, H, mod, x, o); break;
+#endif
+#if LANES >= 4
+    case 3: head_n(3, H, mod, x, o); break;
+    case 4: head_n(4, H, mod, x, o); break;
+#endif
     }
 }
 
 /* The whole loop. x [M, P] (in / out); table [levels, R, K] with R = 2M (guided: the condition's rows first) or
-   M; level [steps]; coef [steps, 3] = (a, b, c); noise [steps, M, P] (zero where a step draws none). The pairs
-   share nothing, so they are split over `threads` OpenMP threads (built with -fopenmp: PyTorch's own runtime,
-   libgomp.so.1, already loaded, so its pool is reused). Returns 0, or -1 when the width is not supported. */
+   M; level [steps]; coef [steps, 3] = (a, b, c); noise [steps, M, P] (zero where a step draws none). At each step
+   the R rows' head evaluations are split evenly over `threads` OpenMP threads (built with -fopenmp: PyTorch's own
+   runtime, libgomp.so.1, already loaded, so its pool is reused), each thread taking its rows in blocks of up to
+   LANES; after a barrier each thread updates its share of the M states, and a second barrier ends the step. (A
+   guided state needs its two rows' outputs, which may come from two threads: hence the barriers.) Returns 0, -1
+   when the width is not supported, -2 when the outputs' buffer cannot be allocated. */
 int head_loop(int M, int guided, int P, int W, int depth, int steps, int threads, float scale,
               const float *xin_wt, const float *xin_b, const float *w1, const float *b1, const float *w2,
               const float *b2, const float *out_wt, const float *out_b, const float *table, const int64_t *level,
               const float *coef, const float *noise, float *x) {
     if (W % 16 != 0 || W > MAX_WIDTH || P > MAX_WIDTH) return -1;
-    const int pairs = guided ? M : (M + 1) / 2;
-    const struct loop L = {M, guided, P, W, depth, steps, scale, xin_wt, xin_b, w1, b1, w2, b2, out_wt, out_b,
-                           table, coef, noise, level, x};
-    (void)threads;
-#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1 && pairs > 1)
-    for (int pair = 0; pair < pairs; pair++) run_pair(&L, pair);
+    const int R = guided ? 2 * M : M, K = 3 * W * depth + 2 * W;
+    float *out = malloc(sizeof(float) * (size_t)R * (size_t)P);
+    if (out == NULL) return -2;
+    const struct weights H = {P, W, depth, xin_wt, xin_b, w1, b1, w2, b2, out_wt, out_b};
+    int team = threads < 1 ? 1 : threads;
+    if (team > R) team = R;
+#pragma omp parallel num_threads(team) if (team > 1)
+    {
+#ifdef _OPENMP
+        const int t = omp_get_thread_num(), nt = omp_get_num_threads();
+#else
+        const int t = 0, nt = 1;
+#endif
+        const int r0 = (int)((int64_t)t * R / nt), r1 = (int)((int64_t)(t + 1) * R / nt);
+        const int j0 = (int)((int64_t)t * M / nt), j1 = (int)((int64_t)(t + 1) * M / nt);
+        for (int k = 0; k < steps; k++) {
+            const float *row = table + (size_t)level[k] * R * K;
+            for (int r = r0; r < r1; r += LANES) {
+                const int n = r1 - r < LANES ? r1 - r : LANES;
+                const float *xs[LANES], *ms[LANES];
+                float *os[LANES];
+                for (int l = 0; l < n; l++) {
+                    xs[l] = x + (size_t)(guided ? (r + l) % M : r + l) * P;
+                    ms[l] = row + (size_t)(r + l) * K;
+                    os[l] = out + (size_t)(r + l) * P;
+                }
+                head_block(n, &H, ms, xs, os);
+            }
+#pragma omp barrier
+            const float a = coef[3 * k], b = coef[3 * k + 1], c = coef[3 * k + 2];
+            for (int j = j0; j < j1; j++) {
+                float *xj = x + (size_t)j * P;
+                const float *oc = out + (size_t)j * P, *nj = noise + ((size_t)k * M + j) * P;
+                if (guided) {
+                    const float *ou = out + (size_t)(M + j) * P;
+                    for (int p = 0; p < P; p++) xj[p] = a * xj[p] + b * (ou[p] + scale * (oc[p] - ou[p])) + c * nj[p];
+                } else {
+                    for (int p = 0; p < P; p++) xj[p] = a * xj[p] + b * oc[p] + c * nj[p];
+                }
+            }
+#pragma omp barrier
+        }
+    }
+    free(out);
     return 0;
 }

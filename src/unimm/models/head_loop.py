@@ -4,7 +4,9 @@ At batch 1 a MAR group has a handful of rows, and each of the head sampler's ste
 a few microseconds each, plus the sampler's update: the 800 head steps of a generate took twice as long as its 16
 transformer passes (bench/results/sampling.md). ``head_loop.c`` runs a whole group's loop, every head evaluation
 and every affine sampler step (``samplers/affine.py``), with no Python in between; its products are written with
-GCC / Clang vector extensions, so they take whatever vector width the machine has.
+GCC / Clang vector extensions, so they take whatever vector width the machine has, and several rows share each
+weight load. Every row's arithmetic runs in the same order whichever rows and threads it shares a block with, so
+the result does not depend on the thread count.
 
 The source is compiled on first use with the system's C compiler (``$CC``, else ``cc``) and kept under
 ``$UNIMM_KERNEL_CACHE`` (default ``~/.cache/unimm/kernels``), keyed by the source, the flags, the compiler and
@@ -32,7 +34,7 @@ log = logging.getLogger(__name__)
 
 SOURCE = Path(__file__).with_name("head_loop.c")
 FLAGS = ("-O3", "-fno-math-errno", "-fopenmp-simd", "-shared", "-fPIC")
-# Tried in order: OpenMP (the pairs over threads) and this CPU's instruction set, then without each.
+# Tried in order: OpenMP (each step's rows over threads) and this CPU's instruction set, then without each.
 VARIANTS = (("-fopenmp", "-march=native"), ("-fopenmp",), ("-march=native",), ())
 MAX_WIDTH = 1024  # head_loop.c's MAX_WIDTH
 
@@ -146,9 +148,10 @@ def run(
     ``u + scale (c - u)`` of the condition's and the null row when ``scale`` is given (the table's rows
     [levels, 2M, K], condition first), else the row's own output ([levels, M, K]). ``weights``: ``xin_wt`` [P, W],
     ``xin_b``, ``w1`` / ``w2`` [depth, W, W] (transposed, [in, out]), ``b1`` / ``b2`` [depth, W], ``out_wt``
-    [W, P], ``out_b``. ``threads`` (default torch's intra-op count): with two or more, a second thread runs half
-    of the rows (each row's, or guided pair's, trajectory is independent). Returns the final state (a new
-    tensor)."""
+    [W, P], ``out_b``. ``threads`` (default torch's intra-op count): at each step the rows' head evaluations are
+    split evenly over them, in blocks of up to 4 rows that share each weight load (2 without AVX-512), then each
+    thread updates its share of the states after a barrier (a guided state needs both of its rows). Returns the
+    final state (a new tensor)."""
     lib = _library()
     if lib is None:
         raise RuntimeError("the fused head loop is not available here (no C compiler, or UNIMM_KERNELS=0)")
@@ -169,6 +172,8 @@ def run(
         m, int(guided), p, width, depth, level.shape[0], threads, float(scale if guided else 1.0),
         *(_ptr(w[k]) for k in order), _ptr(table), _ptr(level, _INT64), _ptr(coef), _ptr(noise), _ptr(out),
     )  # fmt: skip
+    if code == -2:
+        raise MemoryError(f"the fused head loop could not allocate its outputs ({table.shape[1]} x {p} floats)")
     if code != 0:
         raise ValueError(f"the fused head loop does not take width {width}")
     return out
