@@ -30,6 +30,8 @@ from pathlib import Path
 
 import torch
 
+from unimm.cpuinfo import cpuinfo
+
 log = logging.getLogger(__name__)
 
 SOURCE = Path(__file__).with_name("head_loop.c")
@@ -50,13 +52,7 @@ def cache_dir() -> Path:
 
 def _cpu() -> str:
     """What identifies this CPU's instruction set (the kernel is built for it)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith(("flags", "Features")):
-                return line
-    except OSError:
-        pass
-    return platform.machine() + platform.processor()
+    return cpuinfo("flags", "Features") or platform.machine() + platform.processor()
 
 
 def _compile(cc: str, flags: tuple[str, ...], target: Path) -> bool:

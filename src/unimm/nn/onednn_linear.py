@@ -18,12 +18,13 @@ libraries round differently in the last bits, so a run is reproducible with the 
 import functools
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 from torch.utils.flop_counter import flop_registry, register_flop_formula
+
+from unimm.cpuinfo import cpuinfo
 
 
 def available() -> bool:
@@ -37,15 +38,8 @@ def available() -> bool:
 
 
 def cpu_vendor() -> str:
-    """The CPU's vendor string (``GenuineIntel``, ``AuthenticAMD``, ...) from ``/proc/cpuinfo``; "" where there is
-    none (not Linux)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("vendor_id"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return ""
+    """The CPU's vendor string (``GenuineIntel``, ``AuthenticAMD``, ...); "" where ``/proc/cpuinfo`` has none."""
+    return cpuinfo("vendor_id")
 
 
 @functools.cache
