@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from unimm.nn import expert_stage
+from unimm.nn.expert_stage import ExpertStage
 from unimm.nn.moe import MoEFeedForward
 from unimm.nn.onednn_linear import available as onednn_available
 from unimm.nn.onednn_linear import onednn_linears
@@ -107,3 +108,38 @@ def test_in_place_false_keeps_autograd_ops(monkeypatch):
     y_on = on(x)[0]
     monkeypatch.setattr(expert_stage.ExpertStage, "apply", lambda *a: pytest.fail("stage entered"))
     torch.testing.assert_close(off(x)[0], y_on, atol=1e-6, rtol=1e-6)
+
+
+def test_activation_checkpointing_recomputes_the_stage(monkeypatch):
+    """Everything the stage keeps for backward goes through save_for_backward, so non-reentrant checkpointing's
+    saved-tensor hooks drop it and recompute it: the stage runs twice, and the gradients are the plain ones."""
+    from torch.utils.checkpoint import checkpoint
+
+    torch.manual_seed(0)
+    layer = MoEFeedForward(DIM, HIDDEN, 4, 2)
+    x = torch.randn(2, 9, DIM)
+    xr = x.clone().requires_grad_()
+    layer(xr)[0].square().sum().backward()
+    calls = []
+    real = expert_stage.ExpertStage.forward
+    monkeypatch.setattr(expert_stage.ExpertStage, "forward", staticmethod(lambda *a: calls.append(1) or real(*a)))
+    layer.zero_grad()
+    xc = x.clone().requires_grad_()
+    checkpoint(lambda t: layer(t)[0], xc, use_reentrant=False).square().sum().backward()
+    assert len(calls) == 2  # the forward, and its recomputation in backward
+    torch.testing.assert_close(xc.grad, xr.grad)
+
+
+def test_every_kept_activation_passes_the_saved_tensor_hooks():
+    """The stage keeps its per-expert activations only through save_for_backward, where saved-tensor hooks (how
+    checkpointing and offloading drop or move them) see them: 4 per expert with rows, besides the 5 inputs."""
+    torch.manual_seed(0)
+    layer = MoEFeedForward(DIM, HIDDEN, 4, 2)
+    x = torch.randn(2, 9, DIM, requires_grad=True)
+    packed = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: packed.append(t) or t, lambda t: t):
+        y = ExpertStage.apply(x.view(-1, DIM), layer.w_gate_up, layer.w_down, torch.rand(36), torch.arange(36) % 18,
+                              [9, 0, 20, 7], False)  # fmt: skip
+    assert len(packed) == 5 + 4 * 3  # three experts with rows
+    y.sum().backward()
+    assert x.grad is not None

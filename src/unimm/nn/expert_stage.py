@@ -63,11 +63,11 @@ class ExpertStage(torch.autograd.Function):
         hidden = w_down.shape[1]
         buf = x.index_select(0, tok)
         y = x.new_zeros(x.shape)
-        pre, act, out = [], [], []
+        kept = []  # per expert with rows: x Wg|u, silu(x Wg), a, o (saved through autograd, so that saved-tensor
+        # hooks such as activation checkpointing's see them)
         start = 0
         for e, n in enumerate(counts):
             if n == 0:
-                pre.append(None), act.append(None), out.append(None)
                 continue
             rows = slice(start, start + n)
             h = _product(buf[rows], w_gate_up[e], onednn)  # [n, 2 * hidden]: [x Wg | x Wu]
@@ -75,28 +75,28 @@ class ExpertStage(torch.autograd.Function):
             a = silu * h[:, hidden:]
             o = _product(a, w_down[e], onednn)
             y.index_add_(0, tok[rows], o * gate[rows, None])
-            pre.append(h), act.append((silu, a)), out.append(o)
+            kept += [h, silu, a, o]
             start += n
-        ctx.save_for_backward(buf, w_gate_up, w_down, gate, tok)
-        ctx.pre, ctx.act, ctx.out, ctx.counts, ctx.onednn, ctx.x_shape = pre, act, out, counts, onednn, x.shape
+        ctx.save_for_backward(buf, w_gate_up, w_down, gate, tok, *kept)
+        ctx.counts, ctx.onednn, ctx.x_shape = counts, onednn, x.shape
         return y
 
     @staticmethod
     def backward(ctx, dy: torch.Tensor):
-        buf, w_gate_up, w_down, gate, tok = ctx.saved_tensors
+        buf, w_gate_up, w_down, gate, tok, *kept = ctx.saved_tensors
         hidden, onednn = w_down.shape[1], ctx.onednn
         dy = dy.contiguous()
         dx = dy.new_zeros(ctx.x_shape)
         d_gate_up, d_down = torch.empty_like(w_gate_up), torch.empty_like(w_down)
         d_gate = torch.empty_like(gate)
         dy_sorted = dy.index_select(0, tok)  # each assignment's output gradient, in the experts' order
-        start = 0
+        start, saved = 0, iter(kept)
         for e, n in enumerate(ctx.counts):
             if n == 0:
                 d_gate_up[e].zero_(), d_down[e].zero_()
                 continue
             rows = slice(start, start + n)
-            h, (silu, a), o = ctx.pre[e], ctx.act[e], ctx.out[e]
+            h, silu, a, o = next(saved), next(saved), next(saved), next(saved)
             g = dy_sorted[rows]
             torch.sum(g * o, dim=-1, out=d_gate[rows])
             g.mul_(gate[rows, None])  # the gradient reaching o_e
@@ -108,5 +108,4 @@ class ExpertStage(torch.autograd.Function):
             torch.mm(buf[rows].t(), dh, out=d_gate_up[e])
             dx.index_add_(0, tok[rows], _product(dh, w_gate_up[e].t(), onednn))
             start += n
-        ctx.pre = ctx.act = ctx.out = None
         return dx, d_gate_up, d_down, d_gate, None, None, None
