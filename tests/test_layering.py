@@ -49,6 +49,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "unimm.io",
             "unimm.flops",
             "unimm.provenance",
+            "unimm.cpuinfo",
             "unimm.__init__",
         ),
     ),
