@@ -248,7 +248,8 @@ class ConditionedHead:
 
     def modulation(self, index: torch.Tensor) -> torch.Tensor:
         """The modulations [R, K] at level ``index`` (a one-element tensor: off a CPU no value is read on the
-        host; on a CPU the table's row is a view, not a copy)."""
+        host; on a CPU the table's row is a view, not a copy). Without a table, on MKL's path, the result lives in
+        this head's step buffer and is overwritten by the next call."""
         self._check_current()
         if self.table is not None:
             if index.device.type == "cpu":
