@@ -90,13 +90,17 @@ def main() -> None:
         for r in rows:
             if r["preset"] == preset:
                 r["vs_one_job"] = r["gflops"] / base["gflops"]
-    data = {"cores": cores, "matmul_peak_gflops": peak, "load_average_at_start": load, "torch": torch.__version__,
-            "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "size": list(size), "rows": rows}  # fmt: skip
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from machine import cpu_model
+
+    data = {"cpu": cpu_model(), "cores": cores, "matmul_peak_gflops": peak, "load_average_at_start": load,
+            "torch": torch.__version__, "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "size": list(size),
+            "rows": rows}  # fmt: skip
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"{name}.json").write_text(json.dumps(data, indent=2) + "\n")
     md = [f"# Atlas sweep layout: jobs x threads per job on {cores} cores ({what}, training steps only)", "",
-          f"fp32 matmul peak {peak:.0f} GFLOP/s with {cores} threads (the faster of torch's BLAS and oneDNN); load "
-          f"average at start {load:.2f}; torch {torch.__version__}; {data['date']}.", "",
+          f"{data['cpu']}: fp32 matmul peak {peak:.0f} GFLOP/s with {cores} threads (the faster of torch's BLAS and "
+          f"oneDNN); load average at start {load:.2f}; torch {torch.__version__}; {data['date']}.", "",
           f"*matmul* is `train.matmul`; *vs one job* compares with one job of all {cores} threads on "
           f"{args.matmul[0]}.", "",
           "| preset | matmul | jobs x threads | step s (each job) | GFLOP/step | summed GFLOP/s | share of peak "
