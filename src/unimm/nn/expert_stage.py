@@ -25,6 +25,7 @@ products and the weight gradients on BLAS, as ``OneDNNLinear`` does for a dense 
 
 import torch
 import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
 
 from unimm.nn.onednn_linear import inner_product
 
@@ -82,6 +83,7 @@ class ExpertStage(torch.autograd.Function):
         return y
 
     @staticmethod
+    @once_differentiable  # its in-place arithmetic is not itself differentiable: a double backward raises clearly
     def backward(ctx, dy: torch.Tensor):
         buf, w_gate_up, w_down, gate, tok, *kept = ctx.saved_tensors
         hidden, onednn = w_down.shape[1], ctx.onednn
