@@ -29,6 +29,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
@@ -198,6 +199,7 @@ def run(args: argparse.Namespace) -> dict:
                 name: round(ratios[round(f * (len(ratios) - 1))], 3)
                 for name, f in (("median", 0.5), ("q10", 0.1), ("q90", 0.9))
             }
+    same = same_results(ffns["moe"], ffns["moe, autograd ops"], x.detach(), modality)
     for r in rows:
         r["ms"] = round(r.pop("s") * 1000, 3)
         r.pop("times", None)
@@ -218,7 +220,32 @@ def run(args: argparse.Namespace) -> dict:
         "table": rows,
         "moe_breakdown": breakdown,
         "stage_vs_autograd": stage,
+        "stage_same_results": same,
     }
+
+
+def same_results(stage: MoEFeedForward, control: MoEFeedForward, x: torch.Tensor, modality: torch.Tensor) -> dict:
+    """Whether the in-place stage and autograd's ops give the same output and gradients (input and every parameter,
+    the auxiliary losses included) on the bench's tokens, on BLAS and on oneDNN: bit for bit, and the largest
+    difference."""
+    out = {}
+    for library, context in (("blas", nullcontext), ("onednn", onednn_linears)):
+        if library == "onednn" and not onednn_available():
+            continue
+        results = []
+        for layer in (stage, control):
+            layer.zero_grad()
+            xi = x.clone().requires_grad_()
+            with context():
+                y, aux = layer(xi, modality)
+            (y.square().mean() + sum(aux.values())).backward()
+            results.append([y.detach(), xi.grad, *(p.grad for p in layer.parameters())])
+        pairs = list(zip(*results, strict=True))
+        out[library] = {
+            "bitwise": all(torch.equal(a, b) for a, b in pairs),
+            "max_abs_diff": max(float((a - b).abs().max()) for a, b in pairs),
+        }
+    return out
 
 
 def products_only(dense: SwiGLU, moe: MoEFeedForward, counts: list[int], args: argparse.Namespace) -> dict:
@@ -341,6 +368,13 @@ def markdown(result: dict) -> str:
         "`naive-moe` is timed on a subset of tokens and scaled to the full count. The layers of a group take turns "
         "repeat by repeat; *vs dense* is the median of the per-repeat ratios (the naive loop's: of the medians).",
     ]
+    for library, q in result.get("stage_same_results", {}).items():
+        lines += [
+            "",
+            f"On {library}, the stage and autograd's ops give "
+            + ("the same output and gradients bit for bit" if q["bitwise"] else "output and gradients that differ")
+            + f" on these tokens (largest difference {q['max_abs_diff']:.1e}).",
+        ]
     for group, q in result.get("stage_vs_autograd", {}).items():
         lines += [
             "",

@@ -43,6 +43,10 @@ def test_quick_run_reports_every_layer_kind(tmp_path):
     assert set(stage) == ({"ffn", "ffn, oneDNN"} if available() else {"ffn"})
     assert all(0 < q["q10"] <= q["median"] <= q["q90"] for q in stage.values())
     assert "in-place expert stage runs at" in md
+    same = json.loads((tmp_path / "moe.json").read_text())["stage_same_results"]
+    assert set(same) == ({"blas", "onednn"} if available() else {"blas"})
+    assert all(q["max_abs_diff"] < 1e-4 for q in same.values())  # the stage computes what autograd's ops do
+    assert md.count("the stage and autograd's ops give") == len(same)
 
     b = json.loads((tmp_path / "moe.json").read_text())["moe_breakdown"]
     assert sum(b["expert_counts"]) == 2 * 16 * 2  # batch 2 x seq 16 tokens, top-2 choices each
