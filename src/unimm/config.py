@@ -49,6 +49,13 @@ class ModelSection(_Section):
         "of its source cell's input (InstructPix2Pix's channel concatenation, in sequence form: unchanged cells "
         "become a copy at their own position); needs the reader's grid equal to the writer's",
     )
+    edit_grounding: float = Field(
+        0.0,
+        ge=0,
+        description="editing: weight of a grounding loss on the source image's read cells, each predicting from its "
+        "last hidden state (it has seen the instruction) whether the edit changes it (source and target pixels "
+        "differ; tasks.changed_cells): which object the instruction names, and where; 0 = off",
+    )
     init: str | None = Field(
         None,
         description="start a fresh run's backbone from this checkpoint: a local Hugging Face Llama / Qwen2 directory "

@@ -14,7 +14,9 @@ of a clip sees every other: diffusion and masked writers) unless the span is ``c
 ``collate(..., full_attention=True)`` makes every real position see every other (masked diffusion
 over the whole sequence). An image span ``aligned`` with the image span before it (an edit's target with its
 source, same grid) gives ``link``: the source position whose input each of its positions also gets, through a
-learned projection, when the model has one (``model.source_link``, ``ModelContext.linked``).
+learned projection, when the model has one (``model.source_link``, ``ModelContext.linked``). A read span may
+carry ``changes``, per cell 1 where the edit after it changes that cell, else 0: ``ground`` puts it at the
+span's positions, the target of the model's grounding loss (``model.edit_grounding``).
 
 RoPE layout (Qwen2-VL's multi-axis scheme, with its time axis used): text positions advance by one
 per token with all three axes equal; the cell (frame f, row r, col c) of a span placed at running
@@ -64,9 +66,15 @@ class ImageSpan:
     causal: bool = False  # attention inside the span: bidirectional, or causal in raster-in-time order
     announce: bool = False  # its ``<boi>`` is a next-token target: the text decides where an image starts
     aligned: bool = False  # cell by cell with the image span before it (an edit's target with its source): ``link``
+    changes: torch.Tensor | None = None  # [T*h*w] 0/1: a read span's grounding target per cell (``ground``)
 
     def __post_init__(self) -> None:
         self.grid = clip_grid(self.grid)
+        if self.changes is not None and self.changes.shape != (math.prod(self.grid),):
+            raise ValueError(
+                f"an image span's changes hold one value per cell, {math.prod(self.grid)}, "
+                f"got shape {tuple(self.changes.shape)}"
+            )
 
 
 @dataclass
@@ -88,6 +96,7 @@ class Packed:
     block: torch.Tensor  # [L] long, bidirectional block (the image span's index) or -1 (causal only)
     image_index: torch.Tensor  # [L] long, index of the image in this sequence, -1 at text
     link: torch.Tensor  # [L] long, the position whose input this one's is linked to (``link_positions``), or -1
+    ground: torch.Tensor  # [L] float, a read cell's grounding target (``ImageSpan.changes``), or -1
     images: list[torch.Tensor | None] = field(default_factory=list)
     image_generate: list[bool] = field(default_factory=list)
     next_position: int = 0
@@ -130,13 +139,14 @@ def pack(spans: list[TextSpan | ImageSpan], special: SpecialIds) -> Packed:
     generate: list[bool] = []
     links: list[tuple[int, int, int, bool]] = []  # (source first cell, target first cell, cells, causal)
     bases: list[int] = []  # per image span: the index of the image span it is aligned with, or -1
+    ground: list[float] = []  # per position: the grounding target, or -1
     previous: tuple[int, tuple[int, int, int]] | None = None  # the last image span's first cell and grid
     p = 0
 
     def add_text(tok: int, loss: bool) -> None:
         nonlocal p
         tokens.append(tok), modality.append(TEXT), pos.append((p, p, p))
-        block.append(-1), image_index.append(-1), predict.append(loss)
+        block.append(-1), image_index.append(-1), predict.append(loss), ground.append(-1.0)
         p += 1
 
     for s, sp in enumerate(spans):
@@ -157,6 +167,7 @@ def pack(spans: list[TextSpan | ImageSpan], special: SpecialIds) -> Packed:
         for f, r, c in span_cells(sp.grid).tolist():  # raster-in-time order
             tokens.append(special.img), modality.append(IMAGE), pos.append((p + f, p + r, p + c))
             block.append(-1 if sp.causal else s), image_index.append(len(generate)), predict.append(False)
+        ground.extend([-1.0] * math.prod(sp.grid) if sp.changes is None else sp.changes.float().tolist())
         images.append(sp.image)
         generate.append(sp.generate)
         p += max(sp.grid)
@@ -177,6 +188,7 @@ def pack(spans: list[TextSpan | ImageSpan], special: SpecialIds) -> Packed:
         block=torch.tensor(block),
         image_index=torch.tensor(image_index),
         link=link,
+        ground=torch.tensor(ground),
         images=images,
         image_generate=generate,
         next_position=p,
@@ -200,6 +212,7 @@ class Batch:
     next_position: torch.Tensor  # [B]
     image_given: torch.Tensor  # [num_images] bool: False for an image a sampler fills in (its span held None)
     link: torch.Tensor  # [B, L] long: the position (same row) whose input embedding this one's is linked to, or -1
+    ground: torch.Tensor  # [B, L] float: a read cell's grounding target (``ImageSpan.changes``), or -1
     image_base: torch.Tensor  # [num_images] long: the image each one is aligned with (an edit's source), or -1
 
     def to(self, device: torch.device | str) -> "Batch":
@@ -263,6 +276,7 @@ def collate(seqs: list[Packed], pad_id: int, full_attention: bool = False, left_
     valid = torch.zeros(bsz, length, dtype=torch.bool)
     image_id = torch.full((bsz, length), -1, dtype=torch.long)
     link = torch.full((bsz, length), -1, dtype=torch.long)
+    ground = torch.full((bsz, length), -1.0)
     images: list[torch.Tensor | None] = []
     generate: list[bool] = []
     bases: list[int] = []
@@ -273,6 +287,7 @@ def collate(seqs: list[Packed], pad_id: int, full_attention: bool = False, left_
         targets[b, sl], valid[b, sl] = s.targets, True
         block[b, sl] = s.block
         link[b, sl] = torch.where(s.link >= 0, s.link + sl.start, -1)
+        ground[b, sl] = s.ground
         image_id[b, sl] = torch.where(s.image_index >= 0, s.image_index + len(generate), -1)
         bases += [i + len(generate) if i >= 0 else -1 for i in s.image_base]
         images += s.images
@@ -290,5 +305,6 @@ def collate(seqs: list[Packed], pad_id: int, full_attention: bool = False, left_
         next_position=torch.tensor([s.next_position for s in seqs]),
         image_given=torch.tensor([im is not None for im in images], dtype=torch.bool),
         link=link,
+        ground=ground,
         image_base=torch.tensor(bases, dtype=torch.long),
     )

@@ -9,7 +9,10 @@
   target gets a loss (the image objective's); the target's span sees the source's (causal across spans). For
   classifier-free guidance the instruction is dropped, the source kept. With ``Layout.link_source`` the target
   is ``aligned`` with the source: each target cell's input also gets its source cell's (``sequence.py``); so is
-  an image a conversation makes with the image before it (``link_generated``).
+  an image a conversation makes with the image before it (``link_generated``). With ``Layout.ground_source`` a
+  training edit's source also carries, per cell, whether the edit changes it (``changed_cells``): the target of
+  the grounding loss (``model.edit_grounding``), which the source's read positions, having seen the
+  instruction, predict.
 - conversation (multi-turn chat, an interleaved document): ``<bos>``, then per turn its parts in order, a user
   turn closed by ``<sep>``, an assistant turn by ``<eos>``: ``<bos> user... <sep> assistant... <eos> user...
   <sep> ...``. The user's text and images are read (no loss); the assistant's text gets the text loss, its
@@ -30,8 +33,9 @@ from dataclasses import dataclass, replace
 from typing import Literal
 
 import torch
+import torch.nn.functional as F
 
-from unimm.sequence import ImageSpan, TextSpan, packed_length
+from unimm.sequence import ImageSpan, TextSpan, clip_grid, packed_length
 from unimm.tokenizers.text import TextTokenizer
 
 Task = Literal["t2i", "caption", "vqa", "edit", "conversation"]
@@ -70,6 +74,7 @@ class Layout:
     answer_len: int | None = None  # None: answers end at <eos>; an int: padded with <eos> to this length
     prompt_loss: bool = True  # next-token loss on the t2i prompt too (free language modelling)
     link_source: bool = False  # an edit's target is aligned with its source, cell by cell (``model.source_link``)
+    ground_source: bool = False  # a training edit's source carries the cells its edit changes (``changed_cells``)
 
 
 def answer_ids(text: str, tok: TextTokenizer, layout: Layout) -> list[int]:
@@ -117,6 +122,23 @@ def generation_prompt(prompt: str | None, layout: Layout, tok: TextTokenizer) ->
     ]
 
 
+CHANGE_THRESHOLD = 0.05  # in [-1, 1] units, about 6 of 255 grey levels: a pixel the edit changed
+
+
+def changed_cells(source: torch.Tensor, target: torch.Tensor, grid: tuple[int, ...]) -> torch.Tensor:
+    """[h*w] float 0/1 in raster order: 1 at each cell of an image ``grid`` (``(h, w)`` or ``(1, h, w)``) whose
+    pixels the edit changes, some channel of source and target [C, H, W] differing by more than
+    ``CHANGE_THRESHOLD``; every pixel falls in the cell its position scales to (``adaptive_max_pool2d``)."""
+    _, rows, cols = clip_grid(grid)
+    if source.dim() != 3 or source.shape != target.shape or clip_grid(grid)[0] != 1:
+        raise ValueError(
+            f"changed cells compare two images [C, H, W] of one shape on a one-frame grid, got "
+            f"{tuple(source.shape)}, {tuple(target.shape)} on {tuple(grid)}"
+        )
+    moved = ((source.float() - target.float()).abs().amax(0) > CHANGE_THRESHOLD).float()
+    return F.adaptive_max_pool2d(moved[None, None], (rows, cols)).flatten()
+
+
 def edit_spans(
     source: torch.Tensor | None,
     instruction: str | None,
@@ -129,11 +151,15 @@ def edit_spans(
 
     The instruction comes first so that the source and the target are adjacent: every target cell then sits
     at the same RoPE offset from its source cell, whatever the instruction's length (a copy is one fixed
-    relative position to attend to), and the source is read knowing the instruction."""
+    relative position to attend to), and the source is read knowing the instruction. With
+    ``layout.ground_source``, an edit with its instruction, source and target carries ``changed_cells`` on the
+    source (what the grounding loss predicts there); the unconditional branch, without an instruction, none."""
     ids = [] if instruction is None else tok.encode(instruction)
+    grounded = layout.ground_source and None not in (instruction, source, target)
+    changes = changed_cells(source, target, layout.read_grid) if grounded else None
     spans = [
         TextSpan([tok.bos_id, *ids, tok.sep_id], loss=False),
-        ImageSpan(source, layout.read_grid),
+        ImageSpan(source, layout.read_grid, changes=changes),
         ImageSpan(target, layout.gen_grid, generate=True, causal=layout.gen_causal),
         TextSpan([tok.eos_id], loss=False),
     ]

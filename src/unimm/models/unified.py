@@ -22,6 +22,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from unimm.checkpoint import atomic_write_text, load_weights, save_weights
@@ -80,8 +81,11 @@ class UnifiedModel(nn.Module):
             answer_len=self.text.answer_len,
             prompt_loss=self.text.prompt_loss,
             link_source=cfg.model.source_link or self.writer.residual,  # residual images need their base aligned
+            ground_source=cfg.model.edit_grounding > 0,
         )
         self.source_link = self._source_link(cfg) if cfg.model.source_link else None
+        # ``model.edit_grounding``: dim -> 1, does the edit change this source cell (a logit; used in training only)
+        self.grounding = nn.Linear(cfg.model.dim, 1) if cfg.model.edit_grounding > 0 else None
         self.ctx = ModelContext(
             backbone=self.backbone,
             layers=self.layers,
@@ -235,11 +239,27 @@ class UnifiedModel(nn.Module):
         if gen_pos.any():
             image_loss, _ = self.writer.loss(ctx, hidden, gen_pos, state, generator)
         loss = self.text.weight * text_loss + self.writer.weight * image_loss
+        metrics = {"text_loss": text_loss.detach(), "image_loss": image_loss.detach()}
+        if self.grounding is not None:
+            ground_loss, metrics["ground_acc"] = self._grounding_loss(hidden, batch.ground.to(hidden.device))
+            aux = {**aux, "ground_loss": self.cfg.model.edit_grounding * ground_loss}
         for v in aux.values():
             loss = loss + v
-        metrics = {"loss": loss.detach(), "text_loss": text_loss.detach(), "image_loss": image_loss.detach()}
+        metrics = {"loss": loss.detach(), **metrics}
         metrics.update({k: v.detach() for k, v in aux.items()})
         return loss, metrics
+
+    def _grounding_loss(self, hidden: torch.Tensor, ground: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``model.edit_grounding``: binary cross-entropy of the grounding head at the read cells that carry a target
+        (``batch.ground`` >= 0), averaged over them, and the share of them it gets right. With none (no edit in the
+        batch) the loss is 0, still through the head, so that every process of a distributed step uses it."""
+        at = ground >= 0
+        logits = self.grounding(hidden[at]).squeeze(-1)
+        target = ground[at].to(logits.dtype)
+        count = max(int(at.sum()), 1)
+        loss = F.binary_cross_entropy_with_logits(logits, target, reduction="sum") / count
+        correct = ((logits.detach() > 0) == (target > 0.5)).sum() / count
+        return loss, correct
 
     def _train_inputs(self, images: torch.Tensor, gen: torch.Tensor, generator, bases) -> tuple[torch.Tensor, object]:
         """``writer.train_inputs``, with ``bases`` only for a ``residual`` writer (a writer written against the

@@ -1,0 +1,127 @@
+"""``model.edit_grounding``: an edit's source read carries, per cell, whether the edit changes it, and the model's
+grounding head learns to predict that from the source's hidden states (which have seen the instruction)."""
+
+import pytest
+import torch
+
+from conftest import tiny_preset
+from unimm.models import UnifiedModel
+from unimm.sequence import ImageSpan
+from unimm.tasks import Example, Layout, changed_cells, edit_spans
+from unimm.tokenizers.text import TextTokenizer
+from unimm.train.stream import make_batch
+
+TEXTS = ["make the circle blue", "remove the square", "a red circle"]
+GROUNDED = ["transfusion", "chameleon", "show-o", "janus"]  # latent, ar-codes, masked-codes; janus reads with a ViT
+
+
+def _model(digits_dir, preset: str = "transfusion", weight: float = 1.0) -> UnifiedModel:
+    cfg = tiny_preset(digits_dir, preset, **{"model.edit_grounding": weight})
+    torch.manual_seed(0)
+    model = UnifiedModel(cfg, TextTokenizer.train(TEXTS, 300))
+    model.prepare(torch.rand(32, 1, 8, 8) * 2 - 1, progress=False, captions=[TEXTS[2]] * 32)
+    return model
+
+
+def _pair(corner: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """A source and a target [1, 8, 8] equal but for a 2x2 square at ``corner`` (row, col)."""
+    source = torch.rand(1, 8, 8) * 2 - 1
+    target = source.clone()
+    r, c = corner
+    target[:, r : r + 2, c : c + 2] += 0.5
+    return source, target
+
+
+def test_changed_cells_marks_exactly_the_cells_whose_pixels_differ():
+    source = torch.zeros(3, 8, 8)
+    target = source.clone()
+    target[1, 0, 0] = 0.2  # one channel of one pixel: cell (0, 0) of a 4x4 grid
+    target[:, 5, 6] = -0.5  # cell (2, 3)
+    target[:, 7, 0] = 0.01  # below the threshold: no change
+    expect = torch.zeros(4, 4)
+    expect[0, 0] = expect[2, 3] = 1
+    torch.testing.assert_close(changed_cells(source, target, (4, 4)), expect.flatten())
+    torch.testing.assert_close(changed_cells(source, target, (1, 8, 8)).sum(), torch.tensor(2.0))
+    assert not changed_cells(source, source, (4, 4)).any()
+    with pytest.raises(ValueError, match="one shape"):
+        changed_cells(source, target[:, :4], (4, 4))
+
+
+def test_only_an_instructed_training_edit_carries_its_changes_on_the_source_cells():
+    tok = TextTokenizer.train(TEXTS, 300)
+    layout = Layout(read_grid=(1, 4, 4), gen_grid=(1, 4, 4), ground_source=True)
+    source, target = _pair((0, 0))
+    spans = edit_spans(source, TEXTS[0], target, layout, tok)
+    read = [sp for sp in spans if isinstance(sp, ImageSpan) and not sp.generate]
+    torch.testing.assert_close(read[0].changes, changed_cells(source, target, (4, 4)))
+    assert read[0].changes.sum() == 1
+    for instruction, tgt in ((None, target), (TEXTS[0], None)):  # the unconditional branch; a prompt to sample
+        assert all(
+            sp.changes is None for sp in edit_spans(source, instruction, tgt, layout, tok) if isinstance(sp, ImageSpan)
+        )
+    plain = Layout(read_grid=(1, 4, 4), gen_grid=(1, 4, 4))
+    assert all(
+        sp.changes is None for sp in edit_spans(source, TEXTS[0], target, plain, tok) if isinstance(sp, ImageSpan)
+    )
+    with pytest.raises(ValueError, match="one value per cell"):
+        ImageSpan(source, (4, 4), changes=torch.zeros(15))
+
+
+def test_the_batch_puts_the_targets_at_the_source_positions_only(digits_dir):
+    model = _model(digits_dir)
+    (s0, t0), (s1, t1) = _pair((0, 0)), _pair((6, 6))
+    examples = [Example("edit", TEXTS[0], source=s0), Example("t2i", TEXTS[2]), Example("edit", TEXTS[1], source=s1)]
+    batch = make_batch(model, torch.stack([t0, s1, t1]), examples)
+    at = batch.ground >= 0
+    assert not at[1].any()  # text-to-image: nothing to ground
+    for row, (src, tgt) in ((0, (s0, t0)), (2, (s1, t1))):
+        read = (batch.image_id[row] >= 0) & ~batch.generated()[row]
+        assert torch.equal(at[row], read)
+        torch.testing.assert_close(batch.ground[row, at[row]], changed_cells(src, tgt, model.layout.read_grid))
+
+
+@pytest.mark.parametrize("preset", GROUNDED)
+def test_the_grounding_loss_trains_the_head_and_the_trunk(digits_dir, preset):
+    model, without = _model(digits_dir, preset).train(), _model(digits_dir, preset, weight=0.0).train()
+    assert without.grounding is None
+    model.load_state_dict(without.state_dict(), strict=False)  # the same trunk; only the head is extra
+    (s0, t0), (s1, t1) = _pair((0, 0)), _pair((4, 2))
+    examples = [Example("edit", TEXTS[0], source=s0), Example("edit", TEXTS[1], source=s1)]
+    grads, metrics = [], []
+    for m in (model, without):
+        loss, named = m(make_batch(m, torch.stack([t0, t1]), examples), torch.Generator().manual_seed(0))
+        loss.backward()
+        grads.append(torch.cat([p.grad.flatten() for p in m.backbone.layers[0].parameters()]))
+        metrics.append(named)
+    assert metrics[0]["ground_loss"] > 0 and 0 <= metrics[0]["ground_acc"] <= 1
+    assert metrics[1].keys() & {"ground_loss", "ground_acc"} == set()
+    assert model.grounding.weight.grad.abs().sum() > 0
+    assert not torch.allclose(*grads), "the grounding loss does not reach the trunk"
+
+
+def test_a_batch_without_edits_still_uses_the_head_at_zero_loss(digits_dir):
+    model = _model(digits_dir).train()
+    loss, metrics = model(make_batch(model, torch.rand(2, 1, 8, 8) * 2 - 1, [Example("t2i", TEXTS[2])] * 2))
+    assert metrics["ground_loss"] == 0
+    loss.backward()
+    assert model.grounding.weight.grad is not None and not model.grounding.weight.grad.any()
+
+
+def test_the_head_learns_which_cells_the_instruction_names(digits_dir):
+    """Two instructions on one source, each changing its own corner: the source's cells can only be told apart
+    by the instruction the source was read after; a few steps on the batch fit it."""
+    model = _model(digits_dir).train()
+    source = torch.rand(1, 8, 8) * 2 - 1
+    targets = source.repeat(2, 1, 1, 1)
+    targets[0, :, :2, :2] += 0.5
+    targets[1, :, 6:, 6:] += 0.5
+    batch = make_batch(
+        model, targets, [Example("edit", TEXTS[0], source=source), Example("edit", TEXTS[1], source=source)]
+    )
+    optim = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for _ in range(60):
+        loss, metrics = model(batch, torch.Generator().manual_seed(0))
+        optim.zero_grad()
+        loss.backward()
+        optim.step()
+    assert metrics["ground_acc"] == 1, metrics
