@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from conftest import tiny_overrides
+from conftest import tiny_overrides, tiny_preset_overrides
 from unimm.atlas import load_atlas, plan_runs, run_atlas
 from unimm.atlas.budget import StepCost, measure_step_cost, steps_for_budget
 from unimm.atlas.comparison import Comparison, adjust
@@ -77,6 +77,15 @@ def test_steps_spend_the_budget_and_the_price_is_what_training_counts(digits_dir
     out = train(cfg, tmp_path / "run", progress=False)
     logged = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
     assert measured.flops == logged["train_flops"] > 0 and measured.seconds > 0
+
+
+def test_a_step_on_edits_is_priced_with_both_images_encoded(edits_dir):
+    """Under a shared reader an edit's source goes through the codec too: the price check (the codec's count against
+    ``train/frozen.py``'s rule) holds, and the encoder's FLOPs stay out of the step's."""
+    sets = {"train.steps": 1, "train.flops_every": 1, "model.max_seq_len": 160, "codec.patch_size": 1}
+    cfg = load_config(CONFIGS / "quick.toml", tiny_preset_overrides(edits_dir, "quick", **sets))
+    cost = measure_step_cost(cfg, steps=1)
+    assert cost.flops > 0 and cost.encoder_flops_per_input > 0
 
 
 def _cell(run, values: dict[str, list[float]]) -> Cell:

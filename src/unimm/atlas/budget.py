@@ -29,7 +29,7 @@ from unimm.config import Config
 from unimm.models import UnifiedModel
 from unimm.optim import build_optimizer
 from unimm.settings import READERS
-from unimm.train.frozen import EncoderInputs, StepFlops, encodes
+from unimm.train.frozen import EncoderInputs, StepFlops, codec_inputs
 from unimm.train.kernels import compute
 from unimm.train.loop import build_tokenizer, make_batch, resolve_data, resolve_image_tokenizer
 from unimm.train.stream import ExampleStream
@@ -57,7 +57,7 @@ def encoder_inputs(cfg: Config) -> EncoderInputs:
     """The run's distinct frozen-encoder inputs, to be advanced over its steps."""
     data, templates = resolve_data(cfg.model_copy(deep=True))
     t = cfg.train
-    encoded = encodes(READERS.cls(cfg.reader.kind).shared)
+    encoded = codec_inputs(READERS.cls(cfg.reader.kind).shared)
     return EncoderInputs(_stream(cfg, data, templates), t.grad_accum * (t.batch_shards or 1), encoded)
 
 
@@ -75,7 +75,7 @@ def measure_step_cost(cfg: Config, steps: int = 3, timed: bool = False, device: 
     shards = t.batch_shards or 1
     stream = _stream(cfg, data, templates)
     opt = build_optimizer(model, t.lr, t.weight_decay, t.betas)
-    encoded = encodes(model.reader.shared)
+    encoded = codec_inputs(model.reader.shared)
 
     def forward_backward(index: int, meter: StepFlops | None = None) -> tuple[int, int]:
         tokens, expected = 0, 0
@@ -88,7 +88,7 @@ def measure_step_cost(cfg: Config, steps: int = 3, timed: bool = False, device: 
                     loss, _ = model(batch, torch.Generator().manual_seed(t.seed * 7_919 + k))
                 (loss / len(micro)).backward()
             tokens += batch.tokens.numel()
-            expected += sum(map(encoded, examples))
+            expected += sum(len(encoded(*sample)) for sample in stream.samples(k))
         return tokens, expected
 
     def update() -> None:

@@ -59,7 +59,7 @@ from unimm.train.distributed import (
     wrap_model,
 )
 from unimm.train.finetune import adopt_base, base_tokenizer, load_base, publish_adapter
-from unimm.train.frozen import EncoderInputs, StepFlops, encodes
+from unimm.train.frozen import EncoderInputs, StepFlops, codec_inputs
 from unimm.train.kernels import compute
 from unimm.train.ledger import build_ledger, read_fork, write_ledger
 from unimm.train.stream import ExampleStream, make_batch, one_caption_each
@@ -351,7 +351,7 @@ def _train(
     bar = tqdm(total=t_cfg.steps, initial=start, disable=not progress, desc=f"train {cfg.name}", unit="step")
     bad_steps = BadSteps(core, t_cfg.max_bad_steps)
     encoded = (
-        EncoderInputs(stream, t_cfg.grad_accum * shards, encodes(core.reader.shared)).advance(start)
+        EncoderInputs(stream, t_cfg.grad_accum * shards, codec_inputs(core.reader.shared)).advance(start)
         if env.main
         else None
     )
