@@ -4,10 +4,11 @@
 
 For a run trained with ``model.edit_grounding``: each of the first ``n`` edits of the split is laid out as sampling
 lays it out (instruction, source read, target left empty), one backbone pass, and the grounding head's verdict at
-every source cell (logit > 0: "the edit changes this cell") is compared with the truth (``tasks.changed_cells`` of
+every source cell (``ctx.source_changes`` > 0.5: "the edit changes this cell") is compared with the truth
+(``tasks.changed_cells`` of
 the stored source and target). Prints per edit kind: the share of cells right, the intersection over union of the
-changed cells, and the share of edits with every cell right. The head is not used by sampling: this measures what
-the source's read positions know about which object the instruction names, not what the edit then does.
+changed cells, and the share of edits with every cell right. This measures what the source's read positions know about
+which object the instruction names; sampling uses the head only with ``sample.edit_keep``.
 """
 
 from __future__ import annotations
@@ -21,16 +22,6 @@ from unimm.data.edits import load_edits
 from unimm.eval.editing import _to_pixels
 from unimm.models import UnifiedModel
 from unimm.tasks import ImagePrompt, changed_cells
-
-
-@torch.no_grad()
-def probe(model: UnifiedModel, sources: torch.Tensor, instructions: list[str]) -> torch.Tensor:
-    """[N, cells] bool: the head's verdict at each source cell, each edit laid out as sampling lays it out."""
-    prompts = [ImagePrompt(text, source=src) for text, src in zip(instructions, sources, strict=True)]
-    batch, x = model.ctx.generation_batch(prompts, guided=False)
-    hidden, _ = model.ctx.run(x, batch)
-    read = (batch.image_id >= 0) & ~batch.generated()
-    return (model.grounding(hidden[read]).squeeze(-1) > 0).view(len(prompts), -1)
 
 
 def main() -> None:
@@ -49,7 +40,8 @@ def main() -> None:
     stats: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
     for start in range(0, len(edits), 50):
         chunk = edits[start : start + 50]
-        said = probe(model, sources[start : start + 50], [e.edit.instruction for e in chunk])
+        prompts = [ImagePrompt(e.edit.instruction, source=src) for e, src in zip(chunk, sources[start:], strict=False)]
+        said = model.ctx.source_changes(prompts) > 0.5
         for i, loaded in enumerate(chunk):
             truth = changed_cells(sources[start + i], targets[start + i], grid).bool()
             guess = said[i]
@@ -66,8 +58,12 @@ def main() -> None:
     print("|---|---:|---:|---:|---:|")
     for kind in [k for k in stats if k != "all"] + ["all"]:
         s = stats[kind]
-        row = (s["edits"], 100 * s["right"] / s["cells"], 100 * s["both"] / max(s["either"], 1),
-               100 * s["exact"] / s["edits"])
+        row = (
+            s["edits"],
+            100 * s["right"] / s["cells"],
+            100 * s["both"] / max(s["either"], 1),
+            100 * s["exact"] / s["edits"],
+        )
         print(f"| {kind} | {row[0]} | {row[1]:.1f} % | {row[2]:.1f} % | {row[3]:.1f} % |")
 
 

@@ -336,6 +336,14 @@ class SampleSection(_Section):
         description="edits, latent writers: run only the last int(s * steps) sampler steps, starting from the source "
         "image's latent noised to the first of them (SDEdit; diffusers' image-to-image strength); 1 = from noise",
     )
+    edit_keep: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="edits, latent writers of a model trained with model.edit_grounding: keep each cell whose change "
+        "probability by the grounding head is below this as the source's (the model sees the source's latent there, "
+        "noised to each step's time, and the output is the source's latent there); 0 = off",
+    )
     cfg: float = Field(3.0, ge=0)
     temperature: float = Field(0.0, ge=0, description="0 = greedy text decoding")
     top_k: int | None = Field(None, gt=0)
@@ -518,6 +526,17 @@ def _sampling_misfit(cfg: Config) -> str | None:
             f"sample.edit_strength = {cfg.sample.edit_strength} starts an edit from its source image, which writer "
             f"kind {cfg.writer.kind!r} cannot: only a latent writer can (set it back to 1)"
         )
+    if cfg.sample.edit_keep > 0:
+        if not _registry("writer").cls(cfg.writer.kind).starts_from_source:
+            return (
+                f"sample.edit_keep = {cfg.sample.edit_keep} keeps an edit's unchanged cells as its source's, which "
+                f"writer kind {cfg.writer.kind!r} cannot: only a latent writer can (set it back to 0)"
+            )
+        if cfg.model.edit_grounding == 0:
+            return (
+                f"sample.edit_keep = {cfg.sample.edit_keep} keeps the cells the grounding head calls unchanged, and "
+                "this model has none (trained with model.edit_grounding = 0; set edit_keep back to 0)"
+            )
     return None
 
 

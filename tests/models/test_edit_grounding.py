@@ -1,13 +1,16 @@
 """``model.edit_grounding``: an edit's source read carries, per cell, whether the edit changes it, and the model's
 grounding head learns to predict that from the source's hidden states (which have seen the instruction)."""
 
+import math
+
 import pytest
 import torch
 
 from conftest import tiny_preset
+from unimm.config import ConfigError, with_sampling
 from unimm.models import UnifiedModel
 from unimm.sequence import ImageSpan
-from unimm.tasks import Example, Layout, changed_cells, edit_spans
+from unimm.tasks import Example, ImagePrompt, Layout, changed_cells, edit_spans
 from unimm.tokenizers.text import TextTokenizer
 from unimm.train.stream import make_batch
 
@@ -125,3 +128,68 @@ def test_the_head_learns_which_cells_the_instruction_names(digits_dir):
         loss.backward()
         optim.step()
     assert metrics["ground_acc"] == 1, metrics
+
+
+def _keeping(digits_dir, preset: str = "transfusion"):
+    model = _model(digits_dir, preset).eval()
+    with torch.no_grad():  # zero-initialised heads pass nothing at first: small weights, as some training gives
+        for p in model.parameters():
+            if not p.any():
+                p.normal_(std=0.02)
+    with_sampling(model.cfg, ["edit_keep=0.5", "steps=3", "cfg=2"])
+    return model
+
+
+def test_keep_needs_a_latent_writer_and_a_grounding_head(digits_dir):
+    with pytest.raises(ConfigError, match="only a latent writer"):
+        with_sampling(_model(digits_dir, "chameleon").cfg, ["edit_keep=0.5"])
+    with pytest.raises(ConfigError, match="model.edit_grounding = 0"):
+        with_sampling(_model(digits_dir, weight=0.0).cfg, ["edit_keep=0.5"])
+    model = _keeping(digits_dir)
+    with pytest.raises(ValueError, match="edits only"):
+        model.ctx.source_changes(["a red circle"])
+
+
+def test_kept_cells_are_the_source_and_the_rest_is_sampled_around_them(digits_dir):
+    """With a fixed verdict of the head: the output's kept cells are exactly the source's latent; the sampled cells
+    differ from an edit that keeps nothing, since the model saw the source there at every step; a verdict of "all
+    changed" is the plain edit, bit for bit."""
+    model = _keeping(digits_dir)
+    writer, cells = model.writer, math.prod(model.writer.grid)
+    sources = torch.rand(2, 1, 8, 8) * 2 - 1
+    verdict = torch.ones(2, cells)
+    verdict[:, : cells // 2] = 0  # the first half unchanged: kept
+    model.ctx.source_changes = lambda prompts: verdict
+    latents: list[torch.Tensor] = []
+    decode = writer.codec.decode
+    writer.codec.decode = lambda x0: latents.append(x0.clone()) or decode(x0)
+
+    def edit(keep: float) -> torch.Tensor:
+        with_sampling(model.cfg, [f"edit_keep={keep}"])
+        model.edit(sources, TEXTS[:2], generator=torch.Generator().manual_seed(0))
+        return latents[-1]
+
+    kept, plain = edit(0.5), edit(0.0)
+    source = writer.codec.encode(sources)
+    torch.testing.assert_close(kept[:, : cells // 2], source[:, : cells // 2], rtol=0, atol=0)
+    assert not torch.allclose(kept[:, cells // 2 :], plain[:, cells // 2 :]), "the model did not see the kept cells"
+    verdict.fill_(1.0)
+    torch.testing.assert_close(edit(0.5), plain, rtol=0, atol=0)
+
+
+def test_the_head_decides_what_is_kept(digits_dir):
+    """Through the real head: a bias far below zero keeps every cell (the edit is the source's round trip through the
+    codec), far above keeps none."""
+    model = _keeping(digits_dir)
+    sources = torch.rand(2, 1, 8, 8) * 2 - 1
+    codec = model.writer.codec
+    with torch.no_grad():
+        model.grounding.weight.zero_()
+        model.grounding.bias.fill_(-20.0)
+        assert (model.ctx.source_changes([ImagePrompt(TEXTS[0], source=s) for s in sources]) < 1e-6).all()
+        edited = model.edit(sources, TEXTS[:2], generator=torch.Generator().manual_seed(0))
+        torch.testing.assert_close(edited, codec.decode(codec.encode(sources)).clamp(-1, 1))
+        model.grounding.bias.fill_(20.0)
+        edited = model.edit(sources, TEXTS[:2], generator=torch.Generator().manual_seed(0))
+        with_sampling(model.cfg, ["edit_keep=0"])
+        torch.testing.assert_close(edited, model.edit(sources, TEXTS[:2], generator=torch.Generator().manual_seed(0)))

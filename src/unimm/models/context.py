@@ -42,6 +42,7 @@ class ModelContext:
     reader: Reader
     text: TextObjective
     link: nn.Module | None = None  # ``model.source_link``: dim -> dim, what a linked position adds of its source
+    grounding: nn.Module | None = None  # ``model.edit_grounding``: dim -> 1, the logit that an edit changes a cell
 
     @property
     def sample(self) -> SampleSection:
@@ -85,6 +86,21 @@ class ModelContext:
         """The backbone over embeddings x [B, L, dim] laid out as ``batch`` (``linked`` first) -> (hidden [B, L, dim],
         aux losses)."""
         return self.backbone(self.linked(x, batch), batch.positions, self.branch_ids(batch), batch.attn_mask)
+
+    @torch.no_grad()
+    def source_changes(self, prompts: Sequence[str | ImagePrompt]) -> torch.Tensor:
+        """[B, cells]: the grounding head's probability (``model.edit_grounding``) that each edit of ``prompts``
+        changes each cell of its source, from one backbone pass over the edit's layout up to its source read (the
+        target left empty). Every prompt must be an edit (``ImagePrompt`` with a source, no conversation)."""
+        if self.grounding is None:
+            raise ValueError("this model has no grounding head (trained with model.edit_grounding = 0)")
+        prompts = [as_prompt(p) for p in prompts]
+        if any(p.source is None or p.context for p in prompts):
+            raise ValueError("the cells an edit changes are predicted for edits only (an ImagePrompt with a source)")
+        batch, x = self.generation_batch(prompts, guided=False)
+        hidden, _ = self.run(x, batch)
+        read = (batch.image_id >= 0) & ~batch.generated()
+        return torch.sigmoid(self.grounding(hidden[read]).squeeze(-1).float()).view(len(prompts), -1)
 
     def decoder(self, x: torch.Tensor, batch: Batch, max_new: int, use_cache: bool = True) -> IncrementalDecoder:
         """Incremental decoding after the left-padded prompt ``batch`` (embeddings x [B, L, dim]), routed as

@@ -84,7 +84,7 @@ class UnifiedModel(nn.Module):
             ground_source=cfg.model.edit_grounding > 0,
         )
         self.source_link = self._source_link(cfg) if cfg.model.source_link else None
-        # ``model.edit_grounding``: dim -> 1, does the edit change this source cell (a logit; used in training only)
+        # ``model.edit_grounding``: dim -> 1, does the edit change this source cell (a logit; ``sample.edit_keep``)
         self.grounding = nn.Linear(cfg.model.dim, 1) if cfg.model.edit_grounding > 0 else None
         self.ctx = ModelContext(
             backbone=self.backbone,
@@ -98,6 +98,7 @@ class UnifiedModel(nn.Module):
             reader=self.reader,
             text=self.text,
             link=self.source_link,
+            grounding=self.grounding,
         )
         self.writer.init_weights(self.ctx)
         self.image_stats: ImageStats | None = None  # of the training images: set by training, saved with the model
