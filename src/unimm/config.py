@@ -340,9 +340,10 @@ class SampleSection(_Section):
         0.0,
         ge=0,
         le=1,
-        description="edits, latent writers of a model trained with model.edit_grounding: keep each cell whose change "
-        "probability by the grounding head is below this as the source's (the model sees the source's latent there, "
-        "noised to each step's time, and the output is the source's latent there); 0 = off",
+        description="edits, by a model trained with model.edit_grounding (latent and code writers): keep each "
+        "cell whose change probability by the grounding head is below this as the source's (the model sees the "
+        "source there at every step, noised to the step's time for a latent writer, and outputs the source's latent "
+        "or code there); 0 = off",
     )
     cfg: float = Field(3.0, ge=0)
     temperature: float = Field(0.0, ge=0, description="0 = greedy text decoding")
@@ -527,10 +528,11 @@ def _sampling_misfit(cfg: Config) -> str | None:
             f"kind {cfg.writer.kind!r} cannot: only a latent writer can (set it back to 1)"
         )
     if cfg.sample.edit_keep > 0:
-        if not _registry("writer").cls(cfg.writer.kind).starts_from_source:
+        if not _registry("writer").cls(cfg.writer.kind).keeps_source:
             return (
                 f"sample.edit_keep = {cfg.sample.edit_keep} keeps an edit's unchanged cells as its source's, which "
-                f"writer kind {cfg.writer.kind!r} cannot: only a latent writer can (set it back to 0)"
+                f"writer kind {cfg.writer.kind!r} cannot: latent, ar-codes and masked-codes writers can (set it back "
+                "to 0)"
             )
         if cfg.model.edit_grounding == 0:
             return (

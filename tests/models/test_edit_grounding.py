@@ -140,9 +140,9 @@ def _keeping(digits_dir, preset: str = "transfusion"):
     return model
 
 
-def test_keep_needs_a_latent_writer_and_a_grounding_head(digits_dir):
-    with pytest.raises(ConfigError, match="only a latent writer"):
-        with_sampling(_model(digits_dir, "chameleon").cfg, ["edit_keep=0.5"])
+def test_keep_needs_a_writer_that_can_and_a_grounding_head(digits_dir):
+    with pytest.raises(ConfigError, match="latent, ar-codes and masked-codes writers can"):
+        with_sampling(_model(digits_dir, "mar").cfg, ["edit_keep=0.5"])
     with pytest.raises(ConfigError, match="model.edit_grounding = 0"):
         with_sampling(_model(digits_dir, weight=0.0).cfg, ["edit_keep=0.5"])
     model = _keeping(digits_dir)
@@ -150,31 +150,32 @@ def test_keep_needs_a_latent_writer_and_a_grounding_head(digits_dir):
         model.ctx.source_changes(["a red circle"])
 
 
-def test_kept_cells_are_the_source_and_the_rest_is_sampled_around_them(digits_dir):
-    """With a fixed verdict of the head: the output's kept cells are exactly the source's latent; the sampled cells
-    differ from an edit that keeps nothing, since the model saw the source there at every step; a verdict of "all
-    changed" is the plain edit, bit for bit."""
-    model = _keeping(digits_dir)
+@pytest.mark.parametrize("preset", ["transfusion", "chameleon", "show-o"])
+def test_kept_cells_are_the_source_and_the_rest_is_made_around_them(digits_dir, preset):
+    """With a fixed verdict of the head: the output's kept cells are exactly the source's latent (or code); the other
+    cells differ from an edit that keeps nothing, since the model saw the source there; a verdict of "all changed"
+    is the plain edit, bit for bit."""
+    model = _keeping(digits_dir, preset)
     writer, cells = model.writer, math.prod(model.writer.grid)
     sources = torch.rand(2, 1, 8, 8) * 2 - 1
     verdict = torch.ones(2, cells)
     verdict[:, : cells // 2] = 0  # the first half unchanged: kept
     model.ctx.source_changes = lambda prompts: verdict
-    latents: list[torch.Tensor] = []
+    made: list[torch.Tensor] = []  # what the writer decodes: latents [B, n, P] or codes [B, n]
     decode = writer.codec.decode
-    writer.codec.decode = lambda x0: latents.append(x0.clone()) or decode(x0)
+    writer.codec.decode = lambda x: made.append(x.clone()) or decode(x)
 
     def edit(keep: float) -> torch.Tensor:
         with_sampling(model.cfg, [f"edit_keep={keep}"])
         model.edit(sources, TEXTS[:2], generator=torch.Generator().manual_seed(0))
-        return latents[-1]
+        return made[-1]
 
     kept, plain = edit(0.5), edit(0.0)
     source = writer.codec.encode(sources)
-    torch.testing.assert_close(kept[:, : cells // 2], source[:, : cells // 2], rtol=0, atol=0)
-    assert not torch.allclose(kept[:, cells // 2 :], plain[:, cells // 2 :]), "the model did not see the kept cells"
+    assert torch.equal(kept[:, : cells // 2], source[:, : cells // 2])
+    assert not torch.equal(kept[:, cells // 2 :], plain[:, cells // 2 :]), "the model did not see the kept cells"
     verdict.fill_(1.0)
-    torch.testing.assert_close(edit(0.5), plain, rtol=0, atol=0)
+    assert torch.equal(edit(0.5), plain)
 
 
 def test_the_head_decides_what_is_kept(digits_dir):

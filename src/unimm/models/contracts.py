@@ -61,6 +61,7 @@ class Writer(nn.Module, ABC):
     causal = False  # True: the positions of a generated image see only earlier ones
     residual = False  # True: an image generated after an image of its grid is made as a difference from it
     starts_from_source = False  # True: sample.edit_strength < 1 starts an edit's sampler from its source image
+    keeps_source = False  # True: sample.edit_keep keeps the source cells the grounding head calls unchanged
     joint = False  # can mask every image's codes at given times (``joint_inputs``, what ``text.joint`` needs)
     stepped = True  # ``generate``'s ``steps`` sets how many passes its sampler runs (False: a fixed count)
     extra_vocab = 0  # token ids it adds to the vocabulary
@@ -113,6 +114,19 @@ class Writer(nn.Module, ABC):
     def fixed_modules(self) -> list[nn.Module]:
         """What stays frozen while the transformer trains."""
         return [self.codec]
+
+    def kept_cells(self, ctx: ModelContext, prompts: list) -> torch.Tensor:
+        """``sample.edit_keep``: [B, n] bool, the cells of each edit's target to keep as its source's: those whose
+        change probability by the grounding head (``ctx.source_changes``) is below ``edit_keep``. The source must
+        be read on the grid the writer generates (cell i of the one is cell i of the other)."""
+        if self.residual:
+            raise ValueError("sample.edit_keep keeps source cells; a residual writer samples differences from them")
+        if ctx.layout.read_grid != self.grid:
+            raise ValueError(
+                f"sample.edit_keep needs the source read on the grid the writer generates, {self.grid}; the reader's "
+                f"is {ctx.layout.read_grid}"
+            )
+        return (ctx.source_changes(prompts) < ctx.sample.edit_keep).to(ctx.device)
 
     @abstractmethod
     def read_inputs(self, ctx: ModelContext, images: torch.Tensor) -> torch.Tensor:

@@ -36,7 +36,7 @@ from unimm.samplers.masked import cosine_mask_ratio, maskgit_sample, ratio_mask,
 from unimm.samplers.text import select_next
 from unimm.sequence import IMAGE, span_cells
 from unimm.settings import WRITERS, Settings
-from unimm.tasks import ImagePrompt, before_generated
+from unimm.tasks import ImagePrompt, as_prompt, before_generated
 
 
 class CodeSettings(Settings):
@@ -70,6 +70,7 @@ class CodeTargets:
 
 class CodeWriter(Writer):
     codecs = ("vq",)
+    keeps_source = True
 
     def __init__(self, settings: CodeSettings, cfg: Config) -> None:
         super().__init__(settings)
@@ -117,6 +118,13 @@ class CodeWriter(Writer):
 
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         return self.codec.decode(codes).clamp(-1, 1)
+
+    def kept_codes(self, ctx, prompts: list[str | ImagePrompt]) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """``sample.edit_keep`` (None when 0): (the cells to keep [B, n] bool, the sources' codes [B, n])."""
+        if ctx.sample.edit_keep == 0:
+            return None
+        keep = self.kept_cells(ctx, prompts)
+        return keep, self.codec.encode(torch.stack([as_prompt(p).source for p in prompts]).to(ctx.device))
 
 
 @WRITERS.register(ARCodeSettings)
@@ -178,11 +186,14 @@ class ARCodeWriter(CodeWriter):
             x = torch.cat([x[:, :-1], x[:, -1:] + links[:, :1]], 1)
         dec = ctx.decoder(x, batch, n, use_cache)
         start = batch.next_position
+        kept = self.kept_codes(ctx, prompts)  # sample.edit_keep: a kept cell's code is its source's
         out = []
         for i in range(n):
             logits = self.code_logits(ctx, dec.last)
             logits = guide(logits, scale) if scale != 1.0 else logits
             code = select_next(logits, s.image_temperature, s.image_top_k, None, generator)
+            if kept is not None:
+                code = torch.where(kept[0][:, i], kept[1][:, i], code)
             out.append(code)
             if i == n - 1:
                 break
@@ -278,10 +289,18 @@ class MaskedCodeWriter(CodeWriter):
         batch, base = ctx.generation_batch(prompts, guided=guided)
         n = math.prod(self.grid)
 
+        kept = self.kept_codes(ctx, prompts)  # sample.edit_keep: seen from the first round, drawn with certainty
+
         def logits_fn(codes: torch.Tensor) -> torch.Tensor:
+            if kept is not None:
+                codes = torch.where(kept[0], kept[1], codes)
             codes2 = codes.repeat(2, 1) if guided else codes
             logits = self.code_logits(ctx, ctx.run_with_images(base, batch, self.embed_codes(ctx, codes2)))
-            return guide(logits, scale) if guided else logits
+            logits = guide(logits, scale) if guided else logits
+            if kept is not None:
+                certain = torch.full_like(logits, float("-inf")).scatter(-1, kept[1][..., None], 0.0)
+                logits = torch.where(kept[0][..., None], certain, logits)
+            return logits
 
         codes = maskgit_sample(
             logits_fn,

@@ -45,6 +45,7 @@ class LatentTargets:
 class LatentWriter(Writer):
     denoises = True
     starts_from_source = True
+    keeps_source = True
 
     def __init__(self, settings: LatentSettings, cfg: Config) -> None:
         super().__init__(settings)
@@ -137,8 +138,9 @@ class LatentWriter(Writer):
         noise = torch.randn(len(prompts), n_patch, patch_dim, generator=generator).to(base.device)
         strength = ctx.sample.edit_strength
         start = {} if strength >= 1 else {"init": self.source_start(prompts, noise), "strength": strength}
-        keep = self.kept_cells(ctx, prompts, noise) if ctx.sample.edit_keep > 0 else None
-        if keep is not None:
+        keep = None
+        if ctx.sample.edit_keep > 0:
+            keep = self.kept_cells(ctx, prompts)[..., None], self.source_start(prompts, noise)
             fn = self.keeping(fn, *keep, noise)
         x0 = self.objective.run_sampler(sampler, fn, noise, steps, generator, **start)
         if keep is not None:  # the kept cells end as the source's latent
@@ -161,19 +163,6 @@ class LatentWriter(Writer):
         if self.residual:
             return torch.zeros_like(like)
         return self.codec.encode(torch.stack(sources).to(like.device)).to(like.dtype)
-
-    def kept_cells(self, ctx, prompts: list[str | ImagePrompt], like: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """``sample.edit_keep``: (mask [B, n, 1] of the cells to keep, the sources' latents [B, n, P]): the cells
-        whose change probability by the grounding head (``ctx.source_changes``) is below ``edit_keep``."""
-        if self.residual:
-            raise ValueError("sample.edit_keep keeps source latents; a residual writer samples differences from them")
-        if ctx.layout.read_grid != self.grid:
-            raise ValueError(
-                f"sample.edit_keep needs the source read on the grid the writer generates, {self.grid}; the reader's "
-                f"is {ctx.layout.read_grid}"
-            )
-        changes = ctx.source_changes(prompts).to(like.device)
-        return (changes < ctx.sample.edit_keep)[..., None], self.source_start(prompts, like)
 
     def keeping(self, fn, keep: torch.Tensor, source: torch.Tensor, noise: torch.Tensor):
         """``fn`` seeing, at the ``keep`` cells, the source's latent noised to each call's time with the sampler's
