@@ -155,7 +155,7 @@ def edit_spans(
     ``layout.ground_source``, an edit with its instruction, source and target carries ``changed_cells`` on the
     source (what the grounding loss predicts there); the unconditional branch, without an instruction, none."""
     ids = [] if instruction is None else tok.encode(instruction)
-    grounded = layout.ground_source and None not in (instruction, source, target)
+    grounded = layout.ground_source and instruction is not None and source is not None and target is not None
     changes = changed_cells(source, target, layout.read_grid) if grounded else None
     spans = [
         TextSpan([tok.bos_id, *ids, tok.sep_id], loss=False),
