@@ -5,10 +5,10 @@
 For a run trained with ``model.edit_grounding``: each of the first ``n`` edits of the split is laid out as sampling
 lays it out (instruction, source read, target left empty), one backbone pass, and the grounding head's verdict at
 every source cell (``ctx.source_changes`` > 0.5: "the edit changes this cell") is compared with the truth
-(``tasks.changed_cells`` of
-the stored source and target). Prints per edit kind: the share of cells right, the intersection over union of the
-changed cells, and the share of edits with every cell right. This measures what the source's read positions know about
-which object the instruction names; sampling uses the head only with ``sample.edit_keep``.
+(``tasks.changed_cells`` of the stored source and target). Prints per edit kind: the share of cells the edit changes
+(the truth's base rate), the share of cells right, the intersection over union of the changed cells, and the share
+of edits with every cell right. This measures what the source's read positions know about which object the
+instruction names; sampling uses the head only with ``sample.edit_keep``.
 """
 
 from __future__ import annotations
@@ -49,22 +49,23 @@ def main() -> None:
                 s = stats[kind]
                 s["edits"] += 1
                 s["cells"] += truth.numel()
+                s["changed"] += int(truth.sum())
                 s["right"] += int((guess == truth).sum())
                 s["both"] += int((guess & truth).sum())
                 s["either"] += int((guess | truth).sum())
                 s["exact"] += int(torch.equal(guess, truth))
     print(f"{args.run}: the grounding head on the first {len(edits)} {args.split} edits\n")
-    print("| edit kind | edits | cells right | IoU of changed cells | every cell right |")
-    print("|---|---:|---:|---:|---:|")
+    print("| edit kind | edits | cells changed | cells right | IoU of changed cells | every cell right |")
+    print("|---|---:|---:|---:|---:|---:|")
     for kind in [k for k in stats if k != "all"] + ["all"]:
         s = stats[kind]
-        row = (
-            s["edits"],
-            100 * s["right"] / s["cells"],
-            100 * s["both"] / max(s["either"], 1),
-            100 * s["exact"] / s["edits"],
+        shares = (
+            s["changed"] / s["cells"],
+            s["right"] / s["cells"],
+            s["both"] / max(s["either"], 1),
+            s["exact"] / s["edits"],
         )
-        print(f"| {kind} | {row[0]} | {row[1]:.1f} % | {row[2]:.1f} % | {row[3]:.1f} % |")
+        print(f"| {kind} | {s['edits']} | " + " | ".join(f"{100 * x:.1f} %" for x in shares) + " |")
 
 
 if __name__ == "__main__":
