@@ -5,10 +5,11 @@
 For a run trained with ``model.edit_grounding``: each of the first ``n`` edits of the split is laid out as sampling
 lays it out (instruction, source read, target left empty), one backbone pass, and the grounding head's verdict at
 every source cell (``ctx.source_changes`` > 0.5: "the edit changes this cell") is compared with the truth
-(``tasks.changed_cells`` of the stored source and target). Prints per edit kind: the share of cells the edit changes
-(the truth's base rate), the share of cells right, the intersection over union of the changed cells, and the share
-of edits with every cell right. This measures what the source's read positions know about which object the
-instruction names; sampling uses the head only with ``sample.edit_keep``.
+(``tasks.changed_cells`` of the stored source and target, with an add's blank cells counted as changed for a run
+trained with ``model.edit_grounding_open``: what its head was taught). Prints per edit kind: the share of cells
+the edit changes (the truth's base rate), the share of cells right, the intersection over union of the changed
+cells, and the share of edits with every cell right. This measures what the source's read positions know about
+which object the instruction names; sampling uses the head only with ``sample.edit_keep``.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import collections
 
 import torch
 
-from unimm.data.edits import load_edits
+from unimm.data.edits import OPEN_PLACE_KINDS, load_edits
 from unimm.eval.editing import _to_pixels
 from unimm.models import UnifiedModel
 from unimm.tasks import ImagePrompt, changed_cells
@@ -43,7 +44,8 @@ def main() -> None:
         prompts = [ImagePrompt(e.edit.instruction, source=src) for e, src in zip(chunk, sources[start:], strict=False)]
         said = model.ctx.source_changes(prompts) > 0.5
         for i, loaded in enumerate(chunk):
-            truth = changed_cells(sources[start + i], targets[start + i], grid).bool()
+            open_place = model.layout.ground_open and loaded.edit.kind in OPEN_PLACE_KINDS
+            truth = changed_cells(sources[start + i], targets[start + i], grid, open_place).bool()
             guess = said[i]
             for kind in (loaded.edit.kind, "all"):
                 s = stats[kind]

@@ -56,6 +56,12 @@ class ModelSection(_Section):
         "last hidden state (it has seen the instruction) whether the edit changes it (source and target pixels "
         "differ; tasks.changed_cells): which object the instruction names, and where; 0 = off",
     )
+    edit_grounding_open: bool = Field(
+        False,
+        description="with model.edit_grounding: an edit whose instruction leaves the place open (an add: 'add a red "
+        "triangle') marks as changed every blank cell of its source, where the new object may go, not only the cells "
+        "it happens to cover in the target (which the instruction does not tell); the object cells stay unchanged",
+    )
     init: str | None = Field(
         None,
         description="start a fresh run's backbone from this checkpoint: a local Hugging Face Llama / Qwen2 directory "
@@ -76,6 +82,14 @@ class ModelSection(_Section):
     def _init_tokenizer(self) -> "ModelSection":
         if self.text_tokenizer == "init" and self.init is None:
             raise ValueError("model.text_tokenizer = 'init' needs model.init (the checkpoint whose tokenizer to use)")
+        return self
+
+    @model_validator(mode="after")
+    def _grounding_open(self) -> "ModelSection":
+        if self.edit_grounding_open and self.edit_grounding == 0:
+            raise ValueError(
+                "model.edit_grounding_open changes the grounding loss's targets: it needs model.edit_grounding > 0"
+            )
         return self
 
     @model_validator(mode="after")

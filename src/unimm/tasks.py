@@ -63,6 +63,7 @@ class Example:
     answer: str = ""
     drop_condition: bool = False  # t2i and edit: train the unconditional branch for CFG
     source: torch.Tensor | None = None  # edit only: the image [C, H, W] to edit (the example's image is the target)
+    open_place: bool = False  # edit only: the instruction leaves where it draws open (an add; ``changed_cells``)
     turns: tuple[Turn, ...] = ()  # conversation only: the turns, their images included (the example's is unused)
 
 
@@ -75,6 +76,7 @@ class Layout:
     prompt_loss: bool = True  # next-token loss on the t2i prompt too (free language modelling)
     link_source: bool = False  # an edit's target is aligned with its source, cell by cell (``model.source_link``)
     ground_source: bool = False  # a training edit's source carries the cells its edit changes (``changed_cells``)
+    ground_open: bool = False  # ... and an open-place edit's also every blank cell (``model.edit_grounding_open``)
 
 
 def answer_ids(text: str, tok: TextTokenizer, layout: Layout) -> list[int]:
@@ -91,7 +93,7 @@ def training_spans(ex: Example, image: torch.Tensor, layout: Layout, tok: TextTo
     if ex.task == "conversation":
         return conversation_spans(ex.turns, layout, tok)
     if ex.task == "edit":
-        return edit_spans(ex.source, None if ex.drop_condition else ex.text, image, layout, tok)
+        return edit_spans(ex.source, None if ex.drop_condition else ex.text, image, layout, tok, ex.open_place)
     if ex.task == "t2i":
         prompt = [] if ex.drop_condition else tok.encode(ex.text)
         return [
@@ -125,18 +127,29 @@ def generation_prompt(prompt: str | None, layout: Layout, tok: TextTokenizer) ->
 CHANGE_THRESHOLD = 0.05  # in [-1, 1] units, about 6 of 255 grey levels: a pixel the edit changed
 
 
-def changed_cells(source: torch.Tensor, target: torch.Tensor, grid: tuple[int, ...]) -> torch.Tensor:
+def changed_cells(
+    source: torch.Tensor, target: torch.Tensor, grid: tuple[int, ...], open_place: bool = False
+) -> torch.Tensor:
     """[h*w] float 0/1 in raster order: 1 at each cell of an image ``grid`` (``(h, w)`` or ``(1, h, w)``) whose
     pixels the edit changes, some channel of source and target [C, H, W] differing by more than
-    ``CHANGE_THRESHOLD``; every pixel falls in the cell its position scales to (``adaptive_max_pool2d``)."""
+    ``CHANGE_THRESHOLD``; every pixel falls in the cell its position scales to (``adaptive_max_pool2d``).
+
+    ``open_place`` (an edit whose instruction does not say where it draws, "add a red triangle"): also 1 at every
+    blank cell of the source, all of whose pixels are the background, where the new object may go; the background
+    is the source's per-channel median colour (a scene is mostly background)."""
     _, rows, cols = clip_grid(grid)
     if source.dim() != 3 or source.shape != target.shape or clip_grid(grid)[0] != 1:
         raise ValueError(
             f"changed cells compare two images [C, H, W] of one shape on a one-frame grid, got "
             f"{tuple(source.shape)}, {tuple(target.shape)} on {tuple(grid)}"
         )
-    moved = ((source.float() - target.float()).abs().amax(0) > CHANGE_THRESHOLD).float()
-    return F.adaptive_max_pool2d(moved[None, None], (rows, cols)).flatten()
+    moved = (source.float() - target.float()).abs().amax(0) > CHANGE_THRESHOLD
+    if open_place:
+        background = source.float().flatten(1).median(1).values[:, None, None]
+        drawn = ((source.float() - background).abs().amax(0) > CHANGE_THRESHOLD).float()
+        blank = F.adaptive_max_pool2d(drawn[None, None], (rows, cols)).flatten() == 0
+        return (F.adaptive_max_pool2d(moved.float()[None, None], (rows, cols)).flatten().bool() | blank).float()
+    return F.adaptive_max_pool2d(moved.float()[None, None], (rows, cols)).flatten()
 
 
 def edit_spans(
@@ -145,6 +158,7 @@ def edit_spans(
     target: torch.Tensor | None,
     layout: Layout,
     tok: TextTokenizer,
+    open_place: bool = False,
 ) -> Spans:
     """The edit layout: ``instruction`` (None: dropped, the unconditional branch), ``source`` read, then
     ``target`` generated (None: a sampler fills it in) right after it. Only the target carries a loss.
@@ -153,10 +167,12 @@ def edit_spans(
     at the same RoPE offset from its source cell, whatever the instruction's length (a copy is one fixed
     relative position to attend to), and the source is read knowing the instruction. With
     ``layout.ground_source``, an edit with its instruction, source and target carries ``changed_cells`` on the
-    source (what the grounding loss predicts there); the unconditional branch, without an instruction, none."""
+    source (what the grounding loss predicts there); the unconditional branch, without an instruction, none. With
+    ``layout.ground_open`` too, an ``open_place`` edit's blank source cells count as changed (``changed_cells``)."""
     ids = [] if instruction is None else tok.encode(instruction)
     grounded = layout.ground_source and instruction is not None and source is not None and target is not None
-    changes = changed_cells(source, target, layout.read_grid) if grounded else None
+    open_cells = open_place and layout.ground_open
+    changes = changed_cells(source, target, layout.read_grid, open_cells) if grounded else None
     spans = [
         TextSpan([tok.bos_id, *ids, tok.sep_id], loss=False),
         ImageSpan(source, layout.read_grid, changes=changes),

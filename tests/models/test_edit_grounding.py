@@ -50,6 +50,78 @@ def test_changed_cells_marks_exactly_the_cells_whose_pixels_differ():
         changed_cells(source, target[:, :4], (4, 4))
 
 
+def test_an_open_place_edit_also_marks_every_blank_source_cell():
+    """``open_place`` (an add): the cells of what the source already holds stay unchanged, every blank cell (all its
+    pixels the background, the source's median colour) counts as changed, wherever the target put the new object."""
+    source = torch.ones(3, 8, 8)  # a white scene
+    source[0, 0:2, 0:2] = -1  # an object in cell (0, 0) of a 4x4 grid
+    source[:, 2, 5] = 0.0  # a pixel of another in cell (1, 2)
+    target = source.clone()
+    target[1, 6:8, 6:8] = -1  # the added object, in cell (3, 3)
+    only = torch.zeros(16)
+    only[15] = 1
+    torch.testing.assert_close(changed_cells(source, target, (4, 4)), only)
+    open_cells = torch.ones(16)
+    open_cells[0] = open_cells[6] = 0
+    torch.testing.assert_close(changed_cells(source, target, (4, 4), open_place=True), open_cells)
+    moved = source.clone()  # the object of cell (0, 0) moved away: that cell changes, open or not
+    moved[0, 0:2, 0:2] = 1
+    moved[0, 4:6, 0:2] = -1
+    assert changed_cells(source, moved, (4, 4), open_place=True)[0] == 1
+
+
+def test_open_place_edits_carry_their_blank_cells_only_under_ground_open():
+    tok = TextTokenizer.train(TEXTS, 300)
+    source = torch.ones(1, 8, 8)
+    source[:, :2, :2] = -1
+    target = source.clone()
+    target[:, 6:, 6:] = -1
+
+    def changes(layout: Layout, open_place: bool) -> torch.Tensor:
+        spans = edit_spans(source, "add a red triangle", target, layout, tok, open_place)
+        return next(sp.changes for sp in spans if isinstance(sp, ImageSpan) and not sp.generate)
+
+    grounded = Layout(read_grid=(1, 4, 4), gen_grid=(1, 4, 4), ground_source=True)
+    opened = Layout(read_grid=(1, 4, 4), gen_grid=(1, 4, 4), ground_source=True, ground_open=True)
+    plain = changed_cells(source, target, (4, 4))
+    torch.testing.assert_close(changes(grounded, True), plain)  # the run was not trained so: as before
+    torch.testing.assert_close(changes(opened, False), plain)  # not an add: as before
+    torch.testing.assert_close(changes(opened, True), changed_cells(source, target, (4, 4), open_place=True))
+    assert changes(opened, True).sum() == 15
+
+
+def test_the_stream_marks_adds_as_open_and_the_batch_grounds_them_so(edits_dir):
+    """On the edit dataset: each add (and only adds) comes with ``open_place``, and a model trained with
+    ``model.edit_grounding_open`` gets that add's blank cells as changed at its source positions."""
+    from unimm.data.datasets import ImageTextData
+    from unimm.data.edits import load_edits
+    from unimm.train.loop import resolve_data
+    from unimm.train.stream import ExampleStream
+
+    cfg = tiny_preset(edits_dir, "transfusion", **{"model.edit_grounding": 1.0, "model.edit_grounding_open": True})
+    data, templates = resolve_data(cfg)
+    assert isinstance(data, ImageTextData)
+    kinds = [e.edit.kind for e in load_edits(edits_dir, "train")]
+    assert data.open_places == [k == "add" for k in kinds] and "add" in kinds
+    stream = ExampleStream(data, templates, cfg.data.model_copy(update={"edit_fraction": 1.0}), 16, 0)
+    model = UnifiedModel(cfg, TextTokenizer.train(data.stored_texts(), 300))
+    seen = set()
+    for k in range(6):
+        images, examples = stream.batch(k)
+        batch = make_batch(model, images, examples)
+        for row, ((i, _, _), ex) in enumerate(zip(stream.samples(k), examples, strict=True)):
+            assert ex.open_place == (kinds[i] == "add")
+            if ex.task != "edit" or ex.drop_condition:
+                continue
+            at = batch.ground[row] >= 0
+            want = changed_cells(ex.source, images[row], model.layout.read_grid, open_place=ex.open_place)
+            torch.testing.assert_close(batch.ground[row, at], want)
+            seen.add(ex.open_place)
+    assert seen == {True, False}
+    with pytest.raises(ConfigError, match="needs model.edit_grounding > 0"):
+        tiny_preset(edits_dir, "transfusion", **{"model.edit_grounding_open": True})
+
+
 def test_only_an_instructed_training_edit_carries_its_changes_on_the_source_cells():
     tok = TextTokenizer.train(TEXTS, 300)
     layout = Layout(read_grid=(1, 4, 4), gen_grid=(1, 4, 4), ground_source=True)

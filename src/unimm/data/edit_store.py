@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from unimm.data.datasets import ImageTextData, _to_nchw
-from unimm.data.edits import EDITS_FILE, load_edits
+from unimm.data.edits import EDITS_FILE, OPEN_PLACE_KINDS, load_edits
 from unimm.data.formats import META_FILE, load_meta_json
 from unimm.data.shapes import ShapeScene
 
@@ -50,4 +50,5 @@ def load_edit_data(root: str | Path, split: str) -> ImageTextData:
         sources=_to_nchw(np.stack([e.source for e in edits])),
         instructions=[e.edit.instruction for e in edits],
         source_objects=[len(e.edit.source.objects) for e in edits],
+        open_places=[e.edit.kind in OPEN_PLACE_KINDS for e in edits],
     )

@@ -39,6 +39,7 @@ from unimm.data.prepare import build, split_assignment
 from unimm.data.shapes import ShapeObject, ShapeScene
 
 EDIT_KINDS = ("recolour", "move", "add", "remove", "swap")
+OPEN_PLACE_KINDS = ("add",)  # the instruction does not say where the edit draws ("add a red triangle")
 DIRECTIONS = {"left": (-1, 0), "right": (1, 0), "up": (0, -1), "down": (0, 1)}
 _MOVE_WORDS = {"left": "to the left", "right": "to the right", "up": "up", "down": "down"}
 EDITS_FILE = "edits.jsonl"

@@ -82,6 +82,7 @@ class UnifiedModel(nn.Module):
             prompt_loss=self.text.prompt_loss,
             link_source=cfg.model.source_link or self.writer.residual,  # residual images need their base aligned
             ground_source=cfg.model.edit_grounding > 0,
+            ground_open=cfg.model.edit_grounding_open,
         )
         self.source_link = self._source_link(cfg) if cfg.model.source_link else None
         # ``model.edit_grounding``: dim -> 1, does the edit change this source cell (a logit; ``sample.edit_keep``)

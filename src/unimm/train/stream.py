@@ -79,7 +79,9 @@ class ExampleStream:
             if turns is not None:
                 return Example("conversation", turns=turns)
         if self.data.sources is not None and rng.random() < self.obj.edit_fraction:  # drawn on edit datasets only
-            return Example("edit", self.data.instructions[i], drop_condition=rng.random() < self.obj.cond_drop)
+            open_place = self.data.open_places is not None and self.data.open_places[i]
+            drop = rng.random() < self.obj.cond_drop
+            return Example("edit", self.data.instructions[i], drop_condition=drop, open_place=open_place)
         if rng.random() < self.obj.understand_fraction:
             if can_vqa and rng.random() < self.obj.vqa_fraction:
                 q, a = rng.choice(own_qa) if own_qa else self.templates.vqa(label, rng)
