@@ -1,10 +1,16 @@
 """Paired difference of two editing evaluations on the same test edits (docs/editing.md, fourth round).
 
     python docs/recipes/paired_edits.py RUN_A/eval/eval.json RUN_B/eval/eval.json
+    python docs/recipes/paired_edits.py seeds A_SEED0.json B_SEED0.json A_SEED1.json B_SEED1.json [...]
+    python docs/recipes/paired_edits.py kinds RUN_A/eval/eval.json [RUN_B/eval/eval.json ...]
     python docs/recipes/paired_edits.py keep RUN/eval/eval.json docs/recipes/edit-outcomes/RECORD.json
 
 Prints, for edit accuracy, preservation and both, the mean per-edit difference A - B in points and its 95 %
 bootstrap interval over the edits (2,000 resamples, seed 0). The interval covers the test edits, not training seeds.
+``seeds`` takes one (A, B) pair per training seed and prints each seed's mean difference, then their mean with a
+two-level bootstrap interval (resample the seeds, then the edits within each drawn seed), which covers the spread
+between training seeds as well as the test edits' (with two or three seeds, a rough one).
+``kinds`` prints each evaluation's edit accuracy / preservation / both per edit kind (a markdown table).
 ``keep`` writes a run's per-edit outcomes alone (kind, edit, preservation: a few kB) in the same layout, so that a
 later session pairs a new run with a committed one without its run directory (docs/recipes/edit-outcomes/).
 """
@@ -13,18 +19,55 @@ import json
 import random
 import sys
 
+KEYS = ("edit", "preservation", "both")
 
-def main(a_path: str, b_path: str, reps: int = 2000, seed: int = 0) -> None:
+
+def hit(r: dict, key: str) -> int:
+    return int(r["edit"] and r["preservation"]) if key == "both" else int(r[key])
+
+
+def differences(a_path: str, b_path: str) -> dict[str, list[int]]:
+    """Per test edit, A's outcome minus B's, for each of ``KEYS``."""
     a = json.load(open(a_path))["editing"]["results"]
     b = json.load(open(b_path))["editing"]["results"]
     if len(a) != len(b) or any(x["kind"] != y["kind"] for x, y in zip(a, b, strict=True)):
-        raise SystemExit("the two evaluations did not score the same test edits")
-    rng = random.Random(seed)
-    for key in ("edit", "preservation", "both"):
-        def hit(r: dict, key: str = key) -> int:
-            return int(r["edit"] and r["preservation"]) if key == "both" else int(r[key])
+        raise SystemExit(f"{a_path} and {b_path} did not score the same test edits")
+    return {key: [hit(x, key) - hit(y, key) for x, y in zip(a, b, strict=True)] for key in KEYS}
 
-        d = [hit(x) - hit(y) for x, y in zip(a, b, strict=True)]
+
+def seeds(paths: list[str], reps: int = 2000, seed: int = 0) -> None:
+    if len(paths) < 4 or len(paths) % 2:
+        raise SystemExit("seeds needs an (A, B) pair of eval.json files per training seed, two seeds at least")
+    per_seed = [differences(a, b) for a, b in zip(paths[::2], paths[1::2], strict=True)]
+    rng = random.Random(seed)
+    for key in KEYS:
+        means = [sum(d[key]) / len(d[key]) for d in per_seed]
+        boot = []
+        for _ in range(reps):
+            drawn = [per_seed[rng.randrange(len(per_seed))][key] for _ in per_seed]
+            boot.append(sum(sum(d[rng.randrange(len(d))] for _ in d) / len(d) for d in drawn) / len(drawn))
+        boot.sort()
+        lo, hi = boot[int(0.025 * reps)], boot[int(0.975 * reps) - 1]
+        each = " / ".join(f"{100 * m:+.1f}" for m in means)
+        mean = 100 * sum(means) / len(means)
+        print(
+            f"{key}: seeds {each}; mean {mean:+.1f} points [{100 * lo:+.1f}, {100 * hi:+.1f}] over {len(means)} seeds"
+        )
+
+
+def kinds(paths: list[str]) -> None:
+    print("| evaluation | kind | edits | edit | preservation | both |\n|---|---|---:|---:|---:|---:|")
+    for path in paths:
+        results = json.load(open(path))["editing"]["results"]
+        for kind in sorted({r["kind"] for r in results}):
+            rows = [r for r in results if r["kind"] == kind]
+            rates = " | ".join(f"{100 * sum(hit(r, key) for r in rows) / len(rows):.1f} %" for key in KEYS)
+            print(f"| {path} | {kind} | {len(rows)} | {rates} |")
+
+
+def main(a_path: str, b_path: str, reps: int = 2000, seed: int = 0) -> None:
+    rng = random.Random(seed)
+    for key, d in differences(a_path, b_path).items():
         n = len(d)
         boot = sorted(sum(d[rng.randrange(n)] for _ in range(n)) / n for _ in range(reps))
         lo, hi = boot[int(0.025 * reps)], boot[int(0.975 * reps) - 1]
@@ -42,5 +85,9 @@ def keep(eval_path: str, out_path: str) -> None:
 if __name__ == "__main__":
     if sys.argv[1] == "keep":
         keep(*sys.argv[2:4])
+    elif sys.argv[1] == "kinds":
+        kinds(sys.argv[2:])
+    elif sys.argv[1] == "seeds":
+        seeds(sys.argv[2:])
     else:
         main(*sys.argv[1:3])
