@@ -143,13 +143,14 @@ def changed_cells(
             f"changed cells compare two images [C, H, W] of one shape on a one-frame grid, got "
             f"{tuple(source.shape)}, {tuple(target.shape)} on {tuple(grid)}"
         )
-    moved = (source.float() - target.float()).abs().amax(0) > CHANGE_THRESHOLD
-    if open_place:
-        background = source.float().flatten(1).median(1).values[:, None, None]
-        drawn = ((source.float() - background).abs().amax(0) > CHANGE_THRESHOLD).float()
-        blank = F.adaptive_max_pool2d(drawn[None, None], (rows, cols)).flatten() == 0
-        return (F.adaptive_max_pool2d(moved.float()[None, None], (rows, cols)).flatten().bool() | blank).float()
-    return F.adaptive_max_pool2d(moved.float()[None, None], (rows, cols)).flatten()
+    moved = ((source.float() - target.float()).abs().amax(0) > CHANGE_THRESHOLD).float()
+    changed = F.adaptive_max_pool2d(moved[None, None], (rows, cols)).flatten()
+    if not open_place:
+        return changed
+    background = source.float().flatten(1).median(1).values[:, None, None]
+    drawn = ((source.float() - background).abs().amax(0) > CHANGE_THRESHOLD).float()
+    blank = F.adaptive_max_pool2d(drawn[None, None], (rows, cols)).flatten() == 0
+    return torch.maximum(changed, blank.float())
 
 
 def edit_spans(
