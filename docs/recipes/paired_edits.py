@@ -1,12 +1,13 @@
 """Paired difference of two editing evaluations on the same test edits (docs/editing.md, fourth round).
 
-    python docs/recipes/paired_edits.py RUN_A/eval/eval.json RUN_B/eval/eval.json
+    python docs/recipes/paired_edits.py RUN_A/eval/eval.json RUN_B/eval/eval.json [KIND]
     python docs/recipes/paired_edits.py seeds A_SEED0.json B_SEED0.json A_SEED1.json B_SEED1.json [...]
     python docs/recipes/paired_edits.py kinds RUN_A/eval/eval.json [RUN_B/eval/eval.json ...]
     python docs/recipes/paired_edits.py keep RUN/eval/eval.json docs/recipes/edit-outcomes/RECORD.json
 
 Prints, for edit accuracy, preservation and both, the mean per-edit difference A - B in points and its 95 %
-bootstrap interval over the edits (2,000 resamples, seed 0). The interval covers the test edits, not training seeds.
+bootstrap interval over the edits (2,000 resamples, seed 0); with KIND (add, move, ...) over the edits of that
+kind. The interval covers the test edits, not training seeds.
 ``seeds`` takes one (A, B) pair per training seed and prints each seed's mean difference, then their mean with a
 two-level bootstrap interval (resample the seeds, then the edits within each drawn seed), which covers the spread
 between training seeds as well as the test edits' (with two or three seeds, a rough one).
@@ -26,13 +27,14 @@ def hit(r: dict, key: str) -> int:
     return int(r["edit"] and r["preservation"]) if key == "both" else int(r[key])
 
 
-def differences(a_path: str, b_path: str) -> dict[str, list[int]]:
-    """Per test edit, A's outcome minus B's, for each of ``KEYS``."""
+def differences(a_path: str, b_path: str, kind: str | None = None) -> dict[str, list[int]]:
+    """Per test edit (of ``kind`` only, when given), A's outcome minus B's, for each of ``KEYS``."""
     a = json.load(open(a_path))["editing"]["results"]
     b = json.load(open(b_path))["editing"]["results"]
     if len(a) != len(b) or any(x["kind"] != y["kind"] for x, y in zip(a, b, strict=True)):
         raise SystemExit(f"{a_path} and {b_path} did not score the same test edits")
-    return {key: [hit(x, key) - hit(y, key) for x, y in zip(a, b, strict=True)] for key in KEYS}
+    pairs = [(x, y) for x, y in zip(a, b, strict=True) if kind is None or x["kind"] == kind]
+    return {key: [hit(x, key) - hit(y, key) for x, y in pairs] for key in KEYS}
 
 
 def seeds(paths: list[str], reps: int = 2000, seed: int = 0) -> None:
@@ -65,9 +67,9 @@ def kinds(paths: list[str]) -> None:
             print(f"| {path} | {kind} | {len(rows)} | {rates} |")
 
 
-def main(a_path: str, b_path: str, reps: int = 2000, seed: int = 0) -> None:
+def main(a_path: str, b_path: str, kind: str | None = None, reps: int = 2000, seed: int = 0) -> None:
     rng = random.Random(seed)
-    for key, d in differences(a_path, b_path).items():
+    for key, d in differences(a_path, b_path, kind).items():
         n = len(d)
         boot = sorted(sum(d[rng.randrange(n)] for _ in range(n)) / n for _ in range(reps))
         lo, hi = boot[int(0.025 * reps)], boot[int(0.975 * reps) - 1]
@@ -90,4 +92,4 @@ if __name__ == "__main__":
     elif sys.argv[1] == "seeds":
         seeds(sys.argv[2:])
     else:
-        main(*sys.argv[1:3])
+        main(*sys.argv[1:4])
