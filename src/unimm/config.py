@@ -261,6 +261,14 @@ class TrainSection(_Section):
         "AMD EPYC 1.3x the training step at dim 256, 1.18-1.27x at dims 96-128, bench/results/train_step*.md); the "
         "two round differently in the last bits, so a run is reproducible with its own setting; eager fp32 only",
     )
+    encode_cache_mib: int = Field(
+        0,
+        ge=0,
+        description="keep what the frozen image codec (a VAE's or a VQ's encoder) made of each training image, up to "
+        "this many MiB, so that an image drawn again is not encoded again (models/encode_cache.py); each image is "
+        "then encoded alone, which can differ in the last bits from inside a batch, so a run is reproducible with "
+        "its own setting; CPU fp32 runs; 0 = off",
+    )
     activation_checkpointing: bool = Field(
         False, description="recompute each backbone block in backward instead of keeping its activations"
     )
@@ -284,6 +292,15 @@ class TrainSection(_Section):
         if self.batch_shards is not None and self.batch_size % self.batch_shards:
             raise ValueError(
                 f"train.batch_size ({self.batch_size}) must be divisible by train.batch_shards ({self.batch_shards})"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _encode_cache_fp32(self) -> "TrainSection":
+        if self.encode_cache_mib and self.precision != "fp32":
+            raise ValueError(
+                f"train.encode_cache_mib keeps fp32 encoder outputs; under train.precision = '{self.precision}' set it "
+                "to 0"
             )
         return self
 

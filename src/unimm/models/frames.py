@@ -16,10 +16,15 @@ frame's tokens with their time positions.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from einops import rearrange
 
 from unimm.data.clips import frames_of, time_shape
+
+if TYPE_CHECKING:
+    from unimm.models.encode_cache import EncodeCache
 
 
 class FramewiseCodec:
@@ -32,6 +37,7 @@ class FramewiseCodec:
 
     frames: int | None = None
     frame_grid: tuple[int, int]
+    encode_cache: EncodeCache | None = None  # set by training on a frozen codec (``train.encode_cache``)
 
     @property
     def grid(self) -> tuple[int, int, int]:
@@ -39,7 +45,13 @@ class FramewiseCodec:
         return (self.frames or 1, *self.frame_grid)
 
     def encode(self, media: torch.Tensor) -> torch.Tensor:
-        """Images [N, C, H, W] or clips [N, T, C, H, W] -> [N, T*h*w, ...] in raster-in-time order."""
+        """Images [N, C, H, W] or clips [N, T, C, H, W] -> [N, T*h*w, ...] in raster-in-time order (through
+        ``encode_cache`` when one is set)."""
+        if self.encode_cache is not None:
+            return self.encode_cache.encode(media, self._encode)
+        return self._encode(media)
+
+    def _encode(self, media: torch.Tensor) -> torch.Tensor:
         out = self.encode_frame(frames_of(media))
         return rearrange(out, "(n t) k ... -> n (t k) ...", n=media.shape[0])
 

@@ -59,14 +59,18 @@ class StepFlops:
 
     @contextmanager
     def count(self) -> Iterator[None]:
-        """Count what runs inside: forward + backward of a micro-batch."""
+        """Count what runs inside: forward + backward of a micro-batch. The codec's ``encode_cache`` (if any) steps
+        aside meanwhile, so that the encoder is measured on every input, as without a cache."""
         before = self.encoder_flops
+        cache = getattr(self.codec, "encode_cache", None)
+        self.codec.encode_cache = None
         self.codec.encode = self._metered(type(self.codec).encode.__get__(self.codec))
         try:
             with count_flops() as counter:
                 yield
         finally:
             del self.codec.encode  # the codec's own method again
+            self.codec.encode_cache = cache
         self.flops += counter.get_total_flops() - (self.encoder_flops - before)
 
     @property

@@ -32,6 +32,7 @@ from unimm.data import load_split, templates_for
 from unimm.data.image_stats import ImageStats
 from unimm.models import UnifiedModel
 from unimm.models.adapters import add_adapters
+from unimm.models.encode_cache import cached_encodes
 from unimm.models.init_from import apply_init, init_tokenizer
 from unimm.nn.lora import seed_dropout
 from unimm.optim import EMA, build_optimizer, warmup_cosine, warmup_stable_decay
@@ -366,7 +367,11 @@ def _train(
 
     model.train()
     tokens_seen, t0 = 0, time.perf_counter()
-    with bar, open(out / "metrics.jsonl", "a") if env.main else nullcontext() as log:  # the bar closed also on ^C
+    if t_cfg.encode_cache_mib and env.device.type != "cpu" and env.main:
+        print(f"note: train.encode_cache_mib is for CPU runs; off on {env.device.type}", file=sys.stderr)
+    cache_bytes = t_cfg.encode_cache_mib * 2**20 if env.device.type == "cpu" else 0
+    log_file = open(out / "metrics.jsonl", "a") if env.main else nullcontext()  # noqa: SIM115 (closed by the with)
+    with bar, log_file as log, cached_encodes(core.writer.codec, cache_bytes) as cache:  # the bar closed also on ^C
         for step in range(start, t_cfg.steps):
             done = step + 1
             counting = bool(t_cfg.flops_every) and step % t_cfg.flops_every == 0
@@ -459,6 +464,8 @@ def _train(
                         publish_adapter(out, cfg, adapters)
     if board is not None:
         board.close()
+    if cache is not None and env.main:
+        print(cache.summary(), flush=True)
     return out
 
 
