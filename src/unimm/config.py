@@ -62,6 +62,13 @@ class ModelSection(_Section):
         "triangle') marks as changed every blank cell of its source, where the new object may go, not only the cells "
         "it happens to cover in the target (which the instruction does not tell); the object cells stay unchanged",
     )
+    clean_context: bool = Field(
+        False,
+        description="interleaved / chat training: a generated image that later text or images learn from is packed "
+        "twice, its noised or masked cells (the loss) and a clean copy at the same positions that everything after "
+        "it sees instead (BAGEL's clean copy), so that what follows conditions on the finished image as at sampling; "
+        "writers whose generated inputs are corrupted only (latent, MAR, masked codes)",
+    )
     init: str | None = Field(
         None,
         description="start a fresh run's backbone from this checkpoint: a local Hugging Face Llama / Qwen2 directory "

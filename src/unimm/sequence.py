@@ -18,6 +18,13 @@ learned projection, when the model has one (``model.source_link``, ``ModelContex
 carry ``changes``, per cell 1 where the edit after it changes that cell, else 0: ``ground`` puts it at the
 span's positions, the target of the model's grounding loss (``model.edit_grounding``).
 
+A generated span with ``clean_copy`` (training only, ``model.clean_context``) is packed twice at the same positions:
+its corrupted cells (noised or masked, the ones with the loss), then a clean copy of the same image, a block of its
+own that does not see them. No position outside the corrupted cells' own block attends to them, so the text and
+images after it condition on the clean image, as they do at sampling, where a finished image sits in its span
+(BAGEL's clean copy of a generated image for what follows it). The copy is a context image (``image_context``):
+embedded as a finished image is (``Writer.context_inputs``), no loss.
+
 RoPE layout (Qwen2-VL's multi-axis scheme, with its time axis used): text positions advance by one
 per token with all three axes equal; the cell (frame f, row r, col c) of a span placed at running
 position ``p`` gets ``(p + f, p + r, p + c)`` and the next span starts at ``p + max(T, h, w)``, one past
@@ -67,9 +74,15 @@ class ImageSpan:
     announce: bool = False  # its ``<boi>`` is a next-token target: the text decides where an image starts
     aligned: bool = False  # cell by cell with the image span before it (an edit's target with its source): ``link``
     changes: torch.Tensor | None = None  # [T*h*w] 0/1: a read span's grounding target per cell (``ground``)
+    clean_copy: bool = False  # a generated span later spans see: packed again, clean, for them (training only)
 
     def __post_init__(self) -> None:
         self.grid = clip_grid(self.grid)
+        if self.clean_copy and (not self.generate or self.causal):
+            raise ValueError(
+                "only a generated, bidirectional image span takes a clean copy (an autoregressive span's inputs are "
+                "its true codes already)"
+            )
         if self.changes is not None and self.changes.shape != (math.prod(self.grid),):
             raise ValueError(
                 f"an image span's changes hold one value per cell, {math.prod(self.grid)}, "
@@ -97,10 +110,13 @@ class Packed:
     image_index: torch.Tensor  # [L] long, index of the image in this sequence, -1 at text
     link: torch.Tensor  # [L] long, the position whose input this one's is linked to (``link_positions``), or -1
     ground: torch.Tensor  # [L] float, a read cell's grounding target (``ImageSpan.changes``), or -1
+    hidden: torch.Tensor  # [L] bool, the corrupted cells of a span with a clean copy: seen only by their own block
+    copy_of: torch.Tensor  # [L] long, at a clean copy's cells the block of the cells it copies, else -1
     images: list[torch.Tensor | None] = field(default_factory=list)
     image_generate: list[bool] = field(default_factory=list)
     next_position: int = 0
     image_base: list[int] = field(default_factory=list)  # per image: the image it is aligned with, or -1
+    image_context: list[bool] = field(default_factory=list)  # per image: a clean copy (``ImageSpan.clean_copy``)
 
 
 def span_cells(grid: tuple[int, ...]) -> torch.Tensor:
@@ -124,8 +140,10 @@ def link_positions(source: int, target: int, cells: int, causal: bool, length: i
 
 def packed_length(spans: list[TextSpan | ImageSpan]) -> int:
     """The number of positions ``pack`` gives ``spans``: one per text token, ``<boi>`` + T*h*w + ``<eoi>`` per
-    image or clip."""
-    return sum(len(sp.ids) if isinstance(sp, TextSpan) else math.prod(sp.grid) + 2 for sp in spans)
+    image or clip, and T*h*w more for a clean copy."""
+    return sum(
+        len(sp.ids) if isinstance(sp, TextSpan) else math.prod(sp.grid) * (1 + sp.clean_copy) + 2 for sp in spans
+    )
 
 
 def pack(spans: list[TextSpan | ImageSpan], special: SpecialIds) -> Packed:
@@ -140,6 +158,9 @@ def pack(spans: list[TextSpan | ImageSpan], special: SpecialIds) -> Packed:
     links: list[tuple[int, int, int, bool]] = []  # (source first cell, target first cell, cells, causal)
     bases: list[int] = []  # per image span: the index of the image span it is aligned with, or -1
     ground: list[float] = []  # per position: the grounding target, or -1
+    hidden: list[bool] = []  # per position: a corrupted cell that has a clean copy
+    copy_of: list[int] = []  # per position: the block a clean copy's cell copies, or -1
+    context: list[bool] = []  # per image: a clean copy
     previous: tuple[int, tuple[int, int, int]] | None = None  # the last image span's first cell and grid
     p = 0
 
@@ -147,7 +168,14 @@ def pack(spans: list[TextSpan | ImageSpan], special: SpecialIds) -> Packed:
         nonlocal p
         tokens.append(tok), modality.append(TEXT), pos.append((p, p, p))
         block.append(-1), image_index.append(-1), predict.append(loss), ground.append(-1.0)
+        hidden.append(False), copy_of.append(-1)
         p += 1
+
+    def add_cells(grid: tuple[int, int, int], at: int, blk: int, hide: bool, copies: int) -> None:
+        for f, r, c in span_cells(grid).tolist():  # raster-in-time order
+            tokens.append(special.img), modality.append(IMAGE), pos.append((at + f, at + r, at + c))
+            block.append(blk), image_index.append(len(generate)), predict.append(False)
+            hidden.append(hide), copy_of.append(copies)
 
     for s, sp in enumerate(spans):
         if isinstance(sp, TextSpan):
@@ -164,12 +192,19 @@ def pack(spans: list[TextSpan | ImageSpan], special: SpecialIds) -> Packed:
             links.append((previous[0], len(tokens), math.prod(sp.grid), sp.causal))
         bases.append(len(generate) - 1 if sp.aligned else -1)
         previous = (len(tokens), sp.grid)
-        for f, r, c in span_cells(sp.grid).tolist():  # raster-in-time order
-            tokens.append(special.img), modality.append(IMAGE), pos.append((p + f, p + r, p + c))
-            block.append(-1 if sp.causal else s), image_index.append(len(generate)), predict.append(False)
+        add_cells(sp.grid, p, -1 if sp.causal else s, sp.clean_copy, -1)
         ground.extend([-1.0] * math.prod(sp.grid) if sp.changes is None else sp.changes.float().tolist())
         images.append(sp.image)
         generate.append(sp.generate)
+        context.append(False)
+        if sp.clean_copy:  # the same image again at the same positions, its own block (past every span index)
+            bases.append(-1)
+            previous = (len(tokens), sp.grid)  # what an image aligned with this one links to: the clean cells
+            add_cells(sp.grid, p, len(spans) + s, False, s)
+            ground.extend([-1.0] * math.prod(sp.grid))
+            images.append(sp.image)
+            generate.append(True)
+            context.append(True)
         p += max(sp.grid)
         add_text(special.eoi, False)
 
@@ -189,10 +224,13 @@ def pack(spans: list[TextSpan | ImageSpan], special: SpecialIds) -> Packed:
         image_index=torch.tensor(image_index),
         link=link,
         ground=torch.tensor(ground),
+        hidden=torch.tensor(hidden, dtype=torch.bool),
+        copy_of=torch.tensor(copy_of, dtype=torch.long),
         images=images,
         image_generate=generate,
         next_position=p,
         image_base=bases,
+        image_context=context,
     )
 
 
@@ -214,15 +252,23 @@ class Batch:
     link: torch.Tensor  # [B, L] long: the position (same row) whose input embedding this one's is linked to, or -1
     ground: torch.Tensor  # [B, L] float: a read cell's grounding target (``ImageSpan.changes``), or -1
     image_base: torch.Tensor  # [num_images] long: the image each one is aligned with (an edit's source), or -1
+    image_context: torch.Tensor  # [num_images] bool: a clean copy of a generated image (``ImageSpan.clean_copy``)
 
     def to(self, device: torch.device | str) -> "Batch":
         return Batch(**{k: v.to(device) for k, v in self.__dict__.items()})
 
     def generated(self) -> torch.Tensor:
-        """[B, L] bool: the positions of the images being generated; False at text and at images read."""
+        """[B, L] bool: the positions of the images being generated; False at text, at images read and at clean
+        copies."""
         if self.image_generate.numel() == 0:
             return torch.zeros_like(self.valid)
-        return (self.image_id >= 0) & self.image_generate[self.image_id.clamp_min(0)]
+        return (self.image_id >= 0) & (self.image_generate & ~self.image_context)[self.image_id.clamp_min(0)]
+
+    def copies(self) -> torch.Tensor:
+        """[B, L] bool: the positions of clean copies of generated images (``ImageSpan.clean_copy``)."""
+        if self.image_context.numel() == 0:
+            return torch.zeros_like(self.valid)
+        return (self.image_id >= 0) & self.image_context[self.image_id.clamp_min(0)]
 
     def to_fill(self) -> torch.Tensor:
         """[B, L] bool: the positions of the generated images a sampler fills in (no image given); a generated image
@@ -239,18 +285,31 @@ class Batch:
         return out.scatter(0, self.image_id[img], rows[img])
 
 
-def attention_mask(block: torch.Tensor, valid: torch.Tensor, full_attention: bool = False) -> torch.Tensor:
+def attention_mask(
+    block: torch.Tensor,
+    valid: torch.Tensor,
+    full_attention: bool = False,
+    hidden: torch.Tensor | None = None,
+    copy_of: torch.Tensor | None = None,
+) -> torch.Tensor:
     """block, valid: [B, L] -> bool [B, L, L] (True = may attend).
 
     Causal, plus full attention within each block >= 0, or among all valid positions when
-    ``full_attention``. No position attends to padding (``valid`` False) other than itself.
+    ``full_attention``. No position attends to padding (``valid`` False) other than itself. With ``hidden`` [B, L]
+    (corrupted cells that have a clean copy) and ``copy_of`` [B, L] (the block a clean copy's cell copies, else -1),
+    only a hidden cell's own block sees it, and no block sees its own clean copy (under ``full_attention`` it would
+    otherwise read its answer).
     """
     length = block.shape[-1]
     eye = torch.eye(length, dtype=torch.bool, device=block.device)
     causal = torch.ones(length, length, dtype=torch.bool, device=block.device).tril()
-    mask = causal | ((block.unsqueeze(-1) == block.unsqueeze(-2)) & (block >= 0).unsqueeze(-1))
+    same = block.unsqueeze(-1) == block.unsqueeze(-2)
+    mask = causal | (same & (block >= 0).unsqueeze(-1))
     if full_attention:
         mask = mask | (valid.unsqueeze(-1) & valid.unsqueeze(-2))
+    if hidden is not None and bool(hidden.any()):
+        mask = mask & ~(hidden.unsqueeze(-2) & ~same)
+        mask = mask & ~((copy_of.unsqueeze(-2) == block.unsqueeze(-1)) & (copy_of >= 0).unsqueeze(-2))
     return mask & (valid.unsqueeze(-2) | eye)
 
 
@@ -277,9 +336,12 @@ def collate(seqs: list[Packed], pad_id: int, full_attention: bool = False, left_
     image_id = torch.full((bsz, length), -1, dtype=torch.long)
     link = torch.full((bsz, length), -1, dtype=torch.long)
     ground = torch.full((bsz, length), -1.0)
+    hidden = torch.zeros(bsz, length, dtype=torch.bool)
+    copy_of = torch.full((bsz, length), -1, dtype=torch.long)
     images: list[torch.Tensor | None] = []
     generate: list[bool] = []
     bases: list[int] = []
+    context: list[bool] = []
     for b, s in enumerate(seqs):
         n = len(s.tokens)
         sl = slice(length - n, length) if left_pad else slice(0, n)
@@ -288,16 +350,18 @@ def collate(seqs: list[Packed], pad_id: int, full_attention: bool = False, left_
         block[b, sl] = s.block
         link[b, sl] = torch.where(s.link >= 0, s.link + sl.start, -1)
         ground[b, sl] = s.ground
+        hidden[b, sl], copy_of[b, sl] = s.hidden, s.copy_of
         image_id[b, sl] = torch.where(s.image_index >= 0, s.image_index + len(generate), -1)
         bases += [i + len(generate) if i >= 0 else -1 for i in s.image_base]
         images += s.images
         generate += s.image_generate
+        context += s.image_context
     return Batch(
         tokens=tokens,
         modality=modality,
         positions=positions,
         targets=targets,
-        attn_mask=attention_mask(block, valid, full_attention),
+        attn_mask=attention_mask(block, valid, full_attention, hidden, copy_of),
         valid=valid,
         images=_stack_images(images),
         image_id=image_id,
@@ -307,4 +371,5 @@ def collate(seqs: list[Packed], pad_id: int, full_attention: bool = False, left_
         link=link,
         ground=ground,
         image_base=torch.tensor(bases, dtype=torch.long),
+        image_context=torch.tensor(context, dtype=torch.bool),
     )

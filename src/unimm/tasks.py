@@ -77,6 +77,7 @@ class Layout:
     link_source: bool = False  # an edit's target is aligned with its source, cell by cell (``model.source_link``)
     ground_source: bool = False  # a training edit's source carries the cells its edit changes (``changed_cells``)
     ground_open: bool = False  # ... and an open-place edit's also every blank cell (``model.edit_grounding_open``)
+    clean_context: bool = False  # a training conversation's generated images get clean copies (``clean_copies``)
 
 
 def answer_ids(text: str, tok: TextTokenizer, layout: Layout) -> list[int]:
@@ -91,7 +92,7 @@ def answer_ids(text: str, tok: TextTokenizer, layout: Layout) -> list[int]:
 def training_spans(ex: Example, image: torch.Tensor, layout: Layout, tok: TextTokenizer) -> Spans:
     """The spans of one training example; ``image`` is the example's image (an edit's target)."""
     if ex.task == "conversation":
-        return conversation_spans(ex.turns, layout, tok)
+        return training_conversation_spans(ex.turns, layout, tok)
     if ex.task == "edit":
         return edit_spans(ex.source, None if ex.drop_condition else ex.text, image, layout, tok, ex.open_place)
     if ex.task == "t2i":
@@ -198,6 +199,31 @@ def link_generated(spans: Spans, layout: Layout) -> Spans:
             previous = sp.grid
         out.append(sp)
     return out
+
+
+def training_conversation_spans(turns: Sequence[Turn], layout: Layout, tok: TextTokenizer) -> Spans:
+    """A conversation as training packs it: ``conversation_spans`` with the ``clean_copies`` its layout asks for."""
+    return clean_copies(conversation_spans(turns, layout, tok), layout, {tok.eos_id, tok.sep_id})
+
+
+def clean_copies(spans: Spans, layout: Layout, closing: set[int]) -> Spans:
+    """With ``layout.clean_context`` (training): every generated, bidirectional image span that something after it
+    learns from (a generated image, or text with a loss on more than ``closing`` tokens) takes a clean copy
+    (``ImageSpan.clean_copy``), so that what follows conditions on the finished image, as at sampling, not on its
+    noised or masked training inputs. ``spans`` unchanged otherwise (copies of the spans replace them)."""
+    if not layout.clean_context:
+        return spans
+    out: Spans = []
+    learns_after = False
+    for sp in reversed(spans):
+        if isinstance(sp, ImageSpan):
+            if sp.generate and not sp.causal and learns_after:
+                sp = replace(sp, clean_copy=True)
+            learns_after = learns_after or sp.generate
+        elif sp.loss and any(t not in closing for t in sp.ids):
+            learns_after = True
+        out.append(sp)
+    return out[::-1]
 
 
 def assistant_image(image: torch.Tensor | None, layout: Layout) -> ImageSpan:

@@ -67,8 +67,9 @@ class ModelContext:
         return F.linear(hidden, self.backbone.lm_head.weight[: self.text_vocab])
 
     def branch_ids(self, batch: Batch) -> torch.Tensor:
-        """The ids [B, L] the blocks of ``batch``'s backbone pass route by (``layers.route``; else the modality)."""
-        return self.layers.branch_ids(batch.modality, batch.generated())
+        """The ids [B, L] the blocks of ``batch``'s backbone pass route by (``layers.route``; else the modality). A
+        clean copy of a generated image routes as that image does when sampling gives it finished: as generated."""
+        return self.layers.branch_ids(batch.modality, batch.generated() | batch.copies())
 
     def linked(self, x: torch.Tensor, batch: Batch) -> torch.Tensor:
         """x [B, L, dim] with ``link(x[source])`` added at each position ``batch.link`` links to a source (an edit's

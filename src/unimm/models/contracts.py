@@ -59,6 +59,7 @@ class Writer(nn.Module, ABC):
     denoises = False  # needs a [denoiser] section
     reads = True  # can embed the images it reads (what a ``shared`` reader needs)
     causal = False  # True: the positions of a generated image see only earlier ones
+    corrupts_generated = True  # training inputs of a generated span are noised / masked (``model.clean_context``)
     residual = False  # True: an image generated after an image of its grid is made as a difference from it
     starts_from_source = False  # True: sample.edit_strength < 1 starts an edit's sampler from its source image
     keeps_source = False  # True: sample.edit_keep keeps the source cells the grounding head calls unchanged

@@ -83,7 +83,10 @@ class UnifiedModel(nn.Module):
             link_source=cfg.model.source_link or self.writer.residual,  # residual images need their base aligned
             ground_source=cfg.model.edit_grounding > 0,
             ground_open=cfg.model.edit_grounding_open,
+            clean_context=cfg.model.clean_context,
         )
+        if cfg.model.clean_context:
+            self._check_clean_context(cfg)
         self.source_link = self._source_link(cfg) if cfg.model.source_link else None
         # ``model.edit_grounding``: dim -> 1, does the edit change this source cell (a logit; ``sample.edit_keep``)
         self.grounding = nn.Linear(cfg.model.dim, 1) if cfg.model.edit_grounding > 0 else None
@@ -104,6 +107,17 @@ class UnifiedModel(nn.Module):
         self.writer.init_weights(self.ctx)
         self.image_stats: ImageStats | None = None  # of the training images: set by training, saved with the model
         self._warned_unusual = False
+
+    def _check_clean_context(self, cfg: Config) -> None:
+        """``model.clean_context`` needs a writer whose generated spans are corrupted in training (else a copy
+        changes nothing) and conditional masking (joint masking corrupts every image, read ones too)."""
+        if not self.writer.corrupts_generated:
+            raise ValueError(
+                f"model.clean_context copies generated images whose training inputs are noised or masked; writer "
+                f"{cfg.writer.kind!r} trains on inputs later positions may see as they are: turn it off"
+            )
+        if getattr(cfg.text, "joint", False):
+            raise ValueError("model.clean_context cannot be used with text.joint (joint masking corrupts every image)")
 
     def _source_link(self, cfg: Config) -> nn.Linear:
         """``model.source_link``: dim -> dim, zero at the start (an edit's target begins as without the link)."""
@@ -218,17 +232,26 @@ class UnifiedModel(nn.Module):
         state = None
         if img.any():
             images = batch.images.to(x.device)
+            bases = self._bases(batch, images)
+            copies = batch.image_context.to(x.device)
+            if copies.any():  # clean copies of generated images (``model.clean_context``): embedded as finished ones
+                copy_pos = batch.copies()
+                x = x.masked_scatter(
+                    copy_pos.unsqueeze(-1), self.writer.context_inputs(ctx, images[copies]).to(x.dtype)
+                )
+                own = ~copies
+                img, images, gen = img & ~copy_pos, images[own], gen[own]
+                bases = None if bases is None else (bases[0][own], bases[1][own])
             if joint is not None:  # one pass over all images, each denoised at its example's time
                 per_image = joint.for_images(batch.image_rows().to(joint.t.device), gen)
                 emb, state = self.writer.joint_inputs(ctx, images, per_image, generator)
                 x = x.masked_scatter(img.unsqueeze(-1), emb.to(x.dtype))
                 gen_pos = img
             elif self.reader.shared:  # the writer embeds read and generated images alike, in one pass
-                emb, state = self._train_inputs(images, gen, generator, self._bases(batch, images))
+                emb, state = self._train_inputs(images, gen, generator, bases)
                 x = x.masked_scatter(img.unsqueeze(-1), emb.to(x.dtype))
             else:
                 if gen.any():
-                    bases = self._bases(batch, images)
                     bases = None if bases is None else (bases[0][gen], bases[1][gen])
                     emb, state = self._train_inputs(images[gen], gen[gen], generator, bases)
                     x = x.masked_scatter(gen_pos.unsqueeze(-1), emb.to(x.dtype))

@@ -9,7 +9,7 @@ import random
 from unimm.data import CaptionTemplates, ImageTextData
 from unimm.data.conversations import Conversation, conversation_texts
 from unimm.sequence import packed_length
-from unimm.tasks import Layout, Turn, conversation_spans
+from unimm.tasks import Layout, Turn, training_conversation_spans
 from unimm.tokenizers.text import TextTokenizer
 from unimm.train.interleaved import InterleavedExamples
 
@@ -50,7 +50,7 @@ class StoredConversations:
 
     def longest(self, layout: Layout, tok: TextTokenizer) -> int:
         """The positions of the longest stored conversation."""
-        return max(packed_length(conversation_spans(as_turns(c), layout, tok)) for c in self._stored())
+        return max(packed_length(training_conversation_spans(as_turns(c), layout, tok)) for c in self._stored())
 
 
 def conversation_source(

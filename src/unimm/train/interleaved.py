@@ -17,6 +17,7 @@ draw comes from the caller's ``random.Random`` (the stream's per-example RNG).
 
 from __future__ import annotations
 
+import math
 import random
 
 import torch
@@ -25,7 +26,7 @@ from unimm.data import CaptionTemplates, ImageTextData
 from unimm.data.shapes import COLOURS, parse_caption
 from unimm.eval.interleaved import NUMBER_WORDS, InterleavedTask, count_task, digits_task, make_tasks, shapes_task
 from unimm.sequence import packed_length
-from unimm.tasks import Layout, Turn, conversation_spans, turn_spans
+from unimm.tasks import Layout, Turn, training_conversation_spans, turn_spans
 from unimm.tokenizers.text import TextTokenizer
 
 PLACES = {"right of": "to its right", "left of": "to its left", "above": "above it", "below": "below it"}
@@ -134,7 +135,7 @@ class InterleavedExamples:
 
         return max(
             packed_length(
-                conversation_spans(
+                training_conversation_spans(
                     [Turn("user", (t.prompt,)), Turn("assistant", tuple(p for w in answer(t) for p in (w, None)))],
                     layout,
                     tok,
@@ -144,10 +145,12 @@ class InterleavedExamples:
         ) + self.follow_up_length(layout, tok)
 
     def follow_up_length(self, layout: Layout, tok: TextTokenizer) -> int:
-        """The positions the longest follow-up (or leading) question and answer add (0 without templates)."""
+        """The positions the longest follow-up (or leading) question and answer add (0 without templates), with the
+        clean copy of the reply's last image they may call for (``layout.clean_context``)."""
         if self.templates is None:
             return 0
-        return max(
+        copy = math.prod(layout.gen_grid) if layout.clean_context else 0
+        return copy + max(
             packed_length(
                 turn_spans(Turn("user", (torch.zeros(0), q)), layout, tok)  # an image: only its grid counts
                 + turn_spans(Turn("assistant", (a,)), layout, tok)

@@ -130,6 +130,7 @@ class CodeWriter(Writer):
 @WRITERS.register(ARCodeSettings)
 class ARCodeWriter(CodeWriter):
     causal = True
+    corrupts_generated = False  # teacher forcing: a generated span's inputs are its true codes
     stepped = False  # one backbone pass per code, whatever ``steps`` says
 
     @classmethod

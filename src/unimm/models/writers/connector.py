@@ -96,6 +96,7 @@ class DecoderTargets:
 class ConnectorWriter(Writer):
     denoises = True
     reads = False  # the LLM never sees generation latents: understanding goes through a ViT reader
+    corrupts_generated = False  # a generated span holds the query tokens, in training as at sampling
 
     def __init__(self, settings: ConnectorSettings, cfg: Config) -> None:
         super().__init__(settings)
