@@ -1,10 +1,14 @@
 """Paired difference of two interleaved evaluations on the same tasks (docs/editing.md, sixteenth round).
 
     python docs/recipes/paired_interleaved.py RUN_A/eval-interleaved/eval.json RUN_B/eval-interleaved/eval.json
+    python docs/recipes/paired_interleaved.py seeds A_SEED0.json B_SEED0.json A_SEED1.json B_SEED1.json [...]
 
 Prints each run's rate and the mean per-task difference A - B in points, with its 95 % bootstrap interval over the
 tasks (2,000 resamples, seed 0), for: each slot's accuracy (slot k of every task that has one), task accuracy
-(every slot right) and consistency (shapes tasks). The interval covers the tasks, not training seeds.
+(every slot right), consistency (shapes tasks) and both (every slot right and the second image keeping the first's
+objects). The interval covers the tasks, not training seeds. ``seeds`` takes one (A, B) pair per training seed and
+prints each seed's difference and their mean with a two-level bootstrap interval (resample the seeds, then the tasks
+within each drawn seed), which covers the spread between seeds too (with two seeds, a rough one).
 """
 
 import json
@@ -13,14 +17,15 @@ import sys
 
 
 def outcomes(path: str) -> list[dict[str, int]]:
-    """Per task: slot k right (``slot1``, ``slot2``, ...), ``task`` (all slots right), ``consistency`` (0/1, or
-    absent where it does not apply)."""
+    """Per task: slot k right (``slot1``, ``slot2``, ...), ``task`` (all slots right), ``consistency`` and ``task and
+    consistent`` (0/1, or absent where consistency does not apply)."""
     rows = []
     for r in json.load(open(path))["interleaved"]["results"]:
         row = {f"slot{k + 1}": int(v) for k, v in enumerate(r["slots"])}
         row["task"] = int(all(r["slots"]))
         if r.get("consistency") is not None:
             row["consistency"] = int(r["consistency"])
+            row["task and consistent"] = int(row["task"] and r["consistency"])
         rows.append(row)
     return rows
 
@@ -49,7 +54,31 @@ def main(a_path: str, b_path: str) -> None:
         )
 
 
+def seeds(paths: list[str], reps: int = 2000, seed: int = 0) -> None:
+    if len(paths) < 4 or len(paths) % 2:
+        raise SystemExit("seeds needs (A, B) pairs: A_SEED0 B_SEED0 A_SEED1 B_SEED1 ...")
+    pairs = [(outcomes(a), outcomes(b)) for a, b in zip(paths[::2], paths[1::2], strict=True)]
+    keys = [k for k in pairs[0][0][0] if all(k in x for a, b in pairs for x in a + b)]
+    rng = random.Random(seed)
+    print("| measure | per seed, A - B (points) | mean | 95 % two-level interval |")
+    print("|---|---|---:|---|")
+    for key in keys:
+        diffs = [[x[key] - y[key] for x, y in zip(a, b, strict=True)] for a, b in pairs]
+        per_seed = [sum(d) / len(d) for d in diffs]
+        means = []
+        for _ in range(reps):
+            drawn = [diffs[rng.randrange(len(diffs))] for _ in diffs]
+            means.append(sum(sum(d[rng.randrange(len(d))] for _ in d) / len(d) for d in drawn) / len(drawn))
+        means.sort()
+        lo, hi = means[int(0.025 * reps)], means[int(0.975 * reps) - 1]
+        shown = " / ".join(f"{100 * m:+.1f}" for m in per_seed)
+        print(f"| {key} | {shown} | {100 * sum(per_seed) / len(per_seed):+.1f} | [{100 * lo:+.1f}, {100 * hi:+.1f}] |")
+
+
 if __name__ == "__main__":
-    if len(sys.argv) != 3:
+    if len(sys.argv) > 1 and sys.argv[1] == "seeds":
+        seeds(sys.argv[2:])
+    elif len(sys.argv) == 3:
+        main(sys.argv[1], sys.argv[2])
+    else:
         raise SystemExit(__doc__)
-    main(sys.argv[1], sys.argv[2])
