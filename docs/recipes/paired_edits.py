@@ -37,6 +37,24 @@ def differences(a_path: str, b_path: str, kind: str | None = None) -> dict[str, 
     return {key: [hit(x, key) - hit(y, key) for x, y in pairs] for key in KEYS}
 
 
+def interval(diffs: list[int], rng: random.Random, reps: int = 2000) -> tuple[float, float]:
+    """95 % bootstrap interval of the mean of per-item differences (``reps`` resamples drawn from ``rng``)."""
+    n = len(diffs)
+    boot = sorted(sum(diffs[rng.randrange(n)] for _ in range(n)) / n for _ in range(reps))
+    return boot[int(0.025 * reps)], boot[int(0.975 * reps) - 1]
+
+
+def two_level_interval(per_seed: list[list[int]], rng: random.Random, reps: int = 2000) -> tuple[float, float]:
+    """95 % interval of the mean over seeds of per-item differences: resample the seeds, then the items within each
+    drawn seed."""
+    boot = []
+    for _ in range(reps):
+        drawn = [per_seed[rng.randrange(len(per_seed))] for _ in per_seed]
+        boot.append(sum(sum(d[rng.randrange(len(d))] for _ in d) / len(d) for d in drawn) / len(drawn))
+    boot.sort()
+    return boot[int(0.025 * reps)], boot[int(0.975 * reps) - 1]
+
+
 def seeds(paths: list[str], reps: int = 2000, seed: int = 0) -> None:
     if len(paths) < 4 or len(paths) % 2:
         raise SystemExit("seeds needs an (A, B) pair of eval.json files per training seed, two seeds at least")
@@ -44,12 +62,7 @@ def seeds(paths: list[str], reps: int = 2000, seed: int = 0) -> None:
     rng = random.Random(seed)
     for key in KEYS:
         means = [sum(d[key]) / len(d[key]) for d in per_seed]
-        boot = []
-        for _ in range(reps):
-            drawn = [per_seed[rng.randrange(len(per_seed))][key] for _ in per_seed]
-            boot.append(sum(sum(d[rng.randrange(len(d))] for _ in d) / len(d) for d in drawn) / len(drawn))
-        boot.sort()
-        lo, hi = boot[int(0.025 * reps)], boot[int(0.975 * reps) - 1]
+        lo, hi = two_level_interval([d[key] for d in per_seed], rng, reps)
         each = " / ".join(f"{100 * m:+.1f}" for m in means)
         mean = 100 * sum(means) / len(means)
         print(
@@ -71,8 +84,7 @@ def main(a_path: str, b_path: str, kind: str | None = None, reps: int = 2000, se
     rng = random.Random(seed)
     for key, d in differences(a_path, b_path, kind).items():
         n = len(d)
-        boot = sorted(sum(d[rng.randrange(n)] for _ in range(n)) / n for _ in range(reps))
-        lo, hi = boot[int(0.025 * reps)], boot[int(0.975 * reps) - 1]
+        lo, hi = interval(d, rng, reps)
         print(f"{key}: {100 * sum(d) / n:+.1f} points [{100 * lo:+.1f}, {100 * hi:+.1f}] over {n} edits")
 
 

@@ -15,6 +15,8 @@ import json
 import random
 import sys
 
+from paired_edits import interval, two_level_interval  # the same bootstrap as the editing comparisons
+
 
 def outcomes(path: str) -> list[dict[str, int]]:
     """Per task: slot k right (``slot1``, ``slot2``, ...), ``task`` (all slots right), ``consistency`` and ``task and
@@ -30,13 +32,6 @@ def outcomes(path: str) -> list[dict[str, int]]:
     return rows
 
 
-def interval(diffs: list[int], reps: int = 2000, seed: int = 0) -> tuple[float, float]:
-    rng = random.Random(seed)
-    n = len(diffs)
-    means = sorted(sum(diffs[rng.randrange(n)] for _ in range(n)) / n for _ in range(reps))
-    return means[int(0.025 * reps)], means[int(0.975 * reps) - 1]
-
-
 def main(a_path: str, b_path: str) -> None:
     a, b = outcomes(a_path), outcomes(b_path)
     if len(a) != len(b):
@@ -46,7 +41,7 @@ def main(a_path: str, b_path: str) -> None:
     print("|---|---:|---:|---:|---|")
     for key in keys:
         diffs = [x[key] - y[key] for x, y in zip(a, b, strict=True)]
-        lo, hi = interval(diffs)
+        lo, hi = interval(diffs, random.Random(0))
         rate_a, rate_b = (100 * sum(x[key] for x in rows) / len(rows) for rows in (a, b))
         print(
             f"| {key} | {rate_a:.1f} % | {rate_b:.1f} % | {100 * sum(diffs) / len(diffs):+.1f} | "
@@ -65,12 +60,7 @@ def seeds(paths: list[str], reps: int = 2000, seed: int = 0) -> None:
     for key in keys:
         diffs = [[x[key] - y[key] for x, y in zip(a, b, strict=True)] for a, b in pairs]
         per_seed = [sum(d) / len(d) for d in diffs]
-        means = []
-        for _ in range(reps):
-            drawn = [diffs[rng.randrange(len(diffs))] for _ in diffs]
-            means.append(sum(sum(d[rng.randrange(len(d))] for _ in d) / len(d) for d in drawn) / len(drawn))
-        means.sort()
-        lo, hi = means[int(0.025 * reps)], means[int(0.975 * reps) - 1]
+        lo, hi = two_level_interval(diffs, rng, reps)
         shown = " / ".join(f"{100 * m:+.1f}" for m in per_seed)
         print(f"| {key} | {shown} | {100 * sum(per_seed) / len(per_seed):+.1f} | [{100 * lo:+.1f}, {100 * hi:+.1f}] |")
 
