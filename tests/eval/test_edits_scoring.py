@@ -158,6 +158,45 @@ def test_shapes_slots_and_consistency():
     assert score_task(task, [first]).consistency is False
 
 
+def test_shapes_slots_keep_their_checks_and_the_report_counts_them():
+    """Each kind of slot mistake fails its own GenEval check, and the per-slot table counts them."""
+    from unimm.eval.interleaving_report import interleaved_markdown
+
+    task = shapes_task(("red", "circle"), ("blue", "square"), "right of")
+    right = score_task(task, [pixels(CIRCLE), pixels(CIRCLE, SQUARE)])
+    assert right.checks[0] == {"object": True, "count": True, "colour": True, "position": None, "overall": True}
+    assert right.checks[1]["position"] is True
+    wrong = score_task(task, [pixels(recoloured(CIRCLE, "green")), pixels(moved(SQUARE, 8, 26), CIRCLE)])
+    assert wrong.checks[0]["colour"] is False and wrong.checks[0]["object"] is False
+    assert wrong.checks[0]["count"] is True
+    assert wrong.checks[1]["position"] is False and wrong.checks[1]["object"] is True
+    missing = score_task(task, [pixels(CIRCLE, SQUARE)])  # two objects in slot 1, no slot 2
+    assert missing.checks[0]["count"] is False and missing.checks[1] is None
+    out = score_tasks([task] * 3, [[pixels(CIRCLE), pixels(CIRCLE, SQUARE)], [pixels(recoloured(CIRCLE, "green")),
+                      pixels(moved(SQUARE, 8, 26), CIRCLE)], [pixels(CIRCLE, SQUARE)]])  # fmt: skip
+    first, second = out["shapes_slot_checks"]
+    assert first["colour"]["rate"] == 2 / 3 and first["count"]["rate"] == 2 / 3 and first["missing"] == 0
+    assert "position" not in first  # no single-object slot has a relation
+    assert second["position"]["rate"] == 1 / 3 and second["position"]["n"] == 3 and second["missing"] == 1
+    assert second["object"]["rate"] == 2 / 3  # the missing image fails every check
+    digits = score_tasks([digits_task(12)], [[digit(1), digit(2)]], fake_classify)
+    assert digits["shapes_slot_checks"] == [] and digits["results"][0]["checks"] == ()
+    result = {
+        "dataset": {"tasks": 3, "kind": "shapes"},
+        "seed": 0,
+        "interleaved": {**out, "stops": {"eos": 3}, "scored_resized": False},
+    }
+    result["interleaved"]["slot_accuracy"]["bootstrap_ci"] = [0.0, 1.0]
+    for row in result["interleaved"]["results"]:
+        row.update(prompt=task.prompt, text="", images=2)
+    md = interleaved_markdown(result, "t")
+    assert "| slot | object | count | colour | position | overall | no image |" in md
+    rows = {line.split(" | ")[0]: line for line in md.splitlines() if line.startswith(("| 1 |", "| 2 |"))}
+    first_row = rows["| 1"]
+    assert first_row.startswith("| 1 | 66.7% [") and "| n/a | 33.3% [" in first_row and first_row.endswith("| 0 |")
+    assert rows["| 2"].count("(n=3)") == 5 and rows["| 2"].endswith("| 1 |")
+
+
 def test_classifier_callable_returns_a_class():
     classify = classifier_callable(ImageClassifier(1, 8, 10))
     assert 0 <= classify(digit(3)) < 10

@@ -8,7 +8,9 @@ Kinds (``make_tasks`` draws them, seeded):
 A digit slot is right when ``classify(image)`` returns its class (any callable: the in-project CNN through
 ``classifier_callable``, or a fake in tests); a shapes slot when every GenEval check passes. ``consistency``
 (shapes only): every object detected in slot 1 is in slot 2 with its colour, shape and size, its centre
-within ``tolerance`` pixels; False when slot 1 shows nothing.
+within ``tolerance`` pixels; False when slot 1 shows nothing. A shapes slot also keeps which GenEval checks its
+image passed (``checks``; None for a missing image), so that a report can say why slots fail: the wrong shape, a
+missing or extra object, the wrong colour or the wrong place.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import numpy as np
 
 from unimm.data.shapes import COLOURS, SHAPES, detect_objects
 from unimm.eval.edits import TOLERANCE, near
-from unimm.eval.geneval import check_image
+from unimm.eval.geneval import CHECKS, check_image
 from unimm.eval.intervals import rate
 
 if TYPE_CHECKING:
@@ -83,11 +85,13 @@ def make_tasks(n: int, seed: int = 0) -> list[InterleavedTask]:
 
 @dataclass(frozen=True)
 class TaskResult:
-    """Per-slot verdicts (a missing image is wrong) and consistency (None where it does not apply)."""
+    """Per-slot verdicts (a missing image is wrong), consistency (None where it does not apply) and, for shapes,
+    each slot's GenEval checks (``geneval.check_image``; None for a missing image; empty for other kinds)."""
 
     kind: str
     slots: tuple[bool, ...]
     consistency: bool | None
+    checks: tuple[dict[str, bool | None] | None, ...] = ()
 
 
 def consistent(first: np.ndarray, second: np.ndarray, tolerance: int = TOLERANCE) -> bool:
@@ -102,17 +106,36 @@ def score_task(
     """Score one task's images (uint8; ``[H, W, 3]`` for shapes) in slot order."""
     if task.kind != "shapes" and classify is None:
         raise ValueError(f"a {task.kind} task needs a classify callable")
-    verdicts = []
+    verdicts, checks = [], []
     for slot, image in zip(task.slots, images, strict=False):
         if task.kind == "shapes":
-            verdicts.append(bool(check_image(image, str(slot))["overall"]))
+            checks.append(check_image(image, str(slot)))
+            verdicts.append(bool(checks[-1]["overall"]))
         else:
             verdicts.append(int(classify(image)) == slot)
     verdicts += [False] * (len(task.slots) - len(verdicts))
     consistency = None
     if task.kind == "shapes":
         consistency = len(images) >= 2 and consistent(images[0], images[1], tolerance)
-    return TaskResult(task.kind, tuple(verdicts), consistency)
+        checks += [None] * (len(task.slots) - len(checks))
+    return TaskResult(task.kind, tuple(verdicts), consistency, tuple(checks))
+
+
+def slot_checks(results: Sequence[TaskResult]) -> list[dict[str, Any]]:
+    """Per slot position of the shapes tasks, how often each GenEval check passed: ``[{check: {rate, n, ci}}]``,
+    ``missing`` counting the slots without an image (they count as failing every check). Empty without shapes."""
+    rows = [r for r in results if r.kind == "shapes"]
+    out = []
+    for slot in range(max((len(r.slots) for r in rows), default=0)):
+        seen = [r.checks[slot] if slot < len(r.checks) else None for r in rows if slot < len(r.slots)]
+        row: dict[str, Any] = {}
+        for check in CHECKS:
+            applies = [c for c in seen if c is None or c[check] is not None]
+            if applies:
+                row[check] = rate(sum(bool(c and c[check]) for c in applies), len(applies))
+        row["missing"] = sum(c is None for c in seen)
+        out.append(row)
+    return out
 
 
 def score_tasks(
@@ -122,7 +145,8 @@ def score_tasks(
     tolerance: int = TOLERANCE,
 ) -> dict[str, Any]:
     """Per-task results; ``slot_accuracy`` (over all slots), ``task_accuracy`` (every slot right) and
-    ``consistency`` (shapes tasks), each ``{rate, n, ci}`` with a Wilson 95 % interval, also per kind."""
+    ``consistency`` (shapes tasks), each ``{rate, n, ci}`` with a Wilson 95 % interval, also per kind; and the
+    shapes slots' GenEval checks per slot position (:func:`slot_checks`)."""
     if len(images) != len(tasks):
         raise ValueError(f"got images for {len(images)} tasks but {len(tasks)} tasks")
     results = [score_task(t, ims, classify, tolerance) for t, ims in zip(tasks, images, strict=True)]
@@ -137,7 +161,12 @@ def score_tasks(
         }
 
     per_kind = {k: rates([r for r in results if r.kind == k]) for k in TASK_KINDS if any(r.kind == k for r in results)}
-    return {**rates(results), "per_kind": per_kind, "results": [asdict(r) for r in results]}
+    return {
+        **rates(results),
+        "per_kind": per_kind,
+        "shapes_slot_checks": slot_checks(results),
+        "results": [asdict(r) for r in results],
+    }
 
 
 def classifier_callable(classifier: ImageClassifier) -> Classify:

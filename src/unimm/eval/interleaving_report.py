@@ -11,6 +11,7 @@ import torch
 
 from unimm.checkpoint import atomic_write_text
 from unimm.eval.editing_report import _rate
+from unimm.eval.geneval import CHECKS
 from unimm.io import save_grid
 
 
@@ -32,6 +33,20 @@ def interleaved_markdown(result: dict[str, Any], title: str) -> str:
         lines.append(
             f"| {name} | {_rate(row['slot_accuracy'])} | {_rate(row['task_accuracy'])} | {_rate(row['consistency'])} |"
         )
+    checks = r.get("shapes_slot_checks") or []
+    if checks:
+        names = [c for c in CHECKS if any(c in row for row in checks)]
+        lines += [
+            "",
+            "Shapes slots by GenEval check (why a slot fails: the named object missing, a wrong object count, no "
+            "object of the named colour, the pair not in the named relation; a slot without an image fails all):",
+            "",
+            "| slot | " + " | ".join(names) + " | no image |",
+            "|---|" + "---|" * (len(names) + 1),
+        ]
+        for i, row in enumerate(checks, 1):
+            cells = [_rate(row[c]) if c in row else "n/a" for c in names]
+            lines.append(f"| {i} | " + " | ".join(cells) + f" | {row['missing']} |")
     lines += ["", "| prompt | reply text | images | slots right |", "|---|---|---|---|"]
     for row in r["results"][:20]:
         text = row["text"].replace("|", "\\|") or "(none)"
