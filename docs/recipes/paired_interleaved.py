@@ -2,13 +2,16 @@
 
     python docs/recipes/paired_interleaved.py RUN_A/eval-interleaved/eval.json RUN_B/eval-interleaved/eval.json
     python docs/recipes/paired_interleaved.py seeds A_SEED0.json B_SEED0.json A_SEED1.json B_SEED1.json [...]
+    python docs/recipes/paired_interleaved.py checks RUN.json [...]
 
 Prints each run's rate and the mean per-task difference A - B in points, with its 95 % bootstrap interval over the
 tasks (2,000 resamples, seed 0), for: each slot's accuracy (slot k of every task that has one), task accuracy
 (every slot right), consistency (shapes tasks) and both (every slot right and the second image keeping the first's
 objects). The interval covers the tasks, not training seeds. ``seeds`` takes one (A, B) pair per training seed and
 prints each seed's difference and their mean with a two-level bootstrap interval (resample the seeds, then the tasks
-within each drawn seed), which covers the spread between seeds too (with two seeds, a rough one).
+within each drawn seed), which covers the spread between seeds too (with two seeds, a rough one). ``checks`` prints,
+per evaluation (one evaluated on a commit that keeps each shapes slot's GenEval checks), each slot's pass rate per
+check and the first slot's accuracy per shape it names.
 """
 
 import json
@@ -65,9 +68,33 @@ def seeds(paths: list[str], reps: int = 2000, seed: int = 0) -> None:
         print(f"| {key} | {shown} | {100 * sum(per_seed) / len(per_seed):+.1f} | [{100 * lo:+.1f}, {100 * hi:+.1f}] |")
 
 
+def checks(paths: list[str]) -> None:
+    names = ("object", "count", "colour", "position", "overall")
+    print("| run | slot | " + " | ".join(names) + " | slot 1 by shape named |")
+    print("|---|---:|" + "---:|" * len(names) + "---|")
+    for path in paths:
+        results = [r for r in json.load(open(path))["interleaved"]["results"] if r.get("checks")]
+        if not results:
+            raise SystemExit(f"{path} has no per-slot checks (evaluated before they were kept)")
+        shapes: dict[str, list[int]] = {}
+        for r in results:  # "draw a red circle. Now ..." names the first slot's shape before the first full stop
+            shapes.setdefault(r["prompt"].split(".")[0].split()[-1], []).append(int(r["slots"][0]))
+        by_shape = ", ".join(f"{k} {sum(v)}/{len(v)}" for k, v in sorted(shapes.items()))
+        for slot in range(max(len(r["slots"]) for r in results)):
+            seen = [r["checks"][slot] for r in results if slot < len(r["checks"])]
+            cells = []
+            for name in names:
+                applies = [c for c in seen if c is None or c[name] is not None]
+                cells.append(f"{100 * sum(bool(c and c[name]) for c in applies) / len(applies):.1f} %" if applies else "n/a")
+            shown = by_shape if slot == 0 else ""
+            print(f"| {path.split('/')[-1].removesuffix('.json')} | {slot + 1} | " + " | ".join(cells) + f" | {shown} |")
+
+
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "seeds":
         seeds(sys.argv[2:])
+    elif len(sys.argv) > 2 and sys.argv[1] == "checks":
+        checks(sys.argv[2:])
     elif len(sys.argv) == 3:
         main(sys.argv[1], sys.argv[2])
     else:
