@@ -96,6 +96,42 @@ def test_pixel_distance_outside_the_edit_counts():
     assert score_edit(image, edit("recolour", (green, SQUARE)), pixel_threshold=100).preservation
 
 
+def why(image: np.ndarray, e: Edit) -> tuple[str | None, str | None]:
+    result = score_edit(image, e)
+    return result.edit_failure, result.preservation_failure
+
+
+def test_each_kind_of_mistake_names_its_reason():
+    """A failed measure says why: each kind of mistake gives its own reason, a right image none."""
+    green = recoloured(CIRCLE, "green")
+    e = edit("recolour", (green, SQUARE))
+    assert why(pixels(green, SQUARE), e) == (None, None)
+    square_as_circle = ShapeObject("circle", "blue", SQUARE.centre, SQUARE.size)
+    assert why(pixels(green, square_as_circle), e) == (None, "shape")  # the kept square drawn round
+    assert why(pixels(green, recoloured(SQUARE, "red")), e) == (None, "colour")
+    assert why(pixels(green, moved(SQUARE, 24, 26)), e) == (None, "place")
+    assert why(pixels(green), e) == (None, "missing")
+    assert why(pixels(green, SQUARE, ShapeObject("triangle", "purple", (16, 5), 3)), e) == (None, "extra")
+    # the edited circle drawn square: the edit fails, and preservation fails on the same misdrawn object
+    green_square = ShapeObject("square", "green", CIRCLE.centre, CIRCLE.size)
+    assert why(pixels(green_square, SQUARE), e) == ("shape", "edited shape")
+    assert why(pixels(recoloured(CIRCLE, "yellow"), SQUARE), e) == ("colour", None)
+    down = moved(CIRCLE, 8, 24)
+    assert why(pixels(moved(CIRCLE, 8, 8), SQUARE), edit("move", (down, SQUARE), direction="down"))[0] == "place"
+    triangle = ShapeObject("triangle", "green", (16, 5), 3)
+    add = edit("add", (*SOURCE, triangle), index=2)
+    assert why(pixels(*SOURCE, ShapeObject("square", "green", (16, 5), 3)), add) == ("shape", None)
+    assert why(pixels(*SOURCE), add) == ("missing", None)
+    assert why(pixels(*SOURCE), edit("remove", (SQUARE,))) == ("not removed", None)
+    image = pixels(green, SQUARE)
+    image[image.sum(-1) == 3 * 255] = 200
+    assert why(image, e) == (None, "pixels")
+    out = score_edits([pixels(green, square_as_circle), pixels(green, SQUARE), pixels(*SOURCE)], [e] * 3)
+    assert out["failures"]["preservation"]["shape"] == 1 and sum(out["failures"]["preservation"].values()) == 1
+    assert out["failures"]["edit"]["place"] == 0 and sum(out["failures"]["edit"].values()) == 1
+    assert out["per_kind"]["recolour"]["failures"] == out["failures"]
+
+
 def test_aggregate_rates_and_intervals():
     green = recoloured(CIRCLE, "green")
     e = edit("recolour", (green, SQUARE))

@@ -36,6 +36,12 @@ def editing_markdown(result: dict[str, Any], title: str) -> str:
     for name, r in [("all", e), *e["per_kind"].items()]:
         distance = "n/a" if r["pixel_distance"] is None else f"{r['pixel_distance']:.2f}"
         lines.append(f"| {name} | {_rate(r['edit'])} | {_rate(r['preservation'])} | {_rate(r['both'])} | {distance} |")
+    failures = e.get("failures")
+    if failures and any(failures["edit"].values()) | any(failures["preservation"].values()):
+        lines += ["", "Why edits failed (images per reason; see `eval/edits.py`):", ""]
+        for measure, counts in failures.items():
+            shown = ", ".join(f"{why} {n}" for why, n in counts.items() if n) or "none"
+            lines.append(f"- {measure}: {shown}")
     ceiling = e.get("codec_ceiling")
     if ceiling is not None:
         lines += [

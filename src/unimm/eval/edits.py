@@ -9,6 +9,14 @@ Two measures per image, each a pass/fail:
   recoloured or left in place: the edit measure judges it); and ``pixel_distance``, the mean absolute
   difference (0..255, over channels) from the true target outside the edited region (the edited objects'
   boxes in source, target and produced image), is at most ``pixel_threshold``.
+A failed measure also says why (``edit_failure``, ``preservation_failure``; None when it passed), from what was
+detected where the object should be: ``shape`` (an object of its colour at its place, of another shape), ``colour``
+(its shape at its place, in another colour), ``place`` (its colour and shape, elsewhere), ``missing`` (none of
+these); for an add ``shape`` means an object of the added colour with another shape, for a remove ``not removed``;
+preservation also fails by ``edited shape`` (an object left over is the edited one in its target colour, at its target
+place for the kinds that set one, drawn as another shape: the edit's shape failure seen again), ``extra`` (any other
+object that is neither kept nor the edited one) and ``pixels`` (every object right, the pixel distance above the
+threshold).
 """
 
 from __future__ import annotations
@@ -36,6 +44,12 @@ class EditResult:
     objects_kept: bool
     pixel_distance: float
     preservation: bool
+    edit_failure: str | None = None
+    preservation_failure: str | None = None
+
+
+EDIT_FAILURES = ("shape", "colour", "place", "missing", "not removed")
+PRESERVATION_FAILURES = ("shape", "colour", "place", "missing", "edited shape", "extra", "pixels")
 
 
 def _offset(a: ShapeObject, b: ShapeObject) -> int:
@@ -72,6 +86,31 @@ def _edit_done(edit: Edit, found: list[ShapeObject], tolerance: int) -> bool:
     return all(any(near(d, want, tolerance) for d in found) for want in after)
 
 
+def _why_missing(want: ShapeObject, found: list[ShapeObject], tolerance: int, placed: bool = True) -> str:
+    """Why ``want`` has no detection ``near`` it: the first of ``place`` (its name elsewhere), ``shape`` / ``colour``
+    (the other attribute right at its place, within its size plus ``tolerance``; anywhere when not ``placed``),
+    ``missing``."""
+    if placed and any(d.name == want.name for d in found):
+        return "place"
+    at = [d for d in found if not placed or _offset(d, want) <= want.size + tolerance]
+    if any(d.colour == want.colour and d.shape != want.shape for d in at):
+        return "shape"
+    if any(d.shape == want.shape and d.colour != want.colour for d in at):
+        return "colour"
+    return "missing"
+
+
+def _edit_failure(edit: Edit, found: list[ShapeObject], tolerance: int) -> str:
+    """Why a failed edit failed (``_edit_done`` was False)."""
+    before, after = _edited(edit)
+    if edit.kind == "remove":
+        return "not removed"
+    if edit.kind == "add":
+        return _why_missing(after[0], found, tolerance, placed=False)
+    want = next(w for w in after if not any(near(d, w, tolerance) for d in found))
+    return _why_missing(want, found, tolerance)
+
+
 def _is_edited(edit: Edit, d: ShapeObject, tolerance: int) -> bool:
     """Whether a detection beyond the kept objects can be the edited object (right or wrong)."""
     before, after = _edited(edit)
@@ -99,20 +138,34 @@ def score_edit(
     found = detect_objects(image)
     before, after = _edited(edit)
     left = list(found)
-    kept = True
+    kept, why = True, None
     for want in _others(edit):
         match = next((d for d in left if near(d, want, tolerance)), None)
+        if match is None and why is None:
+            why = _why_missing(want, found, tolerance)
         kept &= match is not None
         if match is not None:
             left.remove(match)
     edited = [d for d in left if _is_edited(edit, d, tolerance)][: max(1, len(after))]
+    if kept and len(edited) != len(left):
+        stray = [d for d in left if d not in edited]
+        placed = edit.kind != "add"
+        misdrawn = all(
+            any(d.colour == w.colour and (not placed or _offset(d, w) <= w.size + tolerance) for w in after)
+            for d in stray
+        )
+        why = "edited shape" if misdrawn and after else "extra"
     kept &= len(edited) == len(left)
     target = np.asarray(render(edit.target, image.shape[0]), dtype=np.float32)
     outside = ~_region(before + after + edited, image.shape[:2], margin=1)
     diff = np.abs(image.astype(np.float32) - target)[outside]
     distance = float(diff.mean()) if diff.size else 0.0
     done = _edit_done(edit, found, tolerance)
-    return EditResult(edit.kind, done, kept, distance, kept and distance <= pixel_threshold)
+    preserved = kept and distance <= pixel_threshold
+    if kept and not preserved:
+        why = "pixels"
+    failure = None if done else _edit_failure(edit, found, tolerance)
+    return EditResult(edit.kind, done, kept, distance, preserved, failure, why)
 
 
 def score_edits(
@@ -122,7 +175,8 @@ def score_edits(
     pixel_threshold: float = PIXEL_THRESHOLD,
 ) -> dict[str, Any]:
     """Per-image results and the rates of ``edit``, ``preservation`` and ``both`` (each ``{rate, n, ci}``, a
-    Wilson 95 % interval), overall and per kind, with the mean ``pixel_distance``."""
+    Wilson 95 % interval), overall and per kind, with the mean ``pixel_distance`` and ``failures``: how many
+    images failed each measure for each reason (``EDIT_FAILURES``, ``PRESERVATION_FAILURES``)."""
     if len(images) != len(edits):
         raise ValueError(f"got {len(images)} images but {len(edits)} edits")
     results = [score_edit(im, e, tolerance, pixel_threshold) for im, e in zip(images, edits, strict=True)]
@@ -134,6 +188,10 @@ def score_edits(
             "preservation": rate(sum(r.preservation for r in rows), n),
             "both": rate(sum(r.edit and r.preservation for r in rows), n),
             "pixel_distance": float(np.mean([r.pixel_distance for r in rows])) if rows else None,
+            "failures": {
+                measure: {why: sum(getattr(r, f"{measure}_failure") == why for r in rows) for why in reasons}
+                for measure, reasons in (("edit", EDIT_FAILURES), ("preservation", PRESERVATION_FAILURES))
+            },
         }
 
     kinds = sorted({r.kind for r in results})
