@@ -4,6 +4,7 @@
     python docs/recipes/paired_edits.py seeds A_SEED0.json B_SEED0.json A_SEED1.json B_SEED1.json [...]
     python docs/recipes/paired_edits.py kinds RUN_A/eval/eval.json [RUN_B/eval/eval.json ...]
     python docs/recipes/paired_edits.py keep RUN/eval/eval.json docs/recipes/edit-outcomes/RECORD.json
+    python docs/recipes/paired_edits.py reasons OUTCOMES.json [...]
 
 Prints, for edit accuracy, preservation and both, the mean per-edit difference A - B in points and its 95 %
 bootstrap interval over the edits (2,000 resamples, seed 0); with KIND (add, move, ...) over the edits of that
@@ -13,7 +14,9 @@ two-level bootstrap interval (resample the seeds, then the edits within each dra
 between training seeds as well as the test edits' (with two or three seeds, a rough one).
 ``kinds`` prints each evaluation's edit accuracy / preservation / both per edit kind (a markdown table).
 ``keep`` writes a run's per-edit outcomes alone (kind, edit, preservation: a few kB) in the same layout, so that a
-later session pairs a new run with a committed one without its run directory (docs/recipes/edit-outcomes/).
+later session pairs a new run with a committed one without its run directory (docs/recipes/edit-outcomes/); from an
+evaluation that names failure reasons (``eval/edits.py``) it keeps them too. ``reasons`` prints, per evaluation, how
+many edits failed each measure for each reason, overall and per kind.
 """
 
 import json
@@ -80,6 +83,26 @@ def kinds(paths: list[str]) -> None:
             print(f"| {path} | {kind} | {len(rows)} | {rates} |")
 
 
+def reasons(paths: list[str]) -> None:
+    print("| evaluation | kind | edits | edit failed | why (edits) | preservation failed | why (edits) |")
+    print("|---|---|---:|---:|---|---:|---|")
+    for path in paths:
+        results = json.load(open(path))["editing"]["results"]
+        if not any("edit_failure" in r for r in results):
+            raise SystemExit(f"{path} was evaluated before failures were named")
+        for kind in ["all", *sorted({r["kind"] for r in results})]:
+            rows = [r for r in results if kind in ("all", r["kind"])]
+            cells = []
+            for key in ("edit", "preservation"):
+                failed = [r.get(f"{key}_failure") for r in rows if not r[key]]
+                counts: dict[str, int] = {}
+                for why in failed:
+                    counts[why] = counts.get(why, 0) + 1
+                shown = ", ".join(f"{why} {n}" for why, n in sorted(counts.items(), key=lambda c: -c[1]))
+                cells += [str(len(failed)), shown]
+            print(f"| {path.split('/')[-1].removesuffix('.json')} | {kind} | {len(rows)} | " + " | ".join(cells) + " |")
+
+
 def main(a_path: str, b_path: str, kind: str | None = None, reps: int = 2000, seed: int = 0) -> None:
     rng = random.Random(seed)
     for key, d in differences(a_path, b_path, kind).items():
@@ -90,7 +113,8 @@ def main(a_path: str, b_path: str, kind: str | None = None, reps: int = 2000, se
 
 def keep(eval_path: str, out_path: str) -> None:
     results = json.load(open(eval_path))["editing"]["results"]
-    kept = [{k: r[k] for k in ("kind", "edit", "preservation")} for r in results]
+    kept = [{k: r[k] for k in ("kind", "edit", "preservation", "edit_failure", "preservation_failure") if r.get(k) is not None
+             or k in ("edit", "preservation")} for r in results]  # fmt: skip
     with open(out_path, "w") as handle:
         json.dump({"editing": {"results": kept}}, handle, separators=(",", ":"))
         handle.write("\n")
@@ -103,5 +127,7 @@ if __name__ == "__main__":
         kinds(sys.argv[2:])
     elif sys.argv[1] == "seeds":
         seeds(sys.argv[2:])
+    elif sys.argv[1] == "reasons":
+        reasons(sys.argv[2:])
     else:
         main(*sys.argv[1:4])

@@ -498,6 +498,19 @@ class TokenizerSection(_Section):
     adversarial_weight: float = Field(0.0, ge=0, description="hinge-GAN term of a patch discriminator; 0 = off")
     adversarial_start: int = Field(0, ge=0, description="steps before the discriminator term starts")
     perceptual_weight: float = Field(0.0, ge=0, description="random-conv-feature perceptual loss; 0 = off")
+    decoder_noise: float = Field(
+        0.0,
+        ge=0,
+        description="vae: the decoder reconstructs each image from its latent plus Gaussian noise of s times the "
+        "batch's latent std, s ~ U(0, decoder_noise) per image, so that it draws clean images from a generator's "
+        "imprecise latents; 0 = off",
+    )
+    init_from: str | None = Field(None, description="directory of a trained tokenizer of the same shape to start from")
+    train_decoder_only: bool = Field(
+        False,
+        description="vae: keep the encoder (and so the latent space every model trained on it uses) fixed; needs "
+        "init_from",
+    )
 
 
 class TokenizerTrainSection(_Section):

@@ -92,3 +92,47 @@ def test_cli_tokenizer_train(digits_dir, tmp_path):
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     assert "val PSNR" in result.output and (tmp_path / "t" / "tokenizer.safetensors").exists()
+
+
+def test_decoder_noise_feeds_the_decoder_noised_latents_in_training_only():
+    """With ``decoder_noise`` the training loss decodes a noised latent (so it differs from the plain VAE's with the
+    same weights and draws); the deterministic round trip does not change."""
+    from unimm.models.vae import SmallVAE
+
+    torch.manual_seed(0)
+    plain = SmallVAE(1, 3, hidden=8, downsample=2).train()
+    noisy = SmallVAE(1, 3, hidden=8, downsample=2, decoder_noise=1.0).train()
+    noisy.load_state_dict(plain.state_dict())
+    x = torch.rand(4, 1, 8, 8) * 2 - 1
+    a = plain.training_loss(x, torch.Generator().manual_seed(1), return_recon=True)[2]
+    b = noisy.training_loss(x, torch.Generator().manual_seed(1), return_recon=True)[2]
+    assert (a - b).abs().max() > 1e-4
+    assert torch.equal(plain.eval().reconstruct(x)[0], noisy.eval().reconstruct(x)[0])
+    assert torch.equal(noisy.eval().training_loss(x, torch.Generator().manual_seed(1), return_recon=True)[2], a)
+
+
+def test_a_decoder_only_finetune_keeps_the_encoder_and_so_the_latent_space(digits_dir, tmp_path):
+    """``tokenizer.init_from`` + ``train_decoder_only``: training starts from the given tokenizer (its validation
+    error before training is the original's after), the encoder stays bit for bit, the decoder learns; mismatches
+    are refused by name."""
+    base = train_tokenizer(_tok_cfg(digits_dir, "vae", steps=30), tmp_path / "base", progress=False)
+    cfg = _tok_cfg(digits_dir, "vae", steps=20)
+    cfg.tokenizer.init_from, cfg.tokenizer.train_decoder_only = str(tmp_path / "base"), True
+    cfg.tokenizer.decoder_noise = 0.5
+    tuned = train_tokenizer(cfg, tmp_path / "tuned", progress=False)
+    assert tuned["val_untrained"]["mse"] == pytest.approx(base["val"]["mse"], rel=1e-5)
+    a, b = load_image_tokenizer(tmp_path / "base"), load_image_tokenizer(tmp_path / "tuned")
+    assert all(torch.equal(v, b.encoder.state_dict()[k]) for k, v in a.encoder.state_dict().items())
+    assert not all(torch.equal(v, b.decoder.state_dict()[k]) for k, v in a.decoder.state_dict().items())
+    other = _tok_cfg(digits_dir, "vae", steps=2)
+    other.tokenizer.init_from, other.tokenizer.hidden = str(tmp_path / "base"), 8
+    with pytest.raises(ValueError, match="another shape"):
+        train_tokenizer(other, tmp_path / "other", progress=False)
+    alone = _tok_cfg(digits_dir, "vae", steps=2)
+    alone.tokenizer.train_decoder_only = True
+    with pytest.raises(ValueError, match="needs a KL-VAE"):
+        train_tokenizer(alone, tmp_path / "alone", progress=False)
+    vq = _tok_cfg(digits_dir, "vq", steps=2)
+    vq.tokenizer.decoder_noise = 0.5
+    with pytest.raises(ValueError, match="decoder_noise"):
+        train_tokenizer(vq, tmp_path / "vq", progress=False)

@@ -24,10 +24,16 @@ class SmallVAE(nn.Module):
     """Conv encoder/decoder; each downsampling step halves the side. Latent: [B, z, H/d, W/d]."""
 
     def __init__(
-        self, channels: int, latent_channels: int = 4, hidden: int = 64, downsample: int = 2, kl_weight: float = 1e-4
+        self,
+        channels: int,
+        latent_channels: int = 4,
+        hidden: int = 64,
+        downsample: int = 2,
+        kl_weight: float = 1e-4,
+        decoder_noise: float = 0.0,
     ) -> None:
         super().__init__()
-        self.kl_weight = kl_weight
+        self.kl_weight, self.decoder_noise = kl_weight, decoder_noise
         self.encoder = conv_encoder(channels, hidden, 2 * latent_channels, downsample)
         self.decoder = conv_decoder(latent_channels, hidden, channels, downsample)
 
@@ -45,9 +51,15 @@ class SmallVAE(nn.Module):
         return loss, mse, kl
 
     def _loss(self, x: torch.Tensor, kl_weight: float, generator: torch.Generator | None = None):
-        """(loss, mse, kl, reconstruction); the reconstruction keeps its gradient."""
+        """(loss, mse, kl, reconstruction); the reconstruction keeps its gradient. In training with
+        ``decoder_noise`` the decoder sees each latent sample plus noise of s times the batch's latent std, s ~ U(0,
+        decoder_noise) per image (a generator's latents are off by about that much; the target stays the clean
+        image)."""
         mean, logvar = self.encode(x)
         z = mean + (0.5 * logvar).exp() * torch.randn(mean.shape, generator=generator)
+        if self.training and self.decoder_noise > 0:
+            s = torch.rand(len(z), 1, 1, 1, generator=generator) * self.decoder_noise * mean.detach().std()
+            z = z + s * torch.randn(z.shape, generator=generator)
         x_hat = self.decode(z)
         mse = F.mse_loss(x_hat, x)
         kl = 0.5 * (mean.pow(2) + logvar.exp() - 1 - logvar).mean()

@@ -49,7 +49,7 @@ def fit_image_tokenizer(
     use_perc = perceptual is not None and perceptual_weight > 0
     use_adv = discriminator is not None and adversarial_weight > 0
     gen = torch.Generator().manual_seed(seed)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(max(1, steps // 20), steps, 0.05))
     if use_perc:
         perceptual.to(images.device)

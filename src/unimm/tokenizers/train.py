@@ -28,12 +28,32 @@ from unimm.tokenizers.vqvae import VQVAE, psnr
 
 def build_image_tokenizer(cfg: TokenizerConfig) -> nn.Module:
     t, channels = cfg.tokenizer, cfg.data.channels
+    if t.decoder_noise > 0 and t.kind != "vae":
+        raise ValueError("tokenizer.decoder_noise applies to a KL-VAE (tokenizer.kind = 'vae') only")
     if channels is None:
         raise ValueError("data.channels must be resolved from the dataset first")
     if t.kind == "vq":
         ema = t.ema_decay if t.ema_decay > 0 else None
         return VQVAE(channels, t.codebook_size, t.code_dim, t.hidden, t.downsample, t.beta, t.l2_normalize, ema)
-    return SmallVAE(channels, t.code_dim, t.hidden, t.downsample, t.kl_weight)
+    return SmallVAE(channels, t.code_dim, t.hidden, t.downsample, t.kl_weight, t.decoder_noise)
+
+
+def start_from(model: nn.Module, cfg: TokenizerConfig) -> None:
+    """``tokenizer.init_from``: load a trained tokenizer of the same shape; with ``train_decoder_only`` freeze the
+    encoder, so the latents (and every model trained on them) stay as they were."""
+    t = cfg.tokenizer
+    if t.train_decoder_only and (t.kind != "vae" or t.init_from is None):
+        raise ValueError("tokenizer.train_decoder_only needs a KL-VAE (kind = 'vae') and tokenizer.init_from")
+    if t.init_from is None:
+        return
+    source = load_config(Path(t.init_from) / "config.toml", schema=TokenizerConfig).tokenizer
+    shape = ("kind", "code_dim", "hidden", "downsample", "codebook_size")
+    if any(getattr(source, k) != getattr(t, k) for k in shape):
+        theirs = {k: getattr(source, k) for k in shape}
+        raise ValueError(f"tokenizer.init_from {t.init_from} has another shape ({theirs}) than this config")
+    model.load_state_dict(load_weights(Path(t.init_from) / "tokenizer.safetensors"))
+    if t.train_decoder_only:
+        model.encoder.requires_grad_(False)
 
 
 def build_tokenizer_losses(cfg: TokenizerConfig) -> dict:
@@ -87,6 +107,7 @@ def train_tokenizer(cfg: TokenizerConfig, out: str | Path, progress: bool = True
     val.images = frames_of(val.images)
     torch.manual_seed(cfg.train.seed)
     model = build_image_tokenizer(cfg)
+    start_from(model, cfg)
     before = evaluate_tokenizer(model, val.images)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "config.toml", dump_toml(cfg))
