@@ -1,6 +1,7 @@
 """Why edited objects are read as the wrong shape (docs/editing.md, sixteenth round).
 
     OMP_NUM_THREADS=1 python docs/recipes/shape_probe.py RUN [--split val|test] [--n 200] [--sample KEY=VALUE ...]
+    OMP_NUM_THREADS=1 python docs/recipes/shape_probe.py RUN --latent-noise 0,0.1,0.2,0.3,0.5 [--n 300]
 
 ``detect_objects`` gives each pixel the nearest palette colour within a distance of 60 (else the background), and
 calls a region of one colour a square when it fills more than 90 % of its box, a circle above 65 %. A drawn square
@@ -10,7 +11,9 @@ read as the background or another colour, leaving holes. This script edits the f
 detected object whose shape differs from the true target object of its colour at its place, measures its fill as
 detected and with its holes filled (``scipy.ndimage.binary_fill_holes``). A misread that is right once its holes are
 filled came from speckle inside the object, the rest from its outline. The codec's own reconstructions of the true
-targets (what the ceiling scores) are probed the same way, for comparison.
+targets (what the ceiling scores) are probed the same way, for comparison. ``--latent-noise`` instead decodes the true
+targets' latents plus Gaussian noise of each given multiple of the latents' standard deviation (one draw, seed 1),
+no model sampling: how far off a latent may be before the codec's decoder misdraws the shapes.
 """
 
 from __future__ import annotations
@@ -93,6 +96,7 @@ def main() -> None:
     p.add_argument("--split", default="val", choices=["val", "test"])
     p.add_argument("--n", type=int, default=200)
     p.add_argument("--sample", action="append", default=[])
+    p.add_argument("--latent-noise", default=None, help="comma-separated multiples of the latent std")
     args = p.parse_args()
     model = UnifiedModel.from_pretrained(args.run).eval()
     with_sampling(model.cfg, args.sample)
@@ -100,6 +104,26 @@ def main() -> None:
     size = edits[0].target.shape[0]
     sources = _to_pixels(np.stack([e.source for e in edits]), model)
     targets = _to_pixels(np.stack([e.target for e in edits]), model)
+    scenes = [e.edit.target for e in edits]
+    if args.latent_noise is not None:
+        codec = model.writer.codec
+        with torch.no_grad():
+            z = codec.encode(targets)
+            print(f"{args.run}: the true targets' latents plus noise, first {len(edits)} {args.split} edits\n")
+            print("| noise (x latent std) | circles misread | squares misread | triangles misread |")
+            print("|---:|---:|---:|---:|")
+            for sigma in (float(v) for v in args.latent_noise.split(",")):
+                noise = torch.randn(z.shape, generator=torch.Generator().manual_seed(1))
+                images = codec.decode(z + sigma * z.std() * noise).clamp(-1, 1)
+                tally: collections.Counter = collections.Counter()
+                probe(_to_stored(images, size), scenes, tally, {})
+                cells = [
+                    f"{sum(tally[f'{s} read as {o}'] for o in ('circle', 'square', 'triangle'))} / "
+                    f"{tally[f'{s} objects read']}"
+                    for s in ("circle", "square", "triangle")
+                ]
+                print(f"| {sigma:g} | " + " | ".join(cells) + " |")
+        return
     gen = torch.Generator().manual_seed(0)
     chunks = []
     with torch.no_grad():
@@ -109,7 +133,6 @@ def main() -> None:
             )
         codec = getattr(model.writer, "codec", None)
         recon = codec.decode(codec.encode(targets)).clamp(-1, 1) if codec is not None else None
-    scenes = [e.edit.target for e in edits]
     for name, images in (("edited", torch.cat(chunks)), ("codec round trip of the true targets", recon)):
         if images is None:
             continue
