@@ -37,7 +37,7 @@ def editing_markdown(result: dict[str, Any], title: str) -> str:
         distance = "n/a" if r["pixel_distance"] is None else f"{r['pixel_distance']:.2f}"
         lines.append(f"| {name} | {_rate(r['edit'])} | {_rate(r['preservation'])} | {_rate(r['both'])} | {distance} |")
     failures = e.get("failures")
-    if failures and any(failures["edit"].values()) | any(failures["preservation"].values()):
+    if failures and (any(failures["edit"].values()) or any(failures["preservation"].values())):
         lines += ["", "Why edits failed (images per reason; see `eval/edits.py`):", ""]
         for measure, counts in failures.items():
             shown = ", ".join(f"{why} {n}" for why, n in counts.items() if n) or "none"

@@ -58,8 +58,8 @@ class SmallVAE(nn.Module):
         mean, logvar = self.encode(x)
         z = mean + (0.5 * logvar).exp() * torch.randn(mean.shape, generator=generator)
         if self.training and self.decoder_noise > 0:
-            s = torch.rand(len(z), 1, 1, 1, generator=generator) * self.decoder_noise * mean.detach().std()
-            z = z + s * torch.randn(z.shape, generator=generator)
+            s = torch.rand(len(z), 1, 1, 1, generator=generator).to(z) * self.decoder_noise * mean.detach().std()
+            z = z + s * torch.randn(z.shape, generator=generator).to(z)
         x_hat = self.decode(z)
         mse = F.mse_loss(x_hat, x)
         kl = 0.5 * (mean.pow(2) + logvar.exp() - 1 - logvar).mean()
