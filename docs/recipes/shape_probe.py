@@ -27,25 +27,16 @@ from scipy import ndimage
 
 from unimm.config import with_sampling
 from unimm.data.edits import load_edits
-from unimm.data.shapes import BACKGROUND, COLOURS
+from unimm.data.shapes import COLOURS, palette_indices
+from unimm.data.shapes import shape_of_fill as shape_of
 from unimm.eval.editing import _to_pixels, _to_stored
 from unimm.models import UnifiedModel
-
-TOLERANCE = 60.0  # detect_objects' colour distance
-
-
-def shape_of(fill: float) -> str:
-    return "square" if fill > 0.9 else "circle" if fill > 0.65 else "triangle"
 
 
 def regions(image: np.ndarray) -> list[dict]:
     """Each region of one palette colour (as ``detect_objects`` labels them): colour, centre, box, fill as read and
     with holes filled, and the share of its box's pixels that read as the background or another colour."""
-    pixels = image.astype(np.float32)
-    palette = np.array([BACKGROUND, *COLOURS.values()], dtype=np.float32)
-    distance = np.linalg.norm(pixels[:, :, None, :] - palette[None, None], axis=-1)
-    nearest = distance.argmin(-1)
-    nearest[distance.min(-1) > TOLERANCE] = 0
+    nearest = palette_indices(image)  # as detect_objects reads it
     out = []
     for index, colour in enumerate(COLOURS, start=1):
         labels, count = ndimage.label(nearest == index)

@@ -184,6 +184,23 @@ def generate(n: int, seed: int = 0, image_size: int = 32) -> Iterator[tuple[Imag
         yield render(scene, image_size), scene
 
 
+def palette_indices(image: np.ndarray, tolerance: float = 60.0) -> np.ndarray:
+    """Each pixel of a uint8 ``[H,W,3]`` image -> 1 + the index of its nearest palette colour (``COLOURS`` order), or
+    0 (background) when that colour is farther than ``tolerance``: ``[H,W]`` ints."""
+    pixels = image.astype(np.float32)
+    palette = np.array([BACKGROUND, *COLOURS.values()], dtype=np.float32)
+    distance = np.linalg.norm(pixels[:, :, None, :] - palette[None, None], axis=-1)  # [H,W,1+K]
+    nearest = distance.argmin(-1)
+    nearest[distance.min(-1) > tolerance] = 0
+    return nearest
+
+
+def shape_of_fill(fill: float) -> str:
+    """The shape a region is read as from the share of its bounding box it fills (square ~1, circle ~0.79,
+    triangle ~0.5)."""
+    return "square" if fill > 0.9 else "circle" if fill > 0.65 else "triangle"
+
+
 def detect_objects(image: np.ndarray, tolerance: float = 60.0, min_pixels: int = 4) -> list[ShapeObject]:
     """Find flat-coloured objects in a uint8 ``[H,W,3]`` image, left to right.
 
@@ -193,11 +210,7 @@ def detect_objects(image: np.ndarray, tolerance: float = 60.0, min_pixels: int =
     """
     from scipy import ndimage  # scipy comes with scikit-learn
 
-    pixels = image.astype(np.float32)
-    palette = np.array([BACKGROUND, *COLOURS.values()], dtype=np.float32)
-    distance = np.linalg.norm(pixels[:, :, None, :] - palette[None, None], axis=-1)  # [H,W,1+K]
-    nearest = distance.argmin(-1)
-    nearest[distance.min(-1) > tolerance] = 0
+    nearest = palette_indices(image, tolerance)
     found: list[ShapeObject] = []
     for index, colour in enumerate(COLOURS, start=1):
         regions, count = ndimage.label(nearest == index)
@@ -207,7 +220,7 @@ def detect_objects(image: np.ndarray, tolerance: float = 60.0, min_pixels: int =
                 continue
             width, height = xs.max() - xs.min() + 1, ys.max() - ys.min() + 1
             fill = len(xs) / float(width * height)
-            shape = "square" if fill > 0.9 else "circle" if fill > 0.65 else "triangle"
+            shape = shape_of_fill(fill)
             centre = (int(round((xs.min() + xs.max()) / 2)), int(round((ys.min() + ys.max()) / 2)))
             found.append(ShapeObject(shape, colour, centre, int(max(width, height) - 1) // 2))
     return sorted(found, key=lambda obj: (obj.centre[0], obj.centre[1]))
