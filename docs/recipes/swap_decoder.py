@@ -3,6 +3,9 @@
     python docs/recipes/swap_decoder.py RUN TOKENIZER OUT
     unimm eval OUT [--sample ...]
 
+TOKENIZER is a ``unimm tokenizer train`` directory, or another latent run (its codec's decoder, e.g. one that
+``own_latent_decoder.py`` finetuned).
+
 The transformer of a latent run (transfusion layout, ``codec.kind = "vae"``) writes latents; its codec's decoder turns
 them into pixels. A decoder trained further with ``tokenizer.train_decoder_only`` (and ``tokenizer.decoder_noise``)
 from the run's own tokenizer reads the same latent space, since its encoder is the same; this script checks that (every
@@ -28,7 +31,10 @@ def main(run: str, tokenizer: str, out: str) -> None:
     if dst.exists():
         raise SystemExit(f"{dst} exists; choose a new directory")
     weights = load_file(src / "model.safetensors")
-    new = load_file(tok / "tokenizer.safetensors")
+    if (tok / "tokenizer.safetensors").exists():
+        new = load_file(tok / "tokenizer.safetensors")
+    else:  # another run: its codec's VAE
+        new = {k[len(PREFIX) :]: v for k, v in load_file(tok / "model.safetensors").items() if k.startswith(PREFIX)}
     encoder = [k for k in new if k.startswith("encoder.")]
     if not encoder or any(PREFIX + k not in weights for k in new):
         raise SystemExit(f"{tok} does not fit {src}'s codec (keys differ): is the run's codec a VAE of this shape?")
