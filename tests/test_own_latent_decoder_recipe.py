@@ -36,8 +36,8 @@ def test_pairs_are_the_latents_the_decoder_is_given(latent_run):
     pairs = recipe.own_pairs(model, 6, batch=4)
     z, x = pairs["latents"], pairs["targets"]
     assert len(z) == len(x) == 6
-    ok = recipe.usable(model, z)
-    assert ok.shape == (6,) and ok.dtype == torch.bool
+    ok, right = recipe.usable(model, z), recipe.usable(model, z, only_right=True)
+    assert ok.shape == right.shape == (6,) and ok.dtype == torch.bool and not (right & ~ok).any()
     # decoding the recorded latents gives the edited images the sampler returned (same seed, same edits)
     again = UnifiedModel.from_pretrained(latent_run).eval()
     edits = load_edits(again.cfg.data.path, "train")[:4]

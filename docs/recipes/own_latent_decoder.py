@@ -12,6 +12,7 @@ the true target's objects, each in its colour within 2 pixels of its place and n
 the true target image), whatever shapes it drew; the others (an object missing, extra, recoloured or elsewhere,
 including an add drawn at another free place than the target's, which the edit scorer accepts) are left out, since
 their latents hold another scene and a decoder taught to draw the true one from them would learn to move objects.
+``--only-right`` keeps only the edits scored right (edit and preservation, shapes included).
 The decoder alone (the encoder, the latent space and the transformer stay as they are) then trains ``steps`` steps
 of batch 64: ``own-share`` of each batch are own pairs, the rest the pairs' true targets' latents plus Gaussian
 noise of s times the latent std, s ~ U(0, noise), as ``decoder_noise`` trains (``--own-share 0`` is the control: the
@@ -97,13 +98,18 @@ def own_pairs(model: UnifiedModel, n: int, batch: int = 50) -> dict:
 
 
 @torch.no_grad()
-def usable(model: UnifiedModel, latents: torch.Tensor) -> torch.Tensor:
+def usable(model: UnifiedModel, latents: torch.Tensor, only_right: bool = False) -> torch.Tensor:
     """Which of the first ``len(latents)`` training edits' latents, decoded by the run's decoder (the images its
-    edits gave), show their true target scene but for shapes (``same_scene_but_shapes``)."""
+    edits gave), show their true target scene but for shapes (``same_scene_but_shapes``); with ``only_right`` also
+    scored right in edit and preservation (``score_edits``), shapes included."""
     edits = load_edits(model.cfg.data.path, "train")[: len(latents)]
     images = torch.cat([model.writer.codec.vae.decode(latents[i : i + 256]) for i in range(0, len(latents), 256)])
     stored = _to_stored(images.clamp(-1, 1), edits[0].target.shape[0])
-    return torch.tensor([same_scene_but_shapes(im, e.edit.target) for im, e in zip(stored, edits, strict=True)])
+    ok = [same_scene_but_shapes(im, e.edit.target) for im, e in zip(stored, edits, strict=True)]
+    if only_right:
+        scores = score_edits(list(stored), [e.edit for e in edits])["results"]
+        ok = [o and r["edit"] and r["preservation"] for o, r in zip(ok, scores, strict=True)]
+    return torch.tensor(ok)
 
 
 def finetune(vae, z_own, x_own, steps: int, own_share: float, noise: float, seed: int = 0) -> None:
@@ -139,6 +145,7 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=600)
     p.add_argument("--own-share", type=float, default=0.5, help="share of each batch that is own pairs (0: control)")
     p.add_argument("--noise", type=float, default=0.5, help="the noised true latents' noise, times the latent std")
+    p.add_argument("--only-right", action="store_true", help="pair only the edits scored right, shapes included")
     p.add_argument("--pairs", default=None, help="file keeping the sampled pairs (reused when it exists)")
     p.add_argument("--sample", action="append", default=[], help="KEY=VALUE sampling overrides, as unimm eval's")
     args = p.parse_args()
@@ -161,7 +168,7 @@ def main() -> None:
         if args.pairs:
             torch.save(pairs, args.pairs)
     sampled = time.perf_counter() - t0
-    keep = usable(model, pairs["latents"]).nonzero().squeeze(1)
+    keep = usable(model, pairs["latents"], args.only_right).nonzero().squeeze(1)
     if len(keep) < 2:
         raise SystemExit(f"{len(keep)} of {len(pairs['latents'])} sampled edits are usable pairs; sample more (--n)")
     held = keep[::10]  # every tenth usable pair is held out to measure the decoder on
@@ -190,7 +197,7 @@ def main() -> None:
     made = {
         "run": str(run),
         "decoder": "finetuned on the run's own latents (docs/recipes/own_latent_decoder.py)",
-        "settings": {k: getattr(args, k) for k in ("n", "steps", "own_share", "noise", "sample")},
+        "settings": {k: getattr(args, k) for k in ("n", "steps", "own_share", "noise", "only_right", "sample")},
         "training_edits_sampled": len(z),
         "pairs_used": len(train),
         "pairs_held_out": len(held),
