@@ -161,6 +161,11 @@ class DataSection(_Section):
         description="on an edit dataset: training draws each edit whose source scene has two or more objects (where "
         "the instruction must pick one out) this many times per epoch; 1 = every edit once. Validation is unchanged",
     )
+    edit_kind_repeat: dict[str, int] = Field(
+        default_factory=dict,
+        description="on an edit dataset: training draws each edit of a kind named here this many times per epoch, "
+        "e.g. {swap = 3} (times multi_object_repeat where both apply); unnamed kinds once. Validation is unchanged",
+    )
     interleaved_fraction: float = Field(
         0.0,
         ge=0,
@@ -171,6 +176,18 @@ class DataSection(_Section):
         "conversations or interleaved documents, the item's own turns (train/conversations.py); the others follow "
         "the task mix above. 0 = none (the stream is as without it)",
     )
+
+    @field_validator("edit_kind_repeat")
+    @classmethod
+    def _edit_kinds(cls, repeat: dict[str, int]) -> dict[str, int]:
+        from unimm.data.edits import EDIT_KINDS
+
+        for kind, times in repeat.items():
+            if kind not in EDIT_KINDS:
+                raise ValueError(f"data.edit_kind_repeat: {kind!r} is not an edit kind ({', '.join(EDIT_KINDS)})")
+            if times < 1:
+                raise ValueError(f"data.edit_kind_repeat.{kind} = {times}: expected a count >= 1")
+        return repeat
 
     @field_validator("class_names")
     @classmethod
@@ -647,7 +664,7 @@ def _table(name: str, values: dict) -> list[str]:
     lines = [f"\n[{name}]"]
     lines += [f"{k} = {_toml(v)}" for k, v in values.items() if v is not None and not isinstance(v, dict)]
     for k, v in values.items():
-        if isinstance(v, dict):
+        if isinstance(v, dict) and v:  # an empty mapping (data.edit_kind_repeat = {}) is the default: left out
             lines += _table(f"{name}.{k}", v)
     return lines
 

@@ -5,7 +5,9 @@ import pytest
 import torch
 
 from conftest import tiny_preset
+from unimm.config import dump_toml, load_config
 from unimm.data import load_split
+from unimm.data.edits import load_edits
 from unimm.models import UnifiedModel
 from unimm.train.loop import resolve_data, train
 from unimm.train.stream import ExampleStream
@@ -54,3 +56,31 @@ def test_multi_object_edits_repeat_in_each_epoch_and_validation_stays_plain(edit
     assert loaded.source_objects == data.source_objects
     with pytest.raises(ValueError, match="multi_object_repeat"):
         tiny_preset(edits_dir, "chameleon", **{"data.multi_object_repeat": 0})
+
+
+def test_edits_of_a_named_kind_repeat_in_each_epoch_and_compose_with_multi_object_repeat(edits_dir, tmp_path):
+    """``data.edit_kind_repeat = {swap = 3}`` draws each swap three times per epoch; with ``multi_object_repeat``
+    the counts multiply; an unknown kind or a count below 1 is refused; the setting survives the run's config."""
+    cfg = tiny_preset(edits_dir, "chameleon")
+    data, templates = resolve_data(cfg)
+    assert data.edit_kinds == [e.edit.kind for e in load_edits(edits_dir, "train")]
+    moves = {i for i, k in enumerate(data.edit_kinds) if k == "move"}
+    multi = {i for i, k in enumerate(data.source_objects) if k >= 2}
+    assert 0 < len(moves) < len(data) and moves & multi and moves - multi
+    for update, times in (
+        ({"edit_kind_repeat": {"move": 3}}, lambda i: 3 if i in moves else 1),
+        (
+            {"edit_kind_repeat": {"move": 3}, "multi_object_repeat": 2},
+            lambda i: (3 if i in moves else 1) * (2 if i in multi else 1),
+        ),
+    ):
+        stream = ExampleStream(data, templates, cfg.data.model_copy(update=update), 8, 0)
+        want = sorted(i for i in range(len(data)) for _ in range(times(i)))
+        assert sorted(stream._item(g) for g in range(len(want))) == want
+    for bad, match in (("{turn = 2}", "not an edit kind"), ("{swap = 0}", "expected a count")):
+        with pytest.raises(ValueError, match=match):
+            tiny_preset(edits_dir, "chameleon", **{"data.edit_kind_repeat": bad})
+    repeated = tiny_preset(edits_dir, "chameleon", **{"data.edit_kind_repeat": "{move = 3}"})
+    assert repeated.data.edit_kind_repeat == {"move": 3}
+    (tmp_path / "config.toml").write_text(dump_toml(repeated))
+    assert load_config(tmp_path / "config.toml").data.edit_kind_repeat == {"move": 3}

@@ -31,7 +31,8 @@ class ImageTextData:
     edits' targets and ``captions`` theirs. A dataset converted from LLaVA conversations or interleaved documents
     keeps each item's turns in ``conversations`` (``data/conversations.py``; None for an item without, and for
     other datasets): ``images`` then hold each item's first image and ``captions`` its ``Record.text``. An edit
-    dataset also counts the objects of each edit's source scene (``source_objects``, ``data.multi_object_repeat``)
+    dataset also counts the objects of each edit's source scene (``source_objects``, ``data.multi_object_repeat``),
+    names each edit's kind (``edit_kinds``, ``data.edit_kind_repeat``)
     and says which edits leave the place of what they draw open (``open_places``: adds; ``tasks.changed_cells``).
     """
 
@@ -46,6 +47,7 @@ class ImageTextData:
     instructions: list[str] | None = None
     conversations: list[Conversation | None] | None = None
     source_objects: list[int] | None = None
+    edit_kinds: list[str] | None = None
     open_places: list[bool] | None = None
 
     def __len__(self) -> int:

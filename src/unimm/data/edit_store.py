@@ -50,5 +50,6 @@ def load_edit_data(root: str | Path, split: str) -> ImageTextData:
         sources=_to_nchw(np.stack([e.source for e in edits])),
         instructions=[e.edit.instruction for e in edits],
         source_objects=[len(e.edit.source.objects) for e in edits],
+        edit_kinds=[e.edit.kind for e in edits],
         open_places=[e.edit.kind in OPEN_PLACE_KINDS for e in edits],
     )

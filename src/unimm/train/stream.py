@@ -53,7 +53,7 @@ class ExampleStream:
         self.rotate, self.scale = mix.rotate, mix.scale
         self._perm: tuple[int, torch.Tensor] | None = None
         self.conversations = conversation_source(data, templates) if mix.interleaved_fraction else None
-        self.items = epoch_items(data, mix.multi_object_repeat)
+        self.items = epoch_items(data, mix.multi_object_repeat, mix.edit_kind_repeat)
 
     def _item(self, g: int) -> int:
         n = len(self.data) if self.items is None else len(self.items)
@@ -123,13 +123,23 @@ class ExampleStream:
         return images, examples
 
 
-def epoch_items(data: ImageTextData, multi_object_repeat: int) -> torch.Tensor | None:
+def epoch_items(
+    data: ImageTextData, multi_object_repeat: int, kind_repeat: dict[str, int] | None = None
+) -> torch.Tensor | None:
     """The dataset indices one epoch draws from, in order before shuffling: each edit whose source has two or more
-    objects ``multi_object_repeat`` times, the others once; None (every item once, the plain stream) at 1 or on
-    a dataset that is not an edit dataset."""
-    if multi_object_repeat == 1 or data.source_objects is None:
+    objects ``multi_object_repeat`` times, each edit of a kind in ``kind_repeat`` that many times (the product where
+    both apply), the others once; None (every item once, the plain stream) when nothing repeats or on a dataset that
+    is not an edit dataset."""
+    kind_repeat = kind_repeat or {}
+    if (multi_object_repeat == 1 and not kind_repeat) or data.source_objects is None:
         return None
-    counts = torch.tensor([multi_object_repeat if k >= 2 else 1 for k in data.source_objects])
+    kinds = data.edit_kinds or [""] * len(data)
+    counts = torch.tensor(
+        [
+            (multi_object_repeat if k >= 2 else 1) * kind_repeat.get(kind, 1)
+            for k, kind in zip(data.source_objects, kinds, strict=True)
+        ]
+    )
     return torch.repeat_interleave(torch.arange(len(data)), counts)
 
 

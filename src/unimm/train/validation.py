@@ -31,7 +31,9 @@ class Validation:
         data = load_split(cfg.data.path, "val", cfg.data.image_size, cfg.data.channels)
         if not len(data):
             raise ValueError("it holds no examples")
-        mix = cfg.data.model_copy(update={"shift": 0, "rotate": 0.0, "scale": 0.0, "multi_object_repeat": 1})
+        mix = cfg.data.model_copy(
+            update={"shift": 0, "rotate": 0.0, "scale": 0.0, "multi_object_repeat": 1, "edit_kind_repeat": {}}
+        )
         self.stream = ExampleStream(data, templates, mix, t.batch_size // self.shards, t.seed)
 
     @classmethod
