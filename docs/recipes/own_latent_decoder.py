@@ -41,7 +41,7 @@ from unimm.config import with_sampling
 from unimm.data.edits import load_edits
 from unimm.data.shapes import ShapeScene, detect_objects
 from unimm.eval.editing import _to_pixels, _to_stored
-from unimm.eval.edits import TOLERANCE, score_edits
+from unimm.eval.edits import TOLERANCE, _offset, score_edits
 from unimm.models import UnifiedModel
 
 PREFIX = "writer.codec.vae."
@@ -54,11 +54,7 @@ def same_scene_but_shapes(image: np.ndarray, target: ShapeScene, tolerance: int 
     if len(found) != len(target.objects):
         return False
     for want in target.objects:
-        near = [
-            o
-            for o in found
-            if o.colour == want.colour and max(map(abs, np.subtract(o.centre, want.centre))) <= tolerance
-        ]
+        near = [o for o in found if o.colour == want.colour and _offset(o, want) <= tolerance]
         if not near:
             return False
         found.remove(near[0])
