@@ -6,7 +6,8 @@ One process measures, in order:
    with torch's BLAS and with oneDNN; the faster library's is the peak);
 2. unimm's training step (forward + backward + grad clip + AdamW) on real packed batches, with its FLOPs
    counted by ``torch.utils.flop_counter.FlopCounterMode`` -> achieved GFLOP/s and MFU; again with its linear
-   layers through oneDNN (``train.matmul = "onednn"``);
+   layers through oneDNN (``train.matmul = "onednn"``); again with ``torch.compile``'d blocks (``train.compile``,
+   its one-off compile timed apart, its loss on the first batch checked against the eager step's);
 3. the same step for lucidrains' ``transfusion-pytorch`` at an identical size and on identical content
    (the same text tokens and the same image patches per sequence), if it is installed.
 
@@ -168,8 +169,10 @@ def unimm_setup(args, data_path: Path):
     return cfg, tok, model, drawn
 
 
-def bench_unimm(args, cfg, model, drawn, onednn: bool = False) -> dict:
-    """Time the training step; ``onednn``: its linear layers through oneDNN (``train.matmul = "onednn"``)."""
+def bench_unimm(args, cfg, model, drawn, onednn: bool = False, compile_backend: str | None = None) -> dict:
+    """Time the training step; ``onednn``: its linear layers through oneDNN (``train.matmul = "onednn"``);
+    ``compile_backend``: with ``torch.compile``'d blocks (``train.compile``; BLAS linears, as the setting requires),
+    the first step (the compile) timed apart and the loss on the first batch against the eager one's."""
     t = cfg.train
     opt = build_optimizer(model, t.lr, t.weight_decay, t.betas)
     model.train()
@@ -192,14 +195,30 @@ def bench_unimm(args, cfg, model, drawn, onednn: bool = False) -> dict:
         batches[k % len(batches)] = make_batch(model, images, examples)
         step(k)
 
-    flops = [count_flops(lambda b=b: fwd_bwd(b, 0)) for b in batches]
+    flops = [count_flops(lambda b=b: fwd_bwd(b, 0)) for b in batches]  # eager: the same FLOPs compiled or not
     opt.zero_grad(set_to_none=True)
+    compiled: dict = {}
+    if compile_backend is not None:
+        eager = _first_loss(model, batches[0])
+        model.backbone.compile_blocks(compile_backend)
+        t0 = time.perf_counter()
+        loss = _first_loss(model, batches[0])
+        compiled = {
+            "backend": compile_backend,
+            "compile_s": time.perf_counter() - t0,
+            "loss_eager": eager,
+            "loss_compiled": loss,
+            "loss_abs_diff": abs(loss - eager),
+        }
     packing = time_steps(lambda k: make_batch(model, *drawn[k % len(drawn)]), 1, args.iters)
     timing = time_steps(step, args.warmup, args.iters)
     timing_packed = time_steps(step_with_packing, 1, args.iters)
     tokens = [b.tokens.numel() for b in batches]
     nonpad = [int((b.tokens != pad).sum()) for b in batches]
+    if compile_backend is not None:
+        model.backbone.compile_blocks(None)
     return {
+        **({"compiled": compiled} if compiled else {}),
         "params": sum(p.numel() for p in model.parameters()),
         "seq_len_padded": [b.tokens.shape[1] for b in batches],
         "tokens_per_step": statistics.mean(tokens),
@@ -209,6 +228,15 @@ def bench_unimm(args, cfg, model, drawn, onednn: bool = False) -> dict:
         "packing": packing,
         "step_with_packing": timing_packed,
     }
+
+
+def _first_loss(model: UnifiedModel, batch) -> float:
+    """The training loss of one forward + backward (gradients cleared after), generator seeded 0."""
+    model.train()
+    loss, _ = model(batch, torch.Generator().manual_seed(0))
+    loss.backward()
+    model.zero_grad(set_to_none=True)
+    return float(loss)
 
 
 # ----------------------------------------------------------------------------- transfusion-pytorch
@@ -415,6 +443,17 @@ def markdown(result: dict) -> str:
         '(`train.matmul = "onednn"`, `src/unimm/nn/onednn_linear.py`); the rest (attention, AdamW) is the same '
         "code. On an AMD CPU torch's BLAS, MKL, runs its AVX2 code, oneDNN AVX-512.",
     ]
+    comp = result.get("unimm_compiled")
+    if comp is not None:
+        c = comp["compiled"]
+        lines += [
+            "",
+            f"The compiled rows run the same step with each backbone block `torch.compile`d (`train.compile = true`, "
+            f"backend {c['backend']}; linear layers on torch's BLAS, as that setting requires): the elementwise work "
+            f"(RoPE, norms, SwiGLU) fused. Its one-off compile took {c['compile_s']:.1f} s (not in the timings); on "
+            f"the first batch its loss is {c['loss_compiled']:.6f} against the eager step's {c['loss_eager']:.6f} "
+            f"(difference {c['loss_abs_diff']:.1e}).",
+        ]
     if result["peer"]["version"] is not None:
         lines += ["", "Setup differences that cannot be removed:", ""]
         lines += [f"- {d}" for d in PEER_DIFFERENCES]
@@ -435,6 +474,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--distinct-batches", type=int, default=3, help="real batches cycled through")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     p.add_argument("--no-peer", action="store_true", help=f"skip {PEER}")
+    p.add_argument(
+        "--compile",
+        choices=("inductor", "aot_eager", "none"),
+        default="inductor",
+        help="backend of the compiled-blocks rows (train.compile); aot_eager checks the path without a C++ compiler",
+    )
     p.add_argument("--quick", action="store_true", help="tiny smoke run (dim 64, depth 2, batch 8, 3 steps)")
     p.add_argument("--out", type=Path, default=RESULTS)
     args = p.parse_args(argv)
@@ -464,6 +509,10 @@ def main(argv=None) -> dict:
         print(f"unimm: {sum(p.numel() for p in model.parameters()):,} params; timing …", flush=True)
         ours = bench_unimm(args, cfg, model, drawn)
         dnn = bench_unimm(args, cfg, model, drawn, onednn=True) if onednn_available() else None
+        comp = None
+        if args.compile != "none":
+            print(f"unimm with torch.compile'd blocks ({args.compile}): compiling, then timing …", flush=True)
+            comp = bench_unimm(args, cfg, model, drawn, compile_backend=args.compile)
     content = ours["nonpad_tokens_per_step"]
     peak = mm["peak"]
     table = [
@@ -474,6 +523,11 @@ def main(argv=None) -> dict:
         table += [
             summarise("unimm transfusion, oneDNN linears", dnn, "step", content, peak),
             summarise("unimm transfusion, oneDNN linears, incl. packing", dnn, "step_with_packing", content, peak),
+        ]
+    if comp is not None:
+        table += [
+            summarise("unimm transfusion, compiled blocks", comp, "step", content, peak),
+            summarise("unimm transfusion, compiled blocks, incl. packing", comp, "step_with_packing", content, peak),
         ]
     version = None if args.no_peer else peer_version()
     peer: dict = {"name": PEER, "version": version, "skipped": args.no_peer}
@@ -519,6 +573,8 @@ def main(argv=None) -> dict:
         "data": data_label,
         "timing": {"warmup": args.warmup, "iters": args.iters, "distinct_batches": args.distinct_batches},
         "unimm": ours,
+        "unimm_onednn": dnn,
+        "unimm_compiled": comp,
         "peer": peer,
         "table": table,
     }

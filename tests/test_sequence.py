@@ -37,6 +37,19 @@ def test_text_then_image_layout():
     assert p.image_generate == [True] and p.next_position == 8
 
 
+def test_packed_fields_keep_their_dtypes_and_shapes():
+    """``pack`` builds its tensors through numpy (speed); each field keeps the dtype the model indexes with."""
+    spans = [TextSpan([1, 10]), ImageSpan(torch.rand(1, 4, 4), (2, 2), changes=torch.tensor([0, 1, 1, 0])),
+             ImageSpan(None, (2, 2), generate=True, aligned=True, clean_copy=True), TextSpan([2])]  # fmt: skip
+    p = pack(spans, SP)
+    n = len(p.tokens)
+    for name in ("tokens", "modality", "targets", "block", "image_index", "link", "copy_of"):
+        assert getattr(p, name).dtype == torch.long and getattr(p, name).shape == (n,), name
+    assert p.positions.dtype == torch.long and p.positions.shape == (3, n) and p.positions.is_contiguous()
+    assert p.ground.dtype == torch.float32 and p.ground.tolist()[3:7] == [0.0, 1.0, 1.0, 0.0]
+    assert p.hidden.dtype == torch.bool and int(p.hidden.sum()) == 4 and int((p.copy_of >= 0).sum()) == 4
+
+
 def test_packed_length_counts_what_pack_lays_out():
     for spans in (
         [TextSpan([1, 10, 11]), ImageSpan(None, (2, 3), generate=True), TextSpan([2])],

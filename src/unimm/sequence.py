@@ -33,9 +33,11 @@ the largest index the span used. A one-frame image thus keeps ``(p, p + row, p +
 cells share their row / col positions with the same cell of every other frame.
 """
 
+import functools
 import math
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
 TEXT, IMAGE = 0, 1
@@ -126,6 +128,17 @@ def span_cells(grid: tuple[int, ...]) -> torch.Tensor:
     return torch.stack([a.flatten() for a in axes], 1)
 
 
+def _tensor(values: list, dtype: type) -> torch.Tensor:
+    """A tensor of a Python list, through numpy (several times faster than ``torch.tensor`` on a list)."""
+    return torch.from_numpy(np.asarray(values, dtype=dtype))
+
+
+@functools.lru_cache(maxsize=64)
+def _cells(grid: tuple[int, int, int]) -> tuple[tuple[int, int, int], ...]:
+    """``span_cells(grid)`` as tuples, computed once per grid (``pack`` runs for every example of every step)."""
+    return tuple(map(tuple, span_cells(grid).tolist()))
+
+
 def link_positions(source: int, target: int, cells: int, causal: bool, length: int) -> torch.Tensor:
     """[length] long: for an image span aligned with an earlier one of the same grid (``ImageSpan.aligned``), the
     source position each position takes its link from, else -1. The spans' first cells sit at ``source`` and
@@ -172,10 +185,12 @@ def pack(spans: list[TextSpan | ImageSpan], special: SpecialIds) -> Packed:
         p += 1
 
     def add_cells(grid: tuple[int, int, int], at: int, blk: int, hide: bool, copies: int) -> None:
-        for f, r, c in span_cells(grid).tolist():  # raster-in-time order
-            tokens.append(special.img), modality.append(IMAGE), pos.append((at + f, at + r, at + c))
-            block.append(blk), image_index.append(len(generate)), predict.append(False)
-            hidden.append(hide), copy_of.append(copies)
+        cells = _cells(grid)  # raster-in-time order
+        n = len(cells)
+        tokens.extend([special.img] * n), modality.extend([IMAGE] * n)
+        pos.extend([(at + f, at + r, at + c) for f, r, c in cells])
+        block.extend([blk] * n), image_index.extend([len(generate)] * n), predict.extend([False] * n)
+        hidden.extend([hide] * n), copy_of.extend([copies] * n)
 
     for s, sp in enumerate(spans):
         if isinstance(sp, TextSpan):
@@ -208,24 +223,24 @@ def pack(spans: list[TextSpan | ImageSpan], special: SpecialIds) -> Packed:
         p += max(sp.grid)
         add_text(special.eoi, False)
 
-    tok = torch.tensor(tokens)
+    tok = _tensor(tokens, np.int64)
     targets = torch.full_like(tok, IGNORE)
-    want = torch.tensor(predict)
+    want = _tensor(predict, np.bool_)
     targets[:-1] = torch.where(want[1:], tok[1:], IGNORE)
     link = torch.full_like(tok, -1)
     for source, target, cells, causal in links:
         link = torch.maximum(link, link_positions(source, target, cells, causal, len(tok)))
     return Packed(
         tokens=tok,
-        modality=torch.tensor(modality),
-        positions=torch.tensor(pos).T.contiguous(),
+        modality=_tensor(modality, np.int64),
+        positions=_tensor(pos, np.int64).T.contiguous(),
         targets=targets,
-        block=torch.tensor(block),
-        image_index=torch.tensor(image_index),
+        block=_tensor(block, np.int64),
+        image_index=_tensor(image_index, np.int64),
         link=link,
-        ground=torch.tensor(ground),
-        hidden=torch.tensor(hidden, dtype=torch.bool),
-        copy_of=torch.tensor(copy_of, dtype=torch.long),
+        ground=_tensor(ground, np.float32),
+        hidden=_tensor(hidden, np.bool_),
+        copy_of=_tensor(copy_of, np.int64),
         images=images,
         image_generate=generate,
         next_position=p,

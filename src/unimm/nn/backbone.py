@@ -71,10 +71,11 @@ class Backbone(nn.Module):
         self._compiled: list[nn.Module] | None = None  # torch.compile'd blocks for training forwards (a plain list:
         # no second copy of the weights in the state dict)
 
-    def compile_blocks(self, backend: str = "inductor") -> None:
+    def compile_blocks(self, backend: str | None = "inductor") -> None:
         """Use ``torch.compile``'d blocks for training forwards without a cache (the fused elementwise work, RoPE,
-        norms and activations, is where an eager GPU step loses its time); decoding and evaluation stay eager."""
-        self._compiled = [torch.compile(layer, backend=backend) for layer in self.layers]
+        norms and activations, is where an eager step loses its time); decoding and evaluation stay eager.
+        ``backend=None`` switches back to the eager blocks."""
+        self._compiled = None if backend is None else [torch.compile(layer, backend=backend) for layer in self.layers]
 
     def forward(
         self,
