@@ -299,7 +299,9 @@ class TrainSection(_Section):
     compile: bool = Field(
         False,
         description="torch.compile each backbone block for the training forward (on a GPU: 1.9x the eager bf16 step "
-        "at dim 1024, bench/results/gpu_mfu.json; on this CPU the compile takes minutes); decoding stays eager",
+        "at dim 1024, bench/results/gpu_mfu.json; on a 2-core Xeon: 1.33x the eager oneDNN step of the editing "
+        "recipe, bench/results/xeon/compile_step_edits; bench/compile_step.py measures a run's own); decoding stays "
+        "eager",
     )
     max_bad_steps: int = Field(
         3, gt=0, description="stop after this many consecutive steps with a non-finite loss (each is skipped)"
